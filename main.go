@@ -1,0 +1,134 @@
+// Command glockd is a network lock daemon: named exclusive and counted shared
+// locks over TCP, websocket and a unix socket, each released the moment the
+// connection that took it ends.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// options are the flags that do not end up in Config.
+type options struct {
+	pidfile string
+}
+
+func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
+	fs := flag.NewFlagSet("glockd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg       Config
+		opts      options
+		port      = fs.Int("port", 9999, "TCP port for the line protocol (0 disables)")
+		wsPort    = fs.Int("ws", 9998, "HTTP port for websocket clients on / (0 disables)")
+		bind      = fs.String("bind", "", "address to listen on for -port and -ws (default all interfaces)")
+		unixMode  = fs.String("unix-mode", "0666", "permissions of the -unix socket file, octal")
+		wsOrigins = fs.String("ws-origin", "*", "comma-separated browser origins (scheme://host[:port]) allowed to open a websocket, or * for any")
+		verbose   = fs.Bool("verbose", false, "log connects, disconnects, acquisitions, releases and orphans")
+	)
+	fs.StringVar(&cfg.UnixPath, "unix", "", "path of a unix socket for the line protocol (empty disables)")
+	fs.StringVar(&opts.pidfile, "pidfile", "", "write the pid here and hold an exclusive flock on it (empty: none)")
+	fs.BoolVar(&cfg.Registry, "registry", true, "enable iam and who")
+	fs.BoolVar(&cfg.Dump, "dump", true, "enable d, sd, dump and who")
+	fs.IntVar(&cfg.MaxLine, "max-line", DefaultMaxLine, "longest command line in bytes; longer ones get \"0 Line Too Long\"")
+	fs.IntVar(&cfg.MaxConns, "max-conns", DefaultMaxConns, "most live connections over all transports")
+	fs.IntVar(&cfg.MaxLocksPerConn, "max-locks-per-conn", DefaultMaxLocksPerConn, "most locks (exclusive plus shared) one connection may hold")
+	fs.DurationVar(&cfg.KeepAlive.Idle, "keepalive-idle", 15*time.Second, "TCP keepalive: idle time before the first probe")
+	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
+	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")
+	fs.DurationVar(&cfg.UserTimeout, "user-timeout", 30*time.Second, "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (0: system default)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, opts, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, opts, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	mode, err := strconv.ParseUint(*unixMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return cfg, opts, fmt.Errorf("-unix-mode %q: want octal permissions like 0660", *unixMode)
+	}
+	cfg.UnixMode = os.FileMode(mode)
+	for _, p := range []*int{port, wsPort} {
+		if *p < 0 || *p > 65535 {
+			return cfg, opts, fmt.Errorf("port %d out of range", *p)
+		}
+	}
+	if *port != 0 {
+		cfg.TCPAddr = net.JoinHostPort(*bind, strconv.Itoa(*port))
+	}
+	if *wsPort != 0 {
+		cfg.WSAddr = net.JoinHostPort(*bind, strconv.Itoa(*wsPort))
+	}
+	for _, o := range strings.Split(*wsOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.WSOrigins = append(cfg.WSOrigins, o)
+		}
+	}
+	cfg.KeepAlive.Enable = true
+	cfg.Verbose = *verbose
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	return cfg, opts, nil
+}
+
+// run is main without the exit, so that tests can drive it.
+func run(args []string, stderr io.Writer) int {
+	cfg, opts, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "glockd:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, opts); err != nil {
+		fmt.Fprintln(stderr, "glockd:", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs a server until ctx is done, holding the pidfile meanwhile.
+func serve(ctx context.Context, cfg Config, opts options) error {
+	if opts.pidfile != "" {
+		pf, err := lockPidfile(opts.pidfile)
+		if err != nil {
+			return err
+		}
+		defer pf.remove()
+	}
+	srv, err := NewServer(cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "websocket", addrString(srv.WSAddr()), "unix", cfg.UnixPath)
+	<-ctx.Done()
+	cfg.Logger.Info("glockd shutting down")
+	return srv.Close()
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}

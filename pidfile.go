@@ -1,0 +1,49 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// pidfile is a file holding our pid, flock'ed for as long as we run, so that a
+// second daemon with the same pidfile refuses to start.
+type pidfile struct {
+	f    *os.File
+	path string
+}
+
+func lockPidfile(path string) (*pidfile, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("pidfile: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			owner := make([]byte, 32)
+			n, _ := f.ReadAt(owner, 0)
+			return nil, fmt.Errorf("pidfile %s is locked: another glockd (pid %s) is running", path, strings.TrimSpace(string(owner[:n])))
+		}
+		return nil, fmt.Errorf("pidfile %s: flock: %w", path, err)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pidfile: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pidfile: %w", err)
+	}
+	return &pidfile{f: f, path: path}, nil
+}
+
+// remove deletes the file while still holding the lock, so that no other
+// daemon can lock the path in between and lose its file to us.
+func (p *pidfile) remove() {
+	os.Remove(p.path)
+	p.f.Close()
+}

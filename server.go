@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+// Config is everything a Server needs; main builds it from the flags.
+type Config struct {
+	TCPAddr  string // line protocol over TCP, "host:port"; "" disables
+	WSAddr   string // HTTP: websocket on "/"; "" disables
+	UnixPath string // line protocol over a unix socket; "" disables
+	UnixMode os.FileMode
+
+	Registry bool // iam and who
+	Dump     bool // d, sd, dump and who
+	Verbose  bool // log connects, disconnects, acquisitions, releases, orphans
+	Logger   *slog.Logger
+
+	MaxLine         int // longest command line, in bytes
+	MaxConns        int // live connections over all transports
+	MaxLocksPerConn int // exclusive plus shared locks one connection may hold
+
+	// Dead-peer detection on TCP connections (websocket included).
+	KeepAlive   net.KeepAliveConfig
+	UserTimeout time.Duration // TCP_USER_TIMEOUT; 0 leaves the system's default
+
+	// WSOrigins are the browser origins allowed to open a websocket; empty
+	// or "*" allows any.
+	WSOrigins []string
+}
+
+// Defaults of the limits, also the flags' defaults.
+const (
+	DefaultMaxLine         = 64 << 10
+	DefaultMaxConns        = 100000
+	DefaultMaxLocksPerConn = 1000000
+)
+
+func (cfg Config) withDefaults() Config {
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = DefaultMaxLine
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxLocksPerConn <= 0 {
+		cfg.MaxLocksPerConn = DefaultMaxLocksPerConn
+	}
+	if cfg.UnixMode == 0 {
+		cfg.UnixMode = 0o666
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// Server is one glockd: its listeners, connections and lock manager.
+type Server struct {
+	cfg     Config
+	manager *manager
+
+	tcp  net.Listener
+	unix net.Listener
+	ws   net.Listener
+	http *http.Server
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+	wg     sync.WaitGroup // accept loops and connections
+}
+
+// NewServer checks cfg and makes a server; Start opens its listeners.
+func NewServer(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	for _, origin := range cfg.WSOrigins {
+		if err := checkOriginSyntax(origin); err != nil {
+			return nil, err
+		}
+	}
+	return &Server{
+		cfg:     cfg,
+		manager: newManager(cfg),
+		conns:   make(map[*conn]struct{}),
+	}, nil
+}
+
+// checkOriginSyntax accepts "*" or an origin as browsers send it:
+// scheme://host[:port], nothing after.
+func checkOriginSyntax(origin string) error {
+	if origin == "*" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("websocket origin %q: want scheme://host[:port] or *", origin)
+	}
+	return nil
+}
+
+// Start opens the configured listeners and starts serving. On error nothing
+// is left open.
+func (s *Server) Start() (err error) {
+	defer func() {
+		if err != nil {
+			s.closeListeners()
+		}
+	}()
+	lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
+	if s.cfg.TCPAddr != "" {
+		if s.tcp, err = lc.Listen(context.Background(), "tcp", s.cfg.TCPAddr); err != nil {
+			return fmt.Errorf("tcp: %w", err)
+		}
+	}
+	if s.cfg.WSAddr != "" {
+		if s.ws, err = lc.Listen(context.Background(), "tcp", s.cfg.WSAddr); err != nil {
+			return fmt.Errorf("websocket: %w", err)
+		}
+	}
+	if s.cfg.UnixPath != "" {
+		if s.unix, err = listenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
+			return fmt.Errorf("unix socket: %w", err)
+		}
+	}
+	go s.manager.run()
+	if s.tcp != nil {
+		s.wg.Add(1)
+		go s.acceptLoop(s.tcp, "tcp")
+	}
+	if s.unix != nil {
+		s.wg.Add(1)
+		go s.acceptLoop(s.unix, "unix")
+	}
+	if s.ws != nil {
+		s.http = &http.Server{
+			Handler:           s.httpHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.http.Serve(s.ws)
+		}()
+	}
+	return nil
+}
+
+// TCPAddr is the address of the TCP listener, nil when disabled.
+func (s *Server) TCPAddr() net.Addr { return listenerAddr(s.tcp) }
+
+// WSAddr is the address of the HTTP/websocket listener, nil when disabled.
+func (s *Server) WSAddr() net.Addr { return listenerAddr(s.ws) }
+
+func listenerAddr(l net.Listener) net.Addr {
+	if l == nil {
+		return nil
+	}
+	return l.Addr()
+}
+
+// Close stops accepting, ends every connection (orphaning their locks), stops
+// the manager and removes the unix socket file.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	s.closeListeners()
+	for _, c := range conns {
+		c.t.close()
+	}
+	s.wg.Wait()
+	s.manager.send(request{kind: requestStop})
+	<-s.manager.stopped
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	if s.http != nil {
+		s.http.Close() // closes s.ws too
+	} else if s.ws != nil {
+		s.ws.Close()
+	}
+	if s.tcp != nil {
+		s.tcp.Close()
+	}
+	if s.unix != nil {
+		s.unix.Close() // and removes the socket file
+	}
+}
+
+// track registers a new connection, unless the server is closing or full;
+// refusal says why.
+func (s *Server) track(c *conn) (refusal string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return "closing"
+	case len(s.conns) >= s.cfg.MaxConns:
+		return replyTooMany
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return ""
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// acceptLoop serves a stream listener until it is closed.
+func (s *Server) acceptLoop(l net.Listener, transportName string) {
+	defer s.wg.Done()
+	unixSeq := 0
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors, most likely: back off as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.cfg.Logger.Warn("accept", "transport", transportName, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		name := nc.RemoteAddr().String()
+		if transportName == "unix" {
+			unixSeq++
+			name = fmt.Sprintf("unix:%d", unixSeq)
+		}
+		c := newConn(s, name, transportName, newStreamTransport(nc, s.cfg.MaxLine))
+		if refusal := s.track(c); refusal != "" {
+			refuse(nc, refusal)
+			continue
+		}
+		go func() {
+			defer s.untrack(c)
+			c.serve()
+		}()
+	}
+}
+
+// refuse tells a connection why it is turned away, without letting a client
+// that does not read hold up the accept loop, and closes it.
+func refuse(nc net.Conn, refusal string) {
+	if strings.HasPrefix(refusal, "0 ") {
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write([]byte(refusal))
+	}
+	nc.Close()
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/{$}", websocket.Server{Handshake: s.checkOrigin, Handler: s.serveWebsocket})
+	return mux
+}
+
+// checkOrigin enforces -ws-origin. Requests without an Origin header come from
+// programs, not browsers, and cross-site websocket hijacking needs a browser.
+func (s *Server) checkOrigin(_ *websocket.Config, req *http.Request) error {
+	origin := req.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	for _, allowed := range s.cfg.WSOrigins {
+		if allowed == "*" || strings.EqualFold(allowed, origin) {
+			return nil
+		}
+	}
+	if len(s.cfg.WSOrigins) == 0 {
+		return nil
+	}
+	return fmt.Errorf("origin %q not allowed", origin)
+}
+
+func (s *Server) serveWebsocket(ws *websocket.Conn) {
+	c := newConn(s, ws.Request().RemoteAddr, "websocket", newWebsocketTransport(ws, s.cfg.MaxLine))
+	if refusal := s.track(c); refusal != "" {
+		if strings.HasPrefix(refusal, "0 ") {
+			ws.SetWriteDeadline(time.Now().Add(time.Second))
+			ws.Write([]byte(refusal))
+		}
+		return
+	}
+	defer s.untrack(c)
+	c.serve()
+}
+
+// listenUnix listens on path, replacing a socket file left by a daemon that
+// died, but never one that a live daemon still answers on, nor a file that
+// is not a socket.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		probe, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			probe.Close()
+			return nil, fmt.Errorf("%s is in use by a running daemon", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%s: cannot tell whether it is in use: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}

@@ -1,0 +1,119 @@
+package main
+
+// sharedLock is one name of the shared table: its holders in the order they
+// took it, as sd and "dump shared" list them.
+type sharedLock struct {
+	name       string
+	head, tail *sharedHolder
+	count      int
+}
+
+// sharedHolder is one connection's hold on a shared lock, linked both into
+// the lock's list and (by name) into the connection's map, so that release by
+// either side is O(1).
+type sharedHolder struct {
+	conn       *connState
+	lock       *sharedLock
+	prev, next *sharedHolder
+}
+
+// sharedLock adds c to the holders of name and returns how many there are;
+// full is true when c is at its limit of locks.
+func (m *manager) sharedLock(c *connState, name []byte) (holders int, full bool) {
+	if h := c.sharedHeld[string(name)]; h != nil {
+		return h.lock.count, false
+	}
+	if c.lockCount() >= m.maxLocksPerConn {
+		return 0, true
+	}
+	return m.sharedGrant(c, string(name)), false
+}
+
+func (m *manager) sharedGrant(c *connState, name string) int {
+	l := m.shared[name]
+	if l == nil {
+		l = &sharedLock{name: name}
+		m.shared[name] = l
+	}
+	h := &sharedHolder{conn: c, lock: l, prev: l.tail}
+	if l.tail != nil {
+		l.tail.next = h
+	} else {
+		l.head = h
+	}
+	l.tail = h
+	l.count++
+	if c.sharedHeld == nil {
+		c.sharedHeld = make(map[string]*sharedHolder)
+	}
+	c.sharedHeld[l.name] = h
+	m.logf("acquire shared", c, "lock", l.name, "holders", l.count)
+	return l.count
+}
+
+// sharedUnlock releases c's hold on name, if it has one.
+func (m *manager) sharedUnlock(c *connState, name []byte) bool {
+	h := c.sharedHeld[string(name)]
+	if h == nil {
+		return false
+	}
+	m.logf("release shared", c, "lock", h.lock.name)
+	m.dropHolder(h)
+	return true
+}
+
+// sharedRelease drops c's hold on name, for orphaning.
+func (m *manager) sharedRelease(c *connState, name string) {
+	if h := c.sharedHeld[name]; h != nil {
+		m.dropHolder(h)
+	}
+}
+
+func (m *manager) dropHolder(h *sharedHolder) {
+	l := h.lock
+	if h.prev != nil {
+		h.prev.next = h.next
+	} else {
+		l.head = h.next
+	}
+	if h.next != nil {
+		h.next.prev = h.prev
+	} else {
+		l.tail = h.prev
+	}
+	l.count--
+	delete(h.conn.sharedHeld, l.name)
+	if len(h.conn.sharedHeld) == 0 {
+		h.conn.sharedHeld = nil
+	}
+	m.admitSharedWaiters(l)
+	if l.count == 0 {
+		delete(m.shared, l.name)
+	}
+}
+
+// admitSharedWaiters grants the shared lock to its oldest waiters while the
+// oldest one's MAX allows another holder. A waiter whose MAX is full blocks
+// the ones behind it: strict FIFO, no overtaking.
+func (m *manager) admitSharedWaiters(l *sharedLock) {
+	q := m.sharedWaiters[l.name]
+	for q != nil && !q.empty() && l.count < q.head.max {
+		w := popWaiter(m.sharedWaiters, q, l.name)
+		holders := m.sharedGrant(w.conn, l.name)
+		m.resolve(w, waitResult{granted: true, holders: holders})
+	}
+}
+
+// sharedCount is the number of holders of name.
+func (m *manager) sharedCount(name []byte) int {
+	if l := m.shared[string(name)]; l != nil {
+		return l.count
+	}
+	return 0
+}
+
+// sharedQueueEmpty reports whether nobody waits for the shared lock name.
+func (m *manager) sharedQueueEmpty(name []byte) bool {
+	q := m.sharedWaiters[string(name)]
+	return q == nil || q.empty()
+}

@@ -1,0 +1,141 @@
+package main
+
+import "time"
+
+// waitResult is how a wait ended: granted, with the holder count for sgw, or
+// timed out.
+type waitResult struct {
+	granted bool
+	holders int
+}
+
+// waiter is a connection queued on a lock by gw or sgw. A connection waits for
+// at most one lock at a time, because the commands after a wait run after it.
+type waiter struct {
+	conn     *connState
+	name     string
+	shared   bool
+	max      int // sgw: granted while the lock has fewer holders than this
+	timer    *time.Timer
+	resolved bool // granted, timed out or cancelled; the timer's message is then stale
+
+	prev, next *waiter
+}
+
+// waitQueue is a FIFO of waiters that can also drop one from the middle in
+// O(1), when it times out or disconnects.
+type waitQueue struct {
+	head, tail *waiter
+	length     int
+}
+
+func (q *waitQueue) push(w *waiter) {
+	w.prev = q.tail
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.length++
+}
+
+func (q *waitQueue) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	q.length--
+}
+
+func (q *waitQueue) pop() *waiter {
+	w := q.head
+	q.remove(w)
+	return w
+}
+
+func (q *waitQueue) empty() bool { return q.head == nil }
+
+// queues returns the table of waiters that w belongs in.
+func (m *manager) queues(shared bool) map[string]*waitQueue {
+	if shared {
+		return m.sharedWaiters
+	}
+	return m.waiters
+}
+
+// wait queues c for name. The timer belongs to the manager: expiry arrives as
+// a request, so the manager alone decides between grant and timeout and never
+// grants a lock to a waiter that it has told about a timeout.
+func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64) {
+	w := &waiter{conn: c, name: name, shared: shared, max: int(maxHolders)}
+	table := m.queues(shared)
+	q := table[name]
+	if q == nil {
+		q = &waitQueue{}
+		table[name] = q
+	}
+	q.push(w)
+	c.waiter = w
+	if ms != noWait {
+		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
+			select {
+			case m.requests <- request{kind: requestWaitExpired, waiter: w}:
+			case <-m.stopped:
+			}
+		})
+	}
+	m.logf("wait", c, "lock", name, "shared", shared, "ms", ms)
+}
+
+// unqueue takes w out of its queue and forgets it.
+func (m *manager) unqueue(w *waiter) {
+	table := m.queues(w.shared)
+	q := table[w.name]
+	q.remove(w)
+	if q.empty() {
+		delete(table, w.name)
+	}
+	w.resolved = true
+	w.conn.waiter = nil
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+// resolve tells the waiting connection how its wait ended. grants has room
+// for one result and a connection has one wait at a time, so this never
+// blocks the manager.
+func (m *manager) resolve(w *waiter, res waitResult) {
+	w.resolved = true
+	w.conn.waiter = nil
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.conn.grants <- res
+}
+
+func (m *manager) expire(w *waiter) {
+	if w.resolved {
+		return
+	}
+	m.unqueue(w)
+	m.logf("wait timeout", w.conn, "lock", w.name, "shared", w.shared)
+	w.conn.grants <- waitResult{}
+}
+
+// popWaiter removes the oldest waiter of name from table.
+func popWaiter(table map[string]*waitQueue, q *waitQueue, name string) *waiter {
+	w := q.pop()
+	if q.empty() {
+		delete(table, name)
+	}
+	return w
+}

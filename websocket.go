@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+
+	"golang.org/x/net/websocket"
+)
+
+// websocketTransport speaks the protocol over websocket messages: each line
+// of a message is a command, and each command gets exactly one message back,
+// empty where the line protocol would send nothing.
+type websocketTransport struct {
+	ws      *websocket.Conn
+	maxLine int
+	msg     []byte
+	scratch []byte
+}
+
+// maxMessage bounds a websocket message: a message over it is answered with
+// one "0 Line Too Long" and skipped without being buffered.
+func maxMessage(maxLine int) int { return max(maxLine+2, 1<<20) }
+
+func newWebsocketTransport(ws *websocket.Conn, maxLine int) *websocketTransport {
+	ws.MaxPayloadBytes = maxMessage(maxLine)
+	ws.PayloadType = websocket.TextFrame
+	return &websocketTransport{ws: ws, maxLine: maxLine}
+}
+
+func (t *websocketTransport) read(cmds []command) ([]command, error) {
+	t.scratch = t.scratch[:0]
+	t.msg = t.msg[:0]
+	err := websocket.Message.Receive(t.ws, &t.msg)
+	if err == websocket.ErrFrameTooLarge {
+		return append(cmds, command{verb: verbTooLong}), nil
+	}
+	if err != nil {
+		return cmds, err
+	}
+	// A trailing newline ends the last line; it does not start another.
+	msg := bytes.TrimSuffix(t.msg, []byte{'\n'})
+	for {
+		line, rest, found := bytes.Cut(msg, []byte{'\n'})
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) > t.maxLine {
+			cmds = append(cmds, command{verb: verbTooLong})
+		} else {
+			var cmd command
+			cmd, t.scratch = parseCommand(line, t.scratch)
+			cmds = append(cmds, cmd)
+		}
+		if !found {
+			return cmds, nil
+		}
+		msg = rest
+	}
+}
+
+func (t *websocketTransport) write(out []byte, ends []int) error {
+	start := 0
+	for _, end := range ends {
+		if _, err := t.ws.Write(out[start:end]); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+func (t *websocketTransport) close() error { return t.ws.Close() }
