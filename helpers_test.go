@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+// startServer runs a server on ephemeral loopback ports and a unix socket in
+// a temporary directory, closed when the test ends. edit may change the
+// config first.
+func startServer(t testing.TB, edit func(*Config)) *Server {
+	t.Helper()
+	cfg := Config{
+		TCPAddr:  "127.0.0.1:0",
+		WSAddr:   "127.0.0.1:0",
+		UnixPath: filepath.Join(t.TempDir(), "glockd.sock"),
+		Registry: true,
+		Dump:     true,
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+var transports = []string{"tcp", "unix", "websocket"}
+
+// client is a test's connection to the server, over any transport.
+type client struct {
+	t    testing.TB
+	nc   net.Conn        // the stream (for websocket, the one under it)
+	r    *bufio.Reader   // stream transports
+	ws   *websocket.Conn // websocket only
+	name string          // what the server calls this connection
+}
+
+// fence is a command sent after each command on a stream, so that the end of
+// a reply of any number of lines (or none) is the fence's reply. It counts in
+// command_i, which tests that check counters allow for.
+const (
+	fence      = "i glockd-test-fence"
+	fenceReply = "0 Lock Not Locked: glockd-test-fence\n"
+)
+
+func dial(t testing.TB, srv *Server, transport string) *client {
+	t.Helper()
+	var (
+		nc  net.Conn
+		err error
+	)
+	switch transport {
+	case "tcp":
+		nc, err = net.Dial("tcp", srv.TCPAddr().String())
+	case "unix":
+		nc, err = net.Dial("unix", srv.cfg.UnixPath)
+	case "websocket":
+		nc, err = net.Dial("tcp", srv.WSAddr().String())
+	default:
+		t.Fatalf("unknown transport %q", transport)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, nc: nc}
+	t.Cleanup(func() { c.close() })
+	if transport == "websocket" {
+		url := "ws://" + srv.WSAddr().String() + "/"
+		cfg, err := websocket.NewConfig(url, "http://localhost/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Header.Del("Origin")
+		if c.ws, err = websocket.NewClient(cfg, nc); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		c.r = bufio.NewReader(nc)
+	}
+	c.name = strings.Fields(c.do("me"))[1]
+	if transport != "unix" && c.name != nc.LocalAddr().String() {
+		t.Fatalf("connection name %q, want its address %s", c.name, nc.LocalAddr())
+	}
+	return c
+}
+
+// send writes raw bytes: a stream gets them as they are, a websocket as one
+// message.
+func (c *client) send(data string) {
+	c.t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	if c.ws != nil {
+		_, err = c.ws.Write([]byte(data))
+	} else {
+		_, err = c.nc.Write([]byte(data))
+	}
+	if err != nil {
+		c.t.Fatalf("send %q: %v", data, err)
+	}
+}
+
+// line reads one reply line from a stream, or one message from a websocket.
+func (c *client) line() string {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if c.ws != nil {
+		var msg string
+		if err := websocket.Message.Receive(c.ws, &msg); err != nil {
+			c.t.Fatalf("receive: %v", err)
+		}
+		return msg
+	}
+	s, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v (got %q)", err, s)
+	}
+	return s
+}
+
+// do sends one command and returns its whole reply: every line of it, or ""
+// when the protocol answers with nothing.
+func (c *client) do(cmd string) string {
+	c.t.Helper()
+	if c.ws != nil {
+		c.send(cmd)
+		return c.line()
+	}
+	c.send(cmd + "\n" + fence + "\n")
+	var reply strings.Builder
+	for {
+		l := c.line()
+		if l == fenceReply {
+			return reply.String()
+		}
+		reply.WriteString(l)
+	}
+}
+
+// expect runs cmd and checks its reply.
+func (c *client) expect(cmd, want string) {
+	c.t.Helper()
+	if got := c.do(cmd); got != want {
+		c.t.Fatalf("%s: %q: got %q, want %q", c.name, cmd, got, want)
+	}
+}
+
+func (c *client) close() {
+	if c.ws != nil {
+		c.ws.Close()
+	}
+	c.nc.Close()
+}
+
+// eventually retries cond until it holds or a generous deadline passes: for
+// what the server does after a connection ends, which it learns of a moment
+// later.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stat returns one counter of q.
+func (c *client) stat(key string) int {
+	c.t.Helper()
+	for _, l := range strings.Split(c.do("q"), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok && k == key {
+			var n int
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	c.t.Fatalf("q has no %s", key)
+	return 0
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// daemonBinary builds glockd once per test run.
+var daemonBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "glockd-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "glockd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", &buildError{out}
+	}
+	return bin, nil
+})
+
+type buildError struct{ out []byte }
+
+func (e *buildError) Error() string { return "go build: " + string(e.out) }
+
+// daemon is the glockd binary running as a child process.
+type daemon struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan struct{}
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	bin, err := daemonBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: exec.Command(bin, args...), stderr: new(bytes.Buffer), done: make(chan struct{})}
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+	})
+	return d
+}
+
+// exitCode waits for the daemon to exit, failing the test after timeout.
+func (d *daemon) exitCode(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-d.done:
+		return d.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		t.Fatalf("daemon still running after %v; stderr:\n%s", timeout, d.stderr)
+		return -1
+	}
+}
+
+// freePort finds a TCP port that is free now.
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func dialRetry(t *testing.T, network, addr string) net.Conn {
+	t.Helper()
+	var nc net.Conn
+	eventually(t, "daemon listening on "+addr, func() bool {
+		var err error
+		nc, err = net.Dial(network, addr)
+		return err == nil
+	})
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+func TestSignalShutdown(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			sock, pid := filepath.Join(dir, "g.sock"), filepath.Join(dir, "g.pid")
+			port := freePort(t)
+			d := startDaemon(t, "-port", strconv.Itoa(port), "-bind", "127.0.0.1", "-ws", "0", "-unix", sock, "-pidfile", pid)
+			tcp := dialRetry(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+			unix := dialRetry(t, "unix", sock)
+			for _, nc := range []net.Conn{tcp, unix} {
+				nc.Write([]byte("g held\nsg s\n"))
+				r := bufio.NewReader(nc)
+				r.ReadString('\n')
+				r.ReadString('\n')
+			}
+			got, err := os.ReadFile(pid)
+			if err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(d.cmd.Process.Pid) {
+				t.Fatalf("pidfile holds %q (%v), want %d", got, err, d.cmd.Process.Pid)
+			}
+			d.cmd.Process.Signal(sig)
+			if code := d.exitCode(t, 2*time.Second); code != 0 {
+				t.Fatalf("exit code %d; stderr:\n%s", code, d.stderr)
+			}
+			for _, f := range []string{sock, pid} {
+				if _, err := os.Stat(f); !os.IsNotExist(err) {
+					t.Errorf("%s still exists after shutdown (%v)", f, err)
+				}
+			}
+			for _, nc := range []net.Conn{tcp, unix} {
+				nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if n, err := nc.Read(make([]byte, 1)); n != 0 || err == nil {
+					t.Errorf("connection still open after shutdown: %d, %v", n, err)
+				}
+			}
+		})
+	}
+}
+
+func TestPidfileConflict(t *testing.T) {
+	pid := filepath.Join(t.TempDir(), "g.pid")
+	sock := filepath.Join(t.TempDir(), "g.sock")
+	first := startDaemon(t, "-port", "0", "-ws", "0", "-unix", sock, "-pidfile", pid)
+	dialRetry(t, "unix", sock)
+	second := startDaemon(t, "-port", "0", "-ws", "0", "-pidfile", pid)
+	if code := second.exitCode(t, 5*time.Second); code == 0 {
+		t.Fatal("a second daemon on the same pidfile started")
+	}
+	if msg := second.stderr.String(); !strings.Contains(msg, "locked") || !strings.Contains(msg, strconv.Itoa(first.cmd.Process.Pid)) {
+		t.Fatalf("unclear message: %q", msg)
+	}
+	// The first daemon keeps its pidfile.
+	if got, _ := os.ReadFile(pid); strings.TrimSpace(string(got)) != strconv.Itoa(first.cmd.Process.Pid) {
+		t.Fatalf("pidfile now holds %q", got)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-port", "70000"},
+		{"-unix-mode", "999"},
+		{"-ws-origin", "example.com"},
+		{"stray"},
+		{"-nosuchflag"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(args, &stderr); code == 0 {
+			t.Errorf("%q: exit 0", args)
+		}
+		if stderr.Len() == 0 {
+			t.Errorf("%q: no message", args)
+		}
+	}
+}
+
+func TestUnixSocketFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("stale socket is replaced", func(t *testing.T) {
+		path := filepath.Join(dir, "stale.sock")
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close() // as if the daemon died: the file stays, nobody listens
+		srv := startServer(t, func(c *Config) { c.UnixPath = path })
+		dial(t, srv, "unix").expect("g a", "1 Lock Get Success: a\n")
+	})
+	t.Run("live socket is not stolen", func(t *testing.T) {
+		path := filepath.Join(dir, "live.sock")
+		live := startServer(t, func(c *Config) { c.UnixPath = path })
+		srv, _ := NewServer(Config{UnixPath: path})
+		err := srv.Start()
+		if err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("second server on a live socket: %v", err)
+		}
+		dial(t, live, "unix").expect("g a", "1 Lock Get Success: a\n")
+	})
+	t.Run("other file is left alone", func(t *testing.T) {
+		path := filepath.Join(dir, "file")
+		os.WriteFile(path, []byte("data"), 0o600)
+		srv, _ := NewServer(Config{UnixPath: path})
+		if err := srv.Start(); err == nil || !strings.Contains(err.Error(), "not a socket") {
+			t.Fatalf("server on a regular file: %v", err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != "data" {
+			t.Fatal("file was touched")
+		}
+	})
+	t.Run("mode", func(t *testing.T) {
+		path := filepath.Join(dir, "mode.sock")
+		startServer(t, func(c *Config) { c.UnixPath, c.UnixMode = path, 0o600 })
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("mode %v (%v), want 0600", fi.Mode().Perm(), err)
+		}
+	})
+}
+
+// TestTwoServers: no package-level state, so two servers run side by side.
+func TestTwoServers(t *testing.T) {
+	a, b := startServer(t, nil), startServer(t, nil)
+	dial(t, a, "tcp").expect("g x", "1 Lock Get Success: x\n")
+	dial(t, b, "tcp").expect("g x", "1 Lock Get Success: x\n")
+}
+
+// TestCloseWithClients closes a server with connections, a waiter and held
+// locks: Close returns and nothing is left running (goleak checks at exit).
+func TestCloseWithClients(t *testing.T) {
+	srv := startServer(t, nil)
+	var cs []*client
+	for _, tr := range transports {
+		c := dial(t, srv, tr)
+		c.expect("g busy-"+tr, "1 Lock Get Success: busy-"+tr+"\n")
+		cs = append(cs, c)
+	}
+	cs[0].send("gw -1 busy-unix\n")
+	done := make(chan struct{})
+	go func() {
+		srv.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs")
+	}
+}
