@@ -24,9 +24,11 @@ type manager struct {
 	shared        map[string]*sharedLock
 	sharedWaiters map[string]*waitQueue
 
-	registry registry
-	stats    stats
-	conns    int // live connections
+	registry         registry
+	stats            stats
+	conns            int // live connections
+	connsByTransport map[string]int
+	waiting          int // connections in a wait queue
 
 	// orphaning holds connections that ended holding more locks than one
 	// step releases; run interleaves their release with other requests.
@@ -84,6 +86,7 @@ const (
 	requestConnect
 	requestDisconnect
 	requestWaitExpired
+	requestStats
 	requestStop
 )
 
@@ -92,6 +95,7 @@ type request struct {
 	conn   *connState
 	batch  *batch
 	waiter *waiter
+	stats  chan<- statsSnapshot
 }
 
 // orphanStep bounds how many locks one step of orphaning releases, so that a
@@ -101,16 +105,17 @@ const orphanStep = 4096
 
 func newManager(cfg Config) *manager {
 	m := &manager{
-		requests:        make(chan request, 1024),
-		stopped:         make(chan struct{}),
-		registryEnabled: cfg.Registry,
-		dumpEnabled:     cfg.Dump,
-		maxLocksPerConn: cfg.MaxLocksPerConn,
-		exclusive:       make(map[string]exclusiveLock),
-		waiters:         make(map[string]*waitQueue),
-		shared:          make(map[string]*sharedLock),
-		sharedWaiters:   make(map[string]*waitQueue),
-		registry:        newRegistry(),
+		requests:         make(chan request, 1024),
+		stopped:          make(chan struct{}),
+		registryEnabled:  cfg.Registry,
+		dumpEnabled:      cfg.Dump,
+		maxLocksPerConn:  cfg.MaxLocksPerConn,
+		exclusive:        make(map[string]exclusiveLock),
+		waiters:          make(map[string]*waitQueue),
+		shared:           make(map[string]*sharedLock),
+		sharedWaiters:    make(map[string]*waitQueue),
+		registry:         newRegistry(),
+		connsByTransport: make(map[string]int),
 		// Seeded from the clock so tokens keep increasing across restarts.
 		lastToken: uint64(time.Now().UnixNano()),
 	}
@@ -146,11 +151,14 @@ func (m *manager) handle(req request) bool {
 		m.runBatch(req.conn, req.batch)
 	case requestConnect:
 		m.conns++
+		m.connsByTransport[req.conn.transport]++
 		m.logf("connect", req.conn)
 	case requestDisconnect:
 		m.disconnect(req.conn)
 	case requestWaitExpired:
 		m.expire(req.waiter)
+	case requestStats:
+		req.stats <- m.snapshot()
 	case requestStop:
 		return false
 	}
@@ -242,6 +250,7 @@ func (m *manager) inspect(name []byte) (exclusiveLock, bool) {
 // and, as orphans, its locks.
 func (m *manager) disconnect(c *connState) {
 	m.conns--
+	m.connsByTransport[c.transport]--
 	m.logf("disconnect", c, "locks", len(c.held), "shared_locks", len(c.sharedHeld))
 	if w := c.waiter; w != nil {
 		m.unqueue(w)

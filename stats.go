@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"slices"
+	"time"
 )
 
 // stats are the counters behind q that are not derived from the tables.
@@ -57,4 +58,53 @@ func (m *manager) appendStats(out []byte) []byte {
 		out = append(out, '\n')
 	}
 	return out
+}
+
+// statsSnapshot is a copy of the counters, for /metrics: taking it is O(1),
+// so a scrape never walks a table inside the manager.
+type statsSnapshot struct {
+	stats
+	connections      int
+	connsByTransport map[string]int
+	locks            int
+	sharedLocks      int
+	waiters          int
+}
+
+func (m *manager) snapshot() statsSnapshot {
+	byTransport := make(map[string]int, len(m.connsByTransport))
+	for t, n := range m.connsByTransport {
+		byTransport[t] = n
+	}
+	return statsSnapshot{
+		stats:            m.stats,
+		connections:      m.conns,
+		connsByTransport: byTransport,
+		locks:            len(m.exclusive),
+		sharedLocks:      len(m.shared),
+		waiters:          m.waiting,
+	}
+}
+
+// statsSnapshot asks the manager for a snapshot of its counters. ok is false when the
+// manager does not answer within timeout (it is stopped or stuck).
+func (m *manager) statsSnapshot(timeout time.Duration) (s statsSnapshot, ok bool) {
+	reply := make(chan statsSnapshot, 1)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case m.requests <- request{kind: requestStats, stats: reply}:
+	case <-m.stopped:
+		return s, false
+	case <-timer.C:
+		return s, false
+	}
+	select {
+	case s = <-reply:
+		return s, true
+	case <-m.stopped:
+		return s, false
+	case <-timer.C:
+		return s, false
+	}
 }

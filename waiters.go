@@ -7,6 +7,7 @@ import "time"
 type waitResult struct {
 	granted bool
 	holders int
+	waited  time.Duration
 }
 
 // waiter is a connection queued on a lock by gw or sgw. A connection waits for
@@ -17,6 +18,7 @@ type waiter struct {
 	shared   bool
 	max      int // sgw: granted while the lock has fewer holders than this
 	timer    *time.Timer
+	started  time.Time
 	resolved bool // granted, timed out or cancelled; the timer's message is then stale
 
 	prev, next *waiter
@@ -75,7 +77,8 @@ func (m *manager) queues(shared bool) map[string]*waitQueue {
 // a request, so the manager alone decides between grant and timeout and never
 // grants a lock to a waiter that it has told about a timeout.
 func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64) {
-	w := &waiter{conn: c, name: name, shared: shared, max: int(maxHolders)}
+	w := &waiter{conn: c, name: name, shared: shared, max: int(maxHolders), started: time.Now()}
+	m.waiting++
 	table := m.queues(shared)
 	q := table[name]
 	if q == nil {
@@ -103,22 +106,26 @@ func (m *manager) unqueue(w *waiter) {
 	if q.empty() {
 		delete(table, w.name)
 	}
+	m.finishWait(w)
+}
+
+// finishWait marks w as over, so that its timer's message, if already sent,
+// is ignored.
+func (m *manager) finishWait(w *waiter) {
 	w.resolved = true
 	w.conn.waiter = nil
 	if w.timer != nil {
 		w.timer.Stop()
 	}
+	m.waiting--
 }
 
 // resolve tells the waiting connection how its wait ended. grants has room
 // for one result and a connection has one wait at a time, so this never
 // blocks the manager.
 func (m *manager) resolve(w *waiter, res waitResult) {
-	w.resolved = true
-	w.conn.waiter = nil
-	if w.timer != nil {
-		w.timer.Stop()
-	}
+	m.finishWait(w)
+	res.waited = time.Since(w.started)
 	w.conn.grants <- res
 }
 
@@ -128,7 +135,7 @@ func (m *manager) expire(w *waiter) {
 	}
 	m.unqueue(w)
 	m.logf("wait timeout", w.conn, "lock", w.name, "shared", w.shared)
-	w.conn.grants <- waitResult{}
+	w.conn.grants <- waitResult{waited: time.Since(w.started)}
 }
 
 // popWaiter removes the oldest waiter of name from table.
