@@ -46,7 +46,7 @@ type daemon struct {
 	done   chan struct{}
 }
 
-func startDaemon(t *testing.T, args ...string) *daemon {
+func startDaemon(t testing.TB, args ...string) *daemon {
 	t.Helper()
 	bin, err := daemonBinary()
 	if err != nil {
@@ -69,7 +69,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 }
 
 // exitCode waits for the daemon to exit, failing the test after timeout.
-func (d *daemon) exitCode(t *testing.T, timeout time.Duration) int {
+func (d *daemon) exitCode(t testing.TB, timeout time.Duration) int {
 	t.Helper()
 	select {
 	case <-d.done:
@@ -81,7 +81,7 @@ func (d *daemon) exitCode(t *testing.T, timeout time.Duration) int {
 }
 
 // freePort finds a TCP port that is free now.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func dialRetry(t *testing.T, network, addr string) net.Conn {
+func dialRetry(t testing.TB, network, addr string) net.Conn {
 	t.Helper()
 	var nc net.Conn
 	eventually(t, "daemon listening on "+addr, func() bool {
