@@ -197,6 +197,9 @@ func TestUnixSocketFile(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Fatalf("second server on a live socket: %v", err)
 		}
+		if err := srv.Close(); err != nil { // never started: nothing to stop
+			t.Fatal(err)
+		}
 		dial(t, live, "unix").expect("g a", "1 Lock Get Success: a\n")
 	})
 	t.Run("other file is left alone", func(t *testing.T) {

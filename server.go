@@ -78,10 +78,11 @@ type Server struct {
 	ws   net.Listener
 	http *http.Server
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup // accept loops and connections
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	started bool
+	closed  bool
+	wg      sync.WaitGroup // accept loops and connections
 }
 
 // NewServer checks cfg and makes a server; Start opens its listeners.
@@ -115,6 +116,11 @@ func checkOriginSyntax(origin string) error {
 // Start opens the configured listeners and starts serving. On error nothing
 // is left open.
 func (s *Server) Start() (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return errors.New("glockd: server already started")
+	}
 	defer func() {
 		if err != nil {
 			s.closeListeners()
@@ -136,6 +142,7 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("unix socket: %w", err)
 		}
 	}
+	s.started = true
 	go s.manager.run()
 	if s.tcp != nil {
 		s.wg.Add(1)
@@ -182,6 +189,10 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	if !s.started {
+		s.mu.Unlock()
+		return nil
+	}
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)

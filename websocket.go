@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"time"
 
 	"golang.org/x/net/websocket"
 )
@@ -68,4 +69,12 @@ func (t *websocketTransport) write(out []byte, ends []int) error {
 	return nil
 }
 
-func (t *websocketTransport) close() error { return t.ws.Close() }
+// close sends a close frame, but gives up on it quickly: a client that does
+// not read must not hold up the end of its connection or a shutdown. The
+// deadline also unblocks a write already stuck on such a client.
+func (t *websocketTransport) close() error {
+	t.ws.SetWriteDeadline(time.Now().Add(closeGrace))
+	return t.ws.Close()
+}
+
+const closeGrace = 250 * time.Millisecond
