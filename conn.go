@@ -40,9 +40,13 @@ type conn struct {
 	scratch  []byte        // the wait goroutine's normalised arguments
 }
 
-// maxQueued bounds what is read while a wait is pending; past it the reader
-// pauses until the wait goroutine has caught up.
-const maxQueued = 1 << 20
+// maxQueued bounds what is read while a wait is pending (line bytes plus
+// queuedCost per command); past it the reader pauses until the wait ends.
+const (
+	maxQueued    = 1 << 20
+	queuedCost   = 128
+	keptCommands = 64
+)
 
 func newConn(srv *Server, name, transportName string, t transport) *conn {
 	return &conn{
@@ -70,14 +74,15 @@ func (c *conn) serve() {
 	}()
 	for {
 		cmds, err := c.t.read(c.cmds[:0])
-		c.cmds = cmds
-		if len(cmds) > 0 {
-			if !c.runOrQueue(cmds) {
-				return
-			}
+		if len(cmds) > 0 && !c.runOrQueue(cmds) {
+			return
 		}
 		if err != nil {
 			return
+		}
+		c.cmds = cmds[:0]
+		if cap(cmds) > keptCommands {
+			c.cmds = nil // a burst's; an idle connection keeps a small slice
 		}
 	}
 }
@@ -105,7 +110,7 @@ func (c *conn) enqueue(cmds []command) {
 	for _, cmd := range cmds {
 		line := append([]byte(nil), cmd.line...)
 		c.queue = append(c.queue, command{verb: cmd.verb, line: line})
-		c.queued += len(line) + 1
+		c.queued += len(line) + queuedCost
 	}
 }
 

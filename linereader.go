@@ -31,8 +31,16 @@ func newStreamTransport(nc net.Conn, maxLine int) *streamTransport {
 	return &streamTransport{nc: nc, maxLine: maxLine}
 }
 
+// maxBatch bounds the commands of one batch, so that a flood of short lines
+// costs bounded memory per connection and holds the manager for a bounded
+// time; the rest stays in the buffer for the next batch.
+const maxBatch = 1024
+
 func (t *streamTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
+	if cmds = t.parse(cmds); len(cmds) > 0 {
+		return cmds, nil // lines left over by a batch that was full
+	}
 	for {
 		t.makeRoom()
 		n, err := t.nc.Read(t.buf[t.end:])
@@ -82,9 +90,10 @@ func (t *streamTransport) makeRoom() {
 	}
 }
 
-// parse appends the commands of every complete line in the buffer.
+// parse appends the commands of the complete lines in the buffer, up to
+// maxBatch of them.
 func (t *streamTransport) parse(cmds []command) []command {
-	for t.start < t.end {
+	for t.start < t.end && len(cmds) < maxBatch {
 		data := t.buf[t.start:t.end]
 		i := bytes.IndexByte(data, '\n')
 		if t.discarding {

@@ -58,3 +58,29 @@ func TestWebsocketMessages(t *testing.T) {
 		t.Fatalf("invalid_commands = %d, want 3", n)
 	}
 }
+
+// TestFloodOfShortLines sends many more lines than one batch holds; they are
+// all handled, in order, in bounded batches.
+func TestFloodOfShortLines(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			srv := startServer(t, nil)
+			c := dial(t, srv, tr)
+			const n = 20 * maxBatch
+			c.send(strings.Repeat("x\n", n) + "g after\n")
+			if tr == "websocket" {
+				for i := range n {
+					if got := c.line(); got != "" {
+						t.Fatalf("reply %d to an unknown command: %q", i, got)
+					}
+				}
+			}
+			if got := c.line(); got != "1 Lock Get Success: after\n" {
+				t.Fatalf("got %q", got)
+			}
+			if got := c.stat("invalid_commands"); got != n {
+				t.Fatalf("invalid_commands = %d, want %d", got, n)
+			}
+		})
+	}
+}

@@ -14,6 +14,8 @@ type websocketTransport struct {
 	ws      *websocket.Conn
 	maxLine int
 	msg     []byte
+	rest    []byte // the lines of msg not yet parsed
+	more    bool   // rest holds at least one more line (maybe empty)
 	scratch []byte
 }
 
@@ -29,33 +31,33 @@ func newWebsocketTransport(ws *websocket.Conn, maxLine int) *websocketTransport 
 
 func (t *websocketTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
-	t.msg = t.msg[:0]
-	err := websocket.Message.Receive(t.ws, &t.msg)
-	if err == websocket.ErrFrameTooLarge {
-		return append(cmds, command{verb: verbTooLong}), nil
+	if !t.more {
+		t.msg = t.msg[:0]
+		err := websocket.Message.Receive(t.ws, &t.msg)
+		if err == websocket.ErrFrameTooLarge {
+			return append(cmds, command{verb: verbTooLong}), nil
+		}
+		if err != nil {
+			return cmds, err
+		}
+		// A trailing newline ends the last line; it does not start another.
+		t.rest, t.more = bytes.TrimSuffix(t.msg, []byte{'\n'}), true
 	}
-	if err != nil {
-		return cmds, err
-	}
-	// A trailing newline ends the last line; it does not start another.
-	msg := bytes.TrimSuffix(t.msg, []byte{'\n'})
-	for {
-		line, rest, found := bytes.Cut(msg, []byte{'\n'})
+	for t.more && len(cmds) < maxBatch {
+		var line []byte
+		line, t.rest, t.more = bytes.Cut(t.rest, []byte{'\n'})
 		if n := len(line); n > 0 && line[n-1] == '\r' {
 			line = line[:n-1]
 		}
 		if len(line) > t.maxLine {
 			cmds = append(cmds, command{verb: verbTooLong})
-		} else {
-			var cmd command
-			cmd, t.scratch = parseCommand(line, t.scratch)
-			cmds = append(cmds, cmd)
+			continue
 		}
-		if !found {
-			return cmds, nil
-		}
-		msg = rest
+		var cmd command
+		cmd, t.scratch = parseCommand(line, t.scratch)
+		cmds = append(cmds, cmd)
 	}
+	return cmds, nil
 }
 
 func (t *websocketTransport) write(out []byte, ends []int) error {
