@@ -1,0 +1,182 @@
+package client
+
+import (
+	"fmt"
+	"strings"
+)
+
+// LockOwner is one line of a d or sd reply: a lock and one of its holders.
+type LockOwner struct {
+	Lock  string
+	Owner string // the holder's registered name, or its connection name
+}
+
+// Registration is one line of a who reply.
+type Registration struct {
+	Conn string // the connection name
+	Name string // the name it registered with iam
+}
+
+// Identity is the reply to me.
+type Identity struct {
+	Conn string // the connection name: IP:PORT, or unix:N
+	Name string // the registered name, or Conn when there is none
+}
+
+func getCmd(name string) command[bool] {
+	return flagCommand("g", name, getSuccess, getFailure)
+}
+
+func releaseCmd(name string) command[bool] {
+	return flagCommand("r", name, releaseSuccess, releaseFailure)
+}
+
+func inspectCmd(name string) command[bool] {
+	return flagCommand("i", name, isLocked, notLocked)
+}
+
+func sharedGetCmd(name string) command[int] {
+	return asInt(countCommand("sg", name, sharedGetSuccess, ""))
+}
+
+func sharedReleaseCmd(name string) command[bool] {
+	return flagCommand("sr", name, sharedReleaseSuccess, sharedReleaseFailure)
+}
+
+func sharedInspectCmd(name string) command[int] {
+	return asInt(countCommand("si", name, sharedIsLocked, sharedNotLocked))
+}
+
+// asInt converts a holder count, which never comes near the limits of int.
+func asInt(cmd command[uint64]) command[int] {
+	return command[int]{line: cmd.line, err: cmd.err, parse: func(lines []string) (int, error) {
+		n, err := cmd.parse(lines)
+		return int(n), err
+	}}
+}
+
+func meCmd() command[Identity] {
+	cmd := command[Identity]{line: "me"}
+	cmd.parse = func(lines []string) (Identity, error) {
+		line, ok := single(lines)
+		if rest, found := strings.CutPrefix(line, "1 "); ok && found {
+			// A connection name holds no space; a registered name may.
+			conn, name, found := strings.Cut(rest, " ")
+			if found && conn != "" && name != "" {
+				return Identity{Conn: conn, Name: name}, nil
+			}
+		}
+		return Identity{}, cmd.replyError(lines)
+	}
+	return cmd
+}
+
+func iamCmd(name string) command[struct{}] {
+	return exactCommand(withArg("iam", name), "1 ok", true)
+}
+
+func whoCmd(name string) command[[]Registration] {
+	cmd, norm := nameCommand[[]Registration]("who", name)
+	cmd.multi = true
+	cmd.parse = func(lines []string) ([]Registration, error) {
+		if isDisabled(lines) {
+			return nil, fmt.Errorf("%s: %w", cmd.line, ErrDisabled)
+		}
+		regs := make([]Registration, 0, len(lines))
+		for _, l := range lines {
+			// A connection name holds no ": "; a registered name may.
+			conn, reg, ok := strings.Cut(l, ": ")
+			if !ok || conn == "" || reg == "" || norm != "" && reg != norm {
+				return nil, cmd.replyError(lines)
+			}
+			regs = append(regs, Registration{Conn: conn, Name: reg})
+		}
+		return regs, nil
+	}
+	return cmd
+}
+
+// debugCmd is d or sd. Without a name, a line is split at its first ": ",
+// which is wrong for a lock name that holds ": " itself; with a name, the
+// line must start with that name.
+func debugCmd(verb, name string) command[[]LockOwner] {
+	cmd, norm := nameCommand[[]LockOwner](verb, name)
+	cmd.multi = true
+	cmd.parse = func(lines []string) ([]LockOwner, error) {
+		if isDisabled(lines) {
+			return nil, fmt.Errorf("%s: %w", cmd.line, ErrDisabled)
+		}
+		entries := make([]LockOwner, 0, len(lines))
+		for _, l := range lines {
+			var lock, owner string
+			var ok bool
+			if norm != "" {
+				lock = norm
+				owner, ok = strings.CutPrefix(l, norm+": ")
+			} else {
+				lock, owner, ok = strings.Cut(l, ": ")
+			}
+			if !ok || owner == "" {
+				return nil, cmd.replyError(lines)
+			}
+			entries = append(entries, LockOwner{Lock: lock, Owner: owner})
+		}
+		return entries, nil
+	}
+	return cmd
+}
+
+func dumpCmd(line string) command[string] {
+	cmd := command[string]{line: line}
+	cmd.parse = func(lines []string) (string, error) {
+		l, ok := single(lines)
+		switch {
+		case ok && l == disabled:
+			return "", fmt.Errorf("%s: %w", cmd.line, ErrDisabled)
+		case ok && strings.HasPrefix(l, "map[") && strings.HasSuffix(l, "]"):
+			return l, nil
+		}
+		return "", cmd.replyError(lines)
+	}
+	return cmd
+}
+
+func statsCmd() command[map[string]int64] {
+	cmd := command[map[string]int64]{line: "q", multi: true}
+	cmd.parse = func(lines []string) (map[string]int64, error) {
+		stats := make(map[string]int64, len(lines))
+		for _, l := range lines {
+			key, val, ok := strings.Cut(l, ": ")
+			n, isNum := parseCount(val)
+			if _, dup := stats[key]; !ok || key == "" || !isNum || dup || int64(n) < 0 {
+				return nil, cmd.replyError(lines)
+			}
+			stats[key] = int64(n)
+		}
+		if len(stats) == 0 {
+			return nil, cmd.replyError(lines)
+		}
+		return stats, nil
+	}
+	return cmd
+}
+
+// rawCmd is any command whose reply is one line, returned unchecked.
+func rawCmd(line string) command[string] {
+	cmd := command[string]{line: line, err: checkLine(line)}
+	cmd.parse = func(lines []string) (string, error) {
+		if l, ok := single(lines); ok {
+			return l, nil
+		}
+		return "", cmd.replyError(lines)
+	}
+	return cmd
+}
+
+// rawLinesCmd is any command whose reply may span lines, returned unchecked.
+func rawLinesCmd(line string) command[[]string] {
+	return command[[]string]{line: line, multi: true, err: checkLine(line),
+		parse: func(lines []string) ([]string, error) {
+			return append([]string{}, lines...), nil
+		}}
+}

@@ -1,0 +1,431 @@
+package fake
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+)
+
+// conn is one client connection. Only its serving goroutine touches n and
+// dropped; the rest is guarded by state.mu.
+type conn struct {
+	name    string
+	reg     string // the registered name, "" for none
+	closer  io.Closer
+	gone    chan struct{} // closed once the client has gone
+	n       int           // commands received
+	dropped bool          // the current command's reply is being dropped
+	excl    map[string]bool
+	shared  map[string]bool
+}
+
+type waiter struct {
+	c       *conn
+	max     int           // sgw only
+	granted chan struct{} // closed when the lock is handed over
+	holders int           // sgw: holders after the grant
+}
+
+type exclusive struct {
+	holder  *conn
+	token   uint64
+	waiters []*waiter
+}
+
+type sharedLock struct {
+	holders []*conn
+	waiters []*waiter
+}
+
+type state struct {
+	cfg      Config
+	mu       sync.Mutex
+	excl     map[string]*exclusive
+	shared   map[string]*sharedLock
+	conns    map[*conn]bool
+	regs     []*conn // registration order
+	counters map[string]int64
+	token    uint64
+}
+
+func newState(cfg Config) *state {
+	st := &state{
+		cfg:      cfg,
+		excl:     map[string]*exclusive{},
+		shared:   map[string]*sharedLock{},
+		conns:    map[*conn]bool{},
+		counters: map[string]int64{},
+		token:    uint64(time.Now().UnixNano()),
+	}
+	for _, k := range []string{"command_d", "command_dump", "command_g", "command_i", "command_q",
+		"command_r", "command_sd", "command_sg", "command_si", "command_sr", "invalid_commands",
+		"orphans", "shared_orphans"} {
+		st.counters[k] = 0
+	}
+	return st
+}
+
+func (st *state) connect(name string, closer io.Closer) *conn {
+	c := &conn{name: name, closer: closer, gone: make(chan struct{}),
+		excl: map[string]bool{}, shared: map[string]bool{}}
+	st.mu.Lock()
+	st.conns[c] = true
+	st.mu.Unlock()
+	return c
+}
+
+func (st *state) closeAll() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for c := range st.conns {
+		c.closer.Close()
+	}
+}
+
+// disconnect forgets c and releases ("orphans") its locks.
+func (st *state) disconnect(c *conn) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.conns, c)
+	st.unregister(c)
+	if st.cfg.NoOrphans {
+		return
+	}
+	for name := range c.excl {
+		st.counters["orphans"]++
+		st.release(c, name)
+	}
+	for name := range c.shared {
+		st.counters["shared_orphans"]++
+		st.sharedRelease(c, name)
+	}
+}
+
+func (st *state) unregister(c *conn) {
+	st.regs = slices.DeleteFunc(st.regs, func(r *conn) bool { return r == c })
+	c.reg = ""
+}
+
+// parse splits a line into its command word and normalised argument.
+func parse(line string) (verb, arg string) {
+	line = strings.TrimLeftFunc(line, unicode.IsSpace)
+	verb, arg, _ = strings.Cut(line, " ")
+	if i := strings.IndexByte(verb, '\t'); i >= 0 {
+		verb, arg = line[:i], line[i+1:]
+	}
+	return verb, strings.Join(strings.Fields(arg), " ")
+}
+
+// exec runs one command for c; false means no reply at all.
+func (st *state) exec(c *conn, line string) (string, bool) {
+	verb, arg := parse(line)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch verb {
+	case "g", "r", "i", "sg", "sr", "si", "d", "sd", "dump", "q", "me", "iam", "who", "gw", "sgw", "t", "ping":
+		st.counters["command_"+verb]++
+	default:
+		st.counters["invalid_commands"]++
+		return "", false
+	}
+	switch verb {
+	case "g":
+		if st.acquire(c, arg) {
+			return "1 Lock Get Success: " + arg + "\n", true
+		}
+		return "0 Lock Get Failure: " + arg + "\n", true
+	case "r":
+		if l := st.excl[arg]; l != nil && l.holder == c {
+			st.release(c, arg)
+			return "1 Lock Release Success: " + arg + "\n", true
+		}
+		return "0 Lock Release Failure: " + arg + "\n", true
+	case "i":
+		if st.excl[arg] != nil {
+			return "1 Lock Is Locked: " + arg + "\n", true
+		}
+		return "0 Lock Not Locked: " + arg + "\n", true
+	case "sg":
+		n := st.sharedAcquire(c, arg)
+		if st.cfg.SharedCountOffByOne {
+			n++
+		}
+		return fmt.Sprintf("%d Shared Lock Get Success: %s\n", n, arg), true
+	case "sr":
+		if c.shared[arg] {
+			st.sharedRelease(c, arg)
+			return "1 Shared Lock Release Success: " + arg + "\n", true
+		}
+		return "0 Shared Lock Release Failure: " + arg + "\n", true
+	case "si":
+		if l := st.shared[arg]; l != nil && len(l.holders) > 0 {
+			return fmt.Sprintf("%d Shared Lock Is Locked: %s\n", len(l.holders), arg), true
+		}
+		return "0 Shared Lock Not Locked: " + arg + "\n", true
+	case "me":
+		return "1 " + c.name + " " + owner(c) + "\n", true
+	case "iam":
+		if !st.cfg.Registry {
+			return "0 disabled\n", true
+		}
+		st.unregister(c)
+		if arg != "" {
+			c.reg = arg
+			st.regs = append(st.regs, c)
+		}
+		return "1 ok\n", true
+	case "who":
+		if !st.cfg.Registry || !st.cfg.Dump {
+			return "0 disabled\n", true
+		}
+		return st.who(arg)
+	case "d", "sd", "dump":
+		if !st.cfg.Dump {
+			return "0 disabled\n", true
+		}
+		return st.debug(verb, arg)
+	case "q":
+		return st.stats(), true
+	case "gw":
+		return st.getWait(c, line, arg), true
+	case "sgw":
+		return st.sharedGetWait(c, line, arg), true
+	case "t":
+		if l := st.excl[arg]; l != nil {
+			return fmt.Sprintf("%d Lock Token: %s\n", l.token, arg), true
+		}
+		return "0 Lock Not Locked: " + arg + "\n", true
+	default: // ping
+		return "1 pong\n", true
+	}
+}
+
+func owner(c *conn) string {
+	if c.reg != "" {
+		return c.reg
+	}
+	return c.name
+}
+
+func (st *state) acquire(c *conn, name string) bool {
+	l := st.excl[name]
+	if l != nil {
+		return l.holder == c
+	}
+	st.token++
+	st.excl[name] = &exclusive{holder: c, token: st.token}
+	c.excl[name] = true
+	return true
+}
+
+// release frees name, held by c, and hands it to its oldest waiter.
+func (st *state) release(c *conn, name string) {
+	delete(c.excl, name)
+	l := st.excl[name]
+	if len(l.waiters) == 0 {
+		delete(st.excl, name)
+		return
+	}
+	w := l.waiters[0]
+	l.waiters = l.waiters[1:]
+	st.token++
+	l.holder, l.token = w.c, st.token
+	w.c.excl[name] = true
+	close(w.granted)
+}
+
+func (st *state) sharedAcquire(c *conn, name string) int {
+	l := st.shared[name]
+	if l == nil {
+		l = &sharedLock{}
+		st.shared[name] = l
+	}
+	if !c.shared[name] {
+		c.shared[name] = true
+		l.holders = append(l.holders, c)
+	}
+	return len(l.holders)
+}
+
+func (st *state) sharedRelease(c *conn, name string) {
+	delete(c.shared, name)
+	l := st.shared[name]
+	l.holders = slices.DeleteFunc(l.holders, func(h *conn) bool { return h == c })
+	for len(l.waiters) > 0 && len(l.holders) < l.waiters[0].max {
+		w := l.waiters[0]
+		l.waiters = l.waiters[1:]
+		w.c.shared[name] = true
+		l.holders = append(l.holders, w.c)
+		w.holders = len(l.holders)
+		close(w.granted)
+	}
+	if len(l.holders) == 0 && len(l.waiters) == 0 {
+		delete(st.shared, name)
+	}
+}
+
+// waitArgs splits "MS NAME" (n == 1) or "MS MAX NAME" (n == 2).
+func waitArgs(arg string, n int) (nums []int, name string, ok bool) {
+	for range n {
+		word, rest, _ := strings.Cut(arg, " ")
+		v, err := strconv.Atoi(word)
+		if err != nil {
+			return nil, "", false
+		}
+		nums, arg = append(nums, v), rest
+	}
+	return nums, arg, true
+}
+
+// wait blocks, with st.mu released, until w is granted, ms runs out or c
+// goes. It reports whether the lock was granted; if not, w is out of queue.
+func (st *state) wait(c *conn, w *waiter, ms int, queue *[]*waiter) bool {
+	st.mu.Unlock()
+	select {
+	case <-w.granted:
+	case <-waitUntil(ms):
+	case <-c.gone:
+	}
+	st.mu.Lock()
+	select {
+	case <-w.granted:
+		return true
+	default:
+		*queue = slices.DeleteFunc(*queue, func(x *waiter) bool { return x == w })
+		return false
+	}
+}
+
+func (st *state) getWait(c *conn, line, arg string) string {
+	nums, name, ok := waitArgs(arg, 1)
+	if !ok {
+		return "0 Invalid Argument: " + line + "\n"
+	}
+	if st.acquire(c, name) {
+		return "1 Lock Get Success: " + name + "\n"
+	}
+	if nums[0] != 0 {
+		l := st.excl[name]
+		w := &waiter{c: c, granted: make(chan struct{})}
+		l.waiters = append(l.waiters, w)
+		if st.wait(c, w, nums[0], &l.waiters) {
+			return "1 Lock Get Success: " + name + "\n"
+		}
+	}
+	return "0 Lock Get Timeout: " + name + "\n"
+}
+
+func (st *state) sharedGetWait(c *conn, line, arg string) string {
+	nums, name, ok := waitArgs(arg, 2)
+	if !ok {
+		return "0 Invalid Argument: " + line + "\n"
+	}
+	ms, limit := nums[0], nums[1]
+	l := st.shared[name]
+	if c.shared[name] || l == nil || len(l.waiters) == 0 && len(l.holders) < limit {
+		return fmt.Sprintf("%d Shared Lock Get Success: %s\n", st.sharedAcquire(c, name), name)
+	}
+	if ms != 0 {
+		w := &waiter{c: c, max: limit, granted: make(chan struct{})}
+		l.waiters = append(l.waiters, w)
+		if st.wait(c, w, ms, &l.waiters) {
+			return fmt.Sprintf("%d Shared Lock Get Success: %s\n", w.holders, name)
+		}
+		if len(l.holders) == 0 && len(l.waiters) == 0 {
+			delete(st.shared, name)
+		}
+	}
+	return "0 Shared Lock Get Timeout: " + name + "\n"
+}
+
+func (st *state) who(arg string) (string, bool) {
+	var b strings.Builder
+	for _, c := range st.regs {
+		if arg == "" || c.reg == arg {
+			b.WriteString(c.name + ": " + c.reg + "\n")
+		}
+	}
+	return b.String(), b.Len() > 0
+}
+
+func (st *state) debug(verb, arg string) (string, bool) {
+	switch verb {
+	case "dump":
+		if arg == "shared" {
+			m := map[string][]string{}
+			for name, l := range st.shared {
+				if len(l.holders) == 0 {
+					continue
+				}
+				for _, h := range l.holders {
+					m[name] = append(m[name], h.name)
+				}
+			}
+			return fmt.Sprintf("%v\n", m), true
+		}
+		m := map[string]string{}
+		for name, l := range st.excl {
+			m[name] = l.holder.name
+		}
+		return fmt.Sprintf("%v\n", m), true
+	}
+	var names []string
+	if verb == "d" {
+		for name := range st.excl {
+			names = append(names, name)
+		}
+	} else {
+		for name, l := range st.shared {
+			if len(l.holders) > 0 {
+				names = append(names, name)
+			}
+		}
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		if arg != "" && name != arg {
+			continue
+		}
+		if verb == "d" {
+			b.WriteString(name + ": " + owner(st.excl[name].holder) + "\n")
+			continue
+		}
+		for _, h := range st.shared[name].holders {
+			b.WriteString(name + ": " + owner(h) + "\n")
+		}
+	}
+	return b.String(), b.Len() > 0
+}
+
+func (st *state) stats() string {
+	snap := map[string]int64{
+		"connections":  int64(len(st.conns)),
+		"locks":        int64(len(st.excl)),
+		"shared_locks": 0,
+	}
+	for _, l := range st.shared {
+		if len(l.holders) > 0 {
+			snap["shared_locks"]++
+		}
+	}
+	for k, v := range st.counters {
+		snap[k] = v
+	}
+	keys := make([]string, 0, len(snap))
+	for k := range snap {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s: %d\n", k, snap[k])
+	}
+	return b.String()
+}

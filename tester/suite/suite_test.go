@@ -1,0 +1,108 @@
+package suite_test
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"glockd/tester/internal/fake"
+	"glockd/tester/suite"
+)
+
+// startFake starts a fake glockd for one test.
+func startFake(t *testing.T, cfg fake.Config) *fake.Server {
+	t.Helper()
+	cfg.UnixPath = filepath.Join(t.TempDir(), "glockd.sock")
+	srv, err := fake.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func target(srv *fake.Server, network string) string {
+	switch network {
+	case "unix":
+		return srv.UnixPath()
+	case "ws":
+		return srv.WSURL()
+	}
+	return srv.TCPAddr()
+}
+
+func run(t *testing.T, opts suite.Options) (out string, passed, failed int) {
+	t.Helper()
+	var buf bytes.Buffer
+	opts.Out = &buf
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	passed, failed = suite.Run(context.Background(), opts)
+	return buf.String(), passed, failed
+}
+
+// TestCorrectFake runs the whole suite against a fake that follows the
+// protocol, in every mode and over every transport: every check passes.
+func TestCorrectFake(t *testing.T) {
+	for _, network := range []string{"tcp", "unix", "ws"} {
+		for _, mode := range []struct {
+			name           string
+			dump, registry bool
+		}{
+			{"default", true, true},
+			{"no-dump", false, true},
+			{"no-registry", true, false},
+			{"neither", false, false},
+		} {
+			t.Run(network+"/"+mode.name, func(t *testing.T) {
+				t.Parallel()
+				srv := startFake(t, fake.Config{Dump: mode.dump, Registry: mode.registry})
+				out, passed, failed := run(t, suite.Options{
+					Network: network, Addr: target(srv, network),
+					Dump: mode.dump, Registry: mode.registry, Ext: true, Fresh: true,
+				})
+				if failed != 0 || passed == 0 {
+					t.Errorf("%d passed, %d failed:\n%s", passed, failed, out)
+				}
+			})
+		}
+	}
+}
+
+// TestFaultyFakes runs the suite against fakes with one fault each: the
+// check that covers the fault must fail, by name.
+func TestFaultyFakes(t *testing.T) {
+	tests := []struct {
+		name   string
+		faults fake.Faults
+		run    string // the checks to run, to keep the test short
+		fails  []string
+	}{
+		{"sg-count-off-by-one", fake.Faults{SharedCountOffByOne: true}, "shared/", []string{"FAIL shared/counts: A sg: got 2, want 1"}},
+		{"no-orphan-release", fake.Faults{NoOrphans: true}, "orphan/", []string{"FAIL orphan/exclusive:", "FAIL orphan/shared:"}},
+		{"dropped-pipelined-reply", fake.Faults{DropReply: 5000}, "pipeline/10000", []string{"FAIL pipeline/10000: reply 5000 of 10000:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := startFake(t, fake.Config{Dump: true, Registry: true, Faults: tt.faults})
+			out, _, failed := run(t, suite.Options{
+				Network: "tcp", Addr: srv.TCPAddr(), Dump: true, Registry: true,
+				Run: tt.run, Timeout: 2 * time.Second,
+			})
+			t.Logf("the suite's output:\n%s", out)
+			if failed == 0 {
+				t.Fatal("no check failed")
+			}
+			for _, want := range tt.fails {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
