@@ -137,14 +137,23 @@ type command struct {
 // be rewritten; the returned scratch must be passed to the next call so that
 // its space is reused without clobbering earlier commands.
 func parseCommand(line, scratch []byte) (command, []byte) {
+	var cmd command
+	scratch = parseInto(&cmd, line, scratch)
+	return cmd, scratch
+}
+
+// parseInto is parseCommand writing to *cmd. The stream transport parses
+// into its batch with it: a command returned by value is copied through the
+// stack, and the reader goroutine's stack has to stay small (see conn).
+func parseInto(cmd *command, line, scratch []byte) []byte {
 	line = trimSpace(line)
 	end := 0
 	for end < len(line) && line[end] != ' ' && line[end] != '\t' {
 		end++
 	}
-	cmd := command{verb: lookupVerb(line[:end]), line: line}
+	*cmd = command{verb: lookupVerb(line[:end]), line: line}
 	if cmd.verb == verbInvalid {
-		return cmd, scratch
+		return scratch
 	}
 	cmd.name, scratch = normaliseArgument(line[end:], scratch)
 	switch cmd.verb {
@@ -158,7 +167,7 @@ func parseCommand(line, scratch []byte) (command, []byte) {
 		cmd.max, cmd.name, okMax = cutInteger(cmd.name)
 		cmd.bad = !okMS || !okMax || cmd.ms < noWait || cmd.max < 1
 	}
-	return cmd, scratch
+	return scratch
 }
 
 // cutInteger splits a decimal integer off the front of a normalised argument.

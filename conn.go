@@ -2,6 +2,7 @@ package main
 
 import (
 	"sync"
+	"time"
 )
 
 // transport is how a connection reads commands and writes replies: lines on
@@ -91,18 +92,33 @@ func (c *conn) serve() {
 // It reports false when the connection must end.
 func (c *conn) runOrQueue(cmds []command) bool {
 	c.mu.Lock()
-	if !c.waiting {
-		err := c.runAndReply(cmds, false)
+	if c.waiting {
+		full := c.queueBehindWait(cmds)
 		c.mu.Unlock()
-		return err == nil
+		if full != nil {
+			<-full
+		}
+		return true
 	}
-	c.enqueue(cmds)
-	full, done := c.queued > max(maxQueued, c.srv.cfg.MaxLine), c.waitDone
+	err := c.runAndReply(cmds, false)
 	c.mu.Unlock()
-	if full {
-		<-done
+	return err == nil
+}
+
+// queueBehindWait queues cmds behind the pending wait. When the queue is
+// full it returns a channel to wait on before reading more: the end of the
+// wait goroutine. Called with c.mu held. It is kept out of line so that its
+// locals do not enlarge runOrQueue's frame on every command: an idle
+// connection's goroutine stack stays at the minimum only while the deepest
+// path of the reader fits in it.
+//
+//go:noinline
+func (c *conn) queueBehindWait(cmds []command) (full <-chan struct{}) {
+	c.enqueue(cmds)
+	if c.queued > max(maxQueued, c.srv.cfg.MaxLine) {
+		return c.waitDone
 	}
-	return true
+	return nil
 }
 
 // enqueue keeps copies of commands that must run after the pending wait.
@@ -126,7 +142,11 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 	}
 	b.cmds, b.next = cmds, 0
 	for b.next < len(cmds) {
+		// One latency observation per round trip, not per command: see
+		// metrics.batchSeconds.
+		start := time.Now()
 		c.srv.manager.execute(c.state, b)
+		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 		if b.dump != nil {
 			b.out = b.dump.appendTo(b.out)
 			b.ends = append(b.ends, len(b.out))
@@ -134,7 +154,7 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		}
 		if b.waiting {
 			b.waiting = false
-			c.startWait(cmds[b.next-1], cmds[b.next:], inWait)
+			c.startWait(&cmds[b.next-1], cmds[b.next:], inWait)
 			break
 		}
 	}
@@ -149,8 +169,8 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 // startWait notes the waiting command and queues the commands after it. The
 // queue is empty here: it fills only while a wait is pending and is drained
 // whole when the wait ends.
-func (c *conn) startWait(cmd command, rest []command, inWait bool) {
-	c.pending = cmd
+func (c *conn) startWait(cmd *command, rest []command, inWait bool) {
+	c.pending = *cmd
 	c.pending.name = append([]byte(nil), cmd.name...)
 	c.enqueue(rest)
 	c.waiting = true
@@ -168,6 +188,7 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		var res waitResult
 		select {
 		case res = <-c.state.grants:
+			c.srv.metrics.observeWait(res)
 		case <-c.ended:
 			return
 		}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net"
+	"sync"
+	"syscall"
 )
 
 // streamTransport speaks the line protocol on a TCP or unix connection.
@@ -17,18 +20,42 @@ type streamTransport struct {
 	discarding bool
 	filled     bool   // the last read filled buf
 	scratch    []byte // normalised arguments of the current read
+
+	// An empty buffer is not kept between reads: it goes back to pool, and
+	// the read callback takes one only once input has arrived, so that an
+	// idle connection holds no read buffer. pooled says where buf is from.
+	pool   *sync.Pool // of *[pooledReadBuffer]byte
+	pooled bool
+
+	// rc does the reads and writes, as raw syscalls in callbacks (see
+	// rawio_linux.go); nil when nc has no file descriptor, and then nc does.
+	rc         syscall.RawConn
+	onReadable func(fd uintptr) bool // readReady, bound once
+	onWritable func(fd uintptr) bool // writeReady, bound once
+	readN      int
+	readErr    syscall.Errno
+	unwritten  []byte
+	writeErr   syscall.Errno // apart from readErr: a wait's goroutine may write during a read
 }
 
-// Read buffer sizes: an idle connection keeps a small buffer; a burst gets a
-// bigger one. A line longer than maxReadBuffer (with a larger -max-line) grows
-// the buffer further, up to what that line needs.
+// Read buffer sizes: a read takes a pooled buffer; a burst that fills it gets
+// a bigger one of its own, doubled per filled read. A line longer than
+// maxReadBuffer (with a larger -max-line) grows the buffer further, up to
+// what that line needs.
 const (
-	minReadBuffer = 512
-	maxReadBuffer = 64 << 10
+	pooledReadBuffer = 4 << 10
+	maxReadBuffer    = 64 << 10
 )
 
-func newStreamTransport(nc net.Conn, maxLine int) *streamTransport {
-	return &streamTransport{nc: nc, maxLine: maxLine}
+func newStreamTransport(nc net.Conn, maxLine int, pool *sync.Pool) *streamTransport {
+	t := &streamTransport{nc: nc, maxLine: maxLine, pool: pool}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			t.rc = rc
+			t.onReadable, t.onWritable = t.readReady, t.writeReady
+		}
+	}
+	return t
 }
 
 // maxBatch bounds the commands of one batch, so that a flood of short lines
@@ -43,8 +70,8 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 	}
 	for {
 		t.makeRoom()
-		n, err := t.nc.Read(t.buf[t.end:])
-		t.filled = t.end+n == len(t.buf)
+		n, err := t.fill()
+		t.filled = n > 0 && t.end+n == len(t.buf)
 		t.end += n
 		cmds = t.parse(cmds)
 		if len(cmds) > 0 || err != nil {
@@ -57,20 +84,88 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 	}
 }
 
-// makeRoom ensures free space at the end of buf. An empty buffer is resized
-// for the next read: doubled when the last read filled it (a burst is
-// arriving), back to the minimum when it did not (the connection is idle).
-// An incomplete line is moved to the front, or the buffer grows for it.
+// fill reads what has arrived into buf[end:], taking a buffer if there is
+// none (see readReady).
+func (t *streamTransport) fill() (int, error) {
+	if t.rc == nil {
+		if t.buf == nil {
+			t.takeBuffer()
+		}
+		return t.nc.Read(t.buf[t.end:])
+	}
+	t.readN, t.readErr = 0, 0
+	if err := t.rc.Read(t.onReadable); err != nil {
+		return 0, err
+	}
+	switch {
+	case t.readErr != 0:
+		return 0, t.readErr
+	case t.readN == 0:
+		return 0, io.EOF
+	}
+	return t.readN, nil
+}
+
+// readReady is fill's callback: it reads into buf, taking a pooled buffer
+// if there is none, and returns false, to be called again once the socket is
+// readable, when nothing has arrived; a buffer it took then goes back.
+func (t *streamTransport) readReady(fd uintptr) bool {
+	took := t.buf == nil
+	if took {
+		t.takeBuffer()
+	}
+	for {
+		n, errno := rawRead(fd, t.buf[t.end:])
+		switch errno {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if took {
+				t.releaseBuffer()
+			}
+			return false
+		case 0:
+			t.readN = n
+		default:
+			t.readErr = errno
+		}
+		return true
+	}
+}
+
+func (t *streamTransport) takeBuffer() {
+	p, _ := t.pool.Get().(*[pooledReadBuffer]byte)
+	if p == nil {
+		p = new([pooledReadBuffer]byte)
+	}
+	t.buf, t.pooled = p[:], true
+}
+
+// releaseBuffer drops buf, back to the pool if it came from there. Commands
+// alias buf, so this is done only when the next read begins.
+func (t *streamTransport) releaseBuffer() {
+	if t.pooled {
+		t.pool.Put((*[pooledReadBuffer]byte)(t.buf))
+	}
+	t.buf, t.pooled = nil, false
+}
+
+// makeRoom ensures free space at the end of buf. An empty buffer is given
+// up, for the read to take a pooled one when input arrives, unless the last
+// read filled it: then a burst is arriving and a buffer twice the size is
+// made for it. An incomplete line is moved to the front, or the buffer grows
+// for it.
 func (t *streamTransport) makeRoom() {
 	if t.start == t.end {
 		t.start, t.end = 0, 0
 		switch {
 		case t.buf == nil:
-			t.buf = make([]byte, minReadBuffer)
-		case t.filled && len(t.buf) < maxReadBuffer:
-			t.buf = make([]byte, 2*len(t.buf))
-		case !t.filled && len(t.buf) > minReadBuffer:
-			t.buf = make([]byte, minReadBuffer)
+		case !t.filled:
+			t.releaseBuffer()
+		case len(t.buf) < maxReadBuffer:
+			size := 2 * len(t.buf)
+			t.releaseBuffer()
+			t.buf = make([]byte, size)
 		}
 		return
 	}
@@ -86,6 +181,7 @@ func (t *streamTransport) makeRoom() {
 		grown := make([]byte, min(2*len(t.buf), t.maxLine+2))
 		t.end = copy(grown, t.buf[t.start:t.end])
 		t.start = 0
+		t.releaseBuffer()
 		t.buf = grown
 	}
 }
@@ -127,17 +223,45 @@ func (t *streamTransport) appendLine(cmds []command, line []byte) []command {
 	if len(line) > t.maxLine {
 		return append(cmds, command{verb: verbTooLong})
 	}
-	var cmd command
-	cmd, t.scratch = parseCommand(line, t.scratch)
-	return append(cmds, cmd)
+	cmds = append(cmds, command{})
+	t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
+	return cmds
 }
 
 func (t *streamTransport) write(out []byte, _ []int) error {
 	if len(out) == 0 {
 		return nil
 	}
-	_, err := t.nc.Write(out)
+	if t.rc == nil {
+		_, err := t.nc.Write(out)
+		return err
+	}
+	t.unwritten, t.writeErr = out, 0
+	err := t.rc.Write(t.onWritable)
+	t.unwritten = nil
+	if err == nil && t.writeErr != 0 {
+		err = t.writeErr
+	}
 	return err
+}
+
+// writeReady is write's callback: it writes until all is written, or
+// returns false, to be called again once the socket is writable.
+func (t *streamTransport) writeReady(fd uintptr) bool {
+	for len(t.unwritten) > 0 {
+		n, errno := rawWrite(fd, t.unwritten)
+		switch errno {
+		case 0:
+			t.unwritten = t.unwritten[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			t.writeErr = errno
+			return true
+		}
+	}
+	return true
 }
 
 func (t *streamTransport) close() error { return t.nc.Close() }

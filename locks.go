@@ -174,6 +174,9 @@ func (m *manager) execute(c *connState, b *batch) {
 	<-c.done
 }
 
+// logf logs an event with -verbose. Its ...any arguments are allocated by
+// the caller whether or not they are logged, so calls on a per-command path
+// check m.log first.
 func (m *manager) logf(event string, c *connState, args ...any) {
 	if m.log != nil {
 		m.log.Info(event, append([]any{"conn", c.name}, args...)...)
@@ -197,7 +200,9 @@ func (m *manager) grant(c *connState, name string) {
 	m.lastToken++
 	m.exclusive[name] = exclusiveLock{owner: c, index: len(c.held), token: m.lastToken}
 	c.held = append(c.held, name)
-	m.logf("acquire", c, "lock", name)
+	if m.log != nil {
+		m.logf("acquire", c, "lock", name)
+	}
 }
 
 // unlock releases name if c holds it.
@@ -208,7 +213,9 @@ func (m *manager) unlock(c *connState, name []byte) bool {
 	}
 	key := c.held[l.index]
 	m.forgetHeld(c, l.index)
-	m.logf("release", c, "lock", key)
+	if m.log != nil {
+		m.logf("release", c, "lock", key)
+	}
 	m.passOn(key)
 	return true
 }
@@ -284,7 +291,9 @@ func (m *manager) orphanLocks(c *connState, limit int) bool {
 		c.held[last] = ""
 		c.held = c.held[:last]
 		m.stats.orphans++
-		m.logf("orphan", c, "lock", name)
+		if m.log != nil {
+			m.logf("orphan", c, "lock", name)
+		}
 		m.passOn(name)
 	}
 	for ; limit > 0 && len(c.orphanNames) > 0; limit-- {
@@ -292,7 +301,9 @@ func (m *manager) orphanLocks(c *connState, limit int) bool {
 		name := c.orphanNames[last]
 		c.orphanNames = c.orphanNames[:last]
 		m.stats.sharedOrphans++
-		m.logf("orphan shared", c, "lock", name)
+		if m.log != nil {
+			m.logf("orphan shared", c, "lock", name)
+		}
 		m.sharedRelease(c, name)
 	}
 	if len(c.held) > 0 || len(c.orphanNames) > 0 {

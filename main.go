@@ -35,12 +35,13 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		cfg       Config
 		opts      options
 		port      = fs.Int("port", 9999, "TCP port for the line protocol (0 disables)")
-		wsPort    = fs.Int("ws", 9998, "HTTP port for websocket clients on / (0 disables)")
+		wsPort    = fs.Int("ws", 9998, "HTTP port for websocket clients and the web console on /, and /metrics and /healthz (0 disables)")
 		bind      = fs.String("bind", "", "address to listen on for -port and -ws (default all interfaces)")
 		unixMode  = fs.String("unix-mode", "0666", "permissions of the -unix socket file, octal")
 		wsOrigins = fs.String("ws-origin", "*", "comma-separated browser origins (scheme://host[:port]) allowed to open a websocket, or * for any")
 		verbose   = fs.Bool("verbose", false, "log connects, disconnects, acquisitions, releases and orphans")
 	)
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "also serve /metrics and /healthz on this host:port (empty: only on -ws)")
 	fs.StringVar(&cfg.UnixPath, "unix", "", "path of a unix socket for the line protocol (empty disables)")
 	fs.StringVar(&opts.pidfile, "pidfile", "", "write the pid here and hold an exclusive flock on it (empty: none)")
 	fs.BoolVar(&cfg.Registry, "registry", true, "enable iam and who")
@@ -120,7 +121,7 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "websocket", addrString(srv.WSAddr()), "unix", cfg.UnixPath)
+	cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "websocket", addrString(srv.WSAddr()), "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))
 	<-ctx.Done()
 	cfg.Logger.Info("glockd shutting down")
 	return srv.Close()

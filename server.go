@@ -20,7 +20,7 @@ import (
 // Config is everything a Server needs; main builds it from the flags.
 type Config struct {
 	TCPAddr  string // line protocol over TCP, "host:port"; "" disables
-	WSAddr   string // HTTP: websocket on "/"; "" disables
+	WSAddr   string // HTTP: websocket and console on "/", /metrics, /healthz; "" disables
 	UnixPath string // line protocol over a unix socket; "" disables
 	UnixMode os.FileMode
 
@@ -40,6 +40,10 @@ type Config struct {
 	// WSOrigins are the browser origins allowed to open a websocket; empty
 	// or "*" allows any.
 	WSOrigins []string
+
+	// MetricsAddr serves /metrics and /healthz on an address of their own,
+	// "host:port"; "" disables (WSAddr serves them too).
+	MetricsAddr string
 }
 
 // Defaults of the limits, also the flags' defaults.
@@ -78,11 +82,17 @@ type Server struct {
 	ws   net.Listener
 	http *http.Server
 
+	metrics     *metrics
+	metricsLn   net.Listener
+	metricsHTTP *http.Server
+
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	started bool
 	closed  bool
 	wg      sync.WaitGroup // accept loops and connections
+
+	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
 }
 
 // NewServer checks cfg and makes a server; Start opens its listeners.
@@ -93,9 +103,11 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	m := newManager(cfg)
 	return &Server{
 		cfg:     cfg,
-		manager: newManager(cfg),
+		manager: m,
+		metrics: newMetrics(m),
 		conns:   make(map[*conn]struct{}),
 	}, nil
 }
@@ -137,6 +149,11 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("websocket: %w", err)
 		}
 	}
+	if s.cfg.MetricsAddr != "" {
+		if s.metricsLn, err = lc.Listen(context.Background(), "tcp", s.cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
 	if s.cfg.UnixPath != "" {
 		if s.unix, err = listenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
 			return fmt.Errorf("unix socket: %w", err)
@@ -153,18 +170,32 @@ func (s *Server) Start() (err error) {
 		go s.acceptLoop(s.unix, "unix")
 	}
 	if s.ws != nil {
-		s.http = &http.Server{
-			Handler:           s.httpHandler(),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
-		}
+		s.http = s.newHTTPServer(s.httpHandler())
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.http.Serve(s.ws)
 		}()
 	}
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		s.addMetricsRoutes(mux)
+		s.metricsHTTP = s.newHTTPServer(mux)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.metricsHTTP.Serve(s.metricsLn)
+		}()
+	}
 	return nil
+}
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // TCPAddr is the address of the TCP listener, nil when disabled.
@@ -172,6 +203,9 @@ func (s *Server) TCPAddr() net.Addr { return listenerAddr(s.tcp) }
 
 // WSAddr is the address of the HTTP/websocket listener, nil when disabled.
 func (s *Server) WSAddr() net.Addr { return listenerAddr(s.ws) }
+
+// MetricsAddr is the address of the -metrics-addr listener, nil when disabled.
+func (s *Server) MetricsAddr() net.Addr { return listenerAddr(s.metricsLn) }
 
 func listenerAddr(l net.Listener) net.Addr {
 	if l == nil {
@@ -214,6 +248,11 @@ func (s *Server) closeListeners() {
 		s.http.Close() // closes s.ws too
 	} else if s.ws != nil {
 		s.ws.Close()
+	}
+	if s.metricsHTTP != nil {
+		s.metricsHTTP.Close() // closes s.metricsLn too
+	} else if s.metricsLn != nil {
+		s.metricsLn.Close()
 	}
 	if s.tcp != nil {
 		s.tcp.Close()
@@ -269,7 +308,7 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 			unixSeq++
 			name = fmt.Sprintf("unix:%d", unixSeq)
 		}
-		c := newConn(s, name, transportName, newStreamTransport(nc, s.cfg.MaxLine))
+		c := newConn(s, name, transportName, newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers))
 		if refusal := s.track(c); refusal != "" {
 			refuse(nc, refusal)
 			continue
@@ -291,9 +330,22 @@ func refuse(nc net.Conn, refusal string) {
 	nc.Close()
 }
 
+// httpHandler serves the -ws address: on "/", the websocket to a websocket
+// upgrade and the console to a browser; the console's assets, /metrics and
+// /healthz.
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/{$}", websocket.Server{Handshake: s.checkOrigin, Handler: s.serveWebsocket})
+	ws := websocket.Server{Handshake: s.checkOrigin, Handler: s.serveWebsocket}
+	console := consoleHandler()
+	mux.Handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.Header.Get("Upgrade") == "" {
+			console.ServeHTTP(w, r)
+			return
+		}
+		ws.ServeHTTP(w, r)
+	}))
+	mux.Handle("GET /console/", console)
+	s.addMetricsRoutes(mux)
 	return mux
 }
 

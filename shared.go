@@ -47,7 +47,9 @@ func (m *manager) sharedGrant(c *connState, name string) int {
 		c.sharedHeld = make(map[string]*sharedHolder)
 	}
 	c.sharedHeld[l.name] = h
-	m.logf("acquire shared", c, "lock", l.name, "holders", l.count)
+	if m.log != nil {
+		m.logf("acquire shared", c, "lock", l.name, "holders", l.count)
+	}
 	return l.count
 }
 
@@ -57,7 +59,9 @@ func (m *manager) sharedUnlock(c *connState, name []byte) bool {
 	if h == nil {
 		return false
 	}
-	m.logf("release shared", c, "lock", h.lock.name)
+	if m.log != nil {
+		m.logf("release shared", c, "lock", h.lock.name)
+	}
 	m.dropHolder(h)
 	return true
 }

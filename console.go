@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"net/http"
+	"path"
+	"time"
+)
+
+// consoleFiles is the web console: a static page that speaks the protocol
+// to the server over a websocket on "/", the same way any browser client
+// does. It has no build step and loads nothing from elsewhere.
+//
+//go:embed console
+var consoleFiles embed.FS
+
+// consoleAsset is one embedded file, ready to serve.
+type consoleAsset struct {
+	body        []byte
+	contentType string
+	etag        string
+}
+
+// consoleHandler serves the console: index.html on "/", its other files
+// under /console/.
+func consoleHandler() http.Handler {
+	assets := make(map[string]consoleAsset)
+	for _, name := range []string{"index.html", "console.css", "console.js"} {
+		body, err := consoleFiles.ReadFile("console/" + name)
+		if err != nil {
+			panic(err) // embedded at build time: cannot happen
+		}
+		sum := sha256.Sum256(body)
+		assets[name] = consoleAsset{
+			body:        body,
+			contentType: map[string]string{".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}[path.Ext(name)],
+			etag:        `"` + hex.EncodeToString(sum[:8]) + `"`,
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := "index.html"
+		if r.URL.Path != "/" {
+			name = path.Base(r.URL.Path)
+			if r.URL.Path != "/console/"+name || name == "index.html" {
+				http.NotFound(w, r)
+				return
+			}
+		}
+		a, ok := assets[name]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", a.contentType)
+		h.Set("ETag", a.etag)
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		// Everything comes from this server; the websocket goes back to it.
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(a.body))
+	})
+}

@@ -1,0 +1,348 @@
+// glockd console: polls the server over its own websocket on "/" and shows
+// the counters (q), the exclusive locks (d) and the shared locks (sd). Each
+// command sent gets exactly one reply message, in order, so replies are
+// paired with commands by a FIFO of pending promises.
+'use strict';
+
+(() => {
+  const REFRESH_MS = 1000;
+  const MAX_ROWS = 500; // rows shown per table; the filter narrows the rest
+  const BIG_DUMP = 1 << 20; // bytes: above this, tables refresh less often
+
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    ws: null,
+    pending: [], // {resolve, reject} for each command sent, oldest first
+    opened: false, // the current socket has opened
+    myName: '',
+    mine: new Map(), // "exclusive\0name" or "shared\0name" -> {kind, name}
+    refreshing: false,
+    tick: 0,
+    bigTables: false,
+    dumpEnabled: true,
+    lastQ: null, // {at, total}
+    exclusive: [], // [{lock, holder}]
+    shared: [], // [{lock, holders: []}]
+    retryMs: 1000,
+  };
+
+  // --- the websocket ---------------------------------------------------
+
+  function connect() {
+    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/';
+    setStatus('connecting', 'connecting…');
+    const ws = new WebSocket(url);
+    state.ws = ws;
+    state.opened = false;
+    ws.onopen = async () => {
+      state.opened = true;
+      state.retryMs = 1000;
+      setStatus('connected', 'connected');
+      try {
+        const me = await send('me'); // "1 CONNNAME REGNAME"
+        state.myName = me.trim().split(' ')[1] || '';
+        $('whoami').textContent = state.myName ? 'this page is ' + state.myName : '';
+      } catch (e) { /* the close handler reports it */ }
+      refresh();
+    };
+    ws.onmessage = (ev) => {
+      const p = state.pending.shift();
+      if (p) p.resolve(typeof ev.data === 'string' ? ev.data : '');
+    };
+    ws.onclose = () => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      for (const p of state.pending.splice(0)) p.reject(new Error('connection closed'));
+      if (state.mine.size > 0) {
+        showReply('Connection lost: the server released the locks this page held.', false);
+        state.mine.clear();
+        renderMine();
+      }
+      const wait = state.retryMs;
+      state.retryMs = Math.min(state.retryMs * 2, 10000);
+      const why = state.opened ? 'disconnected' : 'cannot connect (is this origin allowed by -ws-origin?)';
+      setStatus('disconnected', why + ' — retrying in ' + Math.round(wait / 1000) + ' s');
+      $('whoami').textContent = '';
+      setTimeout(connect, wait);
+    };
+  }
+
+  // send runs one command and resolves to its whole reply ("" when the
+  // protocol answers with nothing).
+  function send(cmd) {
+    return new Promise((resolve, reject) => {
+      const ws = state.ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN) {
+        reject(new Error('not connected'));
+        return;
+      }
+      state.pending.push({ resolve, reject });
+      ws.send(cmd);
+    });
+  }
+
+  function setStatus(kind, text) {
+    const el = $('status');
+    el.dataset.state = kind;
+    el.textContent = text;
+  }
+
+  // --- polling ---------------------------------------------------------
+
+  async function refresh() {
+    if (state.refreshing || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    state.refreshing = true;
+    try {
+      // Big or disabled tables are fetched every fifth tick only.
+      const withTables = (state.dumpEnabled && !state.bigTables) || state.tick % 5 === 0;
+      state.tick++;
+      const replies = await Promise.all(withTables ? [send('q'), send('d'), send('sd')] : [send('q')]);
+      renderStats(parseStats(replies[0]));
+      if (withTables) {
+        const [d, sd] = [replies[1], replies[2]];
+        state.dumpEnabled = !(d === '0 disabled\n' || sd === '0 disabled\n');
+        state.bigTables = d.length + sd.length > BIG_DUMP;
+        state.exclusive = state.dumpEnabled ? parseExclusive(d) : [];
+        state.shared = state.dumpEnabled ? parseShared(sd) : [];
+        renderTables();
+      }
+      $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+    } catch (e) {
+      // Disconnected mid-refresh: the close handler shows it.
+    } finally {
+      state.refreshing = false;
+    }
+  }
+
+  // Lines of "KEY: VALUE".
+  function parseStats(text) {
+    const stats = {};
+    for (const line of text.split('\n')) {
+      const i = line.indexOf(': ');
+      if (i > 0) stats[line.slice(0, i)] = Number(line.slice(i + 2));
+    }
+    return stats;
+  }
+
+  // Lines of "LOCK: OWNER". A name may itself hold ": ", so this is a best
+  // guess: split at the first one (owners are usually addresses).
+  function splitLine(line) {
+    const i = line.indexOf(': ');
+    return i < 0 ? null : [line.slice(0, i), line.slice(i + 2)];
+  }
+
+  function parseExclusive(text) {
+    const rows = [];
+    for (const line of text.split('\n')) {
+      const kv = splitLine(line);
+      if (kv) rows.push({ lock: kv[0], holder: kv[1] });
+    }
+    return rows;
+  }
+
+  // sd has one line per holder, sorted by lock, holders in the order they
+  // took the lock.
+  function parseShared(text) {
+    const rows = [];
+    let last = null;
+    for (const line of text.split('\n')) {
+      const kv = splitLine(line);
+      if (!kv) continue;
+      if (!last || last.lock !== kv[0]) {
+        last = { lock: kv[0], holders: [] };
+        rows.push(last);
+      }
+      last.holders.push(kv[1]);
+    }
+    return rows;
+  }
+
+  // --- rendering -------------------------------------------------------
+
+  const number = new Intl.NumberFormat();
+
+  function renderStats(stats) {
+    for (const el of document.querySelectorAll('[data-stat]')) {
+      const v = stats[el.dataset.stat];
+      el.textContent = v === undefined ? '–' : number.format(v);
+    }
+    const commands = Object.keys(stats).filter((k) => k.startsWith('command_')).sort();
+    const total = commands.reduce((sum, k) => sum + stats[k], 0) + (stats.invalid_commands || 0);
+    const now = performance.now();
+    if (state.lastQ && now > state.lastQ.at) {
+      const rate = ((total - state.lastQ.total) * 1000) / (now - state.lastQ.at);
+      $('rate').textContent = rate >= 10 ? number.format(Math.round(rate)) : rate.toFixed(1);
+    }
+    state.lastQ = { at: now, total };
+    const body = $('commands').tBodies[0];
+    body.replaceChildren(...commands.map((k) => row([cell(k.slice('command_'.length)), cell(number.format(stats[k]), 'num')])));
+  }
+
+  function renderTables() {
+    const enabled = state.dumpEnabled;
+    $('dump-disabled').hidden = enabled;
+    for (const id of ['table-tools', 'exclusive-panel', 'shared-panel']) $(id).hidden = !enabled;
+    if (!enabled) return;
+
+    const filter = $('filter').value.trim().toLowerCase();
+    const match = (...texts) => !filter || texts.some((t) => t.toLowerCase().includes(filter));
+
+    const ex = state.exclusive.filter((r) => match(r.lock, r.holder));
+    fillTable('exclusive', ex, (r) => {
+      const tr = row([cell(r.lock, 'lock'), holderCell([r.holder])]);
+      tr.dataset.lock = r.lock;
+      if (r.holder === state.myName) tr.classList.add('is-mine');
+      return tr;
+    }, 2);
+    const sh = state.shared.filter((r) => match(r.lock, ...r.holders));
+    fillTable('shared', sh, (r) => {
+      const tr = row([cell(r.lock, 'lock'), cell(String(r.holders.length), 'num'), holderCell(r.holders)]);
+      tr.dataset.lock = r.lock;
+      if (r.holders.includes(state.myName)) tr.classList.add('is-mine');
+      return tr;
+    }, 3);
+
+    $('exclusive-count').textContent = countText(ex.length, state.exclusive.length);
+    $('shared-count').textContent = countText(sh.length, state.shared.length);
+    $('exclusive-empty').hidden = ex.length > 0;
+    $('shared-empty').hidden = sh.length > 0;
+    $('exclusive-empty').textContent = state.exclusive.length ? 'No exclusive lock matches the filter.' : 'No exclusive locks.';
+    $('shared-empty').textContent = state.shared.length ? 'No shared lock matches the filter.' : 'No shared locks.';
+    $('filter-info').textContent = filter ? 'showing ' + number.format(ex.length + sh.length) + ' of ' +
+      number.format(state.exclusive.length + state.shared.length) : '';
+  }
+
+  function countText(shown, all) {
+    return shown === all ? '(' + number.format(all) + ')' : '(' + number.format(shown) + ' of ' + number.format(all) + ')';
+  }
+
+  function fillTable(id, rows, makeRow, columns) {
+    const body = $(id).tBodies[0];
+    const trs = rows.slice(0, MAX_ROWS).map(makeRow);
+    if (rows.length > MAX_ROWS) {
+      const more = cell(number.format(rows.length - MAX_ROWS) + ' more not shown: narrow the filter.');
+      more.colSpan = columns;
+      const tr = row([more]);
+      tr.className = 'more';
+      trs.push(tr);
+    }
+    body.replaceChildren(...trs);
+    $(id).hidden = rows.length === 0;
+  }
+
+  function row(cells) {
+    const tr = document.createElement('tr');
+    tr.append(...cells);
+    return tr;
+  }
+
+  function cell(text, cls) {
+    const td = document.createElement('td');
+    td.textContent = text;
+    if (cls) td.className = cls;
+    return td;
+  }
+
+  function holderCell(holders) {
+    const td = document.createElement('td');
+    td.className = 'holders';
+    for (const h of holders) {
+      const span = document.createElement('span');
+      span.className = 'holder';
+      span.textContent = h;
+      if (h === state.myName) {
+        const badge = document.createElement('span');
+        badge.className = 'badge';
+        badge.textContent = 'this page';
+        span.append(badge);
+      }
+      td.append(span);
+    }
+    return td;
+  }
+
+  function renderMine() {
+    const list = $('mine');
+    const items = [...state.mine.values()].sort((a, b) => a.name.localeCompare(b.name) || a.kind.localeCompare(b.kind));
+    $('mine-count').textContent = items.length ? '(' + items.length + ')' : '';
+    if (items.length === 0) {
+      const li = document.createElement('li');
+      li.className = 'none';
+      li.textContent = 'Nothing yet.';
+      list.replaceChildren(li);
+      return;
+    }
+    list.replaceChildren(...items.map((it) => {
+      const li = document.createElement('li');
+      li.dataset.lock = it.name;
+      li.dataset.kind = it.kind;
+      const label = document.createElement('span');
+      const name = document.createElement('span');
+      name.className = 'lockname';
+      name.textContent = it.name === '' ? '""' : it.name;
+      const kind = document.createElement('span');
+      kind.className = 'kind';
+      kind.textContent = it.kind;
+      label.append(name, kind);
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'small';
+      button.textContent = 'Release';
+      button.addEventListener('click', () => lockCommand('release', it.kind, it.name));
+      li.append(label, button);
+      return li;
+    }));
+  }
+
+  function showReply(text, ok) {
+    const el = $('last-reply');
+    el.hidden = false;
+    el.textContent = text;
+    el.className = 'reply ' + (ok ? 'ok' : 'bad');
+  }
+
+  // --- taking and releasing locks --------------------------------------
+
+  async function lockCommand(action, kind, name) {
+    if (/[\r\n]/.test(name)) {
+      showReply('A lock name cannot contain a line break.', false);
+      return;
+    }
+    const verb = { acquire: { exclusive: 'g', shared: 'sg' }, release: { exclusive: 'r', shared: 'sr' } }[action][kind];
+    let reply;
+    try {
+      reply = await send(verb + ' ' + name);
+    } catch (e) {
+      showReply('Not connected.', false);
+      return;
+    }
+    reply = reply.replace(/\n$/, '');
+    // The reply names the lock as the server normalised it.
+    const i = reply.indexOf(': ');
+    const lock = i < 0 ? name : reply.slice(i + 2);
+    const ok = !reply.startsWith('0 ');
+    const key = kind + '\0' + lock;
+    if (ok && action === 'acquire') state.mine.set(key, { kind, name: lock });
+    if (ok && action === 'release') state.mine.delete(key);
+    showReply(reply, ok);
+    renderMine();
+    refresh();
+  }
+
+  function selectedKind() {
+    return document.querySelector('input[name="kind"]:checked').value;
+  }
+
+  $('lock-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    lockCommand('acquire', selectedKind(), $('lock-name').value);
+  });
+  $('release').addEventListener('click', () => lockCommand('release', selectedKind(), $('lock-name').value));
+  $('filter').addEventListener('input', renderTables);
+
+  $('server').textContent = location.host;
+  renderMine();
+  connect();
+  setInterval(refresh, REFRESH_MS);
+})();

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds a Chromium to drive, or skips the test when there is
+// none and it is not running in CI, where a missing browser is a failure.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	candidates := []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"}
+	if p := os.Getenv("GLOCKD_CHROMIUM"); p != "" {
+		candidates = []string{p}
+	}
+	for _, name := range candidates {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set but no chromium binary was found (tried %s): install it (apt-get install -y chromium), as .ci/run does", strings.Join(candidates, ", "))
+	}
+	t.Skipf("no chromium binary found (tried %s): apt-get install -y chromium to run the browser test; with CI set this is a failure", strings.Join(candidates, ", "))
+	return ""
+}
+
+// newBrowser starts a headless Chromium for the test, with a fresh profile
+// and nothing that reaches out to the network, and stops it when the test
+// ends. The returned context is its first tab.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path := chromiumPath(t)
+	profile := t.TempDir() // removed after the browser has exited: cleanups run last first
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("mute-audio", true),
+		chromedp.UserDataDir(profile),
+		chromedp.WindowSize(1360, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() {
+		cancelBrowser() // closes the browser
+		cancelAlloc()   // waits for its process to exit
+	})
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start %s: %v", path, err)
+	}
+	return ctx
+}
+
+// newTab opens a tab in the browser, closed when the test ends. It is
+// opened here, on a context without a deadline, because the context of the
+// first action in a tab bounds the tab's life.
+func newTab(t *testing.T, browser context.Context) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("open a tab: %v", err)
+	}
+	return ctx
+}
+
+// browseTimeout bounds each step of the test in the browser.
+const browseTimeout = 20 * time.Second
+
+// browse runs steps in ctx, failing the test when they do not finish in
+// time.
+func browse(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, browseTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// text is the visible text of the element that sel selects.
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, browseTimeout)
+	defer cancel()
+	quoted, _ := json.Marshal(sel)
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector(`+string(quoted)+`).innerText`))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+// artifactDir is where the test writes screenshots: $GLOCKD_ARTIFACTS when
+// set, else a temporary directory.
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("GLOCKD_ARTIFACTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, browseTimeout)
+	defer cancel()
+	png, err := chromedp.Run(tctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	path := filepath.Join(artifactDir(t), name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+// setValue sets the value of the input that sel selects, as typing would.
+func setValue(sel, value string) chromedp.Action[chromedp.Void] {
+	qs, _ := json.Marshal(sel)
+	qv, _ := json.Marshal(value)
+	js := `(() => {
+		const el = document.querySelector(` + string(qs) + `);
+		el.value = ` + string(qv) + `;
+		el.dispatchEvent(new Event('input', {bubbles: true}));
+		return true;
+	})()`
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](js)(ctx, t)
+		return err
+	})
+}
+
+// lockRow is the selector of a table's row for a lock (the names here need
+// no escaping).
+func lockRow(table, lock string) string { return table + ` tbody tr[data-lock="` + lock + `"]` }
+
+func TestConsoleBrowser(t *testing.T) {
+	browser := newBrowser(t)
+
+	t.Run("locks", func(t *testing.T) {
+		srv := startServer(t, nil)
+		ctx := newTab(t, browser)
+		browse(t, ctx, "open the console",
+			chromedp.Navigate("http://"+srv.WSAddr().String()+"/"),
+			chromedp.WaitVisible(chromedp.CSS(`#status[data-state="connected"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#whoami`)),
+		)
+		pageName := strings.TrimPrefix(text(t, ctx, "#whoami"), "this page is ")
+
+		// A lock a TCP client takes appears with its holder, and goes
+		// when the client disconnects.
+		tcp := dial(t, srv, "tcp")
+		tcp.expect("g from-tcp", "1 Lock Get Success: from-tcp\n")
+		browse(t, ctx, "see the TCP client's lock", chromedp.WaitVisible(chromedp.CSS(lockRow("#exclusive", "from-tcp"))))
+		if holder := text(t, ctx, lockRow("#exclusive", "from-tcp")+" .holder"); holder != tcp.name {
+			t.Errorf("holder shown %q, want %q", holder, tcp.name)
+		}
+		tcp.close()
+		browse(t, ctx, "see the lock go", chromedp.WaitNotPresent(chromedp.CSS(lockRow("#exclusive", "from-tcp"))))
+
+		// A lock taken from the page is held by the page's connection.
+		other := dial(t, srv, "tcp")
+		browse(t, ctx, "take a lock from the page",
+			chromedp.SendKeys(chromedp.CSS(`#lock-name`), "from-page"),
+			chromedp.Click(chromedp.CSS(`#acquire`)),
+			chromedp.WaitVisible(chromedp.CSS(`#mine li[data-lock="from-page"]`)),
+			chromedp.WaitVisible(chromedp.CSS(lockRow("#exclusive", "from-page")+".is-mine")),
+		)
+		other.expect("i from-page", "1 Lock Is Locked: from-page\n")
+		other.expect("g from-page", "0 Lock Get Failure: from-page\n")
+		other.expect("d from-page", "from-page: "+pageName+"\n")
+
+		// Shared locks show their holders and count.
+		other.expect("iam report-cron", "1 ok\n")
+		other.expect("sg config", "1 Shared Lock Get Success: config\n")
+		browse(t, ctx, "take a shared lock from the page",
+			setValue(`#lock-name`, ""),
+			chromedp.SendKeys(chromedp.CSS(`#lock-name`), "config"),
+			chromedp.Click(chromedp.CSS(`input[name="kind"][value="shared"]`)),
+			chromedp.Click(chromedp.CSS(`#acquire`)),
+			chromedp.WaitVisible(chromedp.CSS(`#mine li[data-lock="config"][data-kind="shared"]`)),
+		)
+		other.expect("si config", "2 Shared Lock Is Locked: config\n")
+		browse(t, ctx, "see the shared lock", chromedp.WaitVisible(chromedp.CSS(lockRow("#shared", "config")+".is-mine")))
+		count := text(t, ctx, lockRow("#shared", "config")+" td.num")
+		holders := text(t, ctx, lockRow("#shared", "config")+" td.holders")
+		if count != "2" || !strings.Contains(holders, "report-cron") || !strings.Contains(holders, pageName) {
+			t.Errorf("shared row: count %q, holders %q", count, holders)
+		}
+
+		// A scene for the screenshot: a few clients, named and not.
+		scene := []struct{ name, cmds string }{
+			{"billing-worker-1", "g invoices/2026-11\ng orders/1042"},
+			{"billing-worker-2", "g orders/1043\nsg db/replica-read"},
+			{"", "g reports/nightly\nsg db/replica-read"},
+			{"api-7f9c", "sg db/replica-read\nsg config"},
+		}
+		for _, s := range scene {
+			c := dial(t, srv, "tcp")
+			if s.name != "" {
+				c.do("iam " + s.name)
+			}
+			for _, cmd := range strings.Split(s.cmds, "\n") {
+				c.do(cmd)
+			}
+		}
+		other.send("xx\n")
+		browse(t, ctx, "see the scene",
+			chromedp.WaitVisible(chromedp.CSS(lockRow("#exclusive", "reports/nightly"))),
+			chromedp.WaitVisible(chromedp.CSS(lockRow("#shared", "db/replica-read"))),
+			setValue(`#lock-name`, "deploy/web"),
+			chromedp.Click(chromedp.CSS(`input[name="kind"][value="exclusive"]`)),
+			chromedp.Click(chromedp.CSS(`#acquire`)),
+			chromedp.WaitVisible(chromedp.CSS(lockRow("#exclusive", "deploy/web"))),
+			chromedp.Sleep(1200*time.Millisecond), // a second refresh, for the rate
+		)
+		screenshot(t, ctx, "console.png")
+
+		// The filter narrows both tables.
+		browse(t, ctx, "filter",
+			chromedp.SendKeys(chromedp.CSS(`#filter`), "orders/"),
+			chromedp.WaitNotPresent(chromedp.CSS(lockRow("#exclusive", "deploy/web"))),
+			chromedp.WaitVisible(chromedp.CSS(lockRow("#exclusive", "orders/1042"))),
+			chromedp.WaitNotPresent(chromedp.CSS(lockRow("#shared", "config"))),
+			setValue(`#filter`, ""),
+		)
+
+		// Releasing from the page's list frees the lock.
+		browse(t, ctx, "release from the page",
+			chromedp.Click(chromedp.CSS(`#mine li[data-lock="from-page"] button`)),
+			chromedp.WaitNotPresent(chromedp.CSS(`#mine li[data-lock="from-page"]`)),
+		)
+		other.expect("i from-page", "0 Lock Not Locked: from-page\n")
+	})
+
+	t.Run("dump disabled", func(t *testing.T) {
+		srv := startServer(t, func(c *Config) { c.Dump = false })
+		dial(t, srv, "tcp").expect("g hidden", "1 Lock Get Success: hidden\n")
+		ctx := newTab(t, browser)
+		browse(t, ctx, "open the console",
+			chromedp.Navigate("http://"+srv.WSAddr().String()+"/"),
+			chromedp.WaitVisible(chromedp.CSS(`#status[data-state="connected"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#dump-disabled`)),
+			chromedp.WaitNotVisible(chromedp.CSS(`#exclusive-panel`)),
+			chromedp.WaitNotVisible(chromedp.CSS(`#shared-panel`)),
+			chromedp.WaitNotVisible(chromedp.CSS(`#filter`)),
+		)
+		if locks := text(t, ctx, `[data-stat="locks"]`); locks != "1" {
+			t.Errorf("locks counter shows %q, want 1", locks)
+		}
+		screenshot(t, ctx, "console-dump-disabled.png")
+	})
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics is a Server's Prometheus instrumentation. Each Server has its own
+// registry, so that two servers in one process do not share or clash.
+type metrics struct {
+	registry *prometheus.Registry
+
+	// batchSeconds is observed once per round trip of a batch to the lock
+	// manager, not once per command: a batch is every command a connection
+	// read in one go (usually one), and the hot path can afford one
+	// observation per round trip but not one per pipelined command.
+	batchSeconds prometheus.Histogram
+	// waitGranted and waitTimeout are observed when a gw or sgw that had to
+	// queue ends; a waiter that disconnects is not observed.
+	waitGranted prometheus.Observer
+	waitTimeout prometheus.Observer
+}
+
+// Timeouts for asking the manager for its counters: a scrape may take a
+// little longer than a health check, which must answer quickly.
+const (
+	scrapeTimeout  = 3 * time.Second
+	healthzTimeout = time.Second
+)
+
+func newMetrics(m *manager) *metrics {
+	batch := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "glockd_command_batch_duration_seconds",
+		Help: "Time from handing a batch of commands to the lock manager until it answered: one observation per batch (every command a connection read in one go, usually one).",
+		Buckets: []float64{
+			10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
+			1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1,
+		},
+	})
+	wait := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "glockd_wait_duration_seconds",
+		Help: "How long gw and sgw commands that had to queue waited, by outcome (granted or timeout).",
+		Buckets: []float64{
+			1e-3, 5e-3, 10e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+			1, 2.5, 5, 10, 30, 60, 300,
+		},
+	}, []string{"outcome"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newStatsCollector(m),
+		batch,
+		wait,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return &metrics{
+		registry:     reg,
+		batchSeconds: batch,
+		waitGranted:  wait.WithLabelValues("granted"),
+		waitTimeout:  wait.WithLabelValues("timeout"),
+	}
+}
+
+// observeWait records how a queued wait ended.
+func (mt *metrics) observeWait(res waitResult) {
+	if res.granted {
+		mt.waitGranted.Observe(res.waited.Seconds())
+	} else {
+		mt.waitTimeout.Observe(res.waited.Seconds())
+	}
+}
+
+// handler serves the registry in the Prometheus exposition formats.
+func (mt *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(mt.registry, promhttp.HandlerOpts{
+		Registry:            mt.registry, // promhttp_metric_handler_errors_total
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+	})
+}
+
+// statsCollector exports the manager's counters. Each scrape takes one O(1)
+// snapshot from the manager; it never walks a table.
+type statsCollector struct {
+	manager *manager
+
+	commands, invalid, orphans, sharedOrphans *prometheus.Desc
+	connections, locks, sharedLocks, waiters  *prometheus.Desc
+	managerUp                                 *prometheus.Desc
+}
+
+func newStatsCollector(m *manager) *statsCollector {
+	return &statsCollector{
+		manager: m,
+		commands: prometheus.NewDesc("glockd_commands_total",
+			"Commands run, by verb (the command_* counters of q).", []string{"verb"}, nil),
+		invalid: prometheus.NewDesc("glockd_invalid_commands_total",
+			"Unknown commands and blank lines (invalid_commands of q).", nil, nil),
+		orphans: prometheus.NewDesc("glockd_orphans_total",
+			"Exclusive locks released because their holder disconnected (orphans of q).", nil, nil),
+		sharedOrphans: prometheus.NewDesc("glockd_shared_orphans_total",
+			"Shared locks released because their holder disconnected (shared_orphans of q).", nil, nil),
+		connections: prometheus.NewDesc("glockd_connections",
+			"Live connections, by transport.", []string{"transport"}, nil),
+		locks: prometheus.NewDesc("glockd_locks",
+			"Exclusive locks held now (locks of q).", nil, nil),
+		sharedLocks: prometheus.NewDesc("glockd_shared_locks",
+			"Names with at least one shared holder now (shared_locks of q).", nil, nil),
+		waiters: prometheus.NewDesc("glockd_waiters",
+			"Connections queued in gw or sgw now.", nil, nil),
+		managerUp: prometheus.NewDesc("glockd_manager_up",
+			"1 when the lock manager answered this scrape in time; 0 when it did not, and the other glockd_ gauges and counters are then missing from the scrape.", nil, nil),
+	}
+}
+
+func (sc *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		sc.commands, sc.invalid, sc.orphans, sc.sharedOrphans,
+		sc.connections, sc.locks, sc.sharedLocks, sc.waiters, sc.managerUp,
+	} {
+		ch <- d
+	}
+}
+
+func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v int, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	s, ok := sc.manager.statsSnapshot(scrapeTimeout)
+	if !ok {
+		gauge(sc.managerUp, 0)
+		return
+	}
+	gauge(sc.managerUp, 1)
+	for v := verbG; v < numVerbs; v++ {
+		counter(sc.commands, s.commands[v], v.String())
+	}
+	counter(sc.invalid, s.invalid)
+	counter(sc.orphans, s.orphans)
+	counter(sc.sharedOrphans, s.sharedOrphans)
+	// Every transport is listed, at 0 when none is connected.
+	for _, t := range []string{"tcp", "unix", "websocket"} {
+		gauge(sc.connections, s.connsByTransport[t], t)
+	}
+	gauge(sc.locks, s.locks)
+	gauge(sc.sharedLocks, s.sharedLocks)
+	gauge(sc.waiters, s.waiters)
+}
+
+// serveHealthz answers 200 while the lock manager answers, 503 otherwise.
+func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if _, ok := s.manager.statsSnapshot(healthzTimeout); !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("lock manager not answering\n"))
+		return
+	}
+	w.Write([]byte("ok"))
+}
+
+// addMetricsRoutes adds /metrics and /healthz to mux: the -ws server and
+// the -metrics-addr server both serve them.
+func (s *Server) addMetricsRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("GET /healthz", s.serveHealthz)
+}
