@@ -513,10 +513,11 @@ func (m *manager) tableDump(cmd *command) *dump {
 func (m *manager) getWait(c *connState, cmd *command, b *batch) bool {
 	ok, full := m.lock(c, cmd.name)
 	switch {
-	case full:
-		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
 	case ok:
 		b.out = appendReply(b.out, 1, textGetSuccess, cmd.name)
+	case full || c.lockCount() >= m.maxLocksPerConn:
+		// At its limit, c could not take the lock it would be handed.
+		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
 	case cmd.ms == 0:
 		b.out = appendReply(b.out, 0, textGetTimeout, cmd.name)
 	default:

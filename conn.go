@@ -8,10 +8,10 @@ import (
 // transport is how a connection reads commands and writes replies: lines on
 // a stream (TCP, unix) or messages on a websocket.
 type transport interface {
-	// read blocks until input arrives and appends every complete command in
-	// it to cmds. The commands alias the transport's buffers until the next
-	// read.
-	read(cmds []command) ([]command, error)
+	// serve reads commands until the connection ends or run returns false,
+	// handing run each batch: every complete command read (up to maxBatch).
+	// The commands alias the transport's buffers until run returns.
+	serve(run func(cmds []command) bool) error
 	// write sends the replies in out; ends[i] is where reply i ends.
 	write(out []byte, ends []int) error
 	close() error
@@ -26,7 +26,6 @@ type conn struct {
 	srv   *Server
 	state *connState
 	t     transport
-	cmds  []command     // the reader's commands
 	ended chan struct{} // closed when the reader has seen the connection end
 
 	// mu is held by whichever goroutine is running commands or writing.
@@ -73,19 +72,18 @@ func (c *conn) serve() {
 		}
 		m.send(request{kind: requestDisconnect, conn: c.state})
 	}()
-	for {
-		cmds, err := c.t.read(c.cmds[:0])
-		if len(cmds) > 0 && !c.runOrQueue(cmds) {
-			return
-		}
-		if err != nil {
-			return
-		}
-		c.cmds = cmds[:0]
-		if cap(cmds) > keptCommands {
-			c.cmds = nil // a burst's; an idle connection keeps a small slice
-		}
+	c.t.serve(c.runOrQueue)
+}
+
+// keepCommands empties a batch's slice for the next batch, or drops it when
+// a burst made it big: an idle connection keeps a small one. (len, not cap:
+// append rounds capacity up to a size class, 67 for 64 commands, and a
+// client pipelining 64 would otherwise cost a new slice per batch.)
+func keepCommands(cmds []command) []command {
+	if len(cmds) > keptCommands {
+		return nil
 	}
+	return cmds[:0]
 }
 
 // runOrQueue runs what the reader read, or queues it behind a pending wait.

@@ -76,15 +76,15 @@ func (d *dump) appendTo(out []byte) []byte {
 // given. owner picks the name shown for the holder.
 func (m *manager) exclusiveDump(name []byte, owner func(*connState) string) []dumpEntry {
 	if len(name) > 0 {
-		if l, held := m.exclusive[string(name)]; held {
-			return []dumpEntry{{key: string(name), value: owner(l.owner)}}
+		if l, _, _ := m.exclusive.get(name); l != nil {
+			return []dumpEntry{{key: l.name, value: owner(l.owner)}}
 		}
 		return nil
 	}
-	entries := make([]dumpEntry, 0, len(m.exclusive))
-	for key, l := range m.exclusive {
-		entries = append(entries, dumpEntry{key: key, value: owner(l.owner)})
-	}
+	entries := make([]dumpEntry, 0, m.exclusive.count)
+	m.exclusive.each(func(l *exclusiveLock) {
+		entries = append(entries, dumpEntry{key: l.name, value: owner(l.owner)})
+	})
 	return entries
 }
 

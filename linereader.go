@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // streamTransport speaks the line protocol on a TCP or unix connection.
@@ -19,7 +21,8 @@ type streamTransport struct {
 	// up to its newline, is dropped as it arrives, never buffered.
 	discarding bool
 	filled     bool   // the last read filled buf
-	scratch    []byte // normalised arguments of the current read
+	scratch    []byte // normalised arguments of the current batch
+	cmds       []command
 
 	// An empty buffer is not kept between reads: it goes back to pool, and
 	// the read callback takes one only once input has arrived, so that an
@@ -32,7 +35,9 @@ type streamTransport struct {
 	rc         syscall.RawConn
 	onReadable func(fd uintptr) bool // readReady, bound once
 	onWritable func(fd uintptr) bool // writeReady, bound once
-	readN      int
+	run        func([]command) bool  // serve's
+	stopped    bool                  // run returned false
+	closing    atomic.Bool           // close was called: serve's loop ends
 	readErr    syscall.Errno
 	unwritten  []byte
 	writeErr   syscall.Errno // apart from readErr: a wait's goroutine may write during a read
@@ -63,6 +68,113 @@ func newStreamTransport(nc net.Conn, maxLine int, pool *sync.Pool) *streamTransp
 // time; the rest stays in the buffer for the next batch.
 const maxBatch = 1024
 
+// serve reads batches and runs them until the connection ends or run
+// returns false. With a file descriptor, the whole loop runs inside one
+// RawConn read callback, which returns false (wait until readable, then call
+// again) after a read that emptied the socket. A fresh Read, of a net.Conn or
+// a RawConn, first forgets any readiness already signalled and so must try a
+// read; with one command in flight that read fails with EAGAIN every time,
+// a syscall per command for nothing. Within one callback loop no signal is
+// forgotten: input that arrives after a read wakes the next wait.
+func (t *streamTransport) serve(run func([]command) bool) error {
+	if t.rc == nil {
+		for {
+			cmds, err := t.read(t.cmds[:0])
+			if len(cmds) > 0 && !run(cmds) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			t.cmds = keepCommands(cmds)
+		}
+	}
+	// net.Conn.Close waits until no read is in progress, and this read
+	// lasts as long as the connection: so close only stops it, and the
+	// socket is closed here.
+	defer t.nc.Close()
+	t.run = run
+	err := t.rc.Read(t.onReadable)
+	t.run = nil
+	switch {
+	case err != nil:
+		return err
+	case t.readErr != 0:
+		return t.readErr
+	case t.stopped:
+		return nil
+	}
+	return io.EOF
+}
+
+// readReady is serve's callback. It reads into buf (taking a pooled buffer
+// only now that input may have arrived) and runs the batches read. It returns
+// true when the connection is over.
+func (t *streamTransport) readReady(fd uintptr) bool {
+	for {
+		if t.closing.Load() {
+			return true
+		}
+		t.makeRoom()
+		took := t.buf == nil
+		if took {
+			t.takeBuffer()
+		}
+		free := len(t.buf) - t.end
+		n, errno := rawRead(fd, t.buf[t.end:])
+		switch errno {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if took {
+				t.releaseBuffer()
+			}
+			return false
+		default:
+			t.readErr = errno
+			return true
+		}
+		if n == 0 {
+			return true // end of input
+		}
+		t.end += n
+		t.filled = n == free
+		if !t.runBatches() {
+			return true
+		}
+		if !t.filled {
+			// The socket is empty: wait for more, with no buffer when
+			// no line is incomplete.
+			if t.start == t.end {
+				t.releaseBuffer()
+			}
+			return false
+		}
+	}
+}
+
+// runBatches runs every complete command in the buffer, maxBatch at a time,
+// and reports false when run does.
+func (t *streamTransport) runBatches() bool {
+	for {
+		t.scratch = t.scratch[:0]
+		cmds := t.parse(t.cmds[:0])
+		if len(cmds) == 0 {
+			return true
+		}
+		ok := t.run(cmds)
+		t.cmds = keepCommands(cmds)
+		if !ok {
+			t.stopped = true
+			return false
+		}
+	}
+}
+
+// read is serve's loop without a file descriptor: it blocks until input
+// arrives and appends every complete command in it (up to maxBatch) to
+// cmds, which alias buf until the next read.
 func (t *streamTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
 	if cmds = t.parse(cmds); len(cmds) > 0 {
@@ -70,7 +182,10 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 	}
 	for {
 		t.makeRoom()
-		n, err := t.fill()
+		if t.buf == nil {
+			t.takeBuffer()
+		}
+		n, err := t.nc.Read(t.buf[t.end:])
 		t.filled = n > 0 && t.end+n == len(t.buf)
 		t.end += n
 		cmds = t.parse(cmds)
@@ -81,55 +196,6 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 			}
 			return cmds, err
 		}
-	}
-}
-
-// fill reads what has arrived into buf[end:], taking a buffer if there is
-// none (see readReady).
-func (t *streamTransport) fill() (int, error) {
-	if t.rc == nil {
-		if t.buf == nil {
-			t.takeBuffer()
-		}
-		return t.nc.Read(t.buf[t.end:])
-	}
-	t.readN, t.readErr = 0, 0
-	if err := t.rc.Read(t.onReadable); err != nil {
-		return 0, err
-	}
-	switch {
-	case t.readErr != 0:
-		return 0, t.readErr
-	case t.readN == 0:
-		return 0, io.EOF
-	}
-	return t.readN, nil
-}
-
-// readReady is fill's callback: it reads into buf, taking a pooled buffer
-// if there is none, and returns false, to be called again once the socket is
-// readable, when nothing has arrived; a buffer it took then goes back.
-func (t *streamTransport) readReady(fd uintptr) bool {
-	took := t.buf == nil
-	if took {
-		t.takeBuffer()
-	}
-	for {
-		n, errno := rawRead(fd, t.buf[t.end:])
-		switch errno {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			if took {
-				t.releaseBuffer()
-			}
-			return false
-		case 0:
-			t.readN = n
-		default:
-			t.readErr = errno
-		}
-		return true
 	}
 }
 
@@ -264,4 +330,18 @@ func (t *streamTransport) writeReady(fd uintptr) bool {
 	return true
 }
 
-func (t *streamTransport) close() error { return t.nc.Close() }
+// close ends the connection. With a file descriptor it only stops serve's
+// loop, which closes the socket on its way out (see serve): a deadline in the
+// past wakes a wait for input or for room to write, and fails the writes
+// that follow; the flag stops the loop between reads.
+func (t *streamTransport) close() error {
+	if t.rc == nil {
+		return t.nc.Close()
+	}
+	t.closing.Store(true)
+	return t.nc.SetDeadline(aLongTimeAgo)
+}
+
+// aLongTimeAgo is a deadline that has passed, as net/http uses to interrupt
+// a read.
+var aLongTimeAgo = time.Unix(1, 0)

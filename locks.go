@@ -17,7 +17,7 @@ type manager struct {
 	maxLocksPerConn int
 	log             *slog.Logger // nil unless -verbose
 
-	exclusive map[string]exclusiveLock
+	exclusive lockTable
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
 	lastToken uint64                // fencing token of the latest acquisition
 
@@ -35,14 +35,6 @@ type manager struct {
 	orphaning []*connState
 }
 
-// exclusiveLock is the value of the exclusive table. It is stored by value so
-// that a held lock costs one map slot and the name in its holder's list.
-type exclusiveLock struct {
-	owner *connState
-	index int // position of the name in owner.held
-	token uint64
-}
-
 // connState is the manager's view of a connection.
 type connState struct {
 	// Set before the manager first sees the connection; read-only after.
@@ -52,7 +44,7 @@ type connState struct {
 	grants    chan waitResult
 
 	// Owned by the manager goroutine.
-	held        []string                 // exclusive locks, for orphaning
+	held        []lockRef                // exclusive locks, for orphaning
 	sharedHeld  map[string]*sharedHolder // shared locks, for orphaning
 	orphanNames []string                 // shared locks still to release after the connection ended
 	regName     string
@@ -110,7 +102,7 @@ func newManager(cfg Config) *manager {
 		registryEnabled:  cfg.Registry,
 		dumpEnabled:      cfg.Dump,
 		maxLocksPerConn:  cfg.MaxLocksPerConn,
-		exclusive:        make(map[string]exclusiveLock),
+		exclusive:        newLockTable(),
 		waiters:          make(map[string]*waitQueue),
 		shared:           make(map[string]*sharedLock),
 		sharedWaiters:    make(map[string]*waitQueue),
@@ -186,71 +178,71 @@ func (m *manager) logf(event string, c *connState, args ...any) {
 // lock takes the exclusive lock name for c: ok is true when c holds it after
 // the call, full when c is at its limit of locks.
 func (m *manager) lock(c *connState, name []byte) (ok, full bool) {
-	if l, held := m.exclusive[string(name)]; held {
+	l, _, frag := m.exclusive.get(name)
+	if l != nil {
 		return l.owner == c, false
 	}
 	if c.lockCount() >= m.maxLocksPerConn {
 		return false, true
 	}
-	m.grant(c, string(name))
+	_, ref := m.exclusive.insert(string(name), frag)
+	m.grant(c, ref)
 	return true, false
 }
 
-func (m *manager) grant(c *connState, name string) {
+// grant makes c the holder of the lock ref, with a new fencing token.
+func (m *manager) grant(c *connState, ref lockRef) {
+	l := m.exclusive.record(ref)
 	m.lastToken++
-	m.exclusive[name] = exclusiveLock{owner: c, index: len(c.held), token: m.lastToken}
-	c.held = append(c.held, name)
+	l.owner, l.token, l.index = c, m.lastToken, uint32(len(c.held))
+	c.held = append(c.held, ref)
 	if m.log != nil {
-		m.logf("acquire", c, "lock", name)
+		m.logf("acquire", c, "lock", l.name)
 	}
 }
 
 // unlock releases name if c holds it.
 func (m *manager) unlock(c *connState, name []byte) bool {
-	l, held := m.exclusive[string(name)]
-	if !held || l.owner != c {
+	l, ref, _ := m.exclusive.get(name)
+	if l == nil || l.owner != c {
 		return false
 	}
-	key := c.held[l.index]
 	m.forgetHeld(c, l.index)
 	if m.log != nil {
-		m.logf("release", c, "lock", key)
+		m.logf("release", c, "lock", l.name)
 	}
-	m.passOn(key)
+	m.passOn(ref)
 	return true
 }
 
-// forgetHeld removes c.held[i], moving the last name into its place.
-func (m *manager) forgetHeld(c *connState, i int) {
+// forgetHeld removes c.held[i], moving the last lock into its place.
+func (m *manager) forgetHeld(c *connState, i uint32) {
 	last := len(c.held) - 1
-	if i != last {
+	if int(i) != last {
 		moved := c.held[last]
 		c.held[i] = moved
-		l := m.exclusive[moved]
-		l.index = i
-		m.exclusive[moved] = l
+		m.exclusive.record(moved).index = i
 	}
-	c.held[last] = ""
-	c.held = c.held[:last]
-	c.held = shrink(c.held)
+	c.held = shrink(c.held[:last])
 }
 
 // passOn frees a lock that its holder has given up: the oldest waiter gets
 // it at once, or it is deleted.
-func (m *manager) passOn(name string) {
+func (m *manager) passOn(ref lockRef) {
+	name := m.exclusive.record(ref).name
 	if q := m.waiters[name]; q != nil {
 		w := popWaiter(m.waiters, q, name)
-		m.grant(w.conn, name)
+		m.grant(w.conn, ref)
 		m.resolve(w, waitResult{granted: true, holders: 1})
 		return
 	}
-	delete(m.exclusive, name)
+	m.exclusive.remove(ref)
 }
 
 // inspect reports whether name is held, and by whom.
-func (m *manager) inspect(name []byte) (exclusiveLock, bool) {
-	l, held := m.exclusive[string(name)]
-	return l, held
+func (m *manager) inspect(name []byte) (*exclusiveLock, bool) {
+	l, _, _ := m.exclusive.get(name)
+	return l, l != nil
 }
 
 // disconnect forgets a connection that has ended: its wait, its registration
@@ -287,14 +279,13 @@ func (m *manager) orphanStep() {
 func (m *manager) orphanLocks(c *connState, limit int) bool {
 	for ; limit > 0 && len(c.held) > 0; limit-- {
 		last := len(c.held) - 1
-		name := c.held[last]
-		c.held[last] = ""
+		ref := c.held[last]
 		c.held = c.held[:last]
 		m.stats.orphans++
 		if m.log != nil {
-			m.logf("orphan", c, "lock", name)
+			m.logf("orphan", c, "lock", m.exclusive.record(ref).name)
 		}
-		m.passOn(name)
+		m.passOn(ref)
 	}
 	for ; limit > 0 && len(c.orphanNames) > 0; limit-- {
 		last := len(c.orphanNames) - 1
@@ -313,10 +304,10 @@ func (m *manager) orphanLocks(c *connState, limit int) bool {
 	return true
 }
 
-// shrink gives back the memory of a list that once held many more names.
-func shrink(names []string) []string {
-	if cap(names) > 1024 && len(names) < cap(names)/4 {
-		return append([]string(nil), names...)
+// shrink gives back the memory of a list that once held many more locks.
+func shrink[T any](list []T) []T {
+	if cap(list) > 1024 && len(list) < cap(list)/4 {
+		return append([]T(nil), list...)
 	}
-	return names
+	return list
 }

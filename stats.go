@@ -41,7 +41,7 @@ func (m *manager) statLines() []statLine {
 	lines = append(lines,
 		statLine{"connections", uint64(m.conns)},
 		statLine{"invalid_commands", m.stats.invalid},
-		statLine{"locks", uint64(len(m.exclusive))},
+		statLine{"locks", uint64(m.exclusive.count)},
 		statLine{"orphans", m.stats.orphans},
 		statLine{"shared_locks", uint64(len(m.shared))},
 		statLine{"shared_orphans", m.stats.sharedOrphans},
@@ -80,7 +80,7 @@ func (m *manager) snapshot() statsSnapshot {
 		stats:            m.stats,
 		connections:      m.conns,
 		connsByTransport: byTransport,
-		locks:            len(m.exclusive),
+		locks:            m.exclusive.count,
 		sharedLocks:      len(m.shared),
 		waiters:          m.waiting,
 	}

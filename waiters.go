@@ -1,6 +1,9 @@
 package main
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // waitResult is how a wait ended: granted, with the holder count for sgw, or
 // timed out.
@@ -87,7 +90,8 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	}
 	q.push(w)
 	c.waiter = w
-	if ms != noWait {
+	// An MS too large for a time.Duration (292 years) waits without a limit.
+	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {
 		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
 			select {
 			case m.requests <- request{kind: requestWaitExpired, waiter: w}:

@@ -24,17 +24,32 @@ type websocketTransport struct {
 func maxMessage(maxLine int) int { return max(maxLine+2, 1<<20) }
 
 func newWebsocketTransport(ws *websocket.Conn, maxLine int) *websocketTransport {
-	ws.MaxPayloadBytes = maxMessage(maxLine)
 	ws.PayloadType = websocket.TextFrame
 	return &websocketTransport{ws: ws, maxLine: maxLine}
+}
+
+// serve reads messages and runs their lines until the connection ends or
+// run returns false.
+func (t *websocketTransport) serve(run func([]command) bool) error {
+	var cmds []command
+	for {
+		var err error
+		cmds, err = t.read(cmds[:0])
+		if len(cmds) > 0 && !run(cmds) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cmds = keepCommands(cmds)
+	}
 }
 
 func (t *websocketTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
 	if !t.more {
-		t.msg = t.msg[:0]
-		err := websocket.Message.Receive(t.ws, &t.msg)
-		if err == websocket.ErrFrameTooLarge {
+		err := t.receive()
+		if err == errMessageTooLarge {
 			return append(cmds, command{verb: verbTooLong}), nil
 		}
 		if err != nil {

@@ -1,0 +1,234 @@
+package main
+
+import "hash/maphash"
+
+// lockTable is the exclusive table: the held locks by name. It is a map
+// built for the one case that matters most for its memory, a million locks
+// held at once, at about 70 bytes a lock where a Go map[string]struct{...}
+// plus the holder's list of names costs 120 to 170:
+//
+//   - The locks themselves live in a slab of fixed-size chunks, so that a
+//     lock is one 40-byte record and is known elsewhere (in its holder's list,
+//     in the index below) by a 4-byte reference. Freed records are reused.
+//   - The index from name to record is extendible hashing: a directory of
+//     buckets of 8-byte slots (32 bits of the name's hash, and the reference),
+//     open addressing with linear probing. A full bucket splits in two, so
+//     growth never copies more than one bucket: no long pause of the manager
+//     at any size.
+//
+// A reference is the record's position in the slab; records never move.
+type lockTable struct {
+	seed  maphash.Seed
+	dir   []*lockBucket // by the low depth bits of a hash fragment
+	depth uint8         // log2(len(dir))
+	count int           // locks held
+
+	chunks []*[lockChunk]exclusiveLock
+	free   lockRef // first free record (a list through their index field), or noRef
+}
+
+// exclusiveLock is a held lock: a record of the table's slab.
+type exclusiveLock struct {
+	name  string
+	owner *connState // nil while the record is free
+	token uint64     // the fencing token of this acquisition
+	index uint32     // position of the lock in owner.held; the next free record while free
+	frag  uint32     // fragment of the name's hash: where its slot is
+}
+
+// lockRef is a record's position in the slab.
+type lockRef = uint32
+
+const (
+	noRef lockRef = 1<<32 - 1
+
+	// 1024 records of 40 bytes are 40 KiB: whole pages, no rounding.
+	lockChunkBits = 10
+	lockChunk     = 1 << lockChunkBits
+
+	// A bucket is 8 KiB: 1022 slots and a 16-byte header.
+	bucketSlots = 1022
+	// A bucket splits past 3/4 full: linear probing stays short (about 2.5
+	// probes for a hit, 8.5 for a miss at worst), and buckets are between 3/8
+	// and 3/4 full, 11 to 22 bytes a lock.
+	bucketMax = bucketSlots * 3 / 4
+)
+
+// lockBucket holds slots: 0 is empty, else frag<<32 | ref+1.
+type lockBucket struct {
+	slots [bucketSlots]uint64
+	count uint32
+	depth uint8 // the bucket holds the fragments whose low depth bits are alike
+}
+
+func newLockTable() lockTable {
+	return lockTable{seed: maphash.MakeSeed(), dir: []*lockBucket{{}}, free: noRef}
+}
+
+// hashFragment is 32 bits of the hash of name. Its low bits pick the bucket,
+// all of it (scaled) the home slot, so a bucket can split without hashing its
+// names again.
+func (t *lockTable) hashFragment(name []byte) uint32 {
+	return uint32(maphash.Bytes(t.seed, name) >> 32)
+}
+
+func (t *lockTable) bucket(frag uint32) *lockBucket {
+	return t.dir[frag&(1<<t.depth-1)]
+}
+
+// home is the slot where the probe for frag starts.
+func home(frag uint32) int { return int(uint64(frag) * bucketSlots >> 32) }
+
+// get returns the record of name, or nil; frag is the name's hash fragment,
+// for an insert that follows a miss.
+func (t *lockTable) get(name []byte) (l *exclusiveLock, ref lockRef, frag uint32) {
+	frag = t.hashFragment(name)
+	b := t.bucket(frag)
+	for i := home(frag); ; i++ {
+		if i == bucketSlots {
+			i = 0
+		}
+		s := b.slots[i]
+		if s == 0 {
+			return nil, noRef, frag
+		}
+		if uint32(s>>32) == frag {
+			ref = lockRef(s) - 1
+			if l = t.record(ref); l.name == string(name) {
+				return l, ref, frag
+			}
+		}
+	}
+}
+
+func (t *lockTable) record(ref lockRef) *exclusiveLock {
+	return &t.chunks[ref>>lockChunkBits][ref&(lockChunk-1)]
+}
+
+// insert adds name, which get has just missed with fragment frag, and returns
+// its new record, with no owner yet.
+func (t *lockTable) insert(name string, frag uint32) (*exclusiveLock, lockRef) {
+	b := t.bucket(frag)
+	if b.count >= bucketMax {
+		t.split(b)
+		b = t.bucket(frag)
+	}
+	ref := t.alloc()
+	l := t.record(ref)
+	l.name, l.frag = name, frag
+	b.place(frag, ref)
+	t.count++
+	return l, ref
+}
+
+func (b *lockBucket) place(frag uint32, ref lockRef) {
+	i := home(frag)
+	for b.slots[i] != 0 {
+		if i++; i == bucketSlots {
+			i = 0
+		}
+	}
+	b.slots[i] = uint64(frag)<<32 | uint64(ref+1)
+	b.count++
+}
+
+// alloc takes a free record, adding a chunk to the slab when there is none.
+func (t *lockTable) alloc() lockRef {
+	if t.free == noRef {
+		first := lockRef(len(t.chunks)) << lockChunkBits
+		t.chunks = append(t.chunks, new([lockChunk]exclusiveLock))
+		// Chain the new records, first one first.
+		for i := range lockChunk {
+			t.chunks[len(t.chunks)-1][i].index = first + lockRef(i) + 1
+		}
+		t.chunks[len(t.chunks)-1][lockChunk-1].index = noRef
+		t.free = first
+	}
+	ref := t.free
+	t.free = t.record(ref).index
+	return ref
+}
+
+// remove deletes the lock ref from the table and frees its record.
+func (t *lockTable) remove(ref lockRef) {
+	l := t.record(ref)
+	b := t.bucket(l.frag)
+	i := home(l.frag)
+	for lockRef(b.slots[i]) != ref+1 {
+		if i++; i == bucketSlots {
+			i = 0
+		}
+	}
+	b.unplace(i)
+	*l = exclusiveLock{index: t.free}
+	t.free = ref
+	t.count--
+	if t.count == 0 && len(t.chunks) > 1 {
+		// A burst of locks is over: give its memory back.
+		*t = lockTable{seed: t.seed, dir: []*lockBucket{{}}, free: noRef}
+	}
+}
+
+// unplace empties slot i, moving later slots of the same probe run back so
+// that every entry stays reachable from its home without tombstones.
+func (b *lockBucket) unplace(i int) {
+	b.count--
+	for j := i; ; {
+		if j++; j == bucketSlots {
+			j = 0
+		}
+		s := b.slots[j]
+		if s == 0 {
+			break
+		}
+		// The entry at j may move to i unless its home lies cyclically in
+		// (i, j]: then i is before its home.
+		h := home(uint32(s >> 32))
+		if (i < j && (h <= i || h > j)) || (i > j && h <= i && h > j) {
+			b.slots[i] = s
+			i = j
+		}
+	}
+	b.slots[i] = 0
+}
+
+// split divides a full bucket by one more bit of the fragments, doubling the
+// directory when the bucket already uses all of its bits.
+func (t *lockTable) split(b *lockBucket) {
+	if b.depth == t.depth {
+		t.dir = append(t.dir, t.dir...)
+		t.depth++
+	}
+	bit := uint32(1) << b.depth
+	old := b.slots
+	b.slots, b.count = [bucketSlots]uint64{}, 0
+	b.depth++
+	hi := &lockBucket{depth: b.depth}
+	for _, s := range old {
+		if s == 0 {
+			continue
+		}
+		frag := uint32(s >> 32)
+		if frag&bit == 0 {
+			b.place(frag, lockRef(s)-1)
+		} else {
+			hi.place(frag, lockRef(s)-1)
+		}
+	}
+	for i, d := range t.dir {
+		if d == b && uint32(i)&bit != 0 {
+			t.dir[i] = hi
+		}
+	}
+}
+
+// each calls fn with every held lock, in no particular order.
+func (t *lockTable) each(fn func(l *exclusiveLock)) {
+	for _, chunk := range t.chunks {
+		for i := range chunk {
+			if chunk[i].owner != nil {
+				fn(&chunk[i])
+			}
+		}
+	}
+}
