@@ -98,9 +98,15 @@ func (c *conn) runOrQueue(cmds []command) bool {
 		}
 		return true
 	}
-	err := c.runAndReply(cmds, false)
-	c.mu.Unlock()
-	return err == nil
+	return c.runLocked(cmds)
+}
+
+// runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
+// a panicking websocket handler, and serve's cleanup must not then block on
+// the mutex for ever.
+func (c *conn) runLocked(cmds []command) bool {
+	defer c.mu.Unlock()
+	return c.runAndReply(cmds, false) == nil
 }
 
 // queueBehindWait queues cmds behind the pending wait. When the queue is

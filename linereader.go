@@ -140,12 +140,15 @@ func (t *streamTransport) readReady(fd uintptr) bool {
 		}
 		t.end += n
 		t.filled = n == free
+		began := time.Now()
 		if !t.runBatches() {
 			return true
 		}
-		if !t.filled {
-			// The socket is empty: wait for more, with no buffer when
-			// no line is incomplete.
+		if !t.filled && time.Since(began) < quickBatch {
+			// The read emptied the socket and the batch was quick:
+			// from a client that waits for its replies nothing more
+			// can have come, so wait for input without a read. (Wait
+			// with no buffer unless a line is incomplete.)
 			if t.start == t.end {
 				t.releaseBuffer()
 			}
@@ -153,6 +156,12 @@ func (t *streamTransport) readReady(fd uintptr) bool {
 		}
 	}
 }
+
+// quickBatch is how long a batch may take for serve to assume that no input
+// arrived meanwhile. After a longer one it reads again before waiting: when
+// every P is busy the runtime polls the network rarely (every 10ms at worst),
+// so input that is already there would wait for that poll.
+const quickBatch = 50 * time.Microsecond
 
 // runBatches runs every complete command in the buffer, maxBatch at a time,
 // and reports false when run does.

@@ -52,7 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.DurationVar(&cfg.KeepAlive.Idle, "keepalive-idle", 15*time.Second, "TCP keepalive: idle time before the first probe")
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")
-	fs.DurationVar(&cfg.UserTimeout, "user-timeout", 30*time.Second, "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (0: system default)")
+	fs.DurationVar(&cfg.UserTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (default keepalive-idle + keepalive-interval × keepalive-count; 0: the system's)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, opts, err
 	}
@@ -81,6 +81,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		}
 	}
 	cfg.KeepAlive.Enable = true
+	// Linux applies TCP_USER_TIMEOUT to keepalive too, in place of the probe
+	// count: a fixed default would override shorter keepalive settings.
+	userTimeoutSet := false
+	fs.Visit(func(f *flag.Flag) { userTimeoutSet = userTimeoutSet || f.Name == "user-timeout" })
+	if !userTimeoutSet {
+		ka := cfg.KeepAlive
+		cfg.UserTimeout = ka.Idle + ka.Interval*time.Duration(ka.Count)
+	}
 	cfg.Verbose = *verbose
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	return cfg, opts, nil

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -250,5 +251,22 @@ func TestCloseWithClients(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hangs")
+	}
+}
+
+func TestUserTimeoutDefault(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 30 * time.Second},
+		{[]string{"-keepalive-idle", "1s", "-keepalive-interval", "1s", "-keepalive-count", "2"}, 3 * time.Second},
+		{[]string{"-keepalive-idle", "1s", "-user-timeout", "10s"}, 10 * time.Second},
+		{[]string{"-user-timeout", "0"}, 0},
+	} {
+		cfg, _, err := parseFlags(tt.args, io.Discard)
+		if err != nil || cfg.UserTimeout != tt.want {
+			t.Errorf("%q: user timeout %v (%v), want %v", tt.args, cfg.UserTimeout, err, tt.want)
+		}
 	}
 }

@@ -47,7 +47,8 @@ func (t *websocketTransport) receive() error {
 			// A new message: a fragmented one before it was never finished.
 			t.msg, tooLarge = t.msg[:0], false
 		}
-		if tooLarge || len(t.msg)+payload > limit {
+		// Compared so that a length near 2^63 cannot overflow past the check.
+		if tooLarge || payload < 0 || payload > limit-len(t.msg) {
 			tooLarge = true
 			if _, err := io.Copy(io.Discard, frame); err != nil {
 				return err

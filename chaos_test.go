@@ -1,0 +1,870 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/net/websocket"
+)
+
+// TestChaos has 200 clients on all transports run random commands (g r i sg
+// sr si gw sgw iam q) on a few contended locks while connections are killed
+// at random: closed, reset (RST), abandoned in the middle of a wait or of a
+// pipeline. Each client knows what it holds from its replies and checks
+// every reply against that; a checker compares dumps taken during the run
+// with what the clients hold; between rounds, with everyone quiet, the
+// server's tables must equal the clients' beliefs exactly, which also
+// proves that nothing is held by a connection that was killed. At the end
+// the counters are back to zero and no goroutine is left.
+func TestChaos(t *testing.T) {
+	duration := 30 * time.Second
+	if testing.Short() {
+		duration = 3 * time.Second
+	}
+	const clients = 200
+	ignore := goleak.IgnoreCurrent()
+
+	srv := startServer(t, nil)
+	m := &chaosModel{
+		t:      t,
+		srv:    srv,
+		named:  map[string]int{},
+		excl:   map[string]*chaosClaim{},
+		shared: map[string]map[*chaosSession]*chaosClaim{},
+	}
+	checker, err := m.connect("tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := make([]*chaosSlot, clients)
+	for i := range slots {
+		slots[i] = &chaosSlot{tr: transports[i%len(transports)], rng: rand.New(rand.NewPCG(uint64(i), 42))}
+		if slots[i].s, err = m.connect(slots[i].tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	start := time.Now()
+	rounds := 0
+	for rounds == 0 || time.Since(start) < duration {
+		rounds++
+		stop := make(chan struct{})
+		var bg sync.WaitGroup
+		bg.Add(2)
+		go func() { defer bg.Done(); m.killer(slots, stop) }()
+		go func() { defer bg.Done(); m.watch(checker, stop) }()
+		var wg sync.WaitGroup
+		for _, sl := range slots {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 10 {
+					m.step(sl)
+				}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		bg.Wait()
+		if t.Failed() {
+			break
+		}
+		for _, sl := range slots {
+			m.mu.Lock()
+			dead := sl.s.dead
+			m.mu.Unlock()
+			if dead {
+				m.reconnect(sl)
+			}
+		}
+		m.quiescentCheck(checker, slots)
+		if t.Failed() {
+			break
+		}
+	}
+
+	for _, sl := range slots {
+		m.kill(sl.s, "close")
+	}
+	eventually(t, "every client's end is processed", func() bool {
+		st, err := checker.stats()
+		return err == nil && st["connections"] == 1
+	})
+	st, err := checker.stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["locks"] != 0 || st["shared_locks"] != 0 || st["connections"] != 1 {
+		t.Errorf("after every client left: locks %d, shared_locks %d, connections %d (want 0, 0, 1: the checker)", st["locks"], st["shared_locks"], st["connections"])
+	}
+
+	c := &m.counts
+	t.Logf("%d rounds in %v: %d commands, %d acquisitions, %d contentions (g failures and wait timeouts: %d), %d waits granted after a wait, at most %d waiters at once, %d kills (%d holding locks, %d while waiting), %d orphans and %d shared orphans",
+		rounds, time.Since(start).Round(time.Millisecond), c.commands.Load(), c.acquired.Load(), c.contended.Load(), c.timeouts.Load(),
+		c.waitedGrants.Load(), c.maxWaiters.Load(), c.kills.Load(), c.killsHolding.Load(), c.killsWaiting.Load(), st["orphans"], st["shared_orphans"])
+	// It must not have passed by doing nothing.
+	scale := int64(3) // a loaded 2-core CI machine still does several times this
+	if testing.Short() {
+		scale = 1
+	}
+	for _, min := range []struct {
+		what     string
+		got, min int64
+	}{
+		{"acquisitions", c.acquired.Load(), 200 * scale},
+		{"contentions", c.contended.Load(), 100 * scale},
+		{"wait timeouts", c.timeouts.Load(), 10 * scale},
+		{"waits granted after waiting", c.waitedGrants.Load(), 5 * scale},
+		{"most waiters at once", c.maxWaiters.Load(), 3},
+		{"kills", c.kills.Load(), 30 * scale},
+		{"kills of a holder", c.killsHolding.Load(), 10 * scale},
+		{"kills of a waiter", c.killsWaiting.Load(), 3 * scale},
+		{"orphans", int64(st["orphans"]), 5 * scale},
+		{"shared orphans", int64(st["shared_orphans"]), 10 * scale},
+	} {
+		if min.got < min.min {
+			t.Errorf("only %d %s (want at least %d): the test did not test much", min.got, min.what, min.min)
+		}
+	}
+
+	checker.close()
+	srv.Close()
+	goleak.VerifyNone(t, ignore)
+}
+
+var (
+	chaosLocks  = []string{"x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7"}
+	chaosShared = []string{"s0", "s1", "s2", "s3", "m0", "m1"}
+	// chaosSems are the shared locks only sgw takes, so that their count
+	// stays near MAX and a grant past MAX would show.
+	chaosSems = chaosShared[4:]
+)
+
+// chaosSession is one connection of a client. Its fields after the first
+// three are guarded by the model's mutex.
+type chaosSession struct {
+	nc   net.Conn
+	r    *bufio.Reader   // streams
+	ws   *websocket.Conn // websocket
+	name string          // the server's name for it
+
+	dead  bool            // killed: its claims are withdrawn
+	held  map[string]bool // exclusive locks it holds, by its replies
+	sheld map[string]bool // shared locks it holds
+}
+
+// chaosClaim is a session's hold on a lock, as the model sees it. A claim
+// is made when the reply granting the lock arrives, and withdrawn before the
+// lock is released or the connection killed: so while a claim stands, the
+// server has the session as a holder.
+type chaosClaim struct {
+	s  *chaosSession
+	id uint64
+}
+
+// chaosSlot is one of the clients: a session at a time, replaced when killed.
+type chaosSlot struct {
+	tr  string
+	s   *chaosSession
+	rng *rand.Rand
+}
+
+type chaosModel struct {
+	t   *testing.T
+	srv *Server
+
+	mu     sync.Mutex
+	named  map[string]int // how many sessions have had each connection name
+	excl   map[string]*chaosClaim
+	shared map[string]map[*chaosSession]*chaosClaim
+	seq    uint64
+
+	counts struct {
+		commands, acquired, contended, timeouts, waitedGrants atomic.Int64
+		kills, killsHolding, killsWaiting                     atomic.Int64
+		maxWaiters                                            atomic.Int64
+	}
+}
+
+func (m *chaosModel) connect(tr string) (*chaosSession, error) {
+	s := &chaosSession{held: map[string]bool{}, sheld: map[string]bool{}}
+	var err error
+	switch tr {
+	case "tcp":
+		s.nc, err = net.Dial("tcp", m.srv.TCPAddr().String())
+	case "unix":
+		s.nc, err = net.Dial("unix", m.srv.cfg.UnixPath)
+	case "websocket":
+		s.nc, err = net.Dial("tcp", m.srv.WSAddr().String())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if tr == "websocket" {
+		cfg, err := websocket.NewConfig("ws://"+m.srv.WSAddr().String()+"/", "http://localhost/")
+		if err != nil {
+			s.nc.Close()
+			return nil, err
+		}
+		cfg.Header.Del("Origin")
+		s.nc.SetDeadline(time.Now().Add(10 * time.Second))
+		if s.ws, err = websocket.NewClient(cfg, s.nc); err != nil {
+			s.nc.Close()
+			return nil, err
+		}
+	} else {
+		s.r = bufio.NewReader(s.nc)
+	}
+	me, err := s.do("me")
+	if f := strings.Fields(me); err != nil || len(f) != 3 {
+		s.nc.Close()
+		return nil, fmt.Errorf("me: %q, %v", me, err)
+	}
+	s.name = strings.Fields(me)[1]
+	m.mu.Lock()
+	m.named[s.name]++
+	m.mu.Unlock()
+	return s, nil
+}
+
+func (m *chaosModel) reconnect(sl *chaosSlot) {
+	s, err := m.connect(sl.tr)
+	if err != nil {
+		m.t.Errorf("reconnect over %s: %v", sl.tr, err)
+		return
+	}
+	m.mu.Lock()
+	sl.s = s
+	m.mu.Unlock()
+}
+
+// send writes one command (or several lines) without reading.
+func (s *chaosSession) send(cmd string) error {
+	s.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if s.ws != nil {
+		return websocket.Message.Send(s.ws, cmd)
+	}
+	_, err := s.nc.Write([]byte(cmd + "\n"))
+	return err
+}
+
+// do runs a command with a one-line reply.
+func (s *chaosSession) do(cmd string) (string, error) {
+	if err := s.send(cmd); err != nil {
+		return "", err
+	}
+	s.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if s.ws != nil {
+		var msg string
+		err := websocket.Message.Receive(s.ws, &msg)
+		return msg, err
+	}
+	return s.r.ReadString('\n')
+}
+
+// stats runs q. On a stream its lines end at the reply of a ping after it.
+func (s *chaosSession) stats() (map[string]int, error) {
+	var reply string
+	if s.ws != nil {
+		var err error
+		if reply, err = s.do("q"); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := s.send("q\nping"); err != nil {
+			return nil, err
+		}
+		s.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var b strings.Builder
+		for {
+			l, err := s.r.ReadString('\n')
+			if err != nil {
+				return nil, err
+			}
+			if l == "1 pong\n" {
+				break
+			}
+			b.WriteString(l)
+		}
+		reply = b.String()
+	}
+	st := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSuffix(reply, "\n"), "\n") {
+		k, v, ok := strings.Cut(l, ": ")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("q line %q", l)
+		}
+		st[k] = n
+	}
+	return st, nil
+}
+
+func (s *chaosSession) close() { s.nc.Close() }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// kill withdraws s's claims, then ends its connection in one of several
+// ways. From the moment it is marked dead its replies are ignored.
+func (m *chaosModel) kill(s *chaosSession, how string) {
+	m.mu.Lock()
+	if s.dead {
+		m.mu.Unlock()
+		return
+	}
+	s.dead = true
+	holding := len(s.held)+len(s.sheld) > 0
+	for n := range s.held {
+		if c := m.excl[n]; c != nil && c.s == s {
+			delete(m.excl, n)
+		}
+	}
+	for n := range s.sheld {
+		delete(m.shared[n], s)
+		if len(m.shared[n]) == 0 {
+			delete(m.shared, n)
+		}
+	}
+	m.mu.Unlock()
+	m.counts.kills.Add(1)
+	if holding {
+		m.counts.killsHolding.Add(1)
+	}
+	switch how {
+	case "rst":
+		if tc, ok := s.nc.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+	case "mid-wait":
+		// Queue behind a lock someone probably holds, and vanish.
+		s.send("gw 2000 " + chaosLocks[0])
+		m.counts.killsWaiting.Add(1)
+		if tc, ok := s.nc.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+	case "mid-pipeline":
+		s.send("g x1\nsg s1\ng x2\nsgw 500 2 s2\ngw 500 x3")
+	}
+	s.nc.Close()
+}
+
+// killer kills a random client's session every few milliseconds, whatever
+// it is doing.
+func (m *chaosModel) killer(slots []*chaosSlot, stop chan struct{}) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	modes := []string{"close", "rst", "mid-wait", "mid-pipeline"}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		sl := slots[rng.IntN(len(slots))]
+		m.mu.Lock()
+		s := sl.s
+		m.mu.Unlock()
+		m.kill(s, modes[rng.IntN(len(modes))])
+	}
+}
+
+// stable returns the claims present in both snapshots: held by the same
+// session throughout.
+func stableClaims(before, after map[string][]chaosClaim) map[string][]chaosClaim {
+	out := map[string][]chaosClaim{}
+	for n, cs := range after {
+		for _, c := range cs {
+			if slices.Contains(before[n], c) {
+				out[n] = append(out[n], c)
+			}
+		}
+	}
+	return out
+}
+
+// claims snapshots the exclusive and shared claims.
+func (m *chaosModel) claims() (excl, shared map[string][]chaosClaim) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	excl, shared = map[string][]chaosClaim{}, map[string][]chaosClaim{}
+	for n, c := range m.excl {
+		excl[n] = []chaosClaim{*c}
+	}
+	for n, hs := range m.shared {
+		for _, c := range hs {
+			shared[n] = append(shared[n], *c)
+		}
+	}
+	return excl, shared
+}
+
+func (m *chaosModel) claim(s *chaosSession, name string, shared bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.counts.acquired.Add(1)
+	if s.dead {
+		return
+	}
+	m.seq++
+	if shared {
+		s.sheld[name] = true
+		if m.shared[name] == nil {
+			m.shared[name] = map[*chaosSession]*chaosClaim{}
+		}
+		m.shared[name][s] = &chaosClaim{s, m.seq}
+		return
+	}
+	if old := m.excl[name]; old != nil && old.s != s {
+		m.t.Errorf("%s granted %s while %s holds it", s.name, name, old.s.name)
+	}
+	s.held[name] = true
+	m.excl[name] = &chaosClaim{s, m.seq}
+}
+
+// unclaim withdraws s's claim before it releases name.
+func (m *chaosModel) unclaim(s *chaosSession, name string, shared bool) (had bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if shared {
+		had = s.sheld[name]
+		delete(s.sheld, name)
+		delete(m.shared[name], s)
+		if len(m.shared[name]) == 0 {
+			delete(m.shared, name)
+		}
+		return had
+	}
+	had = s.held[name]
+	delete(s.held, name)
+	if c := m.excl[name]; c != nil && c.s == s {
+		delete(m.excl, name)
+	}
+	return had
+}
+
+func (m *chaosModel) holds(s *chaosSession, name string, shared bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if shared {
+		return s.sheld[name]
+	}
+	return s.held[name]
+}
+
+// others counts the claims on name by sessions other than s that stood
+// through the whole exchange.
+func others(stable map[string][]chaosClaim, name string, s *chaosSession) int {
+	n := 0
+	for _, c := range stable[name] {
+		if c.s != s {
+			n++
+		}
+	}
+	return n
+}
+
+var sharedReplyRE = regexp.MustCompile(`^([0-9]+) Shared Lock (Get Success|Is Locked|Not Locked|Get Timeout): (\S+)\n$`)
+
+func sharedCount(reply string) (int, string, bool) {
+	mm := sharedReplyRE.FindStringSubmatch(reply)
+	if mm == nil {
+		return 0, "", false
+	}
+	n, _ := strconv.Atoi(mm[1])
+	return n, mm[2], true
+}
+
+// step runs one random command on sl's session and checks its reply.
+func (m *chaosModel) step(sl *chaosSlot) {
+	rng := sl.rng
+	m.mu.Lock()
+	s := sl.s
+	dead := s.dead
+	var mine, mineShared []string
+	for n := range s.held {
+		mine = append(mine, n)
+	}
+	for n := range s.sheld {
+		mineShared = append(mineShared, n)
+	}
+	m.mu.Unlock()
+	if dead {
+		m.reconnect(sl)
+		return
+	}
+	slices.Sort(mine)
+	slices.Sort(mineShared)
+	pick := func(held []string, all []string) string {
+		if len(held) > 0 && rng.IntN(10) < 7 {
+			return held[rng.IntN(len(held))]
+		}
+		return all[rng.IntN(len(all))]
+	}
+	name := chaosLocks[rng.IntN(len(chaosLocks))]
+	sname := chaosShared[rng.IntN(len(chaosShared)-len(chaosSems))]
+	ms := []int{0, 1, 5, 20, 50}[rng.IntN(5)]
+
+	var cmd string
+	var check func(reply string, stable, stableShared map[string][]chaosClaim) string
+	switch op := rng.IntN(100); {
+	case op < 15:
+		held := m.holds(s, name, false)
+		cmd = "g " + name
+		check = func(reply string, stable, _ map[string][]chaosClaim) string {
+			switch reply {
+			case "1 Lock Get Success: " + name + "\n":
+				if others(stable, name, s) > 0 {
+					return "granted a lock another client held throughout"
+				}
+				m.claim(s, name, false)
+			case "0 Lock Get Failure: " + name + "\n":
+				if held {
+					return "refused a lock it holds"
+				}
+				m.counts.contended.Add(1)
+			default:
+				return "bad reply"
+			}
+			return ""
+		}
+	case op < 30:
+		name = pick(mine, chaosLocks)
+		had := m.unclaim(s, name, false)
+		cmd = "r " + name
+		check = func(reply string, _, _ map[string][]chaosClaim) string {
+			if want := map[bool]string{true: "1 Lock Release Success: ", false: "0 Lock Release Failure: "}[had] + name + "\n"; reply != want {
+				return fmt.Sprintf("held: %v", had)
+			}
+			return ""
+		}
+	case op < 37:
+		held := m.holds(s, name, false)
+		cmd = "i " + name
+		check = func(reply string, stable, _ map[string][]chaosClaim) string {
+			locked := reply == "1 Lock Is Locked: "+name+"\n"
+			if !locked && reply != "0 Lock Not Locked: "+name+"\n" {
+				return "bad reply"
+			}
+			if !locked && (held || others(stable, name, s) > 0) {
+				return "a held lock is not locked"
+			}
+			return ""
+		}
+	case op < 50:
+		held := m.holds(s, name, false)
+		cmd = fmt.Sprintf("gw %d %s", ms, name)
+		start := time.Now()
+		check = func(reply string, stable, _ map[string][]chaosClaim) string {
+			switch reply {
+			case "1 Lock Get Success: " + name + "\n":
+				if others(stable, name, s) > 0 {
+					return "granted a lock another client held throughout"
+				}
+				if !held && time.Since(start) > 2*time.Millisecond {
+					m.counts.waitedGrants.Add(1)
+				}
+				m.claim(s, name, false)
+			case "0 Lock Get Timeout: " + name + "\n":
+				if held {
+					return "timed out on a lock it holds"
+				}
+				m.counts.contended.Add(1)
+				if ms > 0 {
+					m.counts.timeouts.Add(1)
+				}
+			default:
+				return "bad reply"
+			}
+			return ""
+		}
+	case op < 72:
+		maxHolders := 1 + rng.IntN(3)
+		sgw := op >= 60
+		if sgw && rng.IntN(5) > 0 {
+			sname = chaosSems[rng.IntN(len(chaosSems))]
+		}
+		held := m.holds(s, sname, true)
+		cmd = "sg " + sname
+		if sgw {
+			cmd = fmt.Sprintf("sgw %d %d %s", ms, maxHolders, sname)
+		}
+		start := time.Now()
+		check = func(reply string, _, stable map[string][]chaosClaim) string {
+			n, kind, ok := sharedCount(reply)
+			switch {
+			case !ok:
+				return "bad reply"
+			case kind == "Get Success":
+				if n < others(stable, sname, s)+1 {
+					return "fewer holders than hold it"
+				}
+				if sgw && !held && n > maxHolders {
+					return "over MAX"
+				}
+				if sgw && !held && time.Since(start) > 2*time.Millisecond {
+					m.counts.waitedGrants.Add(1)
+				}
+				if !held {
+					m.claim(s, sname, true)
+				}
+			case kind == "Get Timeout" && sgw && !held && n == 0:
+				// Whatever the holders: others may be queued first, and
+				// the queue is strictly first come, first served.
+				m.counts.contended.Add(1)
+				if ms > 0 {
+					m.counts.timeouts.Add(1)
+				}
+			default:
+				return "bad reply"
+			}
+			return ""
+		}
+	case op < 82:
+		sname = pick(mineShared, chaosShared)
+		had := m.unclaim(s, sname, true)
+		cmd = "sr " + sname
+		check = func(reply string, _, _ map[string][]chaosClaim) string {
+			if want := map[bool]string{true: "1 Shared Lock Release Success: ", false: "0 Shared Lock Release Failure: "}[had] + sname + "\n"; reply != want {
+				return fmt.Sprintf("held: %v", had)
+			}
+			return ""
+		}
+	case op < 88:
+		sname = chaosShared[rng.IntN(len(chaosShared))]
+		held := m.holds(s, sname, true)
+		cmd = "si " + sname
+		check = func(reply string, _, stable map[string][]chaosClaim) string {
+			n, kind, ok := sharedCount(reply)
+			want := others(stable, sname, s)
+			if held {
+				want++
+			}
+			if !ok || (kind != "Is Locked" && kind != "Not Locked") || (kind == "Not Locked") != (n == 0) || n < want {
+				return fmt.Sprintf("at least %d holders", want)
+			}
+			return ""
+		}
+	case op < 92:
+		cmd = "iam client-" + strconv.Itoa(rng.IntN(1000))
+		check = func(reply string, _, _ map[string][]chaosClaim) string {
+			if reply != "1 ok\n" {
+				return "bad reply"
+			}
+			return ""
+		}
+	case op < 94:
+		m.counts.commands.Add(1)
+		st, err := s.stats()
+		m.afterError(s, "q", err)
+		if err == nil && (st["connections"] < 1 || st["locks"] > len(chaosLocks) || st["shared_locks"] > len(chaosShared)) {
+			m.t.Errorf("%s: q: %v", s.name, st)
+		}
+		return
+	default:
+		m.kill(s, []string{"close", "rst", "mid-wait", "mid-pipeline"}[rng.IntN(4)])
+		m.reconnect(sl)
+		return
+	}
+
+	exclBefore, sharedBefore := m.claims()
+	m.counts.commands.Add(1)
+	reply, err := s.do(cmd)
+	if err != nil {
+		m.afterError(s, cmd, err)
+		return
+	}
+	exclAfter, sharedAfter := m.claims()
+	m.mu.Lock()
+	dead = s.dead
+	m.mu.Unlock()
+	if dead {
+		return // killed meanwhile: its claims are gone, its replies moot
+	}
+	if problem := check(reply, stableClaims(exclBefore, exclAfter), stableClaims(sharedBefore, sharedAfter)); problem != "" {
+		m.t.Errorf("%s: %q: reply %q: %s", s.name, cmd, reply, problem)
+	}
+}
+
+// afterError accepts an error only on a session that was killed.
+func (m *chaosModel) afterError(s *chaosSession, cmd string, err error) {
+	if err == nil {
+		return
+	}
+	m.mu.Lock()
+	dead := s.dead
+	m.mu.Unlock()
+	if !dead {
+		if isTimeout(err) {
+			m.t.Errorf("%s: %q: no reply in 10s", s.name, cmd)
+		} else {
+			m.t.Errorf("%s: %q: %v on a connection nobody killed", s.name, cmd, err)
+		}
+		m.kill(s, "close")
+	}
+}
+
+var (
+	dumpEntryRE       = regexp.MustCompile(`^([^: ]+):(\S+)$`)
+	dumpSharedEntryRE = regexp.MustCompile(`([^: \[\]]+):\[([^\]]*)\]`)
+)
+
+// tables reads dump and dump shared: lock → holders' connection names.
+func tables(s *chaosSession) (excl, shared map[string][]string, err error) {
+	d, err := s.do("dump")
+	if err != nil {
+		return nil, nil, err
+	}
+	ds, err := s.do("dump shared")
+	if err != nil {
+		return nil, nil, err
+	}
+	excl, shared = map[string][]string{}, map[string][]string{}
+	body, ok := strings.CutPrefix(d, "map[")
+	body, ok2 := strings.CutSuffix(body, "]\n")
+	if !ok || !ok2 {
+		return nil, nil, fmt.Errorf("dump: %q", d)
+	}
+	for _, e := range strings.Fields(body) {
+		mm := dumpEntryRE.FindStringSubmatch(e)
+		if mm == nil || excl[mm[1]] != nil {
+			return nil, nil, fmt.Errorf("dump: %q", d)
+		}
+		excl[mm[1]] = []string{mm[2]}
+	}
+	for _, mm := range dumpSharedEntryRE.FindAllStringSubmatch(ds, -1) {
+		shared[mm[1]] = strings.Fields(mm[2])
+	}
+	return excl, shared, nil
+}
+
+// watch compares dumps with the claims that stood while they were taken, and
+// watches the manager's queue of waiters, until stop.
+func (m *chaosModel) watch(checker *chaosSession, stop chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if snap, ok := m.srv.manager.statsSnapshot(10 * time.Second); ok {
+			for w := int64(snap.waiters); w > m.counts.maxWaiters.Load(); {
+				m.counts.maxWaiters.Store(w)
+			}
+		}
+		exclBefore, sharedBefore := m.claims()
+		excl, shared, err := tables(checker)
+		if err != nil {
+			m.t.Errorf("checker: %v", err)
+			return
+		}
+		exclAfter, sharedAfter := m.claims()
+		for n, cs := range stableClaims(exclBefore, exclAfter) {
+			if got := excl[n]; len(got) != 1 || got[0] != cs[0].s.name {
+				m.t.Errorf("dump: %s held by %v, but %s held it throughout", n, got, cs[0].s.name)
+			}
+		}
+		for n, cs := range stableClaims(sharedBefore, sharedAfter) {
+			for _, c := range cs {
+				if !slices.Contains(shared[n], c.s.name) {
+					m.t.Errorf("dump shared: %s held by %v, without %s who held it throughout", n, shared[n], c.s.name)
+				}
+			}
+		}
+		// A connection holds a shared lock once. (A name twice is two
+		// connections only when a killed one's port was reused before its
+		// end was processed.)
+		for n, hs := range shared {
+			sorted := slices.Sorted(slices.Values(hs))
+			for i := 1; i < len(sorted); i++ {
+				m.mu.Lock()
+				reused := m.named[sorted[i]] > 1
+				m.mu.Unlock()
+				if sorted[i] == sorted[i-1] && !reused {
+					m.t.Errorf("dump shared: %s: %s holds it twice: %v", n, sorted[i], hs)
+				}
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// quiescentCheck runs with every client quiet: once the server has seen
+// every killed connection end, its tables must be exactly the claims.
+func (m *chaosModel) quiescentCheck(checker *chaosSession, slots []*chaosSlot) {
+	t := m.t
+	eventually(t, "every killed connection's end is processed", func() bool {
+		st, err := checker.stats()
+		return err == nil && st["connections"] == len(slots)+1
+	})
+	if snap, ok := m.srv.manager.statsSnapshot(10 * time.Second); !ok || snap.waiters != 0 {
+		t.Errorf("waiters with every client quiet: %d (%v)", snap.waiters, ok)
+	}
+	excl, shared, err := tables(checker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	wantExcl, wantShared := map[string][]string{}, map[string][]string{}
+	for n, c := range m.excl {
+		wantExcl[n] = []string{c.s.name}
+	}
+	for n, hs := range m.shared {
+		for s := range hs {
+			wantShared[n] = append(wantShared[n], s.name)
+		}
+	}
+	m.mu.Unlock()
+	for _, tab := range []map[string][]string{shared, wantShared} {
+		for _, hs := range tab {
+			slices.Sort(hs)
+		}
+	}
+	if fmt.Sprint(excl) != fmt.Sprint(wantExcl) {
+		t.Errorf("quiet: dump %v, clients hold %v", excl, wantExcl)
+	}
+	if fmt.Sprint(shared) != fmt.Sprint(wantShared) {
+		t.Errorf("quiet: dump shared %v, clients hold %v", shared, wantShared)
+	}
+	st, err := checker.stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["locks"] != len(wantExcl) || st["shared_locks"] != len(wantShared) {
+		t.Errorf("quiet: q says %d locks and %d shared locks; clients hold %d and %d", st["locks"], st["shared_locks"], len(wantExcl), len(wantShared))
+	}
+	// And each lock as i and si see it, asked by a client.
+	for _, n := range chaosLocks {
+		want := "0 Lock Not Locked: " + n + "\n"
+		if wantExcl[n] != nil {
+			want = "1 Lock Is Locked: " + n + "\n"
+		}
+		if got, err := checker.do("i " + n); err != nil || got != want {
+			t.Errorf("quiet: i %s: %q (%v), want %q", n, got, err, want)
+		}
+	}
+	for _, n := range chaosShared {
+		want := "0 Shared Lock Not Locked: " + n + "\n"
+		if k := len(wantShared[n]); k > 0 {
+			want = fmt.Sprintf("%d Shared Lock Is Locked: %s\n", k, n)
+		}
+		if got, err := checker.do("si " + n); err != nil || got != want {
+			t.Errorf("quiet: si %s: %q (%v), want %q", n, got, err, want)
+		}
+	}
+}

@@ -1,0 +1,803 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The fuzz tests run their committed corpus (testdata/fuzz/…) as ordinary
+// tests; run them for real with
+//
+//	go test -run XXX -fuzz FuzzCommandPath -fuzztime 5m .
+//	go test -run XXX -fuzz FuzzParseCommand -fuzztime 5m .
+
+// modelCommand is what a line means, worked out with the strings package
+// rather than the parser's own code.
+type modelCommand struct {
+	verb    string // "" for an unknown command or a blank line, "toolong"
+	line    string // the line without its "\r" and surrounding white space
+	arg     string // the normalised argument
+	name    string // the lock name (for gw and sgw, after MS and MAX)
+	ms, max int64
+	bad     bool // gw, sgw: MS or MAX malformed
+}
+
+var (
+	modelVerbs = []string{"g", "r", "i", "sg", "sr", "si", "me", "iam", "who", "d", "sd", "dump", "q", "gw", "sgw", "t", "ping"}
+	integerRE  = regexp.MustCompile(`^-?[0-9]{1,18}$`)
+)
+
+// modelParse parses one line (without "\n") as the protocol describes it.
+func modelParse(line string, maxLine int) modelCommand {
+	line = strings.TrimSuffix(line, "\r")
+	if len(line) > maxLine {
+		return modelCommand{verb: "toolong"}
+	}
+	s := strings.TrimSpace(line)
+	word, rest := s, ""
+	if i := strings.IndexAny(s, " \t"); i >= 0 {
+		word, rest = s[:i], s[i:]
+	}
+	if !slices.Contains(modelVerbs, word) {
+		return modelCommand{line: s}
+	}
+	mc := modelCommand{verb: word, line: s}
+	fields := strings.Fields(rest)
+	mc.arg = strings.Join(fields, " ")
+	mc.name = mc.arg
+	integer := func(i int) (int64, bool) {
+		if i >= len(fields) || !integerRE.MatchString(fields[i]) {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(fields[i], 10, 64)
+		return n, err == nil
+	}
+	switch word {
+	case "gw":
+		var ok bool
+		mc.ms, ok = integer(0)
+		mc.bad = !ok || mc.ms < -1
+		mc.name = strings.Join(fields[min(1, len(fields)):], " ")
+	case "sgw":
+		var okMS, okMax bool
+		mc.ms, okMS = integer(0)
+		mc.max, okMax = integer(1)
+		mc.bad = !okMS || !okMax || mc.ms < -1 || mc.max < 1
+		mc.name = strings.Join(fields[min(2, len(fields)):], " ")
+	}
+	return mc
+}
+
+// modelLines splits a stream into the lines the server must answer (or
+// count, for unknown ones): every line ended by "\n", and an unended tail
+// only when it is already too long whatever comes next.
+func modelLines(data []byte, maxLine int) []modelCommand {
+	var cmds []modelCommand
+	for {
+		line, rest, found := bytes.Cut(data, []byte{'\n'})
+		if !found {
+			if len(line) > maxLine+1 {
+				cmds = append(cmds, modelCommand{verb: "toolong"})
+			}
+			return cmds
+		}
+		cmds = append(cmds, modelParse(string(line), maxLine))
+		data = rest
+	}
+}
+
+// verbWords maps the parser's verbs to their words, for comparing with the model.
+func verbWord(v verb) string {
+	switch v {
+	case verbInvalid:
+		return ""
+	case verbTooLong:
+		return "toolong"
+	}
+	return v.String()
+}
+
+func FuzzParseCommand(f *testing.F) {
+	for _, s := range []string{
+		"g foo", "  g   a  b  ", "g\tfoo", "g\u00a0foo", "g \u00a0x\u2003y\u0085", "gw 10 x", "gw -1", "gw -2 x",
+		"gw 999999999999999999 x", "gw 9999999999999999999 x", "sgw 1 2 a b", "sgw 1 0 a", "sgw - 1 a", "gw -0 x",
+		"g a\x00b", "g \xff\xfe", "\xff", "dump shared", "iam  x  y ", "q", "", " ", "\t\r", "G x", "g\r",
+		"sgw \xe2\x80\x83 5 6 n", "gw +5 x", "gw 5\x00 x",
+	} {
+		f.Add([]byte(s), []byte("sg other line"))
+	}
+	f.Fuzz(func(t *testing.T, line, next []byte) {
+		if bytes.IndexByte(line, '\n') >= 0 || bytes.IndexByte(next, '\n') >= 0 {
+			t.Skip("a line has no newline")
+		}
+		orig := string(line)
+		cmd, scratch := parseCommand(line, nil)
+		checkParsed(t, orig, cmd)
+
+		// The parser must not have changed its input.
+		if string(line) != orig {
+			t.Fatalf("parseCommand changed its input: %q became %q", orig, line)
+		}
+		if cmd.verb == verbInvalid {
+			return
+		}
+		name := string(cmd.name)
+
+		// Idempotence: the normalised form parses to the same command, and
+		// needs no rewriting.
+		norm := cmd.verb.String()
+		if arg := strings.Join(strings.Fields(string(trimSpace(line))[len(firstWord(orig)):]), " "); arg != "" {
+			norm += " " + arg
+		}
+		again, scratch2 := parseCommand([]byte(norm), nil)
+		if again.verb != cmd.verb || string(again.name) != name || again.ms != cmd.ms || again.max != cmd.max || again.bad != cmd.bad {
+			t.Fatalf("%q parses to %+v, its normal form %q to %+v", orig, cmd, norm, again)
+		}
+		if string(again.line) != norm {
+			t.Fatalf("normal form %q: line %q", norm, again.line)
+		}
+		if len(scratch2) != 0 && isASCII(norm) {
+			t.Fatalf("normal form %q needed rewriting into %q", norm, scratch2)
+		}
+
+		// A second command parsed into the same scratch space leaves the
+		// first one's name alone.
+		second, _ := parseCommand(next, scratch)
+		checkParsed(t, string(next), second)
+		if string(cmd.name) != name {
+			t.Fatalf("parsing %q after %q changed the first name from %q to %q", next, orig, name, cmd.name)
+		}
+	})
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func firstWord(line string) string {
+	s := strings.TrimSpace(line)
+	if i := strings.IndexAny(s, " \t"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// checkParsed compares a parsed command with the model of the same line.
+func checkParsed(t *testing.T, line string, cmd command) {
+	t.Helper()
+	mc := modelParse(line, len(line))
+	if verbWord(cmd.verb) != mc.verb {
+		t.Fatalf("%q: verb %q, want %q", line, verbWord(cmd.verb), mc.verb)
+	}
+	if string(cmd.line) != mc.line {
+		t.Fatalf("%q: line %q, want %q", line, cmd.line, mc.line)
+	}
+	if cmd.verb == verbInvalid {
+		return
+	}
+	name := string(cmd.name)
+	if name != strings.TrimSpace(name) || strings.Contains(name, "  ") {
+		t.Fatalf("%q: name %q is not normalised", line, name)
+	}
+	if cmd.bad != mc.bad {
+		t.Fatalf("%q: bad = %v, want %v", line, cmd.bad, mc.bad)
+	}
+	if cmd.bad {
+		return
+	}
+	if name != mc.name || cmd.ms != mc.ms || cmd.max != mc.max {
+		t.Fatalf("%q: name %q ms %d max %d, want %q %d %d", line, name, cmd.ms, cmd.max, mc.name, mc.ms, mc.max)
+	}
+	if cmd.verb != verbGW && cmd.verb != verbSGW && name != mc.arg {
+		t.Fatalf("%q: name %q, want strings.Fields's %q", line, name, mc.arg)
+	}
+}
+
+// inputFeed is where the fuzzed connection's input comes from: a script
+// read in chunks, or a real socket (whose reads go through the transport's
+// raw syscall path) written in chunks.
+type inputFeed interface {
+	conn() net.Conn             // the server's end
+	exhausted() <-chan struct{} // closed once all the input is out
+	end()                       // the client ends the connection
+}
+
+// socketFeed writes the input into a unix socket pair.
+type socketFeed struct {
+	srv, cli net.Conn
+	written  chan struct{}
+}
+
+func newSocketFeed(t *testing.T, data []byte, seed uint16) *socketFeed {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	sf := &socketFeed{srv: conns[0], cli: conns[1], written: make(chan struct{})}
+	chunks := newScriptConn(data, seed).chunks
+	go func() {
+		defer close(sf.written)
+		for _, c := range chunks {
+			if _, err := sf.cli.Write(c); err != nil {
+				return
+			}
+		}
+	}()
+	return sf
+}
+
+func (sf *socketFeed) conn() net.Conn             { return sf.srv }
+func (sf *socketFeed) exhausted() <-chan struct{} { return sf.written }
+func (sf *socketFeed) end() {
+	sf.cli.Close()
+	<-sf.written
+}
+
+// scriptConn is a net.Conn whose reads come from a script in chunks. After
+// the script it blocks until the test ends the connection.
+type scriptConn struct {
+	chunks [][]byte
+	done   chan struct{} // closed when a read finds the script used up
+	eof    chan struct{} // closed by the test: reads return io.EOF
+	once   sync.Once
+}
+
+func newScriptConn(data []byte, seed uint16) *scriptConn {
+	sc := &scriptConn{done: make(chan struct{}), eof: make(chan struct{})}
+	if seed == 0 {
+		sc.chunks = [][]byte{data}
+		return sc
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	for len(data) > 0 {
+		n := min(len(data), 1+rng.IntN(int(seed%300)+1))
+		sc.chunks = append(sc.chunks, data[:n])
+		data = data[n:]
+	}
+	return sc
+}
+
+func (sc *scriptConn) Read(p []byte) (int, error) {
+	for len(sc.chunks) > 0 && len(sc.chunks[0]) == 0 {
+		sc.chunks = sc.chunks[1:]
+	}
+	if len(sc.chunks) > 0 {
+		n := copy(p, sc.chunks[0])
+		sc.chunks[0] = sc.chunks[0][n:]
+		return n, nil
+	}
+	sc.once.Do(func() { close(sc.done) })
+	<-sc.eof
+	return 0, io.EOF
+}
+
+func (sc *scriptConn) conn() net.Conn             { return sc }
+func (sc *scriptConn) exhausted() <-chan struct{} { return sc.done }
+func (sc *scriptConn) end()                       { close(sc.eof) }
+
+func (sc *scriptConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (sc *scriptConn) Close() error                     { return nil }
+func (sc *scriptConn) LocalAddr() net.Addr              { return &net.UnixAddr{Name: "fuzz", Net: "unix"} }
+func (sc *scriptConn) RemoteAddr() net.Addr             { return &net.UnixAddr{Name: "fuzz", Net: "unix"} }
+func (sc *scriptConn) SetDeadline(time.Time) error      { return nil }
+func (sc *scriptConn) SetReadDeadline(time.Time) error  { return nil }
+func (sc *scriptConn) SetWriteDeadline(time.Time) error { return nil }
+
+// recordingTransport is the line protocol's reader with a writer that keeps
+// each command's reply apart, as the websocket transport gets them.
+type recordingTransport struct {
+	*streamTransport
+	mu      sync.Mutex
+	replies []string
+	wrote   chan struct{}
+}
+
+func (rt *recordingTransport) write(out []byte, ends []int) error {
+	rt.mu.Lock()
+	start := 0
+	for _, end := range ends {
+		rt.replies = append(rt.replies, string(out[start:end]))
+		start = end
+	}
+	if start != len(out) {
+		rt.replies = append(rt.replies, "UNENDED REPLY "+string(out[start:]))
+	}
+	rt.mu.Unlock()
+	select {
+	case rt.wrote <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (rt *recordingTransport) count() int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return len(rt.replies)
+}
+
+const (
+	fuzzMaxLine  = 64
+	fuzzMaxLocks = 4
+	fuzzConn     = "fuzz:1"
+	fuzzOther    = "other"
+)
+
+// FuzzCommandPath feeds arbitrary bytes, in arbitrary chunks (from a script,
+// or through a real socket when chunking is odd), through the real command
+// path: the line reader, the parser, the connection's batching
+// and waiting, the manager and the replies. Another connection holds "busy"
+// and shared "sbusy" until the input has been read, so that gw and sgw can
+// wait. Every line must get exactly one reply (empty for unknown ones), the
+// reply must be the one a model of the protocol allows, nothing may hang,
+// and when the connection ends the manager must be empty.
+func FuzzCommandPath(f *testing.F) {
+	for _, s := range []string{
+		"g a\nr a\ni a\n",
+		"sg s\nsi s\nsr s\nsi s\n",
+		"gw 50 busy\ni busy\nping\n",
+		"gw -1 busy\nq\n",
+		"sgw 10 1 sbusy\nsgw -1 1 x\nsd\n",
+		"g a\ng b\ng c\nsg d\ng e\nsg f\ngw 1 e\nsgw 1 2 f\ndump\ndump shared\n",
+		"iam me\nme\nwho\nwho me\nd\nsd\niam\nme\n",
+		"g\ng \nt\nt a\n\n\n xx\nG a\n",
+		"g " + strings.Repeat("x", 70) + "\nping\n",
+		strings.Repeat("y", 200),
+		"g a\r\ng\tb\r\n\u00a0g c\ng \u00a0d\u2003e \n",
+		"g \x00\ng \xff\xfe\ni \xff\xfe\nsg \xc3\n",
+		"gw x busy\nsgw 1 0 s\ngw -2 a\nsgw -1 1\n",
+	} {
+		f.Add([]byte(s), uint16(0))
+		f.Add([]byte(s), uint16(7))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, chunking uint16) {
+		runCommandPath(t, data, chunking)
+	})
+}
+
+func runCommandPath(t *testing.T, data []byte, chunking uint16) {
+	// A server that is not started: its manager runs, but no listener.
+	srv, err := NewServer(Config{Registry: true, Dump: true, MaxLine: fuzzMaxLine, MaxLocksPerConn: fuzzMaxLocks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, m := srv.cfg, srv.manager
+	go m.run()
+	defer func() {
+		m.send(request{kind: requestStop})
+		<-m.stopped
+	}()
+
+	other := newConnState(fuzzOther, "test")
+	m.send(request{kind: requestConnect, conn: other})
+	var scratch []byte
+	var b batch
+	for _, l := range []string{"g busy", "sg sbusy"} {
+		var cmd command
+		cmd, scratch = parseCommand([]byte(l), scratch)
+		b.cmds = append(b.cmds, cmd)
+	}
+	m.execute(other, &b)
+	if string(b.out) != "1 Lock Get Success: busy\n1 Shared Lock Get Success: sbusy\n" {
+		t.Fatalf("setup: %q", b.out)
+	}
+
+	var in inputFeed
+	if chunking%2 == 0 {
+		in = newScriptConn(data, chunking)
+	} else {
+		in = newSocketFeed(t, data, chunking)
+	}
+	rt := &recordingTransport{streamTransport: newStreamTransport(in.conn(), cfg.MaxLine, &srv.readBuffers), wrote: make(chan struct{}, 1)}
+	c := newConn(srv, fuzzConn, "test", rt)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c.serve()
+	}()
+	ended := false
+	defer func() {
+		if !ended {
+			in.end()
+			select {
+			case <-served:
+			case <-time.After(10 * time.Second):
+				t.Error("the connection's goroutine is stuck")
+			}
+		}
+	}()
+
+	// The other connection leaves, so that every wait ends, once the input
+	// is all out and then every line is answered, or (in half the runs,
+	// chosen by chunking) a wait is queued, or nothing has moved for a
+	// moment: a wait is pending, and its time limit may pass first.
+	leaveAtWait := chunking&2 != 0
+	want := modelLines(data, cfg.MaxLine)
+	idle := time.NewTimer(20 * time.Millisecond)
+	poll := time.NewTicker(200 * time.Microsecond)
+	exhausted := in.exhausted()
+	for leave := false; !leave; {
+		select {
+		case <-exhausted:
+			exhausted = nil
+		case <-rt.wrote:
+			idle.Reset(20 * time.Millisecond)
+		case <-idle.C:
+			leave = true
+		case <-poll.C:
+		}
+		if exhausted == nil && rt.count() >= len(want) {
+			leave = true
+		}
+		if exhausted == nil && leaveAtWait {
+			if s, ok := m.statsSnapshot(time.Second); ok && s.waiters > 0 {
+				leave = true
+			}
+		}
+	}
+	idle.Stop()
+	poll.Stop()
+	m.send(request{kind: requestDisconnect, conn: other})
+
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for rt.count() < len(want) {
+		select {
+		case <-rt.wrote:
+		case <-deadline.C:
+			rt.mu.Lock()
+			got := slices.Clone(rt.replies)
+			rt.mu.Unlock()
+			t.Fatalf("hang: %d replies to %d lines after 10s; replies %q", len(got), len(want), got)
+		}
+	}
+	in.end()
+	ended = true
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection does not end")
+	}
+	if n := rt.count(); n != len(want) {
+		t.Fatalf("%d replies to %d lines: %q", n, len(want), rt.replies)
+	}
+
+	model := newConnModel()
+	for i, mc := range want {
+		model.check(t, i, mc, rt.replies[i])
+	}
+
+	snap, ok := m.statsSnapshot(10 * time.Second)
+	if !ok {
+		t.Fatal("manager does not answer")
+	}
+	if snap.connections != 0 || snap.locks != 0 || snap.sharedLocks != 0 || snap.waiters != 0 {
+		t.Fatalf("after both connections ended: %+v", snap)
+	}
+	if wantOrphans := uint64(1 + len(model.held)); snap.orphans != wantOrphans {
+		t.Fatalf("orphans = %d, want %d (busy and %v)", snap.orphans, wantOrphans, model.held)
+	}
+	if wantOrphans := uint64(1 + len(model.sheld)); snap.sharedOrphans != wantOrphans {
+		t.Fatalf("shared orphans = %d, want %d (sbusy and %v)", snap.sharedOrphans, wantOrphans, model.sheld)
+	}
+}
+
+// connModel is what the fuzzed connection holds, as its replies tell. The
+// other connection's "busy" and "sbusy" are held or not depending on
+// whether it has left yet, so the model allows both for them.
+type connModel struct {
+	held, sheld map[string]bool
+	reg         string
+	registered  bool
+}
+
+func newConnModel() *connModel {
+	return &connModel{held: map[string]bool{}, sheld: map[string]bool{}}
+}
+
+func (cm *connModel) count() int { return len(cm.held) + len(cm.sheld) }
+
+func (cm *connModel) display() string {
+	if cm.registered {
+		return cm.reg
+	}
+	return fuzzConn
+}
+
+// alt is one acceptable reply and what it means for the model.
+type alt struct {
+	reply string
+	apply func()
+}
+
+func modelReply(n int, text, name string) string {
+	return strconv.Itoa(n) + " " + text + ": " + name + "\n"
+}
+
+// waitMayTimeOut: a wait of ms milliseconds can end in a timeout within
+// the test's time: the other connection leaves within milliseconds, the
+// test gives up after 10 s.
+func waitMayTimeOut(ms int64) bool { return ms >= 0 && ms <= 60_000 }
+
+func (cm *connModel) check(t *testing.T, i int, mc modelCommand, got string) {
+	t.Helper()
+	var alts []alt
+	add := func(reply string, apply func()) { alts = append(alts, alt{reply, apply}) }
+	n := mc.name
+	full := cm.count() >= fuzzMaxLocks
+	take := func() { cm.held[n] = true }
+	stake := func() { cm.sheld[n] = true }
+	otherShared := func() []int { // holders of n besides this connection
+		if n == "sbusy" {
+			return []int{0, 1}
+		}
+		return []int{0}
+	}
+	switch mc.verb {
+	case "toolong":
+		add("0 Line Too Long\n", nil)
+	case "":
+		add("", nil)
+	case "g":
+		switch {
+		case cm.held[n]:
+			add(modelReply(1, textGetSuccess, n), nil)
+		case n == "busy" && full:
+			add(modelReply(0, textGetFailure, n), nil)
+			add(modelReply(0, textTooManyLocks, n), nil)
+		case n == "busy":
+			add(modelReply(0, textGetFailure, n), nil)
+			add(modelReply(1, textGetSuccess, n), take)
+		case full:
+			add(modelReply(0, textTooManyLocks, n), nil)
+		default:
+			add(modelReply(1, textGetSuccess, n), take)
+		}
+	case "gw":
+		switch {
+		case mc.bad:
+			add("0 Invalid Argument: "+mc.line+"\n", nil)
+		case cm.held[n]:
+			add(modelReply(1, textGetSuccess, n), nil)
+		case full:
+			add(modelReply(0, textTooManyLocks, n), nil)
+		case n == "busy":
+			add(modelReply(1, textGetSuccess, n), take)
+			if waitMayTimeOut(mc.ms) {
+				add(modelReply(0, textGetTimeout, n), nil)
+			}
+		default:
+			add(modelReply(1, textGetSuccess, n), take)
+		}
+	case "r":
+		if cm.held[n] {
+			add(modelReply(1, textReleaseSuccess, n), func() { delete(cm.held, n) })
+		} else {
+			add(modelReply(0, textReleaseFailure, n), nil)
+		}
+	case "i":
+		if cm.held[n] || n == "busy" {
+			add(modelReply(1, textIsLocked, n), nil)
+		}
+		if !cm.held[n] {
+			add(modelReply(0, textNotLocked, n), nil)
+		}
+	case "t":
+		if !cm.held[n] {
+			add(modelReply(0, textNotLocked, n), nil)
+		}
+		if cm.held[n] || n == "busy" {
+			// Any token: checked below.
+			if f := strings.Fields(got); len(f) > 0 && strings.HasSuffix(got, " "+textToken+": "+n+"\n") {
+				if tok, err := strconv.ParseUint(f[0], 10, 64); err == nil && tok > 0 {
+					add(got, nil)
+				}
+			}
+		}
+	case "sg", "sgw":
+		if mc.bad {
+			add("0 Invalid Argument: "+mc.line+"\n", nil)
+			break
+		}
+		own := 0
+		if cm.sheld[n] {
+			own = 1
+		}
+		if own == 1 {
+			for _, o := range otherShared() {
+				add(modelReply(own+o, textSharedGetSuccess, n), nil)
+			}
+			break
+		}
+		if full {
+			add(modelReply(0, textTooManyLocks, n), nil)
+			break
+		}
+		for _, o := range otherShared() {
+			if mc.verb == "sg" || int64(o) < mc.max {
+				add(modelReply(1+o, textSharedGetSuccess, n), stake)
+			}
+		}
+		if mc.verb == "sgw" && n == "sbusy" && mc.max == 1 && waitMayTimeOut(mc.ms) {
+			add(modelReply(0, textSharedGetTimeout, n), nil)
+		}
+	case "sr":
+		if cm.sheld[n] {
+			add(modelReply(1, textSharedReleaseSuccess, n), func() { delete(cm.sheld, n) })
+		} else {
+			add(modelReply(0, textSharedReleaseFailure, n), nil)
+		}
+	case "si":
+		own := 0
+		if cm.sheld[n] {
+			own = 1
+		}
+		for _, o := range otherShared() {
+			if own+o == 0 {
+				add(modelReply(0, textSharedNotLocked, n), nil)
+			} else {
+				add(modelReply(own+o, textSharedIsLocked, n), nil)
+			}
+		}
+	case "me":
+		add("1 "+fuzzConn+" "+cm.display()+"\n", nil)
+	case "iam":
+		if n == "" {
+			add("1 ok\n", func() { cm.reg, cm.registered = "", false })
+		} else {
+			add("1 ok\n", func() { cm.reg, cm.registered = n, true })
+		}
+	case "who":
+		if cm.registered && (n == "" || n == cm.reg) {
+			add(fuzzConn+": "+cm.reg+"\n", nil)
+		} else {
+			add("", nil)
+		}
+	case "d", "sd", "dump":
+		for _, withOther := range []bool{false, true} {
+			add(cm.table(mc, withOther), nil)
+		}
+	case "q":
+		if checkStats(got) {
+			add(got, nil)
+		}
+	case "ping":
+		add("1 pong\n", nil)
+	default:
+		t.Fatalf("line %d: the model does not know %q", i, mc.verb)
+	}
+	for _, a := range alts {
+		if a.reply == got {
+			if a.apply != nil {
+				a.apply()
+			}
+			return
+		}
+	}
+	var want []string
+	for _, a := range alts {
+		want = append(want, a.reply)
+	}
+	t.Fatalf("line %d %q (verb %q, name %q, holding %v and shared %v): reply %q, want one of %q", i, mc.line, mc.verb, n, sortedKeys(cm.held), sortedKeys(cm.sheld), got, want)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// table is the reply of d, sd or dump, with or without the other
+// connection's busy and sbusy.
+func (cm *connModel) table(mc modelCommand, withOther bool) string {
+	shared := mc.verb == "sd" || (mc.verb == "dump" && mc.name == "shared")
+	type entry struct{ key, value string }
+	var entries []entry
+	owner := cm.display()
+	if mc.verb == "dump" {
+		owner = fuzzConn
+	}
+	if shared {
+		if withOther {
+			entries = append(entries, entry{"sbusy", fuzzOther})
+		}
+		for k := range cm.sheld {
+			entries = append(entries, entry{k, owner})
+		}
+	} else {
+		if withOther && !cm.held["busy"] {
+			entries = append(entries, entry{"busy", fuzzOther})
+		}
+		for k := range cm.held {
+			entries = append(entries, entry{k, owner})
+		}
+	}
+	if mc.verb != "dump" && mc.name != "" {
+		entries = slices.DeleteFunc(entries, func(e entry) bool { return e.key != mc.name })
+	}
+	// The other connection took sbusy first, so it comes first among its
+	// holders: a stable sort keeps that order.
+	slices.SortStableFunc(entries, func(a, b entry) int { return strings.Compare(a.key, b.key) })
+	var out strings.Builder
+	if mc.verb != "dump" {
+		for _, e := range entries {
+			out.WriteString(e.key + ": " + e.value + "\n")
+		}
+		return out.String()
+	}
+	out.WriteString("map[")
+	for i, e := range entries {
+		switch {
+		case i == 0:
+		case shared && e.key == entries[i-1].key:
+			out.WriteString(" " + e.value)
+			continue
+		case shared:
+			out.WriteString("] ")
+		default:
+			out.WriteString(" ")
+		}
+		if shared {
+			out.WriteString(e.key + ":[" + e.value)
+		} else {
+			out.WriteString(e.key + ":" + e.value)
+		}
+	}
+	if shared && len(entries) > 0 {
+		out.WriteString("]")
+	}
+	out.WriteString("]\n")
+	return out.String()
+}
+
+var statLineRE = regexp.MustCompile(`^[a-z_]+: [0-9]+$`)
+
+// checkStats checks the form of q's reply: "key: N" lines sorted by key,
+// the original's 16 keys among them.
+func checkStats(got string) bool {
+	lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+	if !strings.HasSuffix(got, "\n") || !slices.IsSorted(lines) {
+		return false
+	}
+	var ks []string
+	for _, l := range lines {
+		if !statLineRE.MatchString(l) {
+			return false
+		}
+		ks = append(ks, l[:strings.IndexByte(l, ':')])
+	}
+	for _, k := range []string{"command_d", "command_dump", "command_g", "command_i", "command_q", "command_r", "command_sd", "command_sg", "command_si", "command_sr", "connections", "invalid_commands", "locks", "orphans", "shared_locks", "shared_orphans"} {
+		if !slices.Contains(ks, k) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWebsocketFragmentedMessage: a websocket message may come in several
+// frames (RFC 6455 §5.4: a text frame without FIN, then continuation
+// frames). It is still one message: its lines are the commands, and a frame
+// boundary inside a line does not cut the line. Browsers seldom fragment,
+// but client libraries with streaming writers do.
+func TestWebsocketFragmentedMessage(t *testing.T) {
+	srv := startServer(t, nil)
+	c := dial(t, srv, "websocket")
+	// "g ab\ni ab" as "g a" (text, no FIN), "b\ni" (continuation, no FIN)
+	// and " ab" (continuation, FIN); masked with a zero key.
+	frame := func(first, fin bool, payload string) []byte {
+		b0 := byte(0x00)
+		if first {
+			b0 = 0x01
+		}
+		if fin {
+			b0 |= 0x80
+		}
+		return append([]byte{b0, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
+	}
+	var msg []byte
+	msg = append(msg, frame(true, false, "g a")...)
+	msg = append(msg, frame(false, false, "b\ni")...)
+	msg = append(msg, frame(false, true, " ab")...)
+	if _, err := c.nc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1 Lock Get Success: ab\n", "1 Lock Is Locked: ab\n"} {
+		if got := c.line(); got != want {
+			t.Errorf("fragmented message: got %q, want %q", got, want)
+		}
+	}
+	c.expect("ping", "1 pong\n")
+	if got, want := c.do("dump"), "map[ab:"+c.name+"]\n"; got != want {
+		t.Errorf("dump: %q, want %q", got, want)
+	}
+}
+
+// wsFrame is a masked client frame (zero key) with any length field.
+func wsFrame(b0 byte, payload string) []byte {
+	var f []byte
+	switch n := len(payload); {
+	case n < 126:
+		f = []byte{b0, 0x80 | byte(n)}
+	case n < 1<<16:
+		f = []byte{b0, 0x80 | 126, byte(n >> 8), byte(n)}
+	default:
+		f = []byte{b0, 0x80 | 127}
+		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	}
+	return append(append(f, 0, 0, 0, 0), payload...)
+}
+
+// TestWebsocketFragmentsAndControlFrames: a ping between the fragments of a
+// message is answered and does not end the message; a message whose
+// fragments add up to more than the biggest message gets one
+// "0 Line Too Long" and is skipped; the connection goes on.
+func TestWebsocketFragmentsAndControlFrames(t *testing.T) {
+	srv := startServer(t, nil)
+	c := dial(t, srv, "websocket")
+	var msg []byte
+	msg = append(msg, wsFrame(0x01, "g a")...)
+	msg = append(msg, wsFrame(0x89, "hi")...) // ping, FIN
+	msg = append(msg, wsFrame(0x80, "b")...)
+	if _, err := c.nc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.line(); got != "1 Lock Get Success: ab\n" { // the client skips the pong
+		t.Fatalf("message around a ping: %q", got)
+	}
+	fragment := strings.Repeat("f", 64<<10)
+	msg = wsFrame(0x01, fragment)
+	for range maxMessage(srv.cfg.MaxLine)/len(fragment) + 1 {
+		msg = append(msg, wsFrame(0x00, fragment)...)
+	}
+	msg = append(msg, wsFrame(0x80, "\ng evil")...)
+	if _, err := c.nc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.line(); got != "0 Line Too Long\n" {
+		t.Fatalf("fragmented message over the limit: %q", got)
+	}
+	c.expect("ping", "1 pong\n")
+	c.expect("i evil", "0 Lock Not Locked: evil\n")
+}
+
+// TestWebsocketHugeFrameLength sends frame headers claiming up to 2^63-1
+// bytes, alone and after a first fragment (where adding the lengths
+// overflows an int): the daemon must neither crash nor allocate them. It
+// runs the daemon binary, so that a panic fails this test, not the suite.
+func TestWebsocketHugeFrameLength(t *testing.T) {
+	wsPort := freePort(t)
+	d := startDaemon(t, "-port", "0", "-bind", "127.0.0.1", "-ws", strconv.Itoa(wsPort))
+	addr := "127.0.0.1:" + strconv.Itoa(wsPort)
+	dialRetry(t, "tcp", addr).Close()
+	huge := func(b0 byte) []byte {
+		return []byte{b0, 0x80 | 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
+	}
+	for _, attack := range [][]byte{
+		huge(0x81),
+		append(wsFrame(0x01, "g"), huge(0x80)...),
+		append(wsFrame(0x01, "g"), huge(0x00)...),
+	} {
+		status, nc, _ := upgrade(t, addr, "")
+		if status != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d", status)
+		}
+		nc.Write(attack)
+		nc.Write(bytes.Repeat([]byte("x"), 1<<20))
+		// Another client is still served.
+		status, probe, r := upgrade(t, addr, "")
+		if status != http.StatusSwitchingProtocols {
+			t.Fatalf("after a frame of 2^63 bytes: status %d", status)
+		}
+		if got := wsCommand(t, probe, r, "ping"); got != "1 pong\n" {
+			t.Fatalf("after a frame of 2^63 bytes: %q", got)
+		}
+		nc.Close()
+		probe.Close()
+	}
+	select {
+	case <-d.done:
+		t.Fatalf("the daemon died: %s", d.stderr)
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitCode(t, 5*time.Second); code != 0 || strings.Contains(d.stderr.String(), "panic") {
+		t.Fatalf("exit code %d; stderr:\n%s", code, d.stderr)
+	}
+}
