@@ -59,36 +59,10 @@ const (
 
 func dial(t testing.TB, srv *Server, transport string) *client {
 	t.Helper()
-	var (
-		nc  net.Conn
-		err error
-	)
-	switch transport {
-	case "tcp":
-		nc, err = net.Dial("tcp", srv.TCPAddr().String())
-	case "unix":
-		nc, err = net.Dial("unix", srv.cfg.UnixPath)
-	case "websocket":
-		nc, err = net.Dial("tcp", srv.WSAddr().String())
-	default:
-		t.Fatalf("unknown transport %q", transport)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &client{t: t, nc: nc}
+	nc, ws := rawDial(t, srv, transport)
+	c := &client{t: t, nc: nc, ws: ws}
 	t.Cleanup(func() { c.close() })
-	if transport == "websocket" {
-		url := "ws://" + srv.WSAddr().String() + "/"
-		cfg, err := websocket.NewConfig(url, "http://localhost/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Header.Del("Origin")
-		if c.ws, err = websocket.NewClient(cfg, nc); err != nil {
-			t.Fatal(err)
-		}
-	} else {
+	if ws == nil {
 		c.r = bufio.NewReader(nc)
 	}
 	c.name = strings.Fields(c.do("me"))[1]
@@ -96,6 +70,44 @@ func dial(t testing.TB, srv *Server, transport string) *client {
 		t.Fatalf("connection name %q, want its address %s", c.name, nc.LocalAddr())
 	}
 	return c
+}
+
+// rawDial connects to a transport without the handshake dial does (which
+// runs a command); for websocket it returns the handshaken connection.
+func rawDial(t testing.TB, srv *Server, tr string) (net.Conn, *websocket.Conn) {
+	t.Helper()
+	var (
+		nc  net.Conn
+		err error
+	)
+	switch tr {
+	case "tcp":
+		nc, err = net.Dial("tcp", srv.TCPAddr().String())
+	case "unix":
+		nc, err = net.Dial("unix", srv.cfg.UnixPath)
+	case "websocket":
+		nc, err = net.Dial("tcp", srv.WSAddr().String())
+	default:
+		t.Fatalf("unknown transport %q", tr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if tr != "websocket" {
+		return nc, nil
+	}
+	cfg, err := websocket.NewConfig("ws://"+srv.WSAddr().String()+"/", "http://localhost/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Header.Del("Origin")
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	ws, err := websocket.NewClient(cfg, nc)
+	if err != nil {
+		t.Fatalf("websocket handshake: %v", err)
+	}
+	return nc, ws
 }
 
 // send writes raw bytes: a stream gets them as they are, a websocket as one

@@ -369,42 +369,6 @@ func writeAll(t *testing.T, nc net.Conn, b []byte) {
 	}
 }
 
-// rawDial connects to a transport without the handshake dial does (which
-// runs a command); for websocket it returns the handshaken connection.
-func rawDial(t *testing.T, srv *Server, tr string) (net.Conn, *websocket.Conn) {
-	t.Helper()
-	var (
-		nc  net.Conn
-		err error
-	)
-	switch tr {
-	case "tcp":
-		nc, err = net.Dial("tcp", srv.TCPAddr().String())
-	case "unix":
-		nc, err = net.Dial("unix", srv.cfg.UnixPath)
-	case "websocket":
-		nc, err = net.Dial("tcp", srv.WSAddr().String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	if tr != "websocket" {
-		return nc, nil
-	}
-	cfg, err := websocket.NewConfig("ws://"+srv.WSAddr().String()+"/", "http://localhost/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Header.Del("Origin")
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	ws, err := websocket.NewClient(cfg, nc)
-	if err != nil {
-		t.Fatalf("websocket handshake: %v", err)
-	}
-	return nc, ws
-}
-
 // readToEnd reads what the server sends until it closes the connection.
 func readToEnd(t *testing.T, nc net.Conn, ws *websocket.Conn) []string {
 	t.Helper()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -141,20 +140,7 @@ func startNetnsDaemon(t *testing.T, ns string, args ...string) *daemon {
 		t.Fatal(err)
 	}
 	args = append([]string{"netns", "exec", ns, bin, "-port", netnsPort, "-ws", "0"}, args...)
-	d := &daemon{cmd: exec.Command("ip", args...), stderr: new(bytes.Buffer), done: make(chan struct{})}
-	d.cmd.Stderr = d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.done
-	})
-	return d
+	return runDaemon(t, exec.Command("ip", args...))
 }
 
 // nsClient is a TestNetnsHelper child: a line client in some namespace.

@@ -53,7 +53,14 @@ func startDaemon(t testing.TB, args ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{cmd: exec.Command(bin, args...), stderr: new(bytes.Buffer), done: make(chan struct{})}
+	return runDaemon(t, exec.Command(bin, args...))
+}
+
+// runDaemon starts cmd, a glockd (possibly wrapped, as by "ip netns exec"),
+// and kills it when the test ends.
+func runDaemon(t testing.TB, cmd *exec.Cmd) *daemon {
+	t.Helper()
+	d := &daemon{cmd: cmd, stderr: new(bytes.Buffer), done: make(chan struct{})}
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
