@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -264,16 +265,16 @@ var benchPar = 50
 
 var benchLocks = flag.Int("orphan-locks", 100000, "BenchmarkOrphan: locks taken before the disconnect")
 
-// BenchmarkOrphan takes locks on one connection, then closes it and times
-// the release, while another connection's g/r round trips show that the
-// manager keeps serving others (probe-p99-µs, probe-max-µs).
+// BenchmarkOrphan takes locks on one connection (pipeline 64), then closes
+// it and times the release (release-ms), while another connection's
+// round trips show that the manager keeps serving others (probe-p99-µs,
+// probe-max-µs). An op is the whole: acquisition, release and probing.
 //
 //	go test -run '^$' -bench Orphan -benchtime 1x -orphan-locks 1000000 .
 func BenchmarkOrphan(b *testing.B) {
 	srv := benchServer(b)
 	addr := srv.TCPAddr().String()
 	for range b.N {
-		b.StopTimer()
 		holder, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Fatal(err)
@@ -301,7 +302,6 @@ func BenchmarkOrphan(b *testing.B) {
 			b.Fatal(err)
 		}
 		var rtts []time.Duration
-		b.StartTimer()
 		start := time.Now()
 		holder.Close()
 		for {
@@ -322,8 +322,7 @@ func BenchmarkOrphan(b *testing.B) {
 				break // o0 was taken first, so it is released last
 			}
 		}
-		b.ReportMetric(float64(time.Since(start).Milliseconds()), "release-ms")
-		b.StopTimer()
+		b.ReportMetric(float64(time.Since(start).Microseconds())/1e3, "release-ms")
 		probe.Close()
 		slices.Sort(rtts)
 		at := func(q float64) float64 {
@@ -396,5 +395,55 @@ func TestLockTable(t *testing.T) {
 	}
 	if len(tab.chunks) != 0 || len(tab.dir) != 1 {
 		t.Errorf("an empty table keeps %d chunks and %d buckets", len(tab.chunks), len(tab.dir))
+	}
+}
+
+// TestIdleConnStack checks that a connection that has run a command and
+// waits for the next keeps its goroutine on the smallest stack (2 KiB): most
+// of an idle connection's memory budget (see DESIGN.md: 6 KiB in all). Its
+// goroutine's deepest path, from the read through the manager to the write
+// of the reply, must fit in that stack; a few more frames or bigger locals
+// on it double the stack of every connection.
+func TestIdleConnStack(t *testing.T) {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "-race" && s.Value == "true" {
+				t.Skip("the race detector doubles the stack guard: stacks are bigger")
+			}
+		}
+	}
+	srv, err := NewServer(Config{TCPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const n = 500
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	buf := make([]byte, 256)
+	for i := range n {
+		nc, err := net.Dial("tcp", srv.TCPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		for _, cmd := range []string{"g h" + strconv.Itoa(i), "sg s", "t h" + strconv.Itoa(i)} {
+			if _, err := nc.Write([]byte(cmd + "\n")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := nc.Read(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.ReadMemStats(&after)
+	perConn := (int64(after.StackInuse) - int64(before.StackInuse)) / n
+	t.Logf("goroutine stack per idle connection: %d bytes", perConn)
+	if perConn > 3<<10 {
+		t.Errorf("goroutine stack per idle connection: %d bytes, want 2 KiB", perConn)
 	}
 }

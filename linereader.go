@@ -5,9 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 )
 
 // streamTransport speaks the line protocol on a TCP or unix connection.
@@ -35,9 +33,7 @@ type streamTransport struct {
 	rc         syscall.RawConn
 	onReadable func(fd uintptr) bool // readReady, bound once
 	onWritable func(fd uintptr) bool // writeReady, bound once
-	run        func([]command) bool  // serve's
-	stopped    bool                  // run returned false
-	closing    atomic.Bool           // close was called: serve's loop ends
+	readN      int
 	readErr    syscall.Errno
 	unwritten  []byte
 	writeErr   syscall.Errno // apart from readErr: a wait's goroutine may write during a read
@@ -69,121 +65,28 @@ func newStreamTransport(nc net.Conn, maxLine int, pool *sync.Pool) *streamTransp
 const maxBatch = 1024
 
 // serve reads batches and runs them until the connection ends or run
-// returns false. With a file descriptor, the whole loop runs inside one
-// RawConn read callback, which returns false (wait until readable, then call
-// again) after a read that emptied the socket. A fresh Read, of a net.Conn or
-// a RawConn, first forgets any readiness already signalled and so must try a
-// read; with one command in flight that read fails with EAGAIN every time,
-// a syscall per command for nothing. Within one callback loop no signal is
-// forgotten: input that arrives after a read wakes the next wait.
+// returns false.
+//
+// Each read is a RawConn read whose callback (readReady) does the read(2)
+// itself. The commands run outside the callback: a RawConn read holds the
+// socket for its whole length (net.Conn.Close waits for it), and the
+// deepest call path of an idle connection's goroutine must stay within the
+// smallest stack (2 KiB, see queueBehindWait).
 func (t *streamTransport) serve(run func([]command) bool) error {
-	if t.rc == nil {
-		for {
-			cmds, err := t.read(t.cmds[:0])
-			if len(cmds) > 0 && !run(cmds) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			t.cmds = keepCommands(cmds)
-		}
-	}
-	// net.Conn.Close waits until no read is in progress, and this read
-	// lasts as long as the connection: so close only stops it, and the
-	// socket is closed here.
-	defer t.nc.Close()
-	t.run = run
-	err := t.rc.Read(t.onReadable)
-	t.run = nil
-	switch {
-	case err != nil:
-		return err
-	case t.readErr != 0:
-		return t.readErr
-	case t.stopped:
-		return nil
-	}
-	return io.EOF
-}
-
-// readReady is serve's callback. It reads into buf (taking a pooled buffer
-// only now that input may have arrived) and runs the batches read. It returns
-// true when the connection is over.
-func (t *streamTransport) readReady(fd uintptr) bool {
 	for {
-		if t.closing.Load() {
-			return true
+		cmds, err := t.read(t.cmds[:0])
+		if len(cmds) > 0 && !run(cmds) {
+			return nil
 		}
-		t.makeRoom()
-		took := t.buf == nil
-		if took {
-			t.takeBuffer()
+		if err != nil {
+			return err
 		}
-		free := len(t.buf) - t.end
-		n, errno := rawRead(fd, t.buf[t.end:])
-		switch errno {
-		case 0:
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			if took {
-				t.releaseBuffer()
-			}
-			return false
-		default:
-			t.readErr = errno
-			return true
-		}
-		if n == 0 {
-			return true // end of input
-		}
-		t.end += n
-		t.filled = n == free
-		began := time.Now()
-		if !t.runBatches() {
-			return true
-		}
-		if !t.filled && time.Since(began) < quickBatch {
-			// The read emptied the socket and the batch was quick:
-			// from a client that waits for its replies nothing more
-			// can have come, so wait for input without a read. (Wait
-			// with no buffer unless a line is incomplete.)
-			if t.start == t.end {
-				t.releaseBuffer()
-			}
-			return false
-		}
-	}
-}
-
-// quickBatch is how long a batch may take for serve to assume that no input
-// arrived meanwhile. After a longer one it reads again before waiting: when
-// every P is busy the runtime polls the network rarely (every 10ms at worst),
-// so input that is already there would wait for that poll.
-const quickBatch = 50 * time.Microsecond
-
-// runBatches runs every complete command in the buffer, maxBatch at a time,
-// and reports false when run does.
-func (t *streamTransport) runBatches() bool {
-	for {
-		t.scratch = t.scratch[:0]
-		cmds := t.parse(t.cmds[:0])
-		if len(cmds) == 0 {
-			return true
-		}
-		ok := t.run(cmds)
 		t.cmds = keepCommands(cmds)
-		if !ok {
-			t.stopped = true
-			return false
-		}
 	}
 }
 
-// read is serve's loop without a file descriptor: it blocks until input
-// arrives and appends every complete command in it (up to maxBatch) to
-// cmds, which alias buf until the next read.
+// read blocks until input arrives and appends every complete command in it
+// (up to maxBatch) to cmds, which alias buf until the next read.
 func (t *streamTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
 	if cmds = t.parse(cmds); len(cmds) > 0 {
@@ -191,20 +94,67 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 	}
 	for {
 		t.makeRoom()
-		if t.buf == nil {
-			t.takeBuffer()
-		}
-		n, err := t.nc.Read(t.buf[t.end:])
+		n, err := t.fill()
 		t.filled = n > 0 && t.end+n == len(t.buf)
 		t.end += n
 		cmds = t.parse(cmds)
 		if len(cmds) > 0 || err != nil {
-			// An error with commands is returned again by the next Read.
+			// An error with commands is returned again by the next read.
 			if len(cmds) > 0 {
 				err = nil
 			}
 			return cmds, err
 		}
+	}
+}
+
+// fill reads what has arrived into buf[end:], taking a pooled buffer if
+// there is none: with a file descriptor, only once there is input.
+func (t *streamTransport) fill() (int, error) {
+	if t.rc == nil {
+		if t.buf == nil {
+			t.takeBuffer()
+		}
+		return t.nc.Read(t.buf[t.end:])
+	}
+	t.readN, t.readErr = 0, 0
+	if err := t.rc.Read(t.onReadable); err != nil {
+		return 0, err
+	}
+	switch {
+	case t.readErr != 0:
+		return 0, t.readErr
+	case t.readN == 0:
+		return 0, io.EOF
+	}
+	return t.readN, nil
+}
+
+// readReady is fill's callback: it reads into buf, taking a pooled buffer if
+// there is none, and returns false, to be called again once the socket is
+// readable, when nothing has arrived; a buffer it took then goes back, so
+// that a connection waiting for input holds none.
+func (t *streamTransport) readReady(fd uintptr) bool {
+	took := t.buf == nil
+	if took {
+		t.takeBuffer()
+	}
+	for {
+		n, errno := rawRead(fd, t.buf[t.end:])
+		switch errno {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if took {
+				t.releaseBuffer()
+			}
+			return false
+		case 0:
+			t.readN = n
+		default:
+			t.readErr = errno
+		}
+		return true
 	}
 }
 
@@ -339,18 +289,4 @@ func (t *streamTransport) writeReady(fd uintptr) bool {
 	return true
 }
 
-// close ends the connection. With a file descriptor it only stops serve's
-// loop, which closes the socket on its way out (see serve): a deadline in the
-// past wakes a wait for input or for room to write, and fails the writes
-// that follow; the flag stops the loop between reads.
-func (t *streamTransport) close() error {
-	if t.rc == nil {
-		return t.nc.Close()
-	}
-	t.closing.Store(true)
-	return t.nc.SetDeadline(aLongTimeAgo)
-}
-
-// aLongTimeAgo is a deadline that has passed, as net/http uses to interrupt
-// a read.
-var aLongTimeAgo = time.Unix(1, 0)
+func (t *streamTransport) close() error { return t.nc.Close() }

@@ -110,3 +110,24 @@ func TestOrphanManyLocks(t *testing.T) {
 	}
 	b.expect("g l5", "1 Lock Get Success: l5\n")
 }
+
+// TestCommandThenHalfClose: the end of input arriving with the last command
+// (a client that writes, shuts down its sending side and waits for the
+// reply) must be seen at once, not left to keepalive.
+func TestCommandThenHalfClose(t *testing.T) {
+	for _, tr := range []string{"tcp", "unix"} {
+		t.Run(tr, func(t *testing.T) {
+			srv := startServer(t, nil)
+			b := dial(t, srv, tr)
+			for i := range 20 {
+				nc, _ := rawDial(t, srv, tr)
+				name := fmt.Sprintf("x%d", i)
+				nc.Write([]byte(strings.Repeat("xx\n", i*100) + "g " + name + "\n"))
+				nc.(interface{ CloseWrite() error }).CloseWrite()
+				eventually(t, name+" released", func() bool {
+					return b.do("i "+name) == "0 Lock Not Locked: "+name+"\n"
+				})
+			}
+		})
+	}
+}
