@@ -8,10 +8,10 @@ import (
 // transport is how a connection reads commands and writes replies: lines on
 // a stream (TCP, unix) or messages on a websocket.
 type transport interface {
-	// serve reads commands until the connection ends or run returns false,
-	// handing run each batch: every complete command read (up to maxBatch).
-	// The commands alias the transport's buffers until run returns.
-	serve(run func(cmds []command) bool) error
+	// read blocks until input arrives and appends the complete commands in
+	// it (up to maxBatch) to cmds. They alias the transport's buffers until
+	// the next read.
+	read(cmds []command) ([]command, error)
 	// write sends the replies in out; ends[i] is where reply i ends.
 	write(out []byte, ends []int) error
 	close() error
@@ -26,6 +26,7 @@ type conn struct {
 	srv   *Server
 	state *connState
 	t     transport
+	cmds  []command     // the reader's batch
 	ended chan struct{} // closed when the reader has seen the connection end
 
 	// mu is held by whichever goroutine is running commands or writing.
@@ -72,7 +73,16 @@ func (c *conn) serve() {
 		}
 		m.send(request{kind: requestDisconnect, conn: c.state})
 	}()
-	c.t.serve(c.runOrQueue)
+	for {
+		cmds, err := c.t.read(c.cmds[:0])
+		if len(cmds) > 0 && !c.runOrQueue(cmds) {
+			return
+		}
+		if err != nil {
+			return
+		}
+		c.cmds = keepCommands(cmds)
+	}
 }
 
 // keepCommands empties a batch's slice for the next batch, or drops it when

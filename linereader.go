@@ -20,7 +20,6 @@ type streamTransport struct {
 	discarding bool
 	filled     bool   // the last read filled buf
 	scratch    []byte // normalised arguments of the current batch
-	cmds       []command
 
 	// An empty buffer is not kept between reads: it goes back to pool, and
 	// the read callback takes one only once input has arrived, so that an
@@ -64,29 +63,14 @@ func newStreamTransport(nc net.Conn, maxLine int, pool *sync.Pool) *streamTransp
 // time; the rest stays in the buffer for the next batch.
 const maxBatch = 1024
 
-// serve reads batches and runs them until the connection ends or run
-// returns false.
+// read blocks until input arrives and appends every complete command in it
+// (up to maxBatch) to cmds, which alias buf until the next read.
 //
 // Each read is a RawConn read whose callback (readReady) does the read(2)
 // itself. The commands run outside the callback: a RawConn read holds the
 // socket for its whole length (net.Conn.Close waits for it), and the
 // deepest call path of an idle connection's goroutine must stay within the
 // smallest stack (2 KiB, see queueBehindWait).
-func (t *streamTransport) serve(run func([]command) bool) error {
-	for {
-		cmds, err := t.read(t.cmds[:0])
-		if len(cmds) > 0 && !run(cmds) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		t.cmds = keepCommands(cmds)
-	}
-}
-
-// read blocks until input arrives and appends every complete command in it
-// (up to maxBatch) to cmds, which alias buf until the next read.
 func (t *streamTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
 	if cmds = t.parse(cmds); len(cmds) > 0 {

@@ -28,23 +28,6 @@ func newWebsocketTransport(ws *websocket.Conn, maxLine int) *websocketTransport 
 	return &websocketTransport{ws: ws, maxLine: maxLine}
 }
 
-// serve reads messages and runs their lines until the connection ends or
-// run returns false.
-func (t *websocketTransport) serve(run func([]command) bool) error {
-	var cmds []command
-	for {
-		var err error
-		cmds, err = t.read(cmds[:0])
-		if len(cmds) > 0 && !run(cmds) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		cmds = keepCommands(cmds)
-	}
-}
-
 func (t *websocketTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
 	if !t.more {
