@@ -547,12 +547,7 @@ func (m *chaosModel) step(sl *chaosSlot) {
 		name = pick(mine, chaosLocks)
 		had := m.unclaim(s, name, false)
 		cmd = "r " + name
-		check = func(reply string, _, _ map[string][]chaosClaim) string {
-			if want := map[bool]string{true: "1 Lock Release Success: ", false: "0 Lock Release Failure: "}[had] + name + "\n"; reply != want {
-				return fmt.Sprintf("held: %v", had)
-			}
-			return ""
-		}
+		check = releaseCheck(had, textReleaseSuccess, textReleaseFailure, name)
 	case op < 37:
 		held := m.holds(s, name, false)
 		cmd = "i " + name
@@ -639,12 +634,7 @@ func (m *chaosModel) step(sl *chaosSlot) {
 		sname = pick(mineShared, chaosShared)
 		had := m.unclaim(s, sname, true)
 		cmd = "sr " + sname
-		check = func(reply string, _, _ map[string][]chaosClaim) string {
-			if want := map[bool]string{true: "1 Shared Lock Release Success: ", false: "0 Shared Lock Release Failure: "}[had] + sname + "\n"; reply != want {
-				return fmt.Sprintf("held: %v", had)
-			}
-			return ""
-		}
+		check = releaseCheck(had, textSharedReleaseSuccess, textSharedReleaseFailure, sname)
 	case op < 88:
 		sname = chaosShared[rng.IntN(len(chaosShared))]
 		held := m.holds(s, sname, true)
@@ -866,5 +856,20 @@ func (m *chaosModel) quiescentCheck(checker *chaosSession, slots []*chaosSlot) {
 		if got, err := checker.do("si " + n); err != nil || got != want {
 			t.Errorf("quiet: si %s: %q (%v), want %q", n, got, err, want)
 		}
+	}
+}
+
+// releaseCheck checks the reply to r or sr by a client that held the lock, or
+// did not.
+func releaseCheck(had bool, success, failure, name string) func(string, map[string][]chaosClaim, map[string][]chaosClaim) string {
+	want := "0 " + failure + ": " + name + "\n"
+	if had {
+		want = "1 " + success + ": " + name + "\n"
+	}
+	return func(reply string, _, _ map[string][]chaosClaim) string {
+		if reply != want {
+			return fmt.Sprintf("held: %v", had)
+		}
+		return ""
 	}
 }
