@@ -402,6 +402,9 @@ type batch struct {
 	// connection, when that command is a dump or has to wait.
 	dump    *dump
 	waiting bool
+	// dumpPending: the dump is copied in steps, and the manager answers
+	// the batch when it is complete.
+	dumpPending bool
 }
 
 // runBatch runs commands until the batch ends or one of them leaves its reply
@@ -417,6 +420,10 @@ func (m *manager) runBatch(c *connState, b *batch) {
 		if len(b.out) >= maxReplyBuffer {
 			break // the connection writes, then sends the rest
 		}
+	}
+	if b.dumpPending {
+		b.dumpPending = false
+		return
 	}
 	c.done <- struct{}{}
 }
@@ -484,14 +491,14 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 			out = append(out, replyDisabled...)
 			break
 		}
-		b.dump = &dump{format: dumpOrdered, entries: m.registry.entries(cmd.name)}
+		b.dumpPending = m.startDump(c, cmd, b)
 		return false
 	case verbD, verbSD, verbDump:
 		if !m.dumpEnabled {
 			out = append(out, replyDisabled...)
 			break
 		}
-		b.dump = m.tableDump(cmd)
+		b.dumpPending = m.startDump(c, cmd, b)
 		return false
 	case verbQ:
 		out = m.appendStats(out)
@@ -527,19 +534,6 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 	}
 	b.out = out
 	return true
-}
-
-func (m *manager) tableDump(cmd *command) *dump {
-	switch {
-	case cmd.verb == verbD:
-		return &dump{format: dumpLines, entries: m.exclusiveDump(cmd.name, (*connState).displayName)}
-	case cmd.verb == verbSD:
-		return &dump{format: dumpLines, entries: m.sharedDump(cmd.name, (*connState).displayName)}
-	case string(cmd.name) == "shared":
-		return &dump{format: dumpSharedMap, entries: m.sharedDump(nil, connName)}
-	default:
-		return &dump{format: dumpMap, entries: m.exclusiveDump(nil, connName)}
-	}
 }
 
 // getWait runs gw: the lock now if it is free (or already c's), else a

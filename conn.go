@@ -198,9 +198,7 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		c.srv.manager.execute(c.state, b)
 		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 		if b.dump != nil {
-			b.out = b.dump.appendTo(b.out)
-			b.ends = append(b.ends, len(b.out))
-			b.dump = nil
+			c.appendDump()
 		}
 		if b.waiting {
 			b.waiting = false
@@ -214,6 +212,21 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 	}
 	b.cmds = nil
 	return c.flush()
+}
+
+// appendDump sorts and formats the dump the manager copied. A big one waits
+// for its turn (see Server.bigDumps) and lets other goroutines run between
+// its parts: on a machine with few cores, dumps of a million locks would
+// otherwise hold up every other client.
+func (c *conn) appendDump() {
+	b := &c.b
+	if len(b.dump.entries) > dumpStep {
+		c.srv.bigDumps <- struct{}{}
+		defer func() { <-c.srv.bigDumps }()
+	}
+	b.out = b.dump.appendTo(b.out)
+	b.ends = append(b.ends, len(b.out))
+	b.dump = nil
 }
 
 // flush writes the pending replies and empties the buffers, giving back big

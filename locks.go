@@ -33,6 +33,8 @@ type manager struct {
 	// orphaning holds connections that ended holding more locks than one
 	// step releases; run interleaves their release with other requests.
 	orphaning []*connState
+	// dumps are the dumps of big tables being copied in steps.
+	dumps []*dumpJob
 }
 
 // connState is the manager's view of a connection.
@@ -120,11 +122,12 @@ func newManager(cfg Config) *manager {
 }
 
 // run serves requests until a stop request. While connections are being
-// orphaned it alternates: every request already queued, then one step.
+// orphaned or big tables dumped it alternates: every request already
+// queued, then one step of each kind of long work.
 func (m *manager) run() {
 	defer close(m.stopped)
 	for {
-		if len(m.orphaning) == 0 {
+		if len(m.orphaning) == 0 && len(m.dumps) == 0 {
 			if !m.handle(<-m.requests) {
 				return
 			}
@@ -135,7 +138,12 @@ func (m *manager) run() {
 				return
 			}
 		}
-		m.orphanStep()
+		if len(m.orphaning) > 0 {
+			m.orphanStep()
+		}
+		if len(m.dumps) > 0 {
+			m.dumpStepAll()
+		}
 	}
 }
 

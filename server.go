@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,6 +94,10 @@ type Server struct {
 	wg      sync.WaitGroup // accept loops and connections
 
 	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
+
+	// bigDumps admits the sorting and formatting of big dumps, at most
+	// one fewer at once than there are cores: other clients keep a core.
+	bigDumps chan struct{}
 }
 
 // NewServer checks cfg and makes a server; Start opens its listeners.
@@ -105,10 +110,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	m := newManager(cfg)
 	return &Server{
-		cfg:     cfg,
-		manager: m,
-		metrics: newMetrics(m),
-		conns:   make(map[*conn]struct{}),
+		cfg:      cfg,
+		manager:  m,
+		metrics:  newMetrics(m),
+		conns:    make(map[*conn]struct{}),
+		bigDumps: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}, nil
 }
 
