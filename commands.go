@@ -29,6 +29,7 @@ const (
 	verbSGW
 	verbT
 	verbPing
+	verbDL
 	verbNowPing   // !ping: answered at once, even while a wait is pending
 	verbNowCancel // !cancel [NAME]: ends the pending wait at once
 	numVerbs
@@ -77,6 +78,8 @@ func (v verb) String() string {
 		return "t"
 	case verbPing:
 		return "ping"
+	case verbDL:
+		return "dl"
 	case verbNowPing:
 		return "!ping"
 	case verbNowCancel:
@@ -125,6 +128,8 @@ func lookupVerb(word []byte) verb {
 		return verbT
 	case "ping":
 		return verbPing
+	case "dl":
+		return verbDL
 	case "!ping":
 		return verbNowPing
 	case "!cancel":
@@ -493,7 +498,7 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		}
 		b.dumpPending = m.startDump(c, cmd, b)
 		return false
-	case verbD, verbSD, verbDump:
+	case verbD, verbSD, verbDump, verbDL:
 		if !m.dumpEnabled {
 			out = append(out, replyDisabled...)
 			break

@@ -22,6 +22,7 @@ const (
 	dumpOrdered                     // who: "CONN: NAME" lines in the order of registration
 	dumpMap                         // dump: map[LOCK:CONN ...]
 	dumpSharedMap                   // dump shared: map[LOCK:[CONN CONN] ...]
+	dumpDetailed                    // dl: a line per exclusive lock and per shared holder, sorted by lock
 )
 
 // dump is a copy of part of a table, taken by the manager and formatted by
@@ -30,9 +31,25 @@ const (
 type dump struct {
 	format  dumpFormat
 	entries []dumpEntry
+	details []dumpDetail // dl
+	now     int64        // dl: the manager's clock when the copy began
+}
+
+// dumpDetail is one line of dl: an exclusive lock, or one holder of a shared
+// lock.
+type dumpDetail struct {
+	lock, owner string
+	shared      bool
+	token       uint64 // exclusive
+	since       int64  // when it was granted, on the manager's clock
+	holders     int    // shared
+	waiters     int
 }
 
 func (d *dump) appendTo(out []byte) []byte {
+	if d.format == dumpDetailed {
+		return d.appendDetails(out)
+	}
 	if d.format == dumpOrdered {
 		slices.SortFunc(d.entries, func(a, b dumpEntry) int { return cmp.Compare(a.order, b.order) })
 	} else {
@@ -84,6 +101,50 @@ func (d *dump) appendTo(out []byte) []byte {
 	return out
 }
 
+// appendDetails formats dl: "LOCK: OWNER token=T held_ms=MS waiters=W" for
+// an exclusive lock, "LOCK: OWNER shared held_ms=MS holders=N waiters=W"
+// for each holder of a shared lock, sorted by lock, exclusive first, shared
+// holders in the order they took it. An owner may hold spaces (iam names
+// do): the fields after it are read from the end of the line.
+func (d *dump) appendDetails(out []byte) []byte {
+	slices.SortStableFunc(d.details, func(a, b dumpDetail) int {
+		if c := cmp.Compare(a.lock, b.lock); c != 0 {
+			return c
+		}
+		return cmp.Compare(btoi(a.shared), btoi(b.shared))
+	})
+	for i, e := range d.details {
+		if i%dumpStep == dumpStep-1 {
+			runtime.Gosched()
+		}
+		out = append(out, e.lock...)
+		out = append(out, ": "...)
+		out = append(out, e.owner...)
+		if e.shared {
+			out = append(out, " shared held_ms="...)
+			out = appendUint(out, uint64(max(0, d.now-e.since)/1e6))
+			out = append(out, " holders="...)
+			out = appendUint(out, uint64(e.holders))
+		} else {
+			out = append(out, " token="...)
+			out = appendUint(out, e.token)
+			out = append(out, " held_ms="...)
+			out = appendUint(out, uint64(max(0, d.now-e.since)/1e6))
+		}
+		out = append(out, " waiters="...)
+		out = appendUint(out, uint64(e.waiters))
+		out = append(out, '\n')
+	}
+	return out
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // dumpStep bounds the entries one step of a dump copies: a dump of a big
 // table is copied in steps interleaved with other requests, as orphaning is,
 // so that it never holds up other clients for long.
@@ -115,6 +176,9 @@ func (m *manager) startDump(c *connState, cmd *command, b *batch) (pending bool)
 	case cmd.verb == verbSD:
 		d.format = dumpLines
 		step = m.sharedDump(d, cmd.name, (*connState).displayName)
+	case cmd.verb == verbDL:
+		d.format, d.now = dumpDetailed, m.now
+		step = m.detailedDump(d, cmd.name)
 	case string(cmd.name) == "shared":
 		d.format = dumpSharedMap
 		step = m.sharedDump(d, nil, connName)
@@ -232,6 +296,74 @@ func (m *manager) registryDump(d *dump, filter []byte) func(int) bool {
 				return true
 			}
 			add(c)
+		}
+		return false
+	}
+}
+
+// detailedDump copies what dl lists into d: the exclusive table, then the
+// shared one (or the entries of name in each).
+func (m *manager) detailedDump(d *dump, name []byte) func(int) bool {
+	waiters := func(table map[string]*waitQueue, name string) int {
+		if q := table[name]; q != nil {
+			return q.length
+		}
+		return 0
+	}
+	addExclusive := func(l *exclusiveLock) {
+		d.details = append(d.details, dumpDetail{lock: l.name, owner: l.owner.displayName(),
+			token: l.token, since: l.since, waiters: waiters(m.waiters, l.name)})
+	}
+	addShared := func(l *sharedLock) int {
+		w := waiters(m.sharedWaiters, l.name)
+		n := 0
+		for h := l.head; h != nil; h = h.next {
+			d.details = append(d.details, dumpDetail{lock: l.name, owner: h.conn.displayName(),
+				shared: true, since: h.since, holders: l.count, waiters: w})
+			n++
+		}
+		return n
+	}
+	if len(name) > 0 {
+		if l, _, _ := m.exclusive.get(name); l != nil {
+			addExclusive(l)
+		}
+		if l := m.shared[string(name)]; l != nil {
+			addShared(l)
+		}
+		return copied
+	}
+	pos := 0
+	var next func() (*sharedLock, bool)
+	var stop func()
+	return func(n int) bool {
+		t := &m.exclusive
+		size := len(t.chunks) * lockChunk
+		for end := min(pos+n, size); pos < end; pos++ {
+			if l := t.record(lockRef(pos)); l.owner != nil {
+				addExclusive(l)
+			}
+			n--
+		}
+		if pos < size {
+			return false
+		}
+		if next == nil && len(m.shared) <= n {
+			for _, l := range m.shared {
+				addShared(l)
+			}
+			return true
+		}
+		if next == nil {
+			next, stop = iter.Pull(maps.Values(m.shared))
+		}
+		for n > 0 {
+			l, ok := next()
+			if !ok {
+				stop()
+				return true
+			}
+			n -= addShared(l)
 		}
 		return false
 	}

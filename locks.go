@@ -21,12 +21,20 @@ type manager struct {
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
 	lastToken uint64                // fencing token of the latest acquisition
 
+	// The manager's clock: now is read once per request, in nanoseconds
+	// since start (monotonic), and dates grants and waits.
+	start time.Time
+	now   int64
+
 	shared        map[string]*sharedLock
 	sharedWaiters map[string]*waitQueue
+	sharedAges    holderAges // every shared holder, oldest grant first
+	waitAges      waiterAges // every waiter, oldest first
 
 	registry         registry
 	stats            stats
-	conns            int // live connections
+	holds            [2]holdHistogram // how long locks were held, by holdKind
+	conns            int              // live connections
 	connsByTransport map[string]int
 	waiting          int // connections in a wait queue
 
@@ -114,6 +122,7 @@ func newManager(cfg Config) *manager {
 		connsByTransport: make(map[string]int),
 		// Seeded from the clock so tokens keep increasing across restarts.
 		lastToken: uint64(time.Now().UnixNano()),
+		start:     time.Now(),
 	}
 	if cfg.Verbose {
 		m.log = cfg.Logger
@@ -148,6 +157,7 @@ func (m *manager) run() {
 }
 
 func (m *manager) handle(req request) bool {
+	m.now = int64(time.Since(m.start))
 	switch req.kind {
 	case requestBatch:
 		m.runBatch(req.conn, req.batch)
@@ -210,6 +220,7 @@ func (m *manager) grant(c *connState, ref lockRef) {
 	l := m.exclusive.record(ref)
 	m.lastToken++
 	l.owner, l.token, l.index = c, m.lastToken, uint32(len(c.held))
+	m.exclusive.age(ref, m.now)
 	c.held = append(c.held, ref)
 	if m.log != nil {
 		m.logf("acquire", c, "lock", l.name)
@@ -244,7 +255,10 @@ func (m *manager) forgetHeld(c *connState, i uint32) {
 // passOn frees a lock that its holder has given up: the oldest waiter gets
 // it at once, or it is deleted.
 func (m *manager) passOn(ref lockRef) {
-	name := m.exclusive.record(ref).name
+	l := m.exclusive.record(ref)
+	m.holds[exclusiveHold].observe(m.now - l.since)
+	m.exclusive.unage(ref)
+	name := l.name
 	if q := m.waiters[name]; q != nil {
 		w := popWaiter(m.waiters, q, name)
 		m.grant(w.conn, ref)
@@ -282,6 +296,7 @@ func (m *manager) disconnect(c *connState) {
 
 // orphanStep releases up to orphanStep locks of the oldest ended connection.
 func (m *manager) orphanStep() {
+	m.now = int64(time.Since(m.start))
 	c := m.orphaning[0]
 	if m.orphanLocks(c, orphanStep) {
 		m.orphaning[0] = nil

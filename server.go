@@ -112,7 +112,7 @@ func NewServer(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:      cfg,
 		manager:  m,
-		metrics:  newMetrics(m),
+		metrics:  newMetrics(m, cfg.MaxConns),
 		conns:    make(map[*conn]struct{}),
 		bigDumps: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}, nil

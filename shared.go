@@ -15,6 +15,37 @@ type sharedHolder struct {
 	conn       *connState
 	lock       *sharedLock
 	prev, next *sharedHolder
+	since      int64 // when it was granted, on the manager's clock
+	// older and newer link every shared holder in the order of grants.
+	older, newer *sharedHolder
+}
+
+// holderAges is the order of grants of every shared holder, so that the
+// oldest shared hold is found without a scan.
+type holderAges struct{ oldest, newest *sharedHolder }
+
+func (a *holderAges) push(h *sharedHolder) {
+	h.older = a.newest
+	if a.newest != nil {
+		a.newest.newer = h
+	} else {
+		a.oldest = h
+	}
+	a.newest = h
+}
+
+func (a *holderAges) remove(h *sharedHolder) {
+	if h.older != nil {
+		h.older.newer = h.newer
+	} else {
+		a.oldest = h.newer
+	}
+	if h.newer != nil {
+		h.newer.older = h.older
+	} else {
+		a.newest = h.older
+	}
+	h.older, h.newer = nil, nil
 }
 
 // sharedLock adds c to the holders of name and returns how many there are;
@@ -35,7 +66,8 @@ func (m *manager) sharedGrant(c *connState, name string) int {
 		l = &sharedLock{name: name}
 		m.shared[name] = l
 	}
-	h := &sharedHolder{conn: c, lock: l, prev: l.tail}
+	h := &sharedHolder{conn: c, lock: l, prev: l.tail, since: m.now}
+	m.sharedAges.push(h)
 	if l.tail != nil {
 		l.tail.next = h
 	} else {
@@ -75,6 +107,8 @@ func (m *manager) sharedRelease(c *connState, name string) {
 
 func (m *manager) dropHolder(h *sharedHolder) {
 	l := h.lock
+	m.holds[sharedHold].observe(m.now - h.since)
+	m.sharedAges.remove(h)
 	if h.prev != nil {
 		h.prev.next = h.next
 	} else {
