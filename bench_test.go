@@ -444,6 +444,6 @@ func TestIdleConnStack(t *testing.T) {
 	perConn := (int64(after.StackInuse) - int64(before.StackInuse)) / n
 	t.Logf("goroutine stack per idle connection: %d bytes", perConn)
 	if perConn > 3<<10 {
-		t.Errorf("goroutine stack per idle connection: %d bytes, want 2 KiB", perConn)
+		t.Errorf("goroutine stack per idle connection: %d bytes, want at most 3 KiB (2 KiB stacks; 4 KiB means they doubled)", perConn)
 	}
 }
