@@ -28,9 +28,22 @@ func newWebsocketTransport(ws *websocket.Conn, maxLine int) *websocketTransport 
 	return &websocketTransport{ws: ws, maxLine: maxLine}
 }
 
+// keptBuffer is the largest message or scratch buffer that a connection
+// keeps between messages: an idle connection returns to its small cost
+// whatever it received before.
+const keptBuffer = 4 << 10
+
 func (t *websocketTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
+	if cap(t.scratch) > keptBuffer {
+		t.scratch = nil
+	}
 	if !t.more {
+		// The commands of the last read alias t.msg until now, so this is
+		// the first moment it may go, and the last before blocking.
+		if cap(t.msg) > keptBuffer {
+			t.msg = nil
+		}
 		err := t.receive()
 		if err == errMessageTooLarge {
 			return append(cmds, command{verb: verbTooLong}), nil
