@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -55,5 +59,100 @@ func sendBig(t *testing.T, clients []*client, size int) {
 			t.Fatalf("big message: %q", got)
 		}
 		c.expect("ping", "1 pong\n")
+	}
+}
+
+// TestLimitFlagsMustBePositive: a zero or negative limit is a mistake to
+// report at start, not a request for the default; and a daemon with no
+// listener for lock clients has nothing to serve.
+func TestLimitFlagsMustBePositive(t *testing.T) {
+	for _, args := range [][]string{
+		{"-max-line", "0"},
+		{"-max-line", "-1"},
+		{"-max-conns", "0"},
+		{"-max-conns", "-100"},
+		{"-max-locks-per-conn", "0"},
+		{"-max-locks-per-conn", "-1"},
+		{"-max-http-conns", "0"},
+		{"-max-http-conns", "-1"},
+		{"-http-idle-timeout", "0s"},
+		{"-http-idle-timeout", "-1s"},
+		{"-port", "0", "-ws", "0"},
+		{"-port", "0", "-ws", "0", "-metrics-addr", "127.0.0.1:0"},
+	} {
+		if _, _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("%q: accepted", args)
+		} else {
+			t.Logf("%q: %v", args, err)
+		}
+	}
+	for _, args := range [][]string{
+		{"-port", "0", "-ws", "0", "-unix", "/run/glockd.sock"},
+		{"-ws", "0"},
+		{"-port", "0"},
+		{"-max-line", "1", "-max-conns", "1", "-max-locks-per-conn", "1", "-max-http-conns", "1"},
+	} {
+		if _, _, err := parseFlags(args, io.Discard); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+	for i, edit := range []func(*Config){
+		func(c *Config) { c.MaxLine = -1 },
+		func(c *Config) { c.MaxConns = -1 },
+		func(c *Config) { c.MaxLocksPerConn = -1 },
+		func(c *Config) { c.MaxHTTPConns = -1 },
+		func(c *Config) { c.HTTPIdleTimeout = -1 },
+	} {
+		cfg := Config{TCPAddr: "127.0.0.1:0"}
+		edit(&cfg)
+		if _, err := NewServer(cfg); err == nil {
+			t.Errorf("NewServer with negative limit %d: accepted", i)
+		}
+	}
+}
+
+// TestPidfileSymlink: -pidfile never follows a symbolic link, which would
+// let whoever can write the pidfile's directory have the daemon (often
+// root) truncate and overwrite any file, or create one anywhere.
+func TestPidfileSymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "glockd.pid")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if pf, err := lockPidfile(link); err == nil {
+		pf.remove()
+		t.Fatal("a pidfile that is a symlink was accepted")
+	} else if !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("unclear error: %v", err)
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "precious\n" {
+		t.Fatalf("the link's target was written: %q", got)
+	}
+	dangling := filepath.Join(dir, "dangling.pid")
+	created := filepath.Join(dir, "created")
+	if err := os.Symlink(created, dangling); err != nil {
+		t.Fatal(err)
+	}
+	if pf, err := lockPidfile(dangling); err == nil {
+		pf.remove()
+		t.Fatal("a dangling symlink was accepted")
+	}
+	if _, err := os.Lstat(created); err == nil {
+		t.Fatal("the dangling link's target was created")
+	}
+	// A plain path still works, and the file is removed at the end.
+	plain := filepath.Join(dir, "plain.pid")
+	pf, err := lockPidfile(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.remove()
+	if _, err := os.Lstat(plain); err == nil {
+		t.Fatal("pidfile left behind")
 	}
 }
