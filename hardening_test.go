@@ -1,14 +1,23 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // liveHeap is the heap in use after a collection: what is still referenced.
@@ -154,5 +163,191 @@ func TestPidfileSymlink(t *testing.T) {
 	pf.remove()
 	if _, err := os.Lstat(plain); err == nil {
 		t.Fatal("pidfile left behind")
+	}
+}
+
+// isClosed reports whether the server has closed nc: a read returns at
+// once with an error other than a timeout.
+func isClosed(nc net.Conn) bool {
+	nc.SetReadDeadline(time.Now().Add(time.Millisecond))
+	var b [1]byte
+	_, err := nc.Read(b[:])
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// httpFlood opens n connections to addr: half send nothing, half send a
+// keep-alive request, read the answer and then stay idle.
+func httpFlood(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	flood := make([]net.Conn, n)
+	for i := range flood {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("flood connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		flood[i] = nc
+		if i%2 == 1 {
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(nc, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+			// An evicted connection may be closed before it is answered.
+			if resp, err := http.ReadResponse(bufio.NewReader(nc), nil); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	return flood
+}
+
+// TestHTTPBudget: idle HTTP connections on the -ws port beyond the HTTP
+// budget are closed, oldest first, instead of piling up until the process
+// runs out of file descriptors; lock clients on TCP and websocket still get
+// in and are served, and websockets do not count in the HTTP budget.
+func TestHTTPBudget(t *testing.T) {
+	const budget, floodSize = 16, 200
+	srv := startServer(t, func(c *Config) { c.MaxHTTPConns = budget })
+	addr := srv.WSAddr().String()
+	flood := httpFlood(t, addr, floodSize)
+	eventually(t, "the server closes the connections over the budget", func() bool {
+		closed := 0
+		for _, nc := range flood {
+			if isClosed(nc) {
+				closed++
+			}
+		}
+		return closed >= floodSize-budget
+	})
+	if n := srv.httpConns.open(); n > budget {
+		t.Fatalf("%d HTTP connections counted, budget %d", n, budget)
+	}
+	// More websockets than the HTTP budget, all open at once.
+	var ws []*client
+	for range 2 * budget {
+		c := dial(t, srv, "websocket")
+		c.expect("ping", "1 pong\n")
+		ws = append(ws, c)
+	}
+	tcp := dial(t, srv, "tcp")
+	tcp.expect("g x", "1 Lock Get Success: x\n")
+	for _, c := range ws {
+		c.expect("i x", "1 Lock Is Locked: x\n")
+	}
+	// And HTTP itself still answers.
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz: %s", resp.Status)
+	}
+}
+
+// TestHTTPIdleTimeout: an HTTP connection that sends nothing, or nothing
+// more after a request, is closed after -http-idle-timeout; a websocket is
+// not, however long it is quiet.
+func TestHTTPIdleTimeout(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	srv := startServer(t, func(c *Config) { c.HTTPIdleTimeout = idle })
+	ws := dial(t, srv, "websocket")
+	flood := httpFlood(t, srv.WSAddr().String(), 4)
+	for i, nc := range flood {
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(nc); err != nil {
+			t.Fatalf("connection %d not closed when idle: %v", i, err)
+		}
+	}
+	time.Sleep(2 * idle)
+	ws.expect("ping", "1 pong\n")
+}
+
+// TestRaiseFileLimit: a soft limit on open files below what the limits
+// need is raised to the hard limit; one that is enough is left alone.
+func TestRaiseFileLimit(t *testing.T) {
+	var orig syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
+		t.Skip(err)
+	}
+	if orig.Max < 2048 || orig.Max > 1<<30 {
+		t.Skipf("hard limit %d: nothing to raise to", orig.Max)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig) })
+	low := orig
+	low.Cur = 1024
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skip(err)
+	}
+	if got, err := raiseFileLimit(512); err != nil || got != 1024 {
+		t.Fatalf("enough already: limit %d (%v), want it left at 1024", got, err)
+	}
+	got, err := raiseFileLimit(orig.Max + 1)
+	if err != nil || got != orig.Max {
+		t.Fatalf("raised to %d (%v), want the hard limit %d", got, err, orig.Max)
+	}
+	var now syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &now)
+	if now.Cur != orig.Max {
+		t.Fatalf("soft limit %d, want %d", now.Cur, orig.Max)
+	}
+}
+
+// TestFileLimitFlood runs the daemon with a limit of 256 open files. With
+// -max-conns too high for it, the daemon says so at start. With limits that
+// fit, a flood of 400 idle HTTP connections cannot use up its descriptors:
+// a TCP and a websocket lock client still get in and are served (before,
+// the flood took every descriptor and lock clients were never accepted).
+func TestFileLimitFlood(t *testing.T) {
+	bin, err := daemonBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := func(args ...string) *daemon {
+		return runDaemon(t, exec.Command("sh", append([]string{"-c", `ulimit -n 256 && exec "$0" "$@"`, bin}, args...)...))
+	}
+
+	port := strconv.Itoa(freePort(t))
+	d := limited("-bind", "127.0.0.1", "-port", port, "-ws", "0", "-max-conns", "100000")
+	dialRetry(t, "tcp", "127.0.0.1:"+port)
+	d.cmd.Process.Kill()
+	<-d.done // stderr is written until the process ends
+	if msg := d.stderr.String(); !strings.Contains(msg, "RLIMIT_NOFILE") || !strings.Contains(msg, "nofile=256") {
+		t.Fatalf("no warning about the file limit: %q", msg)
+	}
+
+	port, wsPort := strconv.Itoa(freePort(t)), strconv.Itoa(freePort(t))
+	d = limited("-bind", "127.0.0.1", "-port", port, "-ws", wsPort, "-max-conns", "100", "-max-http-conns", "32")
+	dialRetry(t, "tcp", "127.0.0.1:"+wsPort).Close()
+	// Each sends a request and then idles, which the old daemon let do
+	// for ever; replies are not read, so that a connection the daemon
+	// cannot accept does not hold up the flood.
+	for i := range 400 {
+		nc, err := net.Dial("tcp", "127.0.0.1:"+wsPort)
+		if err != nil {
+			t.Fatalf("flood connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		fmt.Fprint(nc, "GET /healthz HTTP/1.1\r\nHost: glockd\r\n\r\n")
+	}
+
+	tcp := dialRetry(t, "tcp", "127.0.0.1:"+port)
+	tcp.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(tcp, "ping\n")
+	if reply, err := bufio.NewReader(tcp).ReadString('\n'); reply != "1 pong\n" {
+		t.Fatalf("TCP lock client after the flood: %q, %v", reply, err)
+	}
+	status, nc, r := upgrade(t, "127.0.0.1:"+wsPort, "")
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("websocket after the flood: status %d", status)
+	}
+	if got := wsCommand(t, nc, r, "ping"); got != "1 pong\n" {
+		t.Fatalf("websocket lock client after the flood: %q", got)
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d: %s", code, d.stderr)
+	}
+	if msg := d.stderr.String(); strings.Contains(msg, "RLIMIT_NOFILE") {
+		t.Fatalf("warning although the limits fit: %q", msg)
 	}
 }

@@ -145,6 +145,7 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		}
 		defer pf.remove()
 	}
+	checkFileLimit(cfg)
 	srv, err := NewServer(cfg)
 	if err != nil {
 		return err
@@ -163,4 +164,46 @@ func addrString(a net.Addr) string {
 		return "off"
 	}
 	return a.String()
+}
+
+// fdReserve is what the daemon needs besides its connections' descriptors:
+// listeners, the pidfile, standard streams, the runtime's poller, a margin
+// for connections being refused.
+const fdReserve = 64
+
+// checkFileLimit makes sure the process may open enough files for its
+// connection limits, every connection being one descriptor: it raises the
+// soft RLIMIT_NOFILE to the hard one when the soft one is too low (Go's
+// runtime already does so at start on most systems, but not everywhere),
+// and warns when even that is not enough, since the daemon would then run
+// out of descriptors before -max-conns and refuse lock clients at random.
+func checkFileLimit(cfg Config) {
+	need := uint64(cfg.MaxConns) + uint64(cfg.MaxHTTPConns) + fdReserve
+	limit, err := raiseFileLimit(need)
+	if err != nil {
+		cfg.Logger.Warn("cannot raise the limit on open files", "err", err)
+	}
+	if limit > 0 && limit < need {
+		allowed := int64(limit) - int64(cfg.MaxHTTPConns) - fdReserve
+		cfg.Logger.Warn("-max-conns is above what the file descriptor limit (RLIMIT_NOFILE) allows; raise the limit or lower -max-conns",
+			"max_conns", cfg.MaxConns, "max_http_conns", cfg.MaxHTTPConns, "nofile", limit, "conns_allowed", max(allowed, 0))
+	}
+}
+
+// raiseFileLimit raises the soft limit on open files to the hard one when it
+// is below need, and returns the soft limit in force (0 if unknown).
+func raiseFileLimit(need uint64) (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	if rl.Cur >= need || rl.Cur >= rl.Max {
+		return rl.Cur, nil
+	}
+	raised := rl
+	raised.Cur = rl.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+		return rl.Cur, err
+	}
+	return raised.Cur, nil
 }

@@ -103,6 +103,7 @@ type Server struct {
 	metrics     *metrics
 	metricsLn   net.Listener
 	metricsHTTP *http.Server
+	httpConns   *httpBudget // both HTTP servers' connections, websockets aside
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -127,10 +128,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	m := newManager(cfg)
 	return &Server{
-		cfg:     cfg,
-		manager: m,
-		metrics: newMetrics(m),
-		conns:   make(map[*conn]struct{}),
+		cfg:       cfg,
+		manager:   m,
+		metrics:   newMetrics(m),
+		conns:     make(map[*conn]struct{}),
+		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
 	}, nil
 }
 
@@ -212,10 +214,19 @@ func (s *Server) Start() (err error) {
 	return nil
 }
 
+// newHTTPServer serves h with every HTTP connection bounded in number (see
+// httpBudget) and in time: one that sends no whole request, idle or not, is
+// closed after HTTPIdleTimeout. Hijacking clears the deadlines, so a
+// websocket is not cut by them.
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	timeout := s.cfg.HTTPIdleTimeout
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: timeout,
+		ReadTimeout:       timeout,
+		WriteTimeout:      timeout,
+		IdleTimeout:       timeout,
+		ConnState:         s.httpConns.connState,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
 }
