@@ -170,6 +170,7 @@ func TestWebsocketProtocolErrors(t *testing.T) {
 		{"close over 125 bytes", wsFrame(0x88, "\x03\xe8"+strings.Repeat("c", 124))},
 		{"fragmented ping", wsFrame(0x09, "hi")},
 		{"fragmented close", wsFrame(0x08, "\x03\xe8")},
+		{"unmasked frame", []byte{0x81, 0x04, 'p', 'i', 'n', 'g'}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			status, nc, r := upgrade(t, addr, "")

@@ -18,6 +18,7 @@ var (
 const (
 	frameFin    = 0x80
 	frameRSV    = 0x70
+	frameMask   = 0x80 // in the second byte
 	frameOpcode = 0x0f
 	opCont      = 0x0
 	opText      = 0x1
@@ -51,9 +52,10 @@ func (t *websocketTransport) receive() error {
 			return io.ErrUnexpectedEOF
 		}
 		payload := frame.Len() - len(header)
-		// The websocket package checks only the masking; it takes a
-		// reserved opcode for data and answers any ping, whatever its size.
-		if !validFrame(header[0], payload, inMessage) {
+		// The websocket package checks only the masking, and then sends a
+		// close frame of its own before ours; it takes a reserved opcode
+		// for data and answers any ping, whatever its size.
+		if !validFrame(header, payload, inMessage) {
 			return t.failProtocol()
 		}
 		if frame, err = t.ws.HandleFrame(frame); err != nil {
@@ -85,13 +87,14 @@ func (t *websocketTransport) receive() error {
 	}
 }
 
-// validFrame applies RFC 6455 §5.2-5.5 to a frame's first byte and payload
-// length: no RSV bits (no extension is ever negotiated), no reserved
-// opcode, continuation frames only inside a fragmented message and new
-// data frames only outside one, control frames whole and of at most 125
-// bytes.
-func validFrame(b0 byte, payload int, inMessage bool) bool {
-	if b0&frameRSV != 0 {
+// validFrame applies RFC 6455 §5.1-5.5 to a client frame's header and
+// payload length: masked, no RSV bits (no extension is ever negotiated), no
+// reserved opcode, continuation frames only inside a fragmented message and
+// new data frames only outside one, control frames whole and of at most
+// 125 bytes.
+func validFrame(header []byte, payload int, inMessage bool) bool {
+	b0 := header[0]
+	if header[1]&frameMask == 0 || b0&frameRSV != 0 {
 		return false
 	}
 	switch b0 & frameOpcode {
