@@ -106,6 +106,11 @@ type semModel struct {
 	queue    []*semClient
 	admitted []*semClient // granted by the last step, their replies unread
 	conns    int
+
+	history []string // the steps so far, shown when the test fails
+
+	// What the run exercised, so that a change that makes it trivial shows.
+	timeouts, waiterDisconnects, admittedOnLeave int
 }
 
 func (m *semModel) remove(list []*semClient, c *semClient) []*semClient {
@@ -210,13 +215,19 @@ func (m *semModel) step() {
 		c.c.close()
 		m.conns--
 		eventually(m.t, what, func() bool { return snapshot(m.t, m.srv).connections == m.conns })
+		before := len(m.holders)
 		if c.waiting {
+			m.waiterDisconnects++
 			m.queue = m.remove(m.queue, c)
 		}
 		if c.holds {
 			m.holders = m.remove(m.holders, c)
+			before--
 		}
 		m.admit()
+		if c.waiting {
+			m.admittedOnLeave += len(m.holders) - before
+		}
 		m.clients[slices.Index(m.clients, c)] = m.dial()
 	case op < 25:
 		what = "sg by " + c.c.name
@@ -244,6 +255,7 @@ func (m *semModel) step() {
 		m.timeoutRound(c)
 		what = "timeout round"
 	}
+	m.history = append(m.history, what)
 	m.readAdmitted(what)
 	m.check(what)
 }
@@ -265,7 +277,7 @@ func (m *semModel) timeoutRound(x *semClient) {
 	m.queue = append(m.queue, x)
 	for range m.rng.IntN(4) {
 		if y := m.idle(x); y != nil && !y.holds {
-			maxY := 1 + m.rng.IntN(4)
+			maxY := 1 + m.rng.IntN(6)
 			y.waiting, y.max = true, maxY
 			m.queue = append(m.queue, y)
 			sendSGW(m.t, m.srv, y.c, fmt.Sprintf("sgw -1 %d S", maxY))
@@ -277,8 +289,11 @@ func (m *semModel) timeoutRound(x *semClient) {
 		m.t.Fatalf("timed waiter %s: %q", x.c.name, got)
 	}
 	x.waiting = false
+	m.timeouts++
+	before := len(m.holders)
 	m.queue = m.remove(m.queue, x)
 	m.admit()
+	m.admittedOnLeave += len(m.holders) - before
 }
 
 // TestSemaphoreModel runs random sg, sr, sgw (granted, queued, timing out at
@@ -290,10 +305,16 @@ func TestSemaphoreModel(t *testing.T) {
 	if testing.Short() {
 		steps = 60
 	}
+	var timeouts, waiterDisconnects, admittedOnLeave int
 	for seed := range uint64(3) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			srv := startServer(t, nil)
 			m := &semModel{t: t, srv: srv, rng: rand.New(rand.NewPCG(seed, 5))}
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("last steps:\n%s", strings.Join(m.history[max(0, len(m.history)-10):], "\n"))
+				}
+			})
 			m.checker = dial(t, srv, "tcp")
 			m.conns = 1
 			for range 6 {
@@ -302,6 +323,14 @@ func TestSemaphoreModel(t *testing.T) {
 			for range steps {
 				m.step()
 			}
+			timeouts += m.timeouts
+			waiterDisconnects += m.waiterDisconnects
+			admittedOnLeave += m.admittedOnLeave
 		})
+	}
+	t.Logf("%d timeouts and %d disconnects of waiters; %d waiters admitted when a waiter ahead left",
+		timeouts, waiterDisconnects, admittedOnLeave)
+	if !t.Failed() && !testing.Short() && (timeouts == 0 || waiterDisconnects == 0 || admittedOnLeave == 0) {
+		t.Fatal("the run did not exercise a waiter leaving")
 	}
 }
