@@ -153,7 +153,7 @@ func TestPidfileConflict(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "g.sock")
 	first := startDaemon(t, "-port", "0", "-ws", "0", "-unix", sock, "-pidfile", pid)
 	dialRetry(t, "unix", sock)
-	second := startDaemon(t, "-port", "0", "-ws", "0", "-pidfile", pid)
+	second := startDaemon(t, "-port", "0", "-ws", "0", "-unix", filepath.Join(t.TempDir(), "g2.sock"), "-pidfile", pid)
 	if code := second.exitCode(t, 5*time.Second); code == 0 {
 		t.Fatal("a second daemon on the same pidfile started")
 	}

@@ -124,7 +124,7 @@ func (m *manager) dropHolder(h *sharedHolder) {
 	if len(h.conn.sharedHeld) == 0 {
 		h.conn.sharedHeld = nil
 	}
-	m.admitSharedWaiters(l)
+	m.admitSharedWaiters(l.name)
 	if l.count == 0 {
 		delete(m.shared, l.name)
 	}
@@ -133,13 +133,22 @@ func (m *manager) dropHolder(h *sharedHolder) {
 // admitSharedWaiters grants the shared lock to its oldest waiters while the
 // oldest one's MAX allows another holder. A waiter whose MAX is full blocks
 // the ones behind it: strict FIFO, no overtaking.
-func (m *manager) admitSharedWaiters(l *sharedLock) {
-	q := m.sharedWaiters[l.name]
-	for q != nil && !q.empty() && l.count < q.head.max {
-		w := popWaiter(m.sharedWaiters, q, l.name)
-		holders := m.sharedGrant(w.conn, l.name)
+// It runs whenever the count drops or the head leaves the queue.
+func (m *manager) admitSharedWaiters(name string) {
+	q := m.sharedWaiters[name]
+	for q != nil && !q.empty() && m.sharedHolders(name) < q.head.max {
+		w := popWaiter(m.sharedWaiters, q, name)
+		holders := m.sharedGrant(w.conn, name)
 		m.resolve(w, waitResult{granted: true, holders: holders})
 	}
+}
+
+// sharedHolders is sharedCount for a name already a string.
+func (m *manager) sharedHolders(name string) int {
+	if l := m.shared[name]; l != nil {
+		return l.count
+	}
+	return 0
 }
 
 // sharedCount is the number of holders of name.

@@ -133,15 +133,21 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	m.logf("wait", c, "lock", name, "shared", shared, "ms", ms)
 }
 
-// unqueue takes w out of its queue and forgets it.
+// unqueue takes w out of its queue and forgets it. When w headed a shared
+// queue, the new head may fit where w did not: it is admitted now, not when
+// the count next drops.
 func (m *manager) unqueue(w *waiter) {
 	table := m.queues(w.shared)
 	q := table[w.name]
+	wasHead := q.head == w
 	q.remove(w)
 	if q.empty() {
 		delete(table, w.name)
 	}
 	m.finishWait(w)
+	if w.shared && wasHead {
+		m.admitSharedWaiters(w.name)
+	}
 }
 
 // finishWait marks w as over, so that its timer's message, if already sent,
