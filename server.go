@@ -374,14 +374,13 @@ func refuse(nc net.Conn, refusal string) {
 // /healthz.
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	ws := websocket.Server{Handshake: s.checkOrigin, Handler: s.serveWebsocket}
 	console := consoleHandler()
 	mux.Handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.Header.Get("Upgrade") == "" {
 			console.ServeHTTP(w, r)
 			return
 		}
-		ws.ServeHTTP(w, r)
+		s.serveWebsocketHTTP(w, r)
 	}))
 	mux.Handle("GET /console/", console)
 	s.addMetricsRoutes(mux)
@@ -406,8 +405,8 @@ func (s *Server) checkOrigin(_ *websocket.Config, req *http.Request) error {
 	return fmt.Errorf("origin %q not allowed", origin)
 }
 
-func (s *Server) serveWebsocket(ws *websocket.Conn) {
-	c := newConn(s, ws.Request().RemoteAddr, "websocket", newWebsocketTransport(ws, s.cfg.MaxLine))
+func (s *Server) serveWebsocket(ws *websocket.Conn, t *websocketTransport) {
+	c := newConn(s, ws.Request().RemoteAddr, "websocket", t)
 	if refusal := s.track(c); refusal != "" {
 		if strings.HasPrefix(refusal, "0 ") {
 			ws.SetWriteDeadline(time.Now().Add(time.Second))

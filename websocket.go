@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
-	"sync/atomic"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -11,28 +15,73 @@ import (
 // websocketTransport speaks the protocol over websocket messages: each line
 // of a message is a command, and each command gets exactly one message back,
 // empty where the line protocol would send nothing.
+//
+// golang.org/x/net/websocket does the handshake; after it, frames are read
+// and written here, on the connection the handshake hijacked: the package
+// writes one frame per Write, with a flush (a system call) each, and copies
+// and unmasks a byte at a time. All of a batch's reply frames go out in one
+// write, and a message that arrived whole is unmasked where it lies in the
+// read buffer and parsed there.
 type websocketTransport struct {
-	ws      *websocket.Conn
+	nc      net.Conn      // the hijacked connection
+	br      *bufio.Reader // the handshake's reader: it may hold the first frames
 	maxLine int
-	msg     []byte
+
+	// Read side, used by the reader goroutine only.
+	msg     []byte // the current message: in br's buffer or in own
+	own     []byte // the message buffer, for messages not read in place
+	inPlace int    // bytes of br's buffer that msg uses, to discard at the next read
 	rest    []byte // the lines of msg not yet parsed
 	more    bool   // rest holds at least one more line (maybe empty)
 	scratch []byte
-	failed  atomic.Bool // a protocol error's close frame has been sent
+
+	// wmu orders every write to nc: the replies, written by whichever
+	// goroutine runs commands, and the reader's pongs and close frames.
+	wmu       sync.Mutex
+	wbuf      []byte // frames being written
+	closeSent bool   // a close frame is out: nothing more may follow it
 }
 
 // maxMessage bounds a websocket message: a message over it is answered with
 // one "0 Line Too Long" and skipped without being buffered.
 func maxMessage(maxLine int) int { return max(maxLine+2, 1<<20) }
 
-func newWebsocketTransport(ws *websocket.Conn, maxLine int) *websocketTransport {
-	ws.PayloadType = websocket.TextFrame
-	return &websocketTransport{ws: ws, maxLine: maxLine}
+func newWebsocketTransport(nc net.Conn, br *bufio.Reader, maxLine int) *websocketTransport {
+	return &websocketTransport{nc: nc, br: br, maxLine: maxLine}
 }
 
-// keptBuffer is the largest message or scratch buffer that a connection
-// keeps between messages: an idle connection returns to its small cost
-// whatever it received before.
+// hijackRecorder passes the websocket package's Hijack on and keeps what it
+// returns: the connection and the reader that has read the handshake.
+type hijackRecorder struct {
+	http.ResponseWriter
+	nc  net.Conn
+	brw *bufio.ReadWriter
+}
+
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("websocket: the connection cannot be hijacked")
+	}
+	nc, brw, err := hj.Hijack()
+	h.nc, h.brw = nc, brw
+	return nc, brw, err
+}
+
+// serveWebsocketHTTP has the websocket package answer the upgrade request
+// and, once the handshake is done, serves the connection it hijacked.
+func (s *Server) serveWebsocketHTTP(w http.ResponseWriter, r *http.Request) {
+	h := &hijackRecorder{ResponseWriter: w}
+	ws := websocket.Server{Handshake: s.checkOrigin, Handler: func(ws *websocket.Conn) {
+		ws.PayloadType = websocket.TextFrame
+		s.serveWebsocket(ws, newWebsocketTransport(h.nc, h.brw.Reader, s.cfg.MaxLine))
+	}}
+	ws.ServeHTTP(h, r)
+}
+
+// keptBuffer is the largest message, scratch or frame buffer that a
+// connection keeps between messages: an idle connection returns to its small
+// cost whatever it received or sent before.
 const keptBuffer = 4 << 10
 
 func (t *websocketTransport) read(cmds []command) ([]command, error) {
@@ -43,8 +92,9 @@ func (t *websocketTransport) read(cmds []command) ([]command, error) {
 	if !t.more {
 		// The commands of the last read alias t.msg until now, so this is
 		// the first moment it may go, and the last before blocking.
-		if cap(t.msg) > keptBuffer {
-			t.msg = nil
+		t.msg = nil
+		if cap(t.own) > keptBuffer {
+			t.own = nil
 		}
 		err := t.receive()
 		if err == errMessageTooLarge {
@@ -66,35 +116,81 @@ func (t *websocketTransport) read(cmds []command) ([]command, error) {
 			cmds = append(cmds, command{verb: verbTooLong})
 			continue
 		}
-		var cmd command
-		cmd, t.scratch = parseCommand(line, t.scratch)
-		cmds = append(cmds, cmd)
+		cmds = append(cmds, command{})
+		t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
 	}
 	return cmds, nil
 }
 
+// write sends each reply as a text message, all of them in one write.
 func (t *websocketTransport) write(out []byte, ends []int) error {
-	start := 0
-	for _, end := range ends {
-		if _, err := t.ws.Write(out[start:end]); err != nil {
-			return err
-		}
-		start = end
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.closeSent {
+		return net.ErrClosed
 	}
-	return nil
+	buf := t.wbuf[:0]
+	start := 0
+	var err error
+	for _, end := range ends {
+		reply := out[start:end]
+		start = end
+		buf = appendFrameHeader(buf, frameFin|opText, len(reply))
+		if len(reply) <= bigReply {
+			buf = append(buf, reply...)
+			continue
+		}
+		// A dump is written from where it lies, not copied.
+		bufs := net.Buffers{buf, reply}
+		if _, err = bufs.WriteTo(t.nc); err != nil {
+			break
+		}
+		buf = buf[:0]
+	}
+	if err == nil && len(buf) > 0 {
+		_, err = t.nc.Write(buf)
+	}
+	if cap(buf) > keptBuffer {
+		buf = nil
+	}
+	t.wbuf = buf
+	return err
 }
 
-// close sends a close frame, but gives up on it quickly: a client that does
-// not read must not hold up the end of its connection or a shutdown. The
+// bigReply is the size over which a reply is not copied into the frame
+// buffer.
+const bigReply = 16 << 10
+
+// writeControl sends a control frame, unless a close frame has gone before
+// it. Called from the reader goroutine.
+func (t *websocketTransport) writeControl(opcode byte, payload []byte) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	return t.writeControlLocked(opcode, payload)
+}
+
+func (t *websocketTransport) writeControlLocked(opcode byte, payload []byte) error {
+	if t.closeSent {
+		return net.ErrClosed
+	}
+	t.closeSent = opcode == opClose
+	t.wbuf = append(appendFrameHeader(t.wbuf[:0], frameFin|opcode, len(payload)), payload...)
+	_, err := t.nc.Write(t.wbuf)
+	return err
+}
+
+// close sends a close frame, unless one has been sent, and closes the
+// connection; but it gives up on the frame quickly: a client that does not
+// read must not hold up the end of its connection or a shutdown. The
 // deadline also unblocks a write already stuck on such a client.
 func (t *websocketTransport) close() error {
-	if t.failed.Load() {
-		// The close frame is sent; the websocket server closes the socket
-		// when the handler returns. The deadline unblocks any write.
-		return t.ws.SetDeadline(time.Now())
+	t.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+	t.wmu.Lock()
+	if !t.closeSent {
+		t.writeControlLocked(opClose, closeStatus(closeNormal))
 	}
-	t.ws.SetWriteDeadline(time.Now().Add(closeGrace))
-	return t.ws.Close()
+	t.wmu.Unlock()
+	return t.nc.Close()
 }
 
 const closeGrace = 250 * time.Millisecond

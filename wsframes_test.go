@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -235,5 +236,148 @@ func TestWebsocketControlFramesAtLimit(t *testing.T) {
 	rest, err := io.ReadAll(r)
 	if err != nil || len(rest) < 2 || rest[0] != 0x88 {
 		t.Fatalf("after a close: % x (%v)", rest, err)
+	}
+}
+
+// maskedFrame is a client frame masked with key, as browsers send them.
+func maskedFrame(b0 byte, key [4]byte, payload string) []byte {
+	f := wsFrame(b0, payload) // zero key
+	start := len(f) - len(payload)
+	copy(f[start-4:], key[:])
+	for i := range len(payload) {
+		f[start+i] ^= key[i%4]
+	}
+	return f
+}
+
+// readServerFrame reads one frame the server sent: its first byte and its
+// payload. Server frames are never masked.
+func readServerFrame(t *testing.T, r io.Reader) (byte, string) {
+	t.Helper()
+	var head [2]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		t.Fatalf("frame header: %v", err)
+	}
+	if head[1]&0x80 != 0 {
+		t.Fatalf("a masked server frame: % x", head)
+	}
+	n := uint64(head[1])
+	switch n {
+	case 126:
+		var ext [2]byte
+		if _, err := io.ReadFull(r, ext[:]); err != nil {
+			t.Fatal(err)
+		}
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		if _, err := io.ReadFull(r, ext[:]); err != nil {
+			t.Fatal(err)
+		}
+		n = binary.BigEndian.Uint64(ext[:])
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		t.Fatalf("payload of %d bytes: %v", n, err)
+	}
+	return head[0], string(payload)
+}
+
+// TestWebsocketMaskedMessages: messages masked with a key that is not zero,
+// of every length around the 8 bytes that unmasking takes at a time, as
+// one frame, fragmented, and dribbled a byte per write, so that the server
+// unmasks and reads them in every way it has; each command's reply is a
+// text frame of its own, with lengths that take each of the three header
+// forms (a dump of 70,000 bytes needs the 64-bit one).
+func TestWebsocketMaskedMessages(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.MaxLocksPerConn = 10000 })
+	status, nc, r := upgrade(t, srv.WSAddr().String(), "")
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", status)
+	}
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	for n := 1; n <= 20; n++ {
+		name := strings.Repeat("n", n)
+		writeAll(t, nc, maskedFrame(0x81, key, "g "+name+"\ni "+name))
+		for _, want := range []string{"1 Lock Get Success: " + name + "\n", "1 Lock Is Locked: " + name + "\n"} {
+			if b0, got := readServerFrame(t, r); b0 != 0x81 || got != want {
+				t.Fatalf("name of %d bytes: frame %#x %q, want 0x81 %q", n, b0, got, want)
+			}
+		}
+	}
+	// Fragmented, each fragment with its own key, and a byte per write.
+	msg := append(maskedFrame(0x01, key, "r nnn\nr n"), maskedFrame(0x80, [4]byte{1, 2, 3, 4}, "nn\nx")...)
+	for i := range msg {
+		writeAll(t, nc, msg[i:i+1])
+	}
+	for _, want := range []string{"1 Lock Release Success: nnn\n", "0 Lock Release Failure: nnn\n", ""} {
+		if _, got := readServerFrame(t, r); got != want {
+			t.Fatalf("fragmented: %q, want %q", got, want)
+		}
+	}
+	// Long names: a dump whose reply is 126 to 65,535 bytes, then over it.
+	var cmds strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&cmds, "g %031d\n", i)
+	}
+	writeAll(t, nc, maskedFrame(0x81, key, cmds.String()))
+	for range 2000 {
+		readServerFrame(t, r)
+	}
+	writeAll(t, nc, maskedFrame(0x81, key, "d\nping"))
+	if b0, got := readServerFrame(t, r); b0 != 0x81 || len(got) < 1<<16 || !strings.HasSuffix(got, "\n") {
+		t.Fatalf("dump: frame %#x of %d bytes", b0, len(got))
+	}
+	if _, got := readServerFrame(t, r); got != "1 pong\n" {
+		t.Fatalf("after the dump: %q", got)
+	}
+	writeAll(t, nc, maskedFrame(0x81, key, "q"))
+	if _, got := readServerFrame(t, r); len(got) < 126 || !strings.Contains(got, "locks: 2019") {
+		t.Fatalf("q: %d bytes: %q", len(got), got)
+	}
+}
+
+// TestWebsocketPingDuringWait: while a gw waits, the reader answers pings
+// and the wait's goroutine writes the grant; their frames must not mix.
+func TestWebsocketPingDuringWait(t *testing.T) {
+	srv := startServer(t, nil)
+	holder := dial(t, srv, "tcp")
+	holder.expect("g x", "1 Lock Get Success: x\n")
+	status, nc, r := upgrade(t, srv.WSAddr().String(), "")
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", status)
+	}
+	key := [4]byte{9, 8, 7, 6}
+	writeAll(t, nc, maskedFrame(0x81, key, "gw 10000 x\nping"))
+	pings := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			if _, err := nc.Write(maskedFrame(0x89, key, "p"+strconv.Itoa(i))); err != nil {
+				return
+			}
+			if i == 100 {
+				holder.expect("r x", "1 Lock Release Success: x\n")
+			}
+		}
+	}()
+	var replies []string
+	for len(replies) < 2 || pings < 200 {
+		switch b0, payload := readServerFrame(t, r); b0 {
+		case 0x8a:
+			if want := "p" + strconv.Itoa(pings); payload != want {
+				t.Fatalf("pong %q, want %q", payload, want)
+			}
+			pings++
+		case 0x81:
+			replies = append(replies, payload)
+		default:
+			t.Fatalf("frame %#x %q", b0, payload)
+		}
+	}
+	<-done
+	if replies[0] != "1 Lock Get Success: x\n" || replies[1] != "1 pong\n" {
+		t.Fatalf("replies %q", replies)
 	}
 }

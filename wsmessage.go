@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"time"
@@ -28,92 +29,213 @@ const (
 	opPong      = 0xa
 
 	maxControlPayload  = 125
+	closeNormal        = 1000
 	closeProtocolError = 1002
 )
 
-// receive reads one whole message into t.msg: a data frame and, when it is
-// fragmented, its continuation frames (websocket.Message.Receive would take
-// each fragment for a message). Pings, pongs and close are handled by the
-// websocket package as they come. A message over maxMessage is read to its
-// end and dropped, never buffered, and reported as errMessageTooLarge.
+// frameHeader is what receive needs of a client frame's header.
+type frameHeader struct {
+	b0      byte  // FIN, RSV and opcode
+	masked  bool  // the mask bit
+	payload int64 // the payload length; negative when its top bit is set
+	key     uint32
+}
+
+// receive reads one whole message: a data frame and, when it is fragmented,
+// its continuation frames. A message that came in one frame and fits the
+// read buffer is unmasked where it lies and left there (t.inPlace says how
+// much to discard at the next read); any other is read into t.own. Pings are
+// answered, pongs ignored, and a close ends the input (the close frame in
+// reply goes out when the connection closes). A message over maxMessage is
+// read to its end and dropped, never buffered, and reported as
+// errMessageTooLarge.
 func (t *websocketTransport) receive() error {
-	t.msg = t.msg[:0]
-	limit := maxMessage(t.maxLine)
+	if t.inPlace > 0 {
+		t.br.Discard(t.inPlace)
+		t.inPlace = 0
+	}
+	t.own = t.own[:0]
+	limit := int64(maxMessage(t.maxLine))
 	tooLarge, inMessage := false, false
 	for {
-		frame, err := t.ws.NewFrameReader()
+		h, err := t.readHeader()
 		if err != nil {
 			return err
 		}
-		// The header is read before HandleFrame, which discards it: it holds
-		// FIN, which the frame reader does not otherwise tell.
-		header, err := io.ReadAll(frame.HeaderReader())
-		if err != nil || len(header) < 2 {
-			return io.ErrUnexpectedEOF
-		}
-		payload := frame.Len() - len(header)
-		// The websocket package checks only the masking, and then sends a
-		// close frame of its own before ours; it takes a reserved opcode
-		// for data and answers any ping, whatever its size.
-		if !validFrame(header, payload, inMessage) {
+		if !validFrame(h, inMessage) {
 			return t.failProtocol()
 		}
-		if frame, err = t.ws.HandleFrame(frame); err != nil {
-			return err
-		}
-		if frame == nil {
-			continue // a control frame, already answered
+		switch h.b0 & frameOpcode {
+		case opPing, opPong:
+			if err := t.control(h); err != nil {
+				return err
+			}
+			continue
+		case opClose:
+			return io.EOF
 		}
 		inMessage = true
-		// Compared so that a length near 2^63 cannot overflow past the check.
-		if tooLarge || payload < 0 || payload > limit-len(t.msg) {
+		fin := h.b0&frameFin != 0
+		n := int(h.payload) // h.payload <= limit after the first test
+		switch {
+		case tooLarge || h.payload > limit-int64(len(t.own)):
 			tooLarge = true
-			if _, err := io.Copy(io.Discard, frame); err != nil {
+			if err := t.discard(h.payload); err != nil {
 				return err
 			}
-		} else {
-			start := len(t.msg)
-			t.msg = append(t.msg, make([]byte, payload)...)
-			if _, err := io.ReadFull(frame, t.msg[start:]); err != nil {
-				return err
+		case fin && len(t.own) == 0 && n <= t.br.Size():
+			p, err := t.br.Peek(n)
+			if err != nil {
+				return unexpected(err)
 			}
+			unmask(p, h.key)
+			t.msg, t.inPlace = p, n
+			return nil
+		default:
+			start := len(t.own)
+			t.own = append(t.own, make([]byte, n)...)
+			if _, err := io.ReadFull(t.br, t.own[start:]); err != nil {
+				return unexpected(err)
+			}
+			unmask(t.own[start:], h.key)
 		}
-		if header[0]&frameFin != 0 {
+		if fin {
 			if tooLarge {
 				return errMessageTooLarge
 			}
+			t.msg = t.own
 			return nil
 		}
 	}
 }
 
-// validFrame applies RFC 6455 §5.1-5.5 to a client frame's header and
-// payload length: masked, no RSV bits (no extension is ever negotiated), no
-// reserved opcode, continuation frames only inside a fragmented message and
-// new data frames only outside one, control frames whole and of at most
-// 125 bytes.
-func validFrame(header []byte, payload int, inMessage bool) bool {
-	b0 := header[0]
-	if header[1]&frameMask == 0 || b0&frameRSV != 0 {
+// readHeader reads a frame header. An end of input before it is io.EOF, in
+// it io.ErrUnexpectedEOF.
+func (t *websocketTransport) readHeader() (frameHeader, error) {
+	p, err := t.br.Peek(2)
+	if err != nil {
+		if len(p) > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return frameHeader{}, err
+	}
+	h := frameHeader{b0: p[0], masked: p[1]&frameMask != 0, payload: int64(p[1] &^ frameMask)}
+	ext := 0 // bytes of extended payload length
+	switch h.payload {
+	case 126:
+		ext = 2
+	case 127:
+		ext = 8
+	}
+	size := 2 + ext
+	if h.masked {
+		size += 4
+	}
+	if p, err = t.br.Peek(size); err != nil {
+		return frameHeader{}, unexpected(err)
+	}
+	switch ext {
+	case 2:
+		h.payload = int64(binary.BigEndian.Uint16(p[2:]))
+	case 8:
+		h.payload = int64(binary.BigEndian.Uint64(p[2:]))
+	}
+	if h.masked {
+		h.key = binary.LittleEndian.Uint32(p[size-4:])
+	}
+	t.br.Discard(size)
+	return h, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// control answers a ping with a pong of the same payload, and skips a pong.
+func (t *websocketTransport) control(h frameHeader) error {
+	n := int(h.payload) // at most maxControlPayload: validFrame checked it
+	p, err := t.br.Peek(n)
+	if err != nil {
+		return unexpected(err)
+	}
+	if h.b0&frameOpcode == opPing {
+		unmask(p, h.key)
+		if err := t.writeControl(opPong, p); err != nil {
+			return err
+		}
+	}
+	t.br.Discard(n)
+	return nil
+}
+
+// discard skips n bytes of payload without buffering them.
+func (t *websocketTransport) discard(n int64) error {
+	for n > 0 {
+		step := int(min(n, 1<<30))
+		if _, err := t.br.Discard(step); err != nil {
+			return unexpected(err)
+		}
+		n -= int64(step)
+	}
+	return nil
+}
+
+// unmask applies a client frame's masking key (RFC 6455 §5.3), eight bytes
+// at a time; key holds the key's four bytes in little-endian order.
+func unmask(p []byte, key uint32) {
+	k8 := uint64(key) | uint64(key)<<32
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], binary.LittleEndian.Uint64(p[i:])^k8)
+	}
+	for ; i < len(p); i++ {
+		p[i] ^= byte(key >> (8 * (i & 3)))
+	}
+}
+
+// validFrame applies RFC 6455 §5.1-5.5 to a client frame's header: masked,
+// no RSV bits (no extension is ever negotiated), a payload length whose top
+// bit is clear, no reserved opcode, continuation frames only inside a
+// fragmented message and new data frames only outside one, control frames
+// whole and of at most 125 bytes.
+func validFrame(h frameHeader, inMessage bool) bool {
+	if !h.masked || h.b0&frameRSV != 0 || h.payload < 0 {
 		return false
 	}
-	switch b0 & frameOpcode {
+	switch h.b0 & frameOpcode {
 	case opCont:
 		return inMessage
 	case opText, opBinary:
 		return !inMessage
 	case opClose, opPing, opPong:
-		return b0&frameFin != 0 && payload >= 0 && payload <= maxControlPayload
+		return h.b0&frameFin != 0 && h.payload <= maxControlPayload
 	default:
 		return false
 	}
 }
 
-// failProtocol sends a close frame with status 1002 and marks the
-// connection so that closing it sends no second close frame.
+// failProtocol sends a close frame with status 1002, after which nothing
+// more is sent.
 func (t *websocketTransport) failProtocol() error {
-	t.failed.Store(true)
-	t.ws.SetWriteDeadline(time.Now().Add(closeGrace))
-	t.ws.WriteClose(closeProtocolError)
+	t.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+	t.writeControl(opClose, closeStatus(closeProtocolError))
 	return errProtocol
+}
+
+// closeStatus is a close frame's payload: the status code alone.
+func closeStatus(code uint16) []byte { return binary.BigEndian.AppendUint16(nil, code) }
+
+// appendFrameHeader appends the header of an unmasked server frame.
+func appendFrameHeader(b []byte, b0 byte, n int) []byte {
+	switch {
+	case n <= 125:
+		return append(b, b0, byte(n))
+	case n < 1<<16:
+		return binary.BigEndian.AppendUint16(append(b, b0, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, b0, 127), uint64(n))
+	}
 }
