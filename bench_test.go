@@ -87,24 +87,26 @@ func runBenchBatch(m *manager, c *connState, bt *batch) {
 // trip: the manager's own cost per command.
 func BenchmarkManager(b *testing.B) {
 	for _, tc := range []struct {
-		name  string
-		setup []string // run once first, by the same connection
-		lines []string
+		name   string
+		setup  []string // run once first, by the same connection
+		lines  []string
+		others []string // run once first, by another connection
 	}{
-		{"g+r", nil, []string{"g k1", "r k1"}},
-		{"g-held", []string{"g k1"}, []string{"g k1"}},
-		{"i", []string{"g k1"}, []string{"i k1"}},
-		{"t", []string{"g k1"}, []string{"t k1"}},
-		{"sg+sr", nil, []string{"sg s", "sr s"}},
-		{"g-busy", nil, []string{"g other"}}, // held by another connection
-		{"ping", nil, []string{"ping"}},
-		{"q", nil, []string{"q"}},
+		{"g+r", nil, []string{"g k1", "r k1"}, nil},
+		{"g-held", []string{"g k1"}, []string{"g k1"}, nil},
+		{"i", []string{"g k1"}, []string{"i k1"}, nil},
+		{"t", []string{"g k1"}, []string{"t k1"}, nil},
+		{"sg+sr", nil, []string{"sg s", "sr s"}, nil},
+		{"sg+sr-held", nil, []string{"sg s", "sr s"}, []string{"sg s"}}, // s held by another connection
+		{"g-busy", nil, []string{"g other"}, nil},                       // held by another connection
+		{"ping", nil, []string{"ping"}, nil},
+		{"q", nil, []string{"q"}, nil},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			m := newManager(Config{}.withDefaults())
 			c := newConnState("127.0.0.1:1", "tcp")
 			other := newConnState("127.0.0.1:2", "tcp")
-			runBenchBatch(m, other, benchBatch("g other"))
+			runBenchBatch(m, other, benchBatch(append([]string{"g other"}, tc.others...)...))
 			if tc.setup != nil {
 				runBenchBatch(m, c, benchBatch(tc.setup...))
 			}

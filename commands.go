@@ -564,15 +564,15 @@ func (m *manager) getWait(c *connState, cmd *command, b *batch) bool {
 // sharedGetWait runs sgw: a holder slot now if one is free and nobody is
 // queued before c, else a place in the queue (or a timeout when MS is 0).
 func (m *manager) sharedGetWait(c *connState, cmd *command, b *batch) bool {
-	if h := c.sharedHeld[string(cmd.name)]; h != nil {
-		b.out = appendReply(b.out, uint64(h.lock.count), textSharedGetSuccess, cmd.name)
+	if n, held := m.sharedHeldBy(c, cmd.name); held {
+		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
 		return true
 	}
 	switch {
 	case c.lockCount() >= m.maxLocksPerConn:
 		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
 	case int64(m.sharedCount(cmd.name)) < cmd.max && m.sharedQueueEmpty(cmd.name):
-		n := m.sharedGrant(c, string(cmd.name))
+		n := m.sharedGrantName(c, cmd.name)
 		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
 	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textSharedGetTimeout, cmd.name)

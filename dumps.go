@@ -237,37 +237,37 @@ func (m *manager) exclusiveDump(d *dump, name []byte, owner func(*connState) str
 // sharedDump copies the shared table (or one name of it) into d, a pair per
 // holder.
 func (m *manager) sharedDump(d *dump, name []byte, owner func(*connState) string) func(int) bool {
-	add := func(l *sharedLock) int {
-		n := 0
-		for h := l.head; h != nil; h = h.next {
-			d.entries = append(d.entries, dumpEntry{key: l.name, value: owner(h.conn)})
-			n++
-		}
-		return n
+	add := func(ref lockRef) int {
+		n := m.shared.name(ref)
+		m.shared.eachHolder(ref, func(h *sharedHolder) {
+			d.entries = append(d.entries, dumpEntry{key: n.name, value: owner(h.conn)})
+		})
+		return int(n.count)
 	}
 	if len(name) > 0 {
-		if l := m.shared[string(name)]; l != nil {
-			add(l)
+		if ref, _ := m.shared.find(name); ref != noRef {
+			add(ref)
 		}
 		return copied
 	}
-	if len(m.shared) <= dumpStep {
-		for _, l := range m.shared {
-			add(l)
-		}
-		return copied
-	}
-	next, stop := iter.Pull(maps.Values(m.shared))
+	return m.sharedSteps(add)
+}
+
+// sharedSteps walks the shared table's names in the order of their slab,
+// where records never move, calling add with each; a step ends once about n
+// entries (or free records) have gone by.
+func (m *manager) sharedSteps(add func(ref lockRef) (entries int)) func(int) bool {
+	pos := 0
 	return func(n int) bool {
-		for n > 0 {
-			l, ok := next()
-			if !ok {
-				stop()
-				return true
+		size := len(m.shared.nameChunks) * lockChunk
+		for ; pos < size && n > 0; pos++ {
+			if m.shared.name(lockRef(pos)).count == 0 {
+				n--
+				continue
 			}
-			n -= add(l)
+			n -= max(1, add(lockRef(pos)))
 		}
-		return false
+		return pos >= size
 	}
 }
 
@@ -314,28 +314,26 @@ func (m *manager) detailedDump(d *dump, name []byte) func(int) bool {
 		d.details = append(d.details, dumpDetail{lock: l.name, owner: l.owner.displayName(),
 			token: l.token, since: l.since, waiters: waiters(m.waiters, l.name)})
 	}
-	addShared := func(l *sharedLock) int {
-		w := waiters(m.sharedWaiters, l.name)
-		n := 0
-		for h := l.head; h != nil; h = h.next {
-			d.details = append(d.details, dumpDetail{lock: l.name, owner: h.conn.displayName(),
-				shared: true, since: h.since, holders: l.count, waiters: w})
-			n++
-		}
-		return n
+	addShared := func(ref lockRef) int {
+		n := m.shared.name(ref)
+		w := waiters(m.sharedWaiters, n.name)
+		m.shared.eachHolder(ref, func(h *sharedHolder) {
+			d.details = append(d.details, dumpDetail{lock: n.name, owner: h.conn.displayName(),
+				shared: true, since: h.since, holders: int(n.count), waiters: w})
+		})
+		return int(n.count)
 	}
 	if len(name) > 0 {
 		if l, _, _ := m.exclusive.get(name); l != nil {
 			addExclusive(l)
 		}
-		if l := m.shared[string(name)]; l != nil {
-			addShared(l)
+		if ref, _ := m.shared.find(name); ref != noRef {
+			addShared(ref)
 		}
 		return copied
 	}
 	pos := 0
-	var next func() (*sharedLock, bool)
-	var stop func()
+	shared := m.sharedSteps(addShared)
 	return func(n int) bool {
 		t := &m.exclusive
 		size := len(t.chunks) * lockChunk
@@ -348,24 +346,7 @@ func (m *manager) detailedDump(d *dump, name []byte) func(int) bool {
 		if pos < size {
 			return false
 		}
-		if next == nil && len(m.shared) <= n {
-			for _, l := range m.shared {
-				addShared(l)
-			}
-			return true
-		}
-		if next == nil {
-			next, stop = iter.Pull(maps.Values(m.shared))
-		}
-		for n > 0 {
-			l, ok := next()
-			if !ok {
-				stop()
-				return true
-			}
-			n -= addShared(l)
-		}
-		return false
+		return shared(max(n, 1))
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"math/rand/v2"
 	"time"
 )
 
@@ -26,9 +27,8 @@ type manager struct {
 	start time.Time
 	now   int64
 
-	shared        map[string]*sharedLock
+	shared        sharedTable
 	sharedWaiters map[string]*waitQueue
-	sharedAges    holderAges // every shared holder, oldest grant first
 	waitAges      waiterAges // every waiter, oldest first
 
 	registry         registry
@@ -52,15 +52,15 @@ type connState struct {
 	transport string        // "tcp", "unix", "websocket"
 	done      chan struct{} // the manager has answered a batch
 	grants    chan waitResult
+	key       uint64 // random: the shared table hashes the connection's holds with it
 
 	// Owned by the manager goroutine.
-	held        []lockRef                // exclusive locks, for orphaning
-	sharedHeld  map[string]*sharedHolder // shared locks, for orphaning
-	orphanNames []string                 // shared locks still to release after the connection ended
-	regName     string
-	regSeq      uint64 // 0 when not registered; else the order of registration
-	waiter      *waiter
-	inputEnded  bool // the client will send nothing more: no wait may begin
+	held       []lockRef // exclusive locks, for orphaning
+	sharedHeld []lockRef // shared holds (sharedTable holder records), for release and orphaning
+	regName    string
+	regSeq     uint64 // 0 when not registered; else the order of registration
+	waiter     *waiter
+	inputEnded bool // the client will send nothing more: no wait may begin
 }
 
 func newConnState(name, transport string) *connState {
@@ -69,6 +69,7 @@ func newConnState(name, transport string) *connState {
 		transport: transport,
 		done:      make(chan struct{}, 1),
 		grants:    make(chan waitResult, 1),
+		key:       rand.Uint64(),
 	}
 }
 
@@ -116,7 +117,7 @@ func newManager(cfg Config) *manager {
 		maxLocksPerConn:  cfg.MaxLocksPerConn,
 		exclusive:        newLockTable(),
 		waiters:          make(map[string]*waitQueue),
-		shared:           make(map[string]*sharedLock),
+		shared:           newSharedTable(),
 		sharedWaiters:    make(map[string]*waitQueue),
 		registry:         newRegistry(),
 		connsByTransport: make(map[string]int),
@@ -284,9 +285,6 @@ func (m *manager) disconnect(c *connState) {
 		m.unqueue(w)
 	}
 	m.registry.remove(c)
-	for name := range c.sharedHeld {
-		c.orphanNames = append(c.orphanNames, name)
-	}
 	if c.lockCount() <= orphanStep {
 		m.orphanLocks(c, orphanStep)
 		return
@@ -317,20 +315,18 @@ func (m *manager) orphanLocks(c *connState, limit int) bool {
 		}
 		m.passOn(ref)
 	}
-	for ; limit > 0 && len(c.orphanNames) > 0; limit-- {
-		last := len(c.orphanNames) - 1
-		name := c.orphanNames[last]
-		c.orphanNames = c.orphanNames[:last]
+	for ; limit > 0 && len(c.sharedHeld) > 0; limit-- {
+		h := c.sharedHeld[len(c.sharedHeld)-1]
 		m.stats.sharedOrphans++
 		if m.log != nil {
-			m.logf("orphan shared", c, "lock", name)
+			m.logf("orphan shared", c, "lock", m.shared.name(m.shared.holder(h).lock).name)
 		}
-		m.sharedRelease(c, name)
+		m.dropHolder(h)
 	}
-	if len(c.held) > 0 || len(c.orphanNames) > 0 {
+	if len(c.held) > 0 || len(c.sharedHeld) > 0 {
 		return false
 	}
-	c.held, c.orphanNames = nil, nil
+	c.held, c.sharedHeld = nil, nil
 	return true
 }
 

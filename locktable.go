@@ -18,10 +18,9 @@ import "hash/maphash"
 //
 // A reference is the record's position in the slab; records never move.
 type lockTable struct {
-	seed  maphash.Seed
-	dir   []*lockBucket // by the low depth bits of a hash fragment
-	depth uint8         // log2(len(dir))
-	count int           // locks held
+	seed maphash.Seed
+	hashIndex
+	count int // locks held
 
 	chunks []*[lockChunk]exclusiveLock
 	free   lockRef // first free record (a list through their index field), or noRef
@@ -61,6 +60,16 @@ const (
 	bucketMax = bucketSlots * 3 / 4
 )
 
+// hashIndex maps 32-bit hash fragments to references by extendible
+// hashing. It stores no keys: a lookup compares a slot's record with what it
+// looks for. The shared table (shared.go) uses it too.
+type hashIndex struct {
+	dir   []*lockBucket // by the low depth bits of a hash fragment
+	depth uint8         // log2(len(dir))
+}
+
+func newHashIndex() hashIndex { return hashIndex{dir: []*lockBucket{{}}} }
+
 // lockBucket holds slots: 0 is empty, else frag<<32 | ref+1.
 type lockBucket struct {
 	slots [bucketSlots]uint64
@@ -69,7 +78,7 @@ type lockBucket struct {
 }
 
 func newLockTable() lockTable {
-	return lockTable{seed: maphash.MakeSeed(), dir: []*lockBucket{{}}, free: noRef, oldest: noRef, newest: noRef}
+	return lockTable{seed: maphash.MakeSeed(), hashIndex: newHashIndex(), free: noRef, oldest: noRef, newest: noRef}
 }
 
 // age puts the lock ref, just granted at since, at the new end of the
@@ -117,8 +126,8 @@ func (t *lockTable) hashFragment(name []byte) uint32 {
 	return uint32(maphash.Bytes(t.seed, name) >> 32)
 }
 
-func (t *lockTable) bucket(frag uint32) *lockBucket {
-	return t.dir[frag&(1<<t.depth-1)]
+func (x *hashIndex) bucket(frag uint32) *lockBucket {
+	return x.dir[frag&(1<<x.depth-1)]
 }
 
 // home is the slot where the probe for frag starts.
@@ -153,17 +162,34 @@ func (t *lockTable) record(ref lockRef) *exclusiveLock {
 // insert adds name, which get has just missed with fragment frag, and returns
 // its new record, with no owner yet.
 func (t *lockTable) insert(name string, frag uint32) (*exclusiveLock, lockRef) {
-	b := t.bucket(frag)
-	if b.count >= bucketMax {
-		t.split(b)
-		b = t.bucket(frag)
-	}
 	ref := t.alloc()
 	l := t.record(ref)
 	l.name, l.frag = name, frag
-	b.place(frag, ref)
+	t.add(frag, ref)
 	t.count++
 	return l, ref
+}
+
+// add indexes ref under frag.
+func (x *hashIndex) add(frag uint32, ref uint32) {
+	b := x.bucket(frag)
+	if b.count >= bucketMax {
+		x.split(b)
+		b = x.bucket(frag)
+	}
+	b.place(frag, ref)
+}
+
+// delete removes ref, indexed under frag.
+func (x *hashIndex) delete(frag uint32, ref uint32) {
+	b := x.bucket(frag)
+	i := home(frag)
+	for uint32(b.slots[i]) != ref+1 {
+		if i++; i == bucketSlots {
+			i = 0
+		}
+	}
+	b.unplace(i)
 }
 
 func (b *lockBucket) place(frag uint32, ref lockRef) {
@@ -197,20 +223,13 @@ func (t *lockTable) alloc() lockRef {
 // remove deletes the lock ref from the table and frees its record.
 func (t *lockTable) remove(ref lockRef) {
 	l := t.record(ref)
-	b := t.bucket(l.frag)
-	i := home(l.frag)
-	for lockRef(b.slots[i]) != ref+1 {
-		if i++; i == bucketSlots {
-			i = 0
-		}
-	}
-	b.unplace(i)
+	t.delete(l.frag, ref)
 	*l = exclusiveLock{index: t.free}
 	t.free = ref
 	t.count--
 	if t.count == 0 && len(t.chunks) > 1 {
 		// A burst of locks is over: give its memory back.
-		*t = lockTable{seed: t.seed, dir: []*lockBucket{{}}, free: noRef, oldest: noRef, newest: noRef}
+		*t = lockTable{seed: t.seed, hashIndex: newHashIndex(), free: noRef, oldest: noRef, newest: noRef}
 	}
 }
 
@@ -239,10 +258,10 @@ func (b *lockBucket) unplace(i int) {
 
 // split divides a full bucket by one more bit of the fragments, doubling the
 // directory when the bucket already uses all of its bits.
-func (t *lockTable) split(b *lockBucket) {
-	if b.depth == t.depth {
-		t.dir = append(t.dir, t.dir...)
-		t.depth++
+func (x *hashIndex) split(b *lockBucket) {
+	if b.depth == x.depth {
+		x.dir = append(x.dir, x.dir...)
+		x.depth++
 	}
 	bit := uint32(1) << b.depth
 	old := b.slots
@@ -260,9 +279,9 @@ func (t *lockTable) split(b *lockBucket) {
 			hi.place(frag, lockRef(s)-1)
 		}
 	}
-	for i, d := range t.dir {
+	for i, d := range x.dir {
 		if d == b && uint32(i)&bit != 0 {
-			t.dir[i] = hi
+			x.dir[i] = hi
 		}
 	}
 }

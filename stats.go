@@ -46,7 +46,7 @@ func (m *manager) statLines() []statLine {
 		statLine{"invalid_commands", m.stats.invalid},
 		statLine{"locks", uint64(m.exclusive.count)},
 		statLine{"orphans", m.stats.orphans},
-		statLine{"shared_locks", uint64(len(m.shared))},
+		statLine{"shared_locks", uint64(m.shared.count)},
 		statLine{"shared_orphans", m.stats.sharedOrphans},
 	)
 	slices.SortFunc(lines, func(a, b statLine) int { return cmp.Compare(a.key, b.key) })
@@ -86,8 +86,8 @@ func (m *manager) snapshot() statsSnapshot {
 	if since, ok := m.exclusive.oldestSince(); ok {
 		oldest[exclusiveHold] = time.Duration(m.now - since)
 	}
-	if h := m.sharedAges.oldest; h != nil {
-		oldest[sharedHold] = time.Duration(m.now - h.since)
+	if since, ok := m.shared.oldestSince(); ok {
+		oldest[sharedHold] = time.Duration(m.now - since)
 	}
 	var oldestWait time.Duration
 	if w := m.waitAges.oldest; w != nil {
@@ -101,7 +101,7 @@ func (m *manager) snapshot() statsSnapshot {
 		connections:      m.conns,
 		connsByTransport: byTransport,
 		locks:            m.exclusive.count,
-		sharedLocks:      len(m.shared),
+		sharedLocks:      m.shared.count,
 		waiters:          m.waiting,
 	}
 }
