@@ -16,9 +16,10 @@ import "hash/maphash"
 //     oldest shared hold is found without a scan) and its place in its
 //     connection's list of shared locks (connState.sharedHeld, for release
 //     and orphaning).
-//   - names indexes names by their hash; holders indexes holders by their
-//     name and connection, so that a connection's hold on a name is found
-//     in O(1) however many locks it holds and however many hold the name.
+//   - names indexes names by their hash; holders indexes the holders of
+//     names with more than indexedHolders by their name and connection, so
+//     that a connection's hold on a name is found in O(1) however many locks
+//     it holds and however many hold the name.
 //
 // Taking or releasing a shared lock allocates nothing once the chunks
 // exist, but the name's string when the name is new.
@@ -112,8 +113,22 @@ func holderFragment(c *connState, ref lockRef) uint32 {
 	return uint32(x)
 }
 
+// indexedHolders is the number of holders over which a name's holders are
+// in the holder index. With fewer, a connection's hold is found by walking
+// the name's list: most shared locks have a few holders, and the index
+// would cost them about 17 bytes a holder.
+const indexedHolders = 8
+
 // heldBy returns c's holder record on the name ref, or noRef.
 func (t *sharedTable) heldBy(c *connState, ref lockRef) lockRef {
+	if t.name(ref).count <= indexedHolders {
+		for h := t.name(ref).head; h != noRef; h = t.holder(h).next {
+			if t.holder(h).conn == c {
+				return h
+			}
+		}
+		return noRef
+	}
 	frag := holderFragment(c, ref)
 	b := t.holders.bucket(frag)
 	for i := home(frag); ; i++ {
@@ -128,6 +143,20 @@ func (t *sharedTable) heldBy(c *connState, ref lockRef) lockRef {
 			if h := lockRef(s) - 1; t.holder(h).lock == ref && t.holder(h).conn == c {
 				return h
 			}
+		}
+	}
+}
+
+// indexHolders adds the holders of the name ref to the holder index, or
+// takes them out of it: a name's holders are in the index while it has
+// more than indexedHolders.
+func (t *sharedTable) indexHolders(ref lockRef, in bool) {
+	for h := t.name(ref).head; h != noRef; h = t.holder(h).next {
+		frag := holderFragment(t.holder(h).conn, ref)
+		if in {
+			t.holders.add(frag, h)
+		} else {
+			t.holders.delete(frag, h)
 		}
 	}
 }
@@ -201,7 +230,12 @@ func (t *sharedTable) addHolder(c *connState, ref lockRef, since int64) {
 	}
 	t.newest = h
 	c.sharedHeld = append(c.sharedHeld, h)
-	t.holders.add(holderFragment(c, ref), h)
+	switch {
+	case n.count == indexedHolders+1:
+		t.indexHolders(ref, true)
+	case n.count > indexedHolders+1:
+		t.holders.add(holderFragment(c, ref), h)
+	}
 }
 
 // removeHolder takes the holder h out of every list and frees its record.
@@ -209,7 +243,9 @@ func (t *sharedTable) addHolder(c *connState, ref lockRef, since int64) {
 func (t *sharedTable) removeHolder(h lockRef) {
 	r := t.holder(h)
 	c, n := r.conn, t.name(r.lock)
-	t.holders.delete(holderFragment(c, r.lock), h)
+	if n.count > indexedHolders {
+		t.holders.delete(holderFragment(c, r.lock), h)
+	}
 	if r.prev != noRef {
 		t.holder(r.prev).next = r.next
 	} else {
@@ -220,7 +256,9 @@ func (t *sharedTable) removeHolder(h lockRef) {
 	} else {
 		n.tail = r.prev
 	}
-	n.count--
+	if n.count--; n.count == indexedHolders {
+		t.indexHolders(r.lock, false)
+	}
 	if r.older != noRef {
 		t.holder(r.older).newer = r.newer
 	} else {

@@ -56,10 +56,16 @@ func TestSharedTable(t *testing.T) {
 				t.Fatalf("round %d: %q held by %d in another order or count", round, name, len(got))
 			}
 		}
+		indexed := 0
+		for _, hs := range holders {
+			if len(hs) > indexedHolders {
+				indexed += len(hs)
+			}
+		}
 		for _, x := range []struct {
 			index *hashIndex
 			want  int
-		}{{&m.shared.names, len(holders)}, {&m.shared.holders, holds}} {
+		}{{&m.shared.names, len(holders)}, {&m.shared.holders, indexed}} {
 			seen, entries := map[*lockBucket]bool{}, 0
 			for _, b := range x.index.dir {
 				if !seen[b] {
@@ -106,8 +112,13 @@ func TestSharedTable(t *testing.T) {
 			t.Fatalf("round %d: the age list has %d more grants forwards than backwards", round, i)
 		}
 	}
-	for round, size := range []int{3000, 60000, 500, 90000, 0} {
+	// Rounds of many names with few holders, then few names with many: the
+	// holders of a name with more than indexedHolders are indexed.
+	for round, size := range []int{3000, 60000, 500, 90000, 10, 90, 30, 100, 0} {
 		names := size/3 + 10
+		if round >= 4 {
+			names = 5
+		}
 		for step := 1; holds != size; step++ {
 			if step%20000 == 0 {
 				check(round)
