@@ -3,7 +3,9 @@
 # in one run, with the tester's load generator (go run ./tester load; built
 # once here): one daemon serves both, and TCP and websocket runs alternate,
 # RUNS of each, for the cycle workload at pipeline 1 and 64. The table shows
-# the medians and the websocket's share of TCP's ops/s. Two tables, as in
+# the medians and the websocket's share of TCP's ops/s, and the daemon's CPU
+# time per operation (from /proc/PID/stat, which is less at the mercy of
+# other load on the machine than ops/s). Two tables, as in
 # bench-vs-redis.sh: pinned (the daemon on core 0, the load generator on
 # core 1) and colocated. Loopback only. Not part of CI; docs/performance.md
 # has the figures it measured.
@@ -61,6 +63,10 @@ json() { sed -n "s/^ *\"$1\": \([0-9.e+-]*\),\{0,1\}$/\1/p" "$2" | head -1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || b == 0) print "na"; else printf "%.2f", a / b }'; }
 
+# cpu_ticks is the daemon's user and system time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+hz=$(getconf CLK_TCK)
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for mode in $MODES; do
 	server_cpu=() client_cpu=()
@@ -80,9 +86,11 @@ for mode in $MODES; do
 			for t in tcp ws; do
 				target=(-host "127.0.0.1:$tcp")
 				[ "$t" = ws ] && target=(-ws "ws://127.0.0.1:$ws/")
+				cpu0=$(cpu_ticks)
 				"${client_cpu[@]}" "$work/tester" load "${target[@]}" -c "$CONNS" -d "$DURATION" -pipeline "$p" -json \
 					>"$work/$mode.$p.$t.$run.json" 2>"$work/$mode.$p.$t.$run.err" ||
 					echo "tester load $mode p$p $t run $run failed: $(tail -1 "$work/$mode.$p.$t.$run.err")" >&2
+				echo $(($(cpu_ticks) - cpu0)) >"$work/$mode.$p.$t.$run.ticks"
 			done
 		done
 	done
@@ -96,7 +104,7 @@ echo
 echo "glockd websocket vs TCP (tester load, cycle, $CONNS connections): median of $RUNS alternating runs"
 echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')); $(go version | cut -d' ' -f3)"
 echo "load average (1, 5, 15 min) before: $load_before; after: $load_after"
-printf '%-10s %-9s %12s %12s %6s %10s %10s %10s %10s  %s\n' mode pipeline "tcp ops/s" "ws ops/s" "ws/tcp" "tcp p50us" "ws p50us" "tcp p99us" "ws p99us" "ws/tcp of each run"
+printf '%-10s %-9s %12s %12s %6s %10s %10s %10s %10s %9s %9s  %s\n' mode pipeline "tcp ops/s" "ws ops/s" "ws/tcp" "tcp p50us" "ws p50us" "tcp p99us" "ws p99us" "tcp us/op" "ws us/op" "ws/tcp of each run"
 for mode in $MODES; do
 	for p in 1 64; do
 		declare -A v=()
@@ -110,13 +118,21 @@ for mode in $MODES; do
 				done
 				v[$t.$k]=$([ ${#vals[@]} -gt 0 ] && median "${vals[@]}" || echo "")
 			done
+			# The daemon's CPU per operation, over all runs together.
+			ticks=0 ops=0
+			for run in $(seq "$RUNS"); do
+				ticks=$((ticks + $(cat "$work/$mode.$p.$t.$run.ticks" 2>/dev/null || echo 0)))
+				ops=$(awk -v a="$ops" -v b="$(json ops "$work/$mode.$p.$t.$run.json")" 'BEGIN{print a + b}')
+			done
+			v[$t.cpu]=$(awk -v t="$ticks" -v n="$ops" -v hz="$hz" 'BEGIN{ if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "na" }')
 		done
 		for run in $(seq "$RUNS"); do
 			each+=("$(ratio "$(json ops_per_sec "$work/$mode.$p.ws.$run.json")" "$(json ops_per_sec "$work/$mode.$p.tcp.$run.json")")")
 		done
-		printf '%-10s %-9s %12.0f %12.0f %6s %10.0f %10.0f %10.0f %10.0f  %s\n' "$mode" "$p" \
+		printf '%-10s %-9s %12.0f %12.0f %6s %10.0f %10.0f %10.0f %10.0f %9s %9s  %s\n' "$mode" "$p" \
 			"${v[tcp.ops_per_sec]:-0}" "${v[ws.ops_per_sec]:-0}" "$(ratio "${v[ws.ops_per_sec]}" "${v[tcp.ops_per_sec]}")" \
-			"${v[tcp.p50_us]:-0}" "${v[ws.p50_us]:-0}" "${v[tcp.p99_us]:-0}" "${v[ws.p99_us]:-0}" "${each[*]}"
+			"${v[tcp.p50_us]:-0}" "${v[ws.p50_us]:-0}" "${v[tcp.p99_us]:-0}" "${v[ws.p99_us]:-0}" \
+			"${v[tcp.cpu]}" "${v[ws.cpu]}" "${each[*]}"
 		unset v
 	done
 done
