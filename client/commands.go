@@ -49,7 +49,7 @@ func sharedInspectCmd(name string) command[int] {
 
 // asInt converts a holder count, which never comes near the limits of int.
 func asInt(cmd command[uint64]) command[int] {
-	return command[int]{line: cmd.line, err: cmd.err, parse: func(lines []string) (int, error) {
+	return command[int]{line: cmd.line, wait: cmd.wait, name: cmd.name, err: cmd.err, parse: func(lines []string) (int, error) {
 		n, err := cmd.parse(lines)
 		return int(n), err
 	}}
@@ -161,9 +161,23 @@ func statsCmd() command[map[string]int64] {
 	return cmd
 }
 
+// rawWait tells a raw gw or sgw line apart, so that it is sent and
+// cancelled as a wait.
+func rawWait(line string) (name string, wait bool) {
+	f := strings.Fields(line)
+	switch {
+	case len(f) >= 2 && f[0] == "gw":
+		return strings.Join(f[2:], " "), true
+	case len(f) >= 3 && f[0] == "sgw":
+		return strings.Join(f[3:], " "), true
+	}
+	return "", false
+}
+
 // rawCmd is any command whose reply is one line, returned unchecked.
 func rawCmd(line string) command[string] {
 	cmd := command[string]{line: line, err: checkLine(line)}
+	cmd.name, cmd.wait = rawWait(line)
 	cmd.parse = func(lines []string) (string, error) {
 		if l, ok := single(lines); ok {
 			return l, nil
@@ -175,7 +189,8 @@ func rawCmd(line string) command[string] {
 
 // rawLinesCmd is any command whose reply may span lines, returned unchecked.
 func rawLinesCmd(line string) command[[]string] {
-	return command[[]string]{line: line, multi: true, err: checkLine(line),
+	name, wait := rawWait(line)
+	return command[[]string]{line: line, multi: true, wait: wait, name: name, err: checkLine(line),
 		parse: func(lines []string) ([]string, error) {
 			return append([]string{}, lines...), nil
 		}}

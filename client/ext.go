@@ -19,11 +19,15 @@ func millis(wait time.Duration) string {
 }
 
 func getWaitCmd(wait time.Duration, name string) command[bool] {
-	return flagCommand("gw "+millis(wait), name, getSuccess, getTimeout)
+	cmd := flagCommand("gw "+millis(wait), name, getSuccess, getTimeout)
+	cmd.wait, cmd.name = true, Normalize(name)
+	return cmd
 }
 
 func sharedGetWaitCmd(wait time.Duration, maxHolders int, name string) command[int] {
-	return asInt(countCommand("sgw "+millis(wait)+" "+strconv.Itoa(maxHolders), name, sharedGetSuccess, sharedGetTimeout))
+	cmd := countCommand("sgw "+millis(wait)+" "+strconv.Itoa(maxHolders), name, sharedGetSuccess, sharedGetTimeout)
+	cmd.wait, cmd.name = true, Normalize(name)
+	return asInt(cmd)
 }
 
 func tokenCmd(name string) command[uint64] {
