@@ -55,8 +55,8 @@ type Client struct {
 	grace time.Duration
 
 	mu        sync.Mutex
-	pending   []*inflight   // calls sent and not answered in full, oldest first
-	unclaimed []string  // replies that came when no call was pending
+	pending   []*inflight // calls sent and not answered in full, oldest first
+	unclaimed []string    // replies that came when no call was pending
 	arrived   chan struct{}
 	pings     []ping    // heartbeats not yet answered, oldest first
 	cancels   int       // cancellations not yet answered
