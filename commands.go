@@ -29,8 +29,16 @@ const (
 	verbSGW
 	verbT
 	verbPing
+	verbNowPing   // !ping: answered at once, even while a wait is pending
+	verbNowCancel // !cancel [NAME]: ends the pending wait at once
 	numVerbs
 )
+
+// outOfBand reports whether the verb is run as soon as it is read, even
+// while a wait is pending, instead of after the commands before it. Its
+// reply starts with "!", which no other reply does, so that a client can
+// tell it apart from the replies it is waiting for in order.
+func (v verb) outOfBand() bool { return v == verbNowPing || v == verbNowCancel }
 
 // String is the command word of a verb, also the suffix of its counter in q.
 func (v verb) String() string {
@@ -69,6 +77,10 @@ func (v verb) String() string {
 		return "t"
 	case verbPing:
 		return "ping"
+	case verbNowPing:
+		return "!ping"
+	case verbNowCancel:
+		return "!cancel"
 	case verbTooLong:
 		return "(too long)"
 	}
@@ -113,6 +125,10 @@ func lookupVerb(word []byte) verb {
 		return verbT
 	case "ping":
 		return verbPing
+	case "!ping":
+		return verbNowPing
+	case "!cancel":
+		return verbNowCancel
 	}
 	return verbInvalid
 }
@@ -331,6 +347,12 @@ const (
 	replyPong     = "1 pong\n"
 	replyTooLong  = "0 Line Too Long\n"
 	replyTooMany  = "0 Too Many Connections\n"
+
+	replyQueueFull = "0 Too Many Queued Commands\n"
+
+	replyNowPong        = "!pong\n"
+	replyCancelled      = "!cancel 1\n"
+	replyNothingPending = "!cancel 0\n"
 )
 
 // appendReply appends "<n> <text>: <name>\n".
@@ -392,6 +414,9 @@ func (m *manager) runBatch(c *connState, b *batch) {
 			break
 		}
 		b.ends = append(b.ends, len(b.out))
+		if len(b.out) >= maxReplyBuffer {
+			break // the connection writes, then sends the rest
+		}
 	}
 	c.done <- struct{}{}
 }
@@ -490,6 +515,15 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		}
 	case verbPing:
 		out = append(out, replyPong...)
+	case verbNowPing:
+		out = append(out, replyNowPong...)
+	case verbNowCancel:
+		if w := c.waiter; w != nil && (len(cmd.name) == 0 || w.name == string(cmd.name)) {
+			m.expire(w)
+			out = append(out, replyCancelled...)
+		} else {
+			out = append(out, replyNothingPending...)
+		}
 	}
 	b.out = out
 	return true
@@ -518,7 +552,7 @@ func (m *manager) getWait(c *connState, cmd *command, b *batch) bool {
 	case full || c.lockCount() >= m.maxLocksPerConn:
 		// At its limit, c could not take the lock it would be handed.
 		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
-	case cmd.ms == 0:
+	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textGetTimeout, cmd.name)
 	default:
 		m.wait(c, string(cmd.name), false, 0, cmd.ms)
@@ -541,7 +575,7 @@ func (m *manager) sharedGetWait(c *connState, cmd *command, b *batch) bool {
 	case int64(m.sharedCount(cmd.name)) < cmd.max && m.sharedQueueEmpty(cmd.name):
 		n := m.sharedGrant(c, string(cmd.name))
 		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
-	case cmd.ms == 0:
+	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textSharedGetTimeout, cmd.name)
 	default:
 		m.wait(c, string(cmd.name), true, cmd.max, cmd.ms)

@@ -50,6 +50,7 @@ type connState struct {
 	regName     string
 	regSeq      uint64 // 0 when not registered; else the order of registration
 	waiter      *waiter
+	inputEnded  bool // the client will send nothing more: no wait may begin
 }
 
 func newConnState(name, transport string) *connState {
@@ -77,6 +78,7 @@ const (
 	requestBatch requestKind = iota
 	requestConnect
 	requestDisconnect
+	requestEndOfInput
 	requestWaitExpired
 	requestStats
 	requestStop
@@ -147,6 +149,11 @@ func (m *manager) handle(req request) bool {
 		m.logf("connect", req.conn)
 	case requestDisconnect:
 		m.disconnect(req.conn)
+	case requestEndOfInput:
+		req.conn.inputEnded = true
+		if w := req.conn.waiter; w != nil {
+			m.expire(w)
+		}
 	case requestWaitExpired:
 		m.expire(req.waiter)
 	case requestStats:
