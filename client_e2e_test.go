@@ -11,6 +11,7 @@ import (
 	"time"
 
 	lockclient "glockd/client"
+	loadgen "glockd/tester/load"
 )
 
 // End-to-end tests of package client against the daemon: sessions,
@@ -574,5 +575,52 @@ func TestClientConcurrentCalls(t *testing.T) {
 	wg.Wait()
 	if err := s.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLoadReconnect runs the load generator with two addresses and takes
+// the first server away, by closing it and by freezing it: each connection
+// loses its session once, reconnects to the second server, and reports the
+// time from the loss to its next grant.
+func TestLoadReconnect(t *testing.T) {
+	for _, how := range []string{"close", "freeze"} {
+		for _, workload := range []string{"cycle", "contend"} {
+			t.Run(how+"/"+workload, func(t *testing.T) {
+				first, second := startServer(t, nil), startServer(t, nil)
+				addr := first.TCPAddr().String()
+				var fz *freezer
+				if how == "freeze" {
+					fz = startFreezer(t, addr)
+					addr = fz.addr()
+				}
+				const conns = 4
+				opts := loadgen.Options{Network: "tcp", Addrs: []string{addr, second.TCPAddr().String()},
+					Workload: workload, Conns: conns, Duration: 2 * time.Second, Keys: 2,
+					Reconnect: true, Interval: 20 * time.Millisecond, SessionTimeout: 300 * time.Millisecond}
+				time.AfterFunc(500*time.Millisecond, func() {
+					if fz != nil {
+						fz.freeze()
+					} else {
+						first.Close()
+					}
+				})
+				res, err := loadgen.Run(context.Background(), opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.SessionsLost != conns || res.Recoveries != conns || res.Mismatches != 0 || res.ConnErrors != 0 {
+					t.Fatalf("want %d sessions lost and recovered, no errors: %+v", conns, res)
+				}
+				t.Logf("%d ops, %d sessions lost, loss to next grant p50 %.1f ms, max %.1f ms", res.Ops, res.SessionsLost, res.RecoveryP50ms, res.RecoveryMaxMs)
+				if res.RecoveryMaxMs <= 0 || res.RecoveryP50ms > res.RecoveryMaxMs || res.Ops == 0 {
+					t.Errorf("recovery times: %+v", res)
+				}
+				if how == "freeze" && res.RecoveryP50ms < 300 {
+					// The frozen address accepts, so each new session first
+					// waits a session timeout for its heartbeat there.
+					t.Errorf("recovery p50 %.1f ms, under the session timeout spent on the frozen address", res.RecoveryP50ms)
+				}
+			})
+		}
 	}
 }
