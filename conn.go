@@ -140,11 +140,16 @@ func keepCommands(cmds []command) []command {
 func (c *conn) runOrQueue(cmds []command) bool {
 	c.mu.Lock()
 	if c.waiting {
-		ok := c.queueBehindWait(cmds)
-		c.mu.Unlock()
-		return ok
+		return c.queueLocked(cmds)
 	}
 	return c.runLocked(cmds)
+}
+
+// queueLocked is queueBehindWait, unlocking c.mu even if it panics (see
+// runLocked).
+func (c *conn) queueLocked(cmds []command) bool {
+	defer c.mu.Unlock()
+	return c.queueBehindWait(cmds)
 }
 
 // runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
