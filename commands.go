@@ -165,7 +165,8 @@ func parseCommand(line, scratch []byte) (command, []byte) {
 
 // parseInto is parseCommand writing to *cmd. The stream transport parses
 // into its batch with it: a command returned by value is copied through the
-// stack, and the reader goroutine's stack has to stay small (see conn).
+// stack, and the reader goroutine's stack has to stay small (docs/design.md,
+// "The idle-stack rule").
 func parseInto(cmd *command, line, scratch []byte) []byte {
 	line = trimSpace(line)
 	end := 0

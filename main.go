@@ -1,6 +1,6 @@
 // Command glockd is a network lock daemon: named exclusive and counted shared
-// locks over TCP, websocket and a unix socket, each released the moment the
-// connection that took it ends.
+// locks over TCP, websocket and a unix socket, each released as soon as the
+// server reads the end of the connection that took it.
 package main
 
 import (

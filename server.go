@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -273,6 +274,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 
 	s.closeListeners()
+	answerWaiters(conns, closeGrace)
 	for _, c := range conns {
 		c.t.close()
 	}
@@ -280,6 +282,43 @@ func (s *Server) Close() error {
 	s.manager.send(request{kind: requestStop})
 	<-s.manager.stopped
 	return nil
+}
+
+// answerWaiters ends the pending waits of conns as timeouts, as at the end
+// of a client's input, and gives their replies up to grace to be written:
+// a client waiting when the server stops learns that it did not get the
+// lock before its connection closes. A connection busy writing to a client
+// that does not read holds its mutex: it is looked at again until grace
+// ends, never waited on.
+func answerWaiters(conns []*conn, grace time.Duration) {
+	for _, c := range conns {
+		c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
+	}
+	deadline := time.Now().Add(grace)
+	conns = slices.Clone(conns) // filtered below; the caller's list stays whole
+	for len(conns) > 0 && time.Now().Before(deadline) {
+		busy := conns[:0]
+		for _, c := range conns {
+			if !c.mu.TryLock() {
+				busy = append(busy, c)
+				continue
+			}
+			waiting, done := c.waiting, c.waitDone
+			c.mu.Unlock()
+			if !waiting {
+				continue
+			}
+			select {
+			case <-done:
+			case <-time.After(time.Until(deadline)):
+				return
+			}
+		}
+		conns = busy
+		if len(conns) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 func (s *Server) closeListeners() {
