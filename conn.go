@@ -140,11 +140,16 @@ func keepCommands(cmds []command) []command {
 func (c *conn) runOrQueue(cmds []command) bool {
 	c.mu.Lock()
 	if c.waiting {
-		ok := c.queueBehindWait(cmds)
-		c.mu.Unlock()
-		return ok
+		return c.queueLocked(cmds)
 	}
 	return c.runLocked(cmds)
+}
+
+// queueLocked is queueBehindWait, unlocking c.mu even if it panics (see
+// runLocked).
+func (c *conn) queueLocked(cmds []command) bool {
+	defer c.mu.Unlock()
+	return c.queueBehindWait(cmds)
 }
 
 // runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
@@ -198,9 +203,7 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		c.srv.manager.execute(c.state, b)
 		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 		if b.dump != nil {
-			b.out = b.dump.appendTo(b.out)
-			b.ends = append(b.ends, len(b.out))
-			b.dump = nil
+			c.appendDump()
 		}
 		if b.waiting {
 			b.waiting = false
@@ -214,6 +217,21 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 	}
 	b.cmds = nil
 	return c.flush()
+}
+
+// appendDump sorts and formats the dump the manager copied. A big one waits
+// for its turn (see Server.bigDumps) and lets other goroutines run between
+// its parts: on a machine with few cores, dumps of a million locks would
+// otherwise hold up every other client.
+func (c *conn) appendDump() {
+	b := &c.b
+	if len(b.dump.entries) > dumpStep {
+		c.srv.bigDumps <- struct{}{}
+		defer func() { <-c.srv.bigDumps }()
+	}
+	b.out = b.dump.appendTo(b.out)
+	b.ends = append(b.ends, len(b.out))
+	b.dump = nil
 }
 
 // flush writes the pending replies and empties the buffers, giving back big

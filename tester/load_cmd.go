@@ -44,6 +44,17 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	opts.Network, opts.Addrs = targets[0].network, strings.Split(targets[0].addr, ",")
 	opts.Reconnect = *reconnect || len(opts.Addrs) > 1 && !flagSet(fs, "reconnect")
+	// One address that answers is enough to start.
+	var err error
+	for _, addr := range opts.Addrs {
+		if err = checkConnect(ctx, target{opts.Network, addr}, opts.Timeout); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tester load: %v\n", err)
+		return 2
+	}
 	if isTerminal(os.Stderr) && stderr == os.Stderr {
 		opts.Progress = stderr
 	}
