@@ -624,3 +624,40 @@ func TestLoadReconnect(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionBangNames: lock names that look like out-of-band replies do
+// not confuse the reader: in d they come as "NAME: OWNER".
+func TestSessionBangNames(t *testing.T) {
+	srv := startServer(t, nil)
+	for _, tr := range []struct{ network, addr string }{
+		{"tcp", srv.TCPAddr().String()},
+		{"ws", "ws://" + srv.WSAddr().String() + "/"},
+	} {
+		t.Run(tr.network, func(t *testing.T) {
+			s := newSession(t, tr.network, []string{tr.addr}, lockclient.SessionOptions{Interval: time.Millisecond})
+			ctx := bg(t)
+			names := []string{"!pong", "!cancel 0", "!cancel 1"}
+			for _, n := range names {
+				if _, err := s.TryLock(ctx, n); err != nil {
+					t.Fatalf("TryLock %q: %v", n, err)
+				}
+			}
+			for range 50 {
+				owners, err := s.Client().Debug(ctx, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, o := range owners {
+					got = append(got, o.Lock)
+				}
+				if strings.Join(got, "|") != "!cancel 0|!cancel 1|!pong" {
+					t.Fatalf("d: %q", got)
+				}
+			}
+			if _, err := s.TryAcquire(ctx, "x", 0); err == nil {
+				t.Error("TryAcquire with at most 0 holders: no error")
+			}
+		})
+	}
+}

@@ -71,18 +71,31 @@ func (s *Session) LockShared(ctx context.Context, name string) (*Lock, error) {
 	return s.lockShared(ctx, name, 0, false)
 }
 
+func checkMax(maxHolders int) error {
+	if maxHolders < 1 {
+		return fmt.Errorf("glockd: %d holders at most: want 1 or more", maxHolders)
+	}
+	return nil
+}
+
 // Acquire takes the shared lock name while fewer than maxHolders
 // connections hold it, waiting for that (sgw) until ctx ends, as Lock
 // does: name is a counting semaphore. A session that holds it already
 // gets another handle at once, since the server counts each connection
 // once.
 func (s *Session) Acquire(ctx context.Context, name string, maxHolders int) (*Lock, error) {
+	if err := checkMax(maxHolders); err != nil {
+		return nil, err
+	}
 	return s.lockShared(ctx, name, maxHolders, true)
 }
 
 // TryAcquire is Acquire without waiting: it returns ErrLocked when
 // maxHolders connections hold name.
 func (s *Session) TryAcquire(ctx context.Context, name string, maxHolders int) (*Lock, error) {
+	if err := checkMax(maxHolders); err != nil {
+		return nil, err
+	}
 	return s.lockShared(ctx, name, maxHolders, false)
 }
 
@@ -222,10 +235,9 @@ func sharedGet(name string, maxHolders int, wait bool, ms time.Duration, holders
 		}}
 }
 
+// lockShared takes a shared lock: with maxHolders 0 by sg, else by sgw,
+// waiting or not.
 func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, wait bool) (*Lock, error) {
-	if maxHolders < 0 || wait && maxHolders == 0 {
-		return nil, fmt.Errorf("glockd: %d holders at most: want 1 or more", maxHolders)
-	}
 	probe, norm := nameCommand[bool]("sg", name)
 	if probe.err != nil {
 		return nil, probe.err
