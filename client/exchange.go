@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -31,6 +32,9 @@ type inflight struct {
 	// cancel is set when the caller's context ended: each wait of the call
 	// is cancelled when its turn at the server comes.
 	cancel bool
+	// cancelling counts the cancellations being written. The call is over
+	// only once they are out, lest one reach a wait sent after it.
+	cancelling sync.WaitGroup
 }
 
 // ping is one heartbeat, "!ping", which the server answers "!pong" at once
@@ -113,6 +117,17 @@ func (c *Client) deadErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
+}
+
+// endErr is the error of a call when the connection has ended: none if
+// its replies were all read first.
+func (c *Client) endErr(cl *inflight) error {
+	select {
+	case <-cl.done:
+		return nil
+	default:
+		return c.deadErr()
+	}
 }
 
 // takeTurn waits for the right to send commands; see Client.turn.
@@ -229,7 +244,7 @@ func (c *Client) await(ctx context.Context, cl *inflight, finish bool) (interrup
 	case <-cl.done:
 		return false, nil
 	case <-c.dead:
-		return false, c.deadErr()
+		return false, c.endErr(cl)
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
@@ -248,17 +263,20 @@ func (c *Client) await(ctx context.Context, cl *inflight, finish bool) (interrup
 	}
 	cl.cancel = true
 	name, ok := c.nextWait(cl)
-	c.mu.Unlock()
 	if ok {
-		c.cancelWait(name)
+		// On another goroutine: a server that stopped reading would block
+		// the write, and the timer below is what gives up on it.
+		cl.cancelling.Go(func() { c.cancelWait(name) })
 	}
+	c.mu.Unlock()
+	defer cl.cancelling.Wait()
 	t := time.NewTimer(c.grace)
 	defer t.Stop()
 	select {
 	case <-cl.done:
 		return true, nil
 	case <-c.dead:
-		return true, c.deadErr()
+		return true, c.endErr(cl)
 	case <-t.C:
 		err := fmt.Errorf("glockd client: no reply within %v of cancelling a wait: %w", c.grace, ctx.Err())
 		c.fail(err)
@@ -377,12 +395,10 @@ func (c *Client) readLoop() {
 			return
 		}
 		c.mu.Lock()
-		var name string
-		var cancel bool
 		switch {
 		case c.outOfBand(reply):
 		case len(c.pending) > 0:
-			name, cancel = c.fill(reply)
+			c.fill(reply)
 		case len(c.unclaimed) < maxUnclaimed:
 			c.unclaimed = append(c.unclaimed, strings.TrimSuffix(reply, "\n"))
 			select {
@@ -395,11 +411,6 @@ func (c *Client) readLoop() {
 			return
 		}
 		c.mu.Unlock()
-		if cancel {
-			// Not on this goroutine: a write may wait for the server,
-			// which may wait for this goroutine to read.
-			go c.cancelWait(name)
-		}
 	}
 }
 
@@ -438,9 +449,9 @@ func (c *Client) outOfBand(reply string) bool {
 }
 
 // fill adds reply to the oldest call awaiting one. When that completes a
-// wait of a call whose waits are being cancelled, it returns the name of
-// the call's next wait, to cancel. c.mu is held.
-func (c *Client) fill(reply string) (name string, cancel bool) {
+// wait of a call whose waits are being cancelled, it cancels the call's
+// next wait. c.mu is held.
+func (c *Client) fill(reply string) {
 	cl := c.pending[0]
 	r := &cl.reqs[cl.next]
 	switch {
@@ -449,14 +460,18 @@ func (c *Client) fill(reply string) (name string, cancel bool) {
 	case r.multi:
 		if reply != c.fenceFree && reply != c.fenceLocked {
 			r.lines = append(r.lines, reply)
-			return "", false
+			return
 		}
 	default:
 		r.lines = append(r.lines, reply)
 	}
 	cl.next++
 	if r.wait && cl.cancel {
-		name, cancel = c.nextWait(cl)
+		if name, ok := c.nextWait(cl); ok {
+			// Not on this goroutine: a write may wait for the server,
+			// which may wait for this goroutine to read.
+			cl.cancelling.Go(func() { c.cancelWait(name) })
+		}
 	}
 	if cl.next == len(cl.reqs) {
 		c.pending[0] = nil
@@ -466,7 +481,6 @@ func (c *Client) fill(reply string) (name string, cancel bool) {
 		}
 		close(cl.done)
 	}
-	return name, cancel
 }
 
 // readLine reads one reply line without its "\n". A "\r" before it is
