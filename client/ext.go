@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// These are the Part 2 verbs. The original glockd does not know them and
-// sends no reply, so against it a call waits until its context ends.
+// These are glockd's extension verbs (gw, sgw, t, ping). The original
+// glockd does not know them and sends no reply, so against it a call waits
+// until its context ends.
 
 // millis converts a wait to the protocol's milliseconds: a negative wait
 // means no limit (-1), and a positive one is rounded up, so that it never
