@@ -72,7 +72,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	where.register(fs)
 	dump := fs.Bool("dump", true, "the server runs with -dump=true (else check its \"0 disabled\" replies)")
 	registry := fs.Bool("registry", true, "the server runs with -registry=true (else check its \"0 disabled\" replies)")
-	ext := fs.Bool("ext", false, "also check the extension verbs gw, sgw, t and ping")
+	ext := fs.Bool("ext", false, "also check the extension verbs gw, sgw, t, ping, dl, !ping and !cancel")
 	exclusive := fs.Bool("exclusive", false, "no one else uses the server: check exact counter changes")
 	fresh := fs.Bool("fresh", false, "the server has just started and no one else uses it: also check q at start-up (first target only)")
 	timeout := fs.Duration("timeout", 10*time.Second, "time limit of each check")
