@@ -3,6 +3,7 @@
 //
 //	go run ./tester -host 127.0.0.1:9999 [-unix PATH] [-ws ws://127.0.0.1:9998/] [-ext]
 //	go run ./tester load -host 127.0.0.1:9999 -c 50 -d 10s -workload cycle
+//	go run ./tester failover -short
 //
 // The conformance run prints "ok  NAME" or "FAIL NAME: WHY" per check and
 // ends with "N passed, M failed"; its exit status is 1 if any check failed,
@@ -32,6 +33,9 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "load" {
 		return runLoad(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "failover" {
+		return runFailover(ctx, args[1:], stdout, stderr)
 	}
 	return runSuite(ctx, args, stdout, stderr)
 }
@@ -78,7 +82,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	timeout := fs.Duration("timeout", 10*time.Second, "time limit of each check")
 	only := fs.String("run", "", "run only the checks whose name matches this `regexp`")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: tester [flags]        conformance checks\n       tester load [flags]   load generator (tester load -h)\n")
+		fmt.Fprintf(stderr, "usage: tester [flags]            conformance checks\n       tester load [flags]       load generator (tester load -h)\n       tester failover [flags]   high-availability checker (tester failover -h)\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
