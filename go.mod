@@ -1,4 +1,4 @@
-module glockd
+module github.com/glockd/glockd
 
 go 1.26.0
 

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"glockd/tester/load"
+	"github.com/glockd/glockd/tester/load"
 )
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -16,7 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // Options describe a load run.

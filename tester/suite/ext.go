@@ -3,7 +3,7 @@ package suite
 import (
 	"time"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // The extension verbs (gw, sgw, t, ping), checked with Options.Ext.
