@@ -29,8 +29,8 @@ const (
 	verbSGW
 	verbT
 	verbPing
-	verbNowPing   // !ping: answered at once, even while a wait is pending
-	verbNowCancel // !cancel [NAME]: ends the pending wait at once
+	verbNowPing    // !ping: answered at once, even while a wait is pending
+	verbNowCancel  // !cancel [NAME]: ends the pending wait at once
 	verbAuth       // auth TOKEN: identifies the connection (with -acl-file)
 	verbKill       // kill CONN: closes a connection (admin)
 	verbKillHolder // kill-holder NAME: closes the holder of a lock (admin)
