@@ -27,6 +27,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&opts.Keys, "keys", 8, "contend, shared, inspect: number of lock names")
 	fs.DurationVar(&opts.Timeout, "timeout", 5*time.Second, "time limit of each dial and each batch's replies")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	secure := secureFlags(fs, &opts) // TLS and auth: load_secure.go
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tester load [flags]\n\nWorkloads: cycle (g/r on each connection's own lock), contend (g/r on a few\nhot names), shared (sg/sr), inspect (i on names half of which are held).\n\n")
 		fs.PrintDefaults()
@@ -40,6 +41,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts.Network, opts.Addr = targets[0].network, targets[0].addr
+	if err := secure(); err != nil {
+		fmt.Fprintln(stderr, "tester load:", err)
+		return 2
+	}
 	if isTerminal(os.Stderr) && stderr == os.Stderr {
 		opts.Progress = stderr
 	}
