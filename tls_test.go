@@ -3,11 +3,15 @@ package main
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -299,4 +303,150 @@ func TestSecurityConfigErrors(t *testing.T) {
 	if code := run([]string{"-tls-port", "70000"}, &stderr); code == 0 {
 		t.Errorf("-tls-port 70000: exit 0")
 	}
+}
+
+// TestIdleTLSConnMemory reports what an idle TLS connection costs the
+// server: its goroutine's stack (the clients here have none) once the
+// collector has shrunk stacks, and the heap of both ends.
+func TestIdleTLSConnMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures memory")
+	}
+	ca := newTestCA(t, "glockd-test")
+	srv, _ := tlsServer(t, ca, func(c *Config) { c.Security.WSTLS = false; c.WSAddr = "" })
+	cfg := ca.clientTLS()
+	const n = 300
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	buf := make([]byte, 256)
+	for i := range n {
+		tc, err := dialTLS(t, srv, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cmd := range []string{"g h" + strconv.Itoa(i), "sg s", "t h" + strconv.Itoa(i)} {
+			if _, err := tc.Write([]byte(cmd + "\n")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tc.Read(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Collections halve a stack that uses under a quarter of it.
+	for range 5 {
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&after)
+	stack := (int64(after.StackInuse) - int64(before.StackInuse)) / n
+	heap := (int64(after.HeapInuse) - int64(before.HeapInuse)) / n
+	t.Logf("per idle TLS connection: server goroutine stack %d bytes; heap of server and client together %d bytes", stack, heap)
+}
+
+// TestTLSRecordBoundaries: commands split across TLS records and records
+// packed into one TCP segment, in writes of every size, all get their
+// replies in order (the record reader hands crypto/tls one record at a
+// time and must never leave input unseen while the connection waits).
+func TestTLSRecordBoundaries(t *testing.T) {
+	ca := newTestCA(t, "glockd-test")
+	srv, _ := tlsServer(t, ca, nil)
+	c := tlsClient(t, srv, ca.clientTLS())
+	rng := rand.New(rand.NewPCG(1, 2))
+	var all strings.Builder
+	const n = 3000
+	for i := range n {
+		fmt.Fprintf(&all, "g k%d-%s\n", i, strings.Repeat("x", rng.IntN(40)))
+	}
+	data := all.String()
+	done := make(chan error, 1)
+	go func() {
+		// Writes of 1 byte to 40 KB: tiny records, and records of 16 KB
+		// split over many TCP segments.
+		for len(data) > 0 {
+			size := 1 + rng.IntN(64)
+			if rng.IntN(10) == 0 {
+				size = 1 + rng.IntN(40_000)
+			}
+			size = min(size, len(data))
+			if _, err := c.nc.Write([]byte(data[:size])); err != nil {
+				done <- err
+				return
+			}
+			data = data[size:]
+		}
+		done <- nil
+	}()
+	for i := range n {
+		got := c.line()
+		if !strings.HasPrefix(got, fmt.Sprintf("1 Lock Get Success: k%d-", i)) {
+			t.Fatalf("reply %d: %q", i, got)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Many records in one TCP segment: each command its own record.
+	raw, err := net.Dial("tcp", srv.TLSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed := &packingConn{Conn: raw}
+	tc := tls.Client(packed, ca.clientTLS())
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	p := streamClient(t, tc)
+	for round := range 20 {
+		packed.hold = true
+		for i := range 40 {
+			p.send(fmt.Sprintf("i p%d-%d\n", round, i))
+		}
+		packed.flush()
+		for i := range 40 {
+			if got, want := p.line(), fmt.Sprintf("0 Lock Not Locked: p%d-%d\n", round, i); got != want {
+				t.Fatalf("packed records: %q, want %q", got, want)
+			}
+		}
+	}
+
+	// A wait with commands behind it, arriving in separate records.
+	other := dial(t, srv, "tcp")
+	other.expect("g busy", "1 Lock Get Success: busy\n")
+	c.send("gw -1 busy\n")
+	c.send("i busy\n")
+	c.send("!ping\n")
+	if got := c.line(); got != "!pong\n" {
+		t.Fatalf("!ping during a wait: %q", got)
+	}
+	other.close()
+	for _, want := range []string{"1 Lock Get Success: busy\n", "1 Lock Is Locked: busy\n"} {
+		if got := c.line(); got != want {
+			t.Fatalf("after the wait: %q, want %q", got, want)
+		}
+	}
+}
+
+// packingConn holds what is written while hold is set, to send it in one
+// write: the TLS records of many writes then arrive together.
+type packingConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *packingConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *packingConn) flush() {
+	c.hold = false
+	c.Conn.Write(c.buf)
+	c.buf = nil
 }
