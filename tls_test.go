@@ -450,3 +450,39 @@ func (c *packingConn) flush() {
 	c.Conn.Write(c.buf)
 	c.buf = nil
 }
+
+// TestTLSKillAndClose: a TLS connection idle in its wait for input, and one
+// still in its handshake, end at once on a kill and on Close.
+func TestTLSKillAndClose(t *testing.T) {
+	ca := newTestCA(t, "glockd-test")
+	srv, _ := tlsServer(t, ca, func(c *Config) { c.Security.Admin = true })
+	victim := tlsClient(t, srv, ca.clientTLS())
+	victim.expect("g v", "1 Lock Get Success: v\n")
+	admin := dial(t, srv, "unix")
+	admin.expect("kill "+victim.name, "1 ok\n")
+	expectClosed(t, victim)
+	eventually(t, "the TLS victim's lock orphaned", func() bool { return admin.do("i v") == "0 Lock Not Locked: v\n" })
+
+	silent, err := net.Dial("tcp", srv.TLSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	idle := tlsClient(t, srv, ca.clientTLS())
+	idle.expect("g i", "1 Lock Get Success: i\n")
+	eventually(t, "the silent client admitted", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.conns) == 3
+	})
+	closed := make(chan struct{})
+	go func() {
+		srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second): // the handshake timeout is 10 s
+		t.Fatal("Close waits for a handshake")
+	}
+}
