@@ -43,6 +43,8 @@ type manager struct {
 	orphaning []*connState
 	// dumps are the dumps of big tables being copied in steps.
 	dumps []*dumpJob
+
+	sec managerSecurity // access control and kill (admin.go)
 }
 
 // connState is the manager's view of a connection.
@@ -61,6 +63,12 @@ type connState struct {
 	regSeq      uint64 // 0 when not registered; else the order of registration
 	waiter      *waiter
 	inputEnded  bool // the client will send nothing more: no wait may begin
+
+	// Access control (acl.go, admin.go). certName and kill are set before
+	// the manager first sees the connection; ident is the manager's.
+	certName string    // the verified client certificate's name, if any
+	kill     func()    // cuts the connection short; nil when kill is off
+	ident    *identity // who the connection is; nil until identified
 }
 
 func newConnState(name, transport string) *connState {
@@ -92,6 +100,7 @@ const (
 	requestWaitExpired
 	requestStats
 	requestStop
+	requestCall // run fn in the manager: rare work such as a reload
 )
 
 type request struct {
@@ -100,6 +109,7 @@ type request struct {
 	batch  *batch
 	waiter *waiter
 	stats  chan<- statsSnapshot
+	fn     func(*manager)
 }
 
 // orphanStep bounds how many locks one step of orphaning releases, so that a
@@ -165,7 +175,13 @@ func (m *manager) handle(req request) bool {
 		m.conns++
 		m.connsByTransport[req.conn.transport]++
 		m.logf("connect", req.conn)
+		if m.sec.enabled {
+			m.secureConnect(req.conn)
+		}
 	case requestDisconnect:
+		if m.sec.enabled {
+			m.secureDisconnect(req.conn)
+		}
 		m.disconnect(req.conn)
 	case requestEndOfInput:
 		req.conn.inputEnded = true
@@ -176,10 +192,29 @@ func (m *manager) handle(req request) bool {
 		m.expire(req.waiter)
 	case requestStats:
 		req.stats <- m.snapshot()
+	case requestCall:
+		req.fn(m)
 	case requestStop:
 		return false
 	}
 	return true
+}
+
+// call runs fn in the manager and waits until it has run; false when the
+// manager has stopped.
+func (m *manager) call(fn func(*manager)) bool {
+	done := make(chan struct{})
+	select {
+	case m.requests <- request{kind: requestCall, fn: func(m *manager) { fn(m); close(done) }}:
+	case <-m.stopped:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-m.stopped:
+		return false
+	}
 }
 
 // send queues a request for the manager; it does not wait for the answer.

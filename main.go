@@ -55,6 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")
 	fs.DurationVar(&cfg.UserTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (default keepalive-idle + keepalive-interval × keepalive-count; 0: the system's)")
+	finishSecurity := securityFlags(fs, &cfg.Security) // TLS, identities, kill: security.go
 	if err := fs.Parse(args); err != nil {
 		return cfg, opts, err
 	}
@@ -91,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	}
 	if *wsPort != 0 {
 		cfg.WSAddr = net.JoinHostPort(*bind, strconv.Itoa(*wsPort))
+	}
+	if err := finishSecurity(*bind); err != nil {
+		return cfg, opts, err
 	}
 	for _, o := range strings.Split(*wsOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -138,6 +142,8 @@ func run(args []string, stderr io.Writer) int {
 
 // serve runs a server until ctx is done, holding the pidfile meanwhile.
 func serve(ctx context.Context, cfg Config, opts options) error {
+	hangups := notifyHangup() // SIGHUP reloads (security.go)
+	defer signal.Stop(hangups)
 	if opts.pidfile != "" {
 		pf, err := lockPidfile(opts.pidfile)
 		if err != nil {
@@ -153,8 +159,8 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "websocket", addrString(srv.WSAddr()), "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))
-	<-ctx.Done()
+	cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))
+	reloadOnHangup(ctx, srv, hangups)
 	cfg.Logger.Info("glockd shutting down")
 	return srv.Close()
 }

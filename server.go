@@ -56,6 +56,9 @@ type Config struct {
 	// MetricsAddr serves /metrics and /healthz on an address of their own,
 	// "host:port"; "" disables (WSAddr serves them too).
 	MetricsAddr string
+
+	// Security: TLS, identities and kill (security.go); off when zero.
+	Security SecurityConfig
 }
 
 // Defaults of the limits, also the flags' defaults.
@@ -89,6 +92,7 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Security = cfg.Security.withDefaults()
 	return cfg
 }
 
@@ -118,6 +122,8 @@ type Server struct {
 	// bigDumps admits the sorting and formatting of big dumps, at most
 	// one fewer at once than there are cores: other clients keep a core.
 	bigDumps chan struct{}
+
+	sec serverSecurity // TLS (security.go)
 }
 
 // NewServer checks cfg and makes a server; Start opens its listeners.
@@ -132,9 +138,15 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	sec, acl, err := newSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	m := newManager(cfg)
+	m.sec = newManagerSecurity(cfg, acl)
 	return &Server{
 		cfg:       cfg,
+		sec:       sec,
 		manager:   m,
 		metrics:   newMetrics(m, cfg.MaxConns),
 		conns:     make(map[*conn]struct{}),
@@ -190,6 +202,9 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("unix socket: %w", err)
 		}
 	}
+	if err = s.listenSecure(&lc); err != nil {
+		return err
+	}
 	s.started = true
 	go s.manager.run()
 	if s.tcp != nil {
@@ -199,6 +214,10 @@ func (s *Server) Start() (err error) {
 	if s.unix != nil {
 		s.wg.Add(1)
 		go s.acceptLoop(s.unix, "unix")
+	}
+	if s.sec.tlsLn != nil {
+		s.wg.Add(1)
+		go s.acceptLoop(s.sec.tlsLn, "tls")
 	}
 	if s.ws != nil {
 		s.http = s.newHTTPServer(s.httpHandler())
@@ -338,6 +357,9 @@ func (s *Server) closeListeners() {
 	if s.unix != nil {
 		s.unix.Close() // and removes the socket file
 	}
+	if s.sec.tlsLn != nil {
+		s.sec.tlsLn.Close()
+	}
 }
 
 // track registers a new connection, unless the server is closing or full;
@@ -393,7 +415,9 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 		}
 		go func() {
 			defer s.untrack(c)
-			c.serve()
+			if s.handshake(c, nc) {
+				c.serve()
+			}
 		}()
 	}
 }
@@ -401,7 +425,8 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 // refuse tells a connection why it is turned away, without letting a client
 // that does not read hold up the accept loop, and closes it.
 func refuse(nc net.Conn, refusal string) {
-	if strings.HasPrefix(refusal, "0 ") {
+	// A TLS reply would need a handshake in the accept loop: none is sent.
+	if _, isTLS := nc.(*tlsConn); !isTLS && strings.HasPrefix(refusal, "0 ") {
 		nc.SetWriteDeadline(time.Now().Add(time.Second))
 		nc.Write([]byte(refusal))
 	}
@@ -447,6 +472,9 @@ func (s *Server) checkOrigin(_ *websocket.Config, req *http.Request) error {
 
 func (s *Server) serveWebsocket(ws *websocket.Conn) {
 	c := newConn(s, ws.Request().RemoteAddr, "websocket", newWebsocketTransport(ws, s.cfg.MaxLine))
+	if tls := ws.Request().TLS; tls != nil {
+		c.state.certName = peerName(*tls)
+	}
 	if refusal := s.track(c); refusal != "" {
 		if strings.HasPrefix(refusal, "0 ") {
 			ws.SetWriteDeadline(time.Now().Add(time.Second))
