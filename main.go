@@ -104,8 +104,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 			cfg.WSOrigins = append(cfg.WSOrigins, o)
 		}
 	}
-	if cfg.TCPAddr == "" && cfg.WSAddr == "" && cfg.UnixPath == "" {
-		return cfg, opts, errors.New("nothing to serve: -port 0 and -ws 0 without -unix")
+	if cfg.TCPAddr == "" && cfg.WSAddr == "" && cfg.UnixPath == "" && cfg.Security.TLSAddr == "" {
+		return cfg, opts, errors.New("nothing to serve: -port 0 and -ws 0 without -unix or -tls-port")
 	}
 	cfg.KeepAlive.Enable = true
 	// Linux applies TCP_USER_TIMEOUT to keepalive too, in place of the probe
