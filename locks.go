@@ -19,7 +19,8 @@ type manager struct {
 
 	exclusive lockTable
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
-	lastToken uint64                // fencing token of the latest acquisition
+	tokens    tokenSource           // fencing tokens, see tokens.go
+	leader    *leadership           // HA: nil without -etcd, see leader.go
 
 	shared        map[string]*sharedLock
 	sharedWaiters map[string]*waitQueue
@@ -108,8 +109,7 @@ func newManager(cfg Config) *manager {
 		sharedWaiters:    make(map[string]*waitQueue),
 		registry:         newRegistry(),
 		connsByTransport: make(map[string]int),
-		// Seeded from the clock so tokens keep increasing across restarts.
-		lastToken: uint64(time.Now().UnixNano()),
+		tokens:           newClockTokens(time.Now()),
 	}
 	if cfg.Verbose {
 		m.log = cfg.Logger
@@ -138,6 +138,10 @@ func (m *manager) run() {
 }
 
 func (m *manager) handle(req request) bool {
+	// HA: past the leader's deadline nothing is answered (leader.go).
+	if m.leader != nil && !m.admit(req) {
+		return true
+	}
 	switch req.kind {
 	case requestBatch:
 		m.runBatch(req.conn, req.batch)
@@ -193,8 +197,7 @@ func (m *manager) lock(c *connState, name []byte) (ok, full bool) {
 // grant makes c the holder of the lock ref, with a new fencing token.
 func (m *manager) grant(c *connState, ref lockRef) {
 	l := m.exclusive.record(ref)
-	m.lastToken++
-	l.owner, l.token, l.index = c, m.lastToken, uint32(len(c.held))
+	l.owner, l.token, l.index = c, m.tokens.take(), uint32(len(c.held))
 	c.held = append(c.held, ref)
 	if m.log != nil {
 		m.logf("acquire", c, "lock", l.name)
@@ -267,6 +270,9 @@ func (m *manager) disconnect(c *connState) {
 
 // orphanStep releases up to orphanStep locks of the oldest ended connection.
 func (m *manager) orphanStep() {
+	if m.leader != nil {
+		m.mayServe() // HA: a step past the deadline hands nothing to waiters (leader.go)
+	}
 	c := m.orphaning[0]
 	if m.orphanLocks(c, orphanStep) {
 		m.orphaning[0] = nil
