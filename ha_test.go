@@ -145,8 +145,10 @@ func startHANode(t *testing.T, name, etcd string, extra ...string) *haNodeProc {
 	return n
 }
 
-func (n *haNodeProc) addr() string        { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.port)) }
-func (n *haNodeProc) metricsAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.metricsPort)) }
+func (n *haNodeProc) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.port)) }
+func (n *haNodeProc) metricsAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.metricsPort))
+}
 
 func (n *haNodeProc) start() {
 	n.t.Helper()
