@@ -442,7 +442,7 @@ func (n *haNode) run() {
 	for n.ctx.Err() == nil {
 		err := n.runTerm()
 		if err != nil && n.ctx.Err() == nil {
-			n.log.Warn("etcd", "err", err)
+			n.log.Warn("not leading", "err", err)
 			sleepCtx(n.ctx, n.cfg.LeaseTTL/4)
 		}
 	}
