@@ -4,9 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -565,5 +572,86 @@ func TestHALeaderCutOff(t *testing.T) {
 	t.Logf("after the cut: a closed its client at %.2fs, b granted the lock at %.2fs", tA.Sub(cut).Seconds(), tB.Sub(cut).Seconds())
 	if !tA.Before(tB) {
 		t.Fatal("b granted the lock before a closed its client")
+	}
+}
+
+// TestHAEtcdTLS: etcd that requires client certificates; the node connects
+// with -etcd-cert, -etcd-key and -etcd-ca and leads.
+func TestHAEtcdTLS(t *testing.T) {
+	bin := etcdBinary(t)
+	dir := t.TempDir()
+	writeTestPKI(t, dir)
+	client := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
+	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	args := append(etcdArgs("e0", t.TempDir(), client, client, peer, "e0="+peer),
+		"--cert-file", filepath.Join(dir, "server.pem"), "--key-file", filepath.Join(dir, "server-key.pem"),
+		"--client-cert-auth", "--trusted-ca-file", filepath.Join(dir, "ca.pem"))
+	runDaemon(t, exec.Command(bin, args...))
+	tlsFlags := []string{"-etcd-ca", filepath.Join(dir, "ca.pem"),
+		"-etcd-cert", filepath.Join(dir, "client.pem"), "-etcd-key", filepath.Join(dir, "client-key.pem")}
+	a := startHANode(t, "a", client, tlsFlags...)
+	waitServing(t, 20*time.Second, a)
+	dialLine(t, a.addr()).lock("x")
+	// Without a client certificate etcd refuses the node: it never serves.
+	b := startHANode(t, "b", client, tlsFlags[:2]...)
+	time.Sleep(haTTL)
+	if code, body := b.healthz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "leader: unknown") {
+		t.Fatalf("b without a client certificate: /healthz %d %q", code, body)
+	}
+}
+
+// writeTestPKI writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate, in PEM, into dir.
+func writeTestPKI(t *testing.T, dir string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	write := func(name, typ string, der []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKey := func(name string, k *ecdsa.PrivateKey) {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(name, "PRIVATE KEY", der)
+	}
+	caKey := newKey()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "glockd test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("ca.pem", "CERTIFICATE", caDER)
+	for i, name := range []string{"server", "client"} {
+		key := newKey()
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(name+".pem", "CERTIFICATE", der)
+		writeKey(name+"-key.pem", key)
 	}
 }

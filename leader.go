@@ -340,6 +340,10 @@ func (s *Server) enableHA(cfg HAConfig) error {
 		Endpoints:   cfg.Endpoints,
 		TLS:         tlsConfig,
 		DialTimeout: cfg.LeaseTTL,
+		// A connection to etcd that went silent (a partition that drops
+		// packets) is replaced rather than waited on; 10 s is gRPC's least.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: cfg.LeaseTTL,
 		// Its errors reach the log through ours, in our format.
 		Logger: zap.NewNop(),
 		// gRPC's reconnection backoff grows to 2 minutes: a node would
