@@ -27,9 +27,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +43,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 )
@@ -344,8 +347,7 @@ func (s *Server) enableHA(cfg HAConfig) error {
 		// packets) is replaced rather than waited on; 10 s is gRPC's least.
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: cfg.LeaseTTL,
-		// Its errors reach the log through ours, in our format.
-		Logger: zap.NewNop(),
+		Logger:               etcdLogger(s.cfg.Logger),
 		// gRPC's reconnection backoff grows to 2 minutes: a node would
 		// then notice etcd's return long after it came back.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
@@ -386,6 +388,53 @@ func (s *Server) enableHA(cfg HAConfig) error {
 	s.ha = n
 	return nil
 }
+
+// etcdLogger passes the etcd client's warnings and errors to our log (a
+// failed TLS handshake, say, which our own errors only show as a timeout),
+// each kind at most once every 10 seconds: while etcd is down the client
+// warns at every retry.
+func etcdLogger(log *slog.Logger) *zap.Logger {
+	return zap.New(zapcore.NewSamplerWithOptions(zapToSlog{log: log}, 10*time.Second, 1, 0))
+}
+
+// zapToSlog is a zapcore.Core writing to a slog.Logger.
+type zapToSlog struct {
+	log    *slog.Logger
+	fields []zapcore.Field
+}
+
+func (z zapToSlog) Enabled(l zapcore.Level) bool { return l >= zapcore.WarnLevel }
+
+func (z zapToSlog) With(fields []zapcore.Field) zapcore.Core {
+	return zapToSlog{log: z.log, fields: append(slices.Clip(z.fields), fields...)}
+}
+
+func (z zapToSlog) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if z.Enabled(e.Level) {
+		return ce.AddCore(e, z)
+	}
+	return ce
+}
+
+func (z zapToSlog) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range append(slices.Clip(z.fields), fields...) {
+		f.AddTo(enc)
+	}
+	keys := slices.Sorted(maps.Keys(enc.Fields))
+	args := make([]any, 0, 2*len(keys))
+	for _, k := range keys {
+		args = append(args, k, enc.Fields[k])
+	}
+	level := slog.LevelWarn
+	if e.Level >= zapcore.ErrorLevel {
+		level = slog.LevelError
+	}
+	z.log.Log(context.Background(), level, "etcd client: "+e.Message, args...)
+	return nil
+}
+
+func (z zapToSlog) Sync() error { return nil }
 
 func etcdTLS(cfg HAConfig) (*tls.Config, error) {
 	if cfg.CertFile == "" && cfg.CAFile == "" {
