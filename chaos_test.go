@@ -201,30 +201,10 @@ type chaosModel struct {
 func (m *chaosModel) connect(tr string) (*chaosSession, error) {
 	s := &chaosSession{held: map[string]bool{}, sheld: map[string]bool{}}
 	var err error
-	switch tr {
-	case "tcp":
-		s.nc, err = net.Dial("tcp", m.srv.TCPAddr().String())
-	case "unix":
-		s.nc, err = net.Dial("unix", m.srv.cfg.UnixPath)
-	case "websocket":
-		s.nc, err = net.Dial("tcp", m.srv.WSAddr().String())
-	}
-	if err != nil {
+	if s.nc, s.ws, err = dialTransport(tr, addrsOf(m.srv)); err != nil {
 		return nil, err
 	}
-	if tr == "websocket" {
-		cfg, err := websocket.NewConfig("ws://"+m.srv.WSAddr().String()+"/", "http://localhost/")
-		if err != nil {
-			s.nc.Close()
-			return nil, err
-		}
-		cfg.Header.Del("Origin")
-		s.nc.SetDeadline(time.Now().Add(10 * time.Second))
-		if s.ws, err = websocket.NewClient(cfg, s.nc); err != nil {
-			s.nc.Close()
-			return nil, err
-		}
-	} else {
+	if s.ws == nil {
 		s.r = bufio.NewReader(s.nc)
 	}
 	me, err := s.do("me")

@@ -1,10 +1,5 @@
 package main
 
-import (
-	"unicode"
-	"unicode/utf8"
-)
-
 // verb identifies a command. The zero value is an unknown command or a blank
 // line, which the protocol answers with silence.
 type verb uint8
@@ -29,8 +24,17 @@ const (
 	verbSGW
 	verbT
 	verbPing
+	verbDL
+	verbNowPing   // !ping: answered at once, even while a wait is pending
+	verbNowCancel // !cancel [NAME]: ends the pending wait at once
 	numVerbs
 )
+
+// outOfBand reports whether the verb is run as soon as it is read, even
+// while a wait is pending, instead of after the commands before it. Its
+// reply starts with "!", which no other reply does, so that a client can
+// tell it apart from the replies it is waiting for in order.
+func (v verb) outOfBand() bool { return v == verbNowPing || v == verbNowCancel }
 
 // String is the command word of a verb, also the suffix of its counter in q.
 func (v verb) String() string {
@@ -69,6 +73,12 @@ func (v verb) String() string {
 		return "t"
 	case verbPing:
 		return "ping"
+	case verbDL:
+		return "dl"
+	case verbNowPing:
+		return "!ping"
+	case verbNowCancel:
+		return "!cancel"
 	case verbTooLong:
 		return "(too long)"
 	}
@@ -113,258 +123,14 @@ func lookupVerb(word []byte) verb {
 		return verbT
 	case "ping":
 		return verbPing
+	case "dl":
+		return verbDL
+	case "!ping":
+		return verbNowPing
+	case "!cancel":
+		return verbNowCancel
 	}
 	return verbInvalid
-}
-
-// noWait is the MS of a wait without a time limit.
-const noWait = -1
-
-// command is one parsed line. Its byte slices alias the connection's read
-// buffer (or its scratch space), so a command is only valid until the
-// connection reads again; the manager copies a name before it keeps it.
-type command struct {
-	verb verb
-	name []byte // the normalised argument; for gw/sgw the part after MS (and MAX)
-	line []byte // the line without surrounding white space, quoted by "Invalid Argument"
-	ms   int64  // gw, sgw: how long to wait, noWait for ever
-	max  int64  // sgw: the most holders the shared lock may have
-	bad  bool   // gw, sgw: MS or MAX is not a valid integer
-}
-
-// parseCommand parses one line (without its "\n"; a "\r" before it goes
-// with the surrounding white space). scratch is used when the argument has to
-// be rewritten; the returned scratch must be passed to the next call so that
-// its space is reused without clobbering earlier commands.
-func parseCommand(line, scratch []byte) (command, []byte) {
-	var cmd command
-	scratch = parseInto(&cmd, line, scratch)
-	return cmd, scratch
-}
-
-// parseInto is parseCommand writing to *cmd. The stream transport parses
-// into its batch with it: a command returned by value is copied through the
-// stack, and the reader goroutine's stack has to stay small (see conn).
-func parseInto(cmd *command, line, scratch []byte) []byte {
-	line = trimSpace(line)
-	end := 0
-	for end < len(line) && line[end] != ' ' && line[end] != '\t' {
-		end++
-	}
-	*cmd = command{verb: lookupVerb(line[:end]), line: line}
-	if cmd.verb == verbInvalid {
-		return scratch
-	}
-	cmd.name, scratch = normaliseArgument(line[end:], scratch)
-	switch cmd.verb {
-	case verbGW:
-		var ok bool
-		cmd.ms, cmd.name, ok = cutInteger(cmd.name)
-		cmd.bad = !ok || cmd.ms < noWait
-	case verbSGW:
-		var okMS, okMax bool
-		cmd.ms, cmd.name, okMS = cutInteger(cmd.name)
-		cmd.max, cmd.name, okMax = cutInteger(cmd.name)
-		cmd.bad = !okMS || !okMax || cmd.ms < noWait || cmd.max < 1
-	}
-	return scratch
-}
-
-// cutInteger splits a decimal integer off the front of a normalised argument.
-// What follows it (after one space) is the rest; an integer alone leaves the
-// empty name, as "g" alone locks "".
-func cutInteger(arg []byte) (n int64, rest []byte, ok bool) {
-	end := 0
-	for end < len(arg) && arg[end] != ' ' {
-		end++
-	}
-	field := arg[:end]
-	if end < len(arg) {
-		rest = arg[end+1:]
-	} else {
-		rest = arg[end:]
-	}
-	neg := len(field) > 0 && field[0] == '-'
-	if neg {
-		field = field[1:]
-	}
-	// 18 digits always fit in an int64.
-	if len(field) == 0 || len(field) > 18 {
-		return 0, rest, false
-	}
-	for _, c := range field {
-		if c < '0' || c > '9' {
-			return 0, rest, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	if neg {
-		n = -n
-	}
-	return n, rest, true
-}
-
-// normaliseArgument removes leading and trailing white space and collapses
-// every inner run of it to one space, with white space as strings.Fields sees
-// it. The common argument is already normal and is returned as is.
-func normaliseArgument(arg, scratch []byte) ([]byte, []byte) {
-	arg = trimSpace(arg)
-	if isNormal(arg) {
-		return arg, scratch
-	}
-	start := len(scratch)
-	for len(arg) > 0 {
-		r, size := rune(arg[0]), 1
-		if r >= utf8.RuneSelf {
-			r, size = utf8.DecodeRune(arg)
-		}
-		if isSpace(r) {
-			for len(arg) > 0 {
-				r, size = rune(arg[0]), 1
-				if r >= utf8.RuneSelf {
-					r, size = utf8.DecodeRune(arg)
-				}
-				if !isSpace(r) {
-					break
-				}
-				arg = arg[size:]
-			}
-			scratch = append(scratch, ' ')
-			continue
-		}
-		scratch = append(scratch, arg[:size]...)
-		arg = arg[size:]
-	}
-	// Full slice expression: a later append to scratch must not write here.
-	return scratch[start:len(scratch):len(scratch)], scratch
-}
-
-// isNormal reports whether a trimmed argument is plain ASCII with single
-// spaces as its only white space.
-func isNormal(arg []byte) bool {
-	prevSpace := false
-	for _, c := range arg {
-		switch {
-		case c >= utf8.RuneSelf:
-			return false
-		case c == ' ':
-			if prevSpace {
-				return false
-			}
-			prevSpace = true
-		case asciiSpace(c):
-			return false
-		default:
-			prevSpace = false
-		}
-	}
-	return true
-}
-
-func asciiSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
-}
-
-// isSpace matches unicode.IsSpace, which is what strings.Fields splits on.
-func isSpace(r rune) bool {
-	if r < utf8.RuneSelf {
-		return asciiSpace(byte(r))
-	}
-	return unicode.IsSpace(r)
-}
-
-// trimSpace removes leading and trailing white space (as isSpace sees it).
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 {
-		if b[0] < utf8.RuneSelf {
-			if !asciiSpace(b[0]) {
-				break
-			}
-			b = b[1:]
-			continue
-		}
-		r, size := utf8.DecodeRune(b)
-		if !unicode.IsSpace(r) {
-			break
-		}
-		b = b[size:]
-	}
-	for len(b) > 0 {
-		last := b[len(b)-1]
-		if last < utf8.RuneSelf {
-			if !asciiSpace(last) {
-				break
-			}
-			b = b[:len(b)-1]
-			continue
-		}
-		r, size := utf8.DecodeLastRune(b)
-		if !unicode.IsSpace(r) {
-			break
-		}
-		b = b[:len(b)-size]
-	}
-	return b
-}
-
-// Reply texts. A reply is "<n> <text>: <name>\n" for lock commands.
-const (
-	textGetSuccess           = "Lock Get Success"
-	textGetFailure           = "Lock Get Failure"
-	textGetTimeout           = "Lock Get Timeout"
-	textReleaseSuccess       = "Lock Release Success"
-	textReleaseFailure       = "Lock Release Failure"
-	textIsLocked             = "Lock Is Locked"
-	textNotLocked            = "Lock Not Locked"
-	textToken                = "Lock Token"
-	textSharedGetSuccess     = "Shared Lock Get Success"
-	textSharedGetTimeout     = "Shared Lock Get Timeout"
-	textSharedReleaseSuccess = "Shared Lock Release Success"
-	textSharedReleaseFailure = "Shared Lock Release Failure"
-	textSharedIsLocked       = "Shared Lock Is Locked"
-	textSharedNotLocked      = "Shared Lock Not Locked"
-	textTooManyLocks         = "Too Many Locks"
-	textInvalidArgument      = "Invalid Argument"
-
-	replyDisabled = "0 disabled\n"
-	replyOK       = "1 ok\n"
-	replyPong     = "1 pong\n"
-	replyTooLong  = "0 Line Too Long\n"
-	replyTooMany  = "0 Too Many Connections\n"
-)
-
-// appendReply appends "<n> <text>: <name>\n".
-func appendReply(out []byte, n uint64, text string, name []byte) []byte {
-	out = appendUint(out, n)
-	out = append(out, ' ')
-	out = append(out, text...)
-	out = append(out, ": "...)
-	out = append(out, name...)
-	return append(out, '\n')
-}
-
-// appendBoolReply is appendReply for the 1/0 answers.
-func appendBoolReply(out []byte, ok bool, yes, no string, name []byte) []byte {
-	if ok {
-		return appendReply(out, 1, yes, name)
-	}
-	return appendReply(out, 0, no, name)
-}
-
-// appendUint is strconv.AppendUint for base 10, kept here so the hot path
-// has no dependency on strconv's generality.
-func appendUint(out []byte, n uint64) []byte {
-	if n < 10 {
-		return append(out, byte('0'+n))
-	}
-	var digits [20]byte
-	i := len(digits)
-	for n > 0 {
-		i--
-		digits[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return append(out, digits[i:]...)
 }
 
 // batch carries the commands a connection has buffered to the manager in one
@@ -380,6 +146,9 @@ type batch struct {
 	// connection, when that command is a dump or has to wait.
 	dump    *dump
 	waiting bool
+	// dumpPending: the dump is copied in steps, and the manager answers
+	// the batch when it is complete.
+	dumpPending bool
 }
 
 // runBatch runs commands until the batch ends or one of them leaves its reply
@@ -392,6 +161,13 @@ func (m *manager) runBatch(c *connState, b *batch) {
 			break
 		}
 		b.ends = append(b.ends, len(b.out))
+		if len(b.out) >= maxReplyBuffer {
+			break // the connection writes, then sends the rest
+		}
+	}
+	if b.dumpPending {
+		b.dumpPending = false
+		return
 	}
 	c.done <- struct{}{}
 }
@@ -459,14 +235,14 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 			out = append(out, replyDisabled...)
 			break
 		}
-		b.dump = &dump{format: dumpOrdered, entries: m.registry.entries(cmd.name)}
+		b.dumpPending = m.startDump(c, cmd, b)
 		return false
-	case verbD, verbSD, verbDump:
+	case verbD, verbSD, verbDump, verbDL:
 		if !m.dumpEnabled {
 			out = append(out, replyDisabled...)
 			break
 		}
-		b.dump = m.tableDump(cmd)
+		b.dumpPending = m.startDump(c, cmd, b)
 		return false
 	case verbQ:
 		out = m.appendStats(out)
@@ -490,22 +266,18 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		}
 	case verbPing:
 		out = append(out, replyPong...)
+	case verbNowPing:
+		out = append(out, replyNowPong...)
+	case verbNowCancel:
+		if w := c.waiter; w != nil && (len(cmd.name) == 0 || w.name == string(cmd.name)) {
+			m.expire(w)
+			out = append(out, replyCancelled...)
+		} else {
+			out = append(out, replyNothingPending...)
+		}
 	}
 	b.out = out
 	return true
-}
-
-func (m *manager) tableDump(cmd *command) *dump {
-	switch {
-	case cmd.verb == verbD:
-		return &dump{format: dumpLines, entries: m.exclusiveDump(cmd.name, (*connState).displayName)}
-	case cmd.verb == verbSD:
-		return &dump{format: dumpLines, entries: m.sharedDump(cmd.name, (*connState).displayName)}
-	case string(cmd.name) == "shared":
-		return &dump{format: dumpSharedMap, entries: m.sharedDump(nil, connName)}
-	default:
-		return &dump{format: dumpMap, entries: m.exclusiveDump(nil, connName)}
-	}
 }
 
 // getWait runs gw: the lock now if it is free (or already c's), else a
@@ -518,7 +290,7 @@ func (m *manager) getWait(c *connState, cmd *command, b *batch) bool {
 	case full || c.lockCount() >= m.maxLocksPerConn:
 		// At its limit, c could not take the lock it would be handed.
 		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
-	case cmd.ms == 0:
+	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textGetTimeout, cmd.name)
 	default:
 		m.wait(c, string(cmd.name), false, 0, cmd.ms)
@@ -541,7 +313,7 @@ func (m *manager) sharedGetWait(c *connState, cmd *command, b *batch) bool {
 	case int64(m.sharedCount(cmd.name)) < cmd.max && m.sharedQueueEmpty(cmd.name):
 		n := m.sharedGrant(c, string(cmd.name))
 		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
-	case cmd.ms == 0:
+	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textSharedGetTimeout, cmd.name)
 	default:
 		m.wait(c, string(cmd.name), true, cmd.max, cmd.ms)
@@ -549,15 +321,4 @@ func (m *manager) sharedGetWait(c *connState, cmd *command, b *batch) bool {
 		return false
 	}
 	return true
-}
-
-// appendWaitReply formats the end of a wait for the command that started it.
-func appendWaitReply(out []byte, cmd *command, res waitResult) []byte {
-	if cmd.verb == verbSGW {
-		if res.granted {
-			return appendReply(out, uint64(res.holders), textSharedGetSuccess, cmd.name)
-		}
-		return appendReply(out, 0, textSharedGetTimeout, cmd.name)
-	}
-	return appendBoolReply(out, res.granted, textGetSuccess, textGetTimeout, cmd.name)
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"sync"
 	"time"
 )
@@ -20,8 +22,16 @@ type transport interface {
 // conn serves one client. Its goroutine reads commands, has the manager run
 // them and writes the replies. While a gw or sgw waits, a second goroutine
 // (started only then) delivers the wait's outcome and runs the commands that
-// arrived behind it, while the first goroutine goes on reading, so that a
-// disconnect is seen at once and the manager never waits on a socket.
+// arrived behind it, while the first goroutine goes on reading, so that the
+// end of the connection is seen at once, whatever is queued, and the manager
+// never waits on a socket.
+//
+// What one connection can cost is bounded at every step: a batch is at most
+// maxBatch commands; replies are written once maxReplyBuffer bytes of them
+// are pending (and the connection is not read meanwhile, so a client that
+// does not read stops being served); commands queued behind a wait are kept
+// as their raw lines, at most maxQueued bytes, past which the connection is
+// closed with replyQueueFull.
 type conn struct {
 	srv   *Server
 	state *connState
@@ -34,19 +44,25 @@ type conn struct {
 	b        batch
 	waiting  bool          // a wait is pending; later commands are queued
 	pending  command       // the waiting command, with its name copied
-	queue    []command     // commands read during the wait; lines are copies
-	queued   int           // bytes in queue
+	queue    lineQueue     // commands read during the wait, to run after it
 	waitDone chan struct{} // closed when the current wait goroutine exits
-	drain    []command     // the wait goroutine's commands
+	drain    []command     // the wait goroutine's commands, parsed from queue
 	scratch  []byte        // the wait goroutine's normalised arguments
+	now      []command     // out-of-band commands to run at once
 }
 
-// maxQueued bounds what is read while a wait is pending (line bytes plus
-// queuedCost per command); past it the reader pauses until the wait ends.
 const (
-	maxQueued    = 1 << 20
-	queuedCost   = 128
-	keptCommands = 64
+	// maxQueued bounds the bytes of the lines queued behind a wait (each
+	// line costs its length plus queuedLineCost).
+	maxQueued = 1 << 20
+	// maxReplyBuffer is how many bytes of replies a connection builds
+	// before it writes them, so that a client that sends many dumps and
+	// does not read costs at most this (plus one dump) while its write
+	// blocks.
+	maxReplyBuffer = 1 << 20
+	keptCommands   = 64
+	keptReplyBytes = 4 << 10
+	keptReplyEnds  = 128
 )
 
 func newConn(srv *Server, name, transportName string, t transport) *conn {
@@ -60,28 +76,51 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 
 // serve runs the connection until it ends, then releases everything it held.
 func (c *conn) serve() {
-	m := c.srv.manager
-	m.send(request{kind: requestConnect, conn: c.state})
-	defer func() {
-		c.t.close()
-		c.mu.Lock()
-		done := c.waitDone
-		c.mu.Unlock()
-		close(c.ended)
-		if done != nil {
-			<-done
-		}
-		m.send(request{kind: requestDisconnect, conn: c.state})
-	}()
+	c.srv.manager.send(request{kind: requestConnect, conn: c.state})
+	defer c.finish()
 	for {
 		cmds, err := c.t.read(c.cmds[:0])
 		if len(cmds) > 0 && !c.runOrQueue(cmds) {
 			return
 		}
 		if err != nil {
+			if errors.Is(err, io.EOF) {
+				c.endOfInput()
+			}
 			return
 		}
 		c.cmds = keepCommands(cmds)
+	}
+}
+
+// finish closes the connection, waits for its wait goroutine, if any, and
+// has the manager forget it (and orphan its locks). The wait goroutine must
+// be gone first: it may still be running commands for this connection.
+func (c *conn) finish() {
+	c.t.close()
+	c.mu.Lock()
+	done := c.waitDone
+	c.mu.Unlock()
+	close(c.ended)
+	if done != nil {
+		<-done
+	}
+	c.srv.manager.send(request{kind: requestDisconnect, conn: c.state})
+}
+
+// endOfInput handles a clean end of input (a close, or a shutdown of the
+// client's write side: the server cannot tell them apart). A pending wait
+// ends at once, as a timeout, and so does any wait among the commands queued
+// behind it: a client that has gone must never be granted a lock later. The
+// replies of everything read before the end are still written, as they are
+// without a wait, before the connection closes.
+func (c *conn) endOfInput() {
+	c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
+	c.mu.Lock()
+	done := c.waitDone
+	c.mu.Unlock()
+	if done != nil {
+		<-done
 	}
 }
 
@@ -101,14 +140,16 @@ func keepCommands(cmds []command) []command {
 func (c *conn) runOrQueue(cmds []command) bool {
 	c.mu.Lock()
 	if c.waiting {
-		full := c.queueBehindWait(cmds)
-		c.mu.Unlock()
-		if full != nil {
-			<-full
-		}
-		return true
+		return c.queueLocked(cmds)
 	}
 	return c.runLocked(cmds)
+}
+
+// queueLocked is queueBehindWait, unlocking c.mu even if it panics (see
+// runLocked).
+func (c *conn) queueLocked(cmds []command) bool {
+	defer c.mu.Unlock()
+	return c.queueBehindWait(cmds)
 }
 
 // runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
@@ -119,79 +160,118 @@ func (c *conn) runLocked(cmds []command) bool {
 	return c.runAndReply(cmds, false) == nil
 }
 
-// queueBehindWait queues cmds behind the pending wait. When the queue is
-// full it returns a channel to wait on before reading more: the end of the
-// wait goroutine. Called with c.mu held. It is kept out of line so that its
-// locals do not enlarge runOrQueue's frame on every command: an idle
-// connection's goroutine stack stays at the minimum only while the deepest
-// path of the reader fits in it.
+// queueBehindWait queues cmds behind the pending wait, but runs the
+// out-of-band ones at once. It reports false, after telling the client, when
+// the queue is over its limit: the connection then ends, so that its reader
+// never stops watching the socket. Called with c.mu held. It is kept out of
+// line so that its locals do not enlarge runOrQueue's frame on every command
+// (see the idle-stack rule in docs/design.md).
 //
 //go:noinline
-func (c *conn) queueBehindWait(cmds []command) (full <-chan struct{}) {
-	c.enqueue(cmds)
-	if c.queued > max(maxQueued, c.srv.cfg.MaxLine) {
-		return c.waitDone
+func (c *conn) queueBehindWait(cmds []command) bool {
+	c.now = c.now[:0]
+	for i := range cmds {
+		if cmds[i].verb.outOfBand() {
+			c.now = append(c.now, cmds[i])
+			continue
+		}
+		c.queue.push(&cmds[i])
 	}
-	return nil
+	if len(c.now) > 0 && c.runAndReply(c.now, false) != nil {
+		return false
+	}
+	if c.queue.size() > max(maxQueued, 2*c.srv.cfg.MaxLine) {
+		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+		return false
+	}
+	return true
 }
 
-// enqueue keeps copies of commands that must run after the pending wait.
-func (c *conn) enqueue(cmds []command) {
-	for _, cmd := range cmds {
-		line := append([]byte(nil), cmd.line...)
-		c.queue = append(c.queue, command{verb: cmd.verb, line: line})
-		c.queued += len(line) + queuedCost
-	}
-}
-
-// runAndReply runs cmds and writes their replies. The wait goroutine calls it
-// with inWait set, to send its wait's reply (already in c.b.out) with the
-// replies of the commands queued behind it. A command that waits sets
-// c.waiting, queues the commands after it and, when the reader is the
-// caller, starts the wait goroutine. Called with c.mu held.
+// runAndReply runs cmds and writes their replies, after whatever c.b.out
+// already holds (the wait goroutine puts its wait's reply there). Replies are
+// written whenever maxReplyBuffer bytes of them are pending. A command that
+// waits sets c.waiting and leaves the commands after it to run after the
+// wait: queued, or when inWait (they come from the queue) left in it; the
+// out-of-band ones among them run at once. Called with c.mu held.
 func (c *conn) runAndReply(cmds []command, inWait bool) error {
 	b := &c.b
-	if !inWait {
-		b.out, b.ends = b.out[:0], b.ends[:0]
-	}
 	b.cmds, b.next = cmds, 0
-	for b.next < len(cmds) {
+	for b.next < len(b.cmds) {
 		// One latency observation per round trip, not per command: see
 		// metrics.batchSeconds.
 		start := time.Now()
 		c.srv.manager.execute(c.state, b)
 		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 		if b.dump != nil {
-			b.out = b.dump.appendTo(b.out)
-			b.ends = append(b.ends, len(b.out))
-			b.dump = nil
+			c.appendDump()
 		}
 		if b.waiting {
 			b.waiting = false
-			c.startWait(&cmds[b.next-1], cmds[b.next:], inWait)
-			break
+			b.cmds, b.next = c.startWait(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
+		}
+		if len(b.out) >= maxReplyBuffer {
+			if err := c.flush(); err != nil {
+				return err
+			}
 		}
 	}
 	b.cmds = nil
+	return c.flush()
+}
+
+// appendDump sorts and formats the dump the manager copied. A big one waits
+// for its turn (see Server.bigDumps) and lets other goroutines run between
+// its parts: on a machine with few cores, dumps of a million locks would
+// otherwise hold up every other client.
+func (c *conn) appendDump() {
+	b := &c.b
+	if len(b.dump.entries) > dumpStep {
+		c.srv.bigDumps <- struct{}{}
+		defer func() { <-c.srv.bigDumps }()
+	}
+	b.out = b.dump.appendTo(b.out)
+	b.ends = append(b.ends, len(b.out))
+	b.dump = nil
+}
+
+// flush writes the pending replies and empties the buffers, giving back big
+// ones: an idle connection keeps small buffers whatever it did before.
+func (c *conn) flush() error {
+	b := &c.b
 	err := c.t.write(b.out, b.ends)
-	if cap(b.out) > 64<<10 {
-		b.out = nil // a big dump; do not keep its buffer for an idle connection
+	b.out, b.ends = b.out[:0], b.ends[:0]
+	if cap(b.out) > keptReplyBytes {
+		b.out = nil
+	}
+	if cap(b.ends) > keptReplyEnds {
+		b.ends = nil
 	}
 	return err
 }
 
-// startWait notes the waiting command and queues the commands after it. The
-// queue is empty here: it fills only while a wait is pending and is drained
-// whole when the wait ends.
-func (c *conn) startWait(cmd *command, rest []command, inWait bool) {
+// startWait notes the waiting command and keeps the commands after it for
+// when the wait ends: the reader queues them, the wait goroutine leaves them
+// in the queue they came from. It returns the out-of-band commands among
+// them, to run now.
+func (c *conn) startWait(cmd *command, rest []command, inWait bool) []command {
 	c.pending = *cmd
 	c.pending.name = append([]byte(nil), cmd.name...)
-	c.enqueue(rest)
 	c.waiting = true
-	if !inWait {
-		c.waitDone = make(chan struct{})
-		go c.awaitWaits(c.waitDone)
+	if inWait {
+		c.queue.unread(len(rest))
+		return nil
 	}
+	c.now = c.now[:0]
+	for i := range rest {
+		if rest[i].verb.outOfBand() {
+			c.now = append(c.now, rest[i])
+			continue
+		}
+		c.queue.push(&rest[i])
+	}
+	c.waitDone = make(chan struct{})
+	go c.awaitWaits(c.waitDone)
+	return c.now
 }
 
 // awaitWaits delivers the outcome of each wait, runs the commands queued
@@ -207,22 +287,16 @@ func (c *conn) awaitWaits(done chan struct{}) {
 			return
 		}
 		c.mu.Lock()
-		c.b.out = appendWaitReply(c.b.out[:0], &c.pending, res)
-		c.b.ends = append(c.b.ends[:0], len(c.b.out))
+		c.b.out = appendWaitReply(c.b.out, &c.pending, res)
+		c.b.ends = append(c.b.ends, len(c.b.out))
+		c.pending = command{}
 		c.waiting = false
-		c.drain = c.drain[:0]
-		c.scratch = c.scratch[:0]
-		for _, cmd := range c.queue {
-			if cmd.verb != verbTooLong {
-				cmd, c.scratch = parseCommand(cmd.line, c.scratch)
-			}
-			c.drain = append(c.drain, cmd)
-		}
-		c.queue, c.queued = nil, 0
-		// A wait among the drained commands sets c.waiting again, and this
-		// goroutine goes on with it.
-		err := c.runAndReply(c.drain, true)
+		err := c.runQueue()
 		waiting := c.waiting
+		if !waiting {
+			c.queue.release()
+			c.drain, c.scratch = nil, nil
+		}
 		c.mu.Unlock()
 		if err != nil {
 			c.t.close()
@@ -233,3 +307,86 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		}
 	}
 }
+
+// runQueue runs the commands queued behind the wait that has just ended, up
+// to maxBatch at a time, until the queue is empty or one of them waits.
+// Called with c.mu held.
+func (c *conn) runQueue() error {
+	for {
+		c.drain, c.scratch = c.queue.pop(c.drain[:0], c.scratch[:0], maxBatch)
+		if len(c.drain) == 0 {
+			return c.flush()
+		}
+		if err := c.runAndReply(c.drain, true); err != nil || c.waiting {
+			return err
+		}
+	}
+}
+
+// lineQueue holds the commands read while a wait is pending as the lines
+// they came from, so that a queued command costs its length and a few bytes,
+// whatever its kind; they are parsed again when they run.
+type lineQueue struct {
+	data  []byte // the lines, one after the other
+	lines []queuedLine
+	next  int // the first line not yet run
+}
+
+type queuedLine struct {
+	end     int32 // where the line ends in data
+	tooLong bool  // the line was over -max-line: only its reply is kept
+}
+
+// queuedLineCost is what a queued line costs beyond its bytes.
+const queuedLineCost = 8
+
+func (q *lineQueue) push(cmd *command) {
+	if cmd.verb != verbTooLong {
+		q.data = append(q.data, cmd.line...)
+	}
+	q.lines = append(q.lines, queuedLine{end: int32(len(q.data)), tooLong: cmd.verb == verbTooLong})
+}
+
+// size is what the queue costs now.
+func (q *lineQueue) size() int { return len(q.data) + queuedLineCost*len(q.lines) }
+
+// pop parses up to n queued lines into cmds, with scratch for their
+// normalised arguments. They alias q.data until the next push.
+func (q *lineQueue) pop(cmds []command, scratch []byte, n int) ([]command, []byte) {
+	for ; n > 0 && q.next < len(q.lines); n-- {
+		start := int32(0)
+		if q.next > 0 {
+			start = q.lines[q.next-1].end
+		}
+		l := q.lines[q.next]
+		q.next++
+		if l.tooLong {
+			cmds = append(cmds, command{verb: verbTooLong})
+			continue
+		}
+		var cmd command
+		cmd, scratch = parseCommand(q.data[start:l.end], scratch)
+		cmds = append(cmds, cmd)
+	}
+	return cmds, scratch
+}
+
+// unread puts the last n popped lines back: they follow a command that
+// waits. The lines already run are dropped, so that what is read during the
+// new wait is measured against the limit with only what is still pending.
+func (q *lineQueue) unread(n int) {
+	q.next -= n
+	if q.next == 0 {
+		return
+	}
+	start := q.lines[q.next-1].end
+	q.data = q.data[:copy(q.data, q.data[start:])]
+	q.lines = q.lines[:copy(q.lines, q.lines[q.next:])]
+	for i := range q.lines {
+		q.lines[i].end -= start
+	}
+	q.next = 0
+}
+
+// release empties the queue, giving back its memory.
+func (q *lineQueue) release() { *q = lineQueue{} }

@@ -152,6 +152,14 @@ func setValue(sel, value string) chromedp.Action[chromedp.Void] {
 	})
 }
 
+// waitJS waits until a JavaScript expression is true in the page.
+func waitJS(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](expr)(ctx, t)
+		return err
+	})
+}
+
 // lockRow is the selector of a table's row for a lock (the names here need
 // no escaping).
 func lockRow(table, lock string) string { return table + ` tbody tr[data-lock="` + lock + `"]` }
@@ -177,7 +185,37 @@ func TestConsoleBrowser(t *testing.T) {
 		if holder := text(t, ctx, lockRow("#exclusive", "from-tcp")+" .holder"); holder != tcp.name {
 			t.Errorf("holder shown %q, want %q", holder, tcp.name)
 		}
+		// Its token, hold time and a waiter queued behind it show too, and
+		// it is highlighted once held longer than the threshold.
+		token := strings.Fields(tcp.do("t from-tcp"))[0]
+		waiter := dial(t, srv, "tcp")
+		waiter.send("gw -1 from-tcp\n")
+		browse(t, ctx, "see the waiter",
+			chromedp.WaitVisible(chromedp.CSS(lockRow("#exclusive", "from-tcp")+` td.waiters`)),
+			waitJS(`document.querySelector('#exclusive tbody tr[data-lock="from-tcp"] td.waiters').textContent === "1"`),
+		)
+		if got := text(t, ctx, lockRow("#exclusive", "from-tcp")+" td.token"); got != token {
+			t.Errorf("token shown %q, want %q", got, token)
+		}
+		held := text(t, ctx, lockRow("#exclusive", "from-tcp")+" td.held")
+		if !strings.HasSuffix(held, " ms") && !strings.HasSuffix(held, " s") {
+			t.Errorf("held for %q, want a duration", held)
+		}
+		browse(t, ctx, "highlight holds over 0.2 s",
+			setValue(`#threshold`, "0.2"),
+			chromedp.WaitVisible(chromedp.CSS(lockRow("#exclusive", "from-tcp")+".is-old")),
+			chromedp.WaitVisible(chromedp.CSS(`#connections tbody tr[data-conn="`+tcp.name+`"]`)),
+		)
+		if got := text(t, ctx, `#connections tbody tr[data-conn="`+tcp.name+`"] td.num`); got != "1" {
+			t.Errorf("connection's exclusive count %q, want 1", got)
+		}
+		browse(t, ctx, "highlight off", setValue(`#threshold`, "0"),
+			chromedp.WaitNotPresent(chromedp.CSS(lockRow("#exclusive", "from-tcp")+".is-old")))
 		tcp.close()
+		if got := waiter.line(); got != "1 Lock Get Success: from-tcp\n" {
+			t.Fatalf("waiter: %q", got)
+		}
+		waiter.close()
 		browse(t, ctx, "see the lock go", chromedp.WaitNotPresent(chromedp.CSS(lockRow("#exclusive", "from-tcp"))))
 
 		// A lock taken from the page is held by the page's connection.
@@ -238,6 +276,29 @@ func TestConsoleBrowser(t *testing.T) {
 		)
 		screenshot(t, ctx, "console.png")
 
+		// Sorting by a column: holder, then back by lock.
+		order := func() string {
+			tctx, cancel := context.WithTimeout(ctx, browseTimeout)
+			defer cancel()
+			got, err := chromedp.Run(tctx, chromedp.Evaluate[string](`[...document.querySelectorAll('#exclusive tbody tr')].map(r => r.dataset.lock).join(' ')`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		byLock := order()
+		browse(t, ctx, "sort by holder", chromedp.Click(chromedp.CSS(`#exclusive th[data-sort="holder"]`)))
+		if byHolder := order(); byHolder == byLock {
+			t.Errorf("sorting by holder left the order %q", byHolder)
+		}
+		browse(t, ctx, "sort by lock, descending",
+			chromedp.Click(chromedp.CSS(`#exclusive th[data-sort="lock"]`)),
+			chromedp.Click(chromedp.CSS(`#exclusive th[data-sort="lock"]`)))
+		if desc := order(); desc == byLock || !strings.HasPrefix(desc, "reports/nightly") {
+			t.Errorf("sorted by lock descending: %q (ascending was %q)", desc, byLock)
+		}
+		browse(t, ctx, "sort by lock", chromedp.Click(chromedp.CSS(`#exclusive th[data-sort="lock"]`)))
+
 		// The filter narrows both tables.
 		browse(t, ctx, "filter",
 			chromedp.SendKeys(chromedp.CSS(`#filter`), "orders/"),
@@ -266,6 +327,7 @@ func TestConsoleBrowser(t *testing.T) {
 			chromedp.WaitNotVisible(chromedp.CSS(`#exclusive-panel`)),
 			chromedp.WaitNotVisible(chromedp.CSS(`#shared-panel`)),
 			chromedp.WaitNotVisible(chromedp.CSS(`#filter`)),
+			chromedp.WaitNotVisible(chromedp.CSS(`#connections-panel`)),
 		)
 		if locks := text(t, ctx, `[data-stat="locks"]`); locks != "1" {
 			t.Errorf("locks counter shows %q, want 1", locks)

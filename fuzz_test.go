@@ -31,10 +31,12 @@ type modelCommand struct {
 	name    string // the lock name (for gw and sgw, after MS and MAX)
 	ms, max int64
 	bad     bool // gw, sgw: MS or MAX malformed
+	// cancellable: gw, sgw: a !cancel follows, so the wait may end early.
+	cancellable bool
 }
 
 var (
-	modelVerbs = []string{"g", "r", "i", "sg", "sr", "si", "me", "iam", "who", "d", "sd", "dump", "q", "gw", "sgw", "t", "ping"}
+	modelVerbs = []string{"g", "r", "i", "sg", "sr", "si", "me", "iam", "who", "d", "sd", "dump", "q", "gw", "sgw", "t", "ping", "!ping", "!cancel"}
 	integerRE  = regexp.MustCompile(`^-?[0-9]{1,18}$`)
 )
 
@@ -371,6 +373,8 @@ func FuzzCommandPath(f *testing.F) {
 		"g a\r\ng\tb\r\n\u00a0g c\ng \u00a0d\u2003e \n",
 		"g \x00\ng \xff\xfe\ni \xff\xfe\nsg \xc3\n",
 		"gw x busy\nsgw 1 0 s\ngw -2 a\nsgw -1 1\n",
+		"gw -1 busy\n!ping\ni a\n!cancel\nping\n!cancel\n",
+		"sgw -1 1 sbusy\n!cancel sbusy\nd\ngw -1 busy\n!cancel other\n!ping\n",
 	} {
 		f.Add([]byte(s), uint16(0))
 		f.Add([]byte(s), uint16(7))
@@ -487,9 +491,49 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 		t.Fatalf("%d replies to %d lines: %q", n, len(want), rt.replies)
 	}
 
+	// Out-of-band replies come as soon as their command is read, maybe
+	// before replies of commands read earlier: they are checked apart, and
+	// the others in order.
+	var inOrder []modelCommand
+	var outOfBand []string
+	cancel := false
+	for i := len(want) - 1; i >= 0; i-- {
+		mc := want[i]
+		switch mc.verb {
+		case "!ping":
+			outOfBand = append(outOfBand, replyNowPong)
+			continue
+		case "!cancel":
+			outOfBand = append(outOfBand, "!cancel")
+			cancel = true
+			continue
+		}
+		mc.cancellable = cancel
+		inOrder = append(inOrder, mc)
+	}
+	slices.Reverse(inOrder)
+	var gotInOrder, gotOutOfBand []string
+	for _, r := range rt.replies {
+		switch r {
+		case replyNowPong, replyCancelled, replyNothingPending:
+			gotOutOfBand = append(gotOutOfBand, r)
+		default:
+			gotInOrder = append(gotInOrder, r)
+		}
+	}
+	if len(gotOutOfBand) != len(outOfBand) {
+		t.Fatalf("%d out-of-band replies to %d commands: %q", len(gotOutOfBand), len(outOfBand), gotOutOfBand)
+	}
+	slices.Sort(outOfBand)
+	slices.Sort(gotOutOfBand)
+	for i, r := range gotOutOfBand {
+		if want := outOfBand[i]; r != want && !(want == "!cancel" && strings.HasPrefix(r, "!cancel ")) {
+			t.Fatalf("out-of-band replies %q, want %q", gotOutOfBand, outOfBand)
+		}
+	}
 	model := newConnModel()
-	for i, mc := range want {
-		model.check(t, i, mc, rt.replies[i])
+	for i, mc := range inOrder {
+		model.check(t, i, mc, gotInOrder[i])
 	}
 
 	snap, ok := m.statsSnapshot(10 * time.Second)
@@ -588,7 +632,7 @@ func (cm *connModel) check(t *testing.T, i int, mc modelCommand, got string) {
 			add(modelReply(0, textTooManyLocks, n), nil)
 		case n == "busy":
 			add(modelReply(1, textGetSuccess, n), take)
-			if waitMayTimeOut(mc.ms) {
+			if waitMayTimeOut(mc.ms) || mc.cancellable {
 				add(modelReply(0, textGetTimeout, n), nil)
 			}
 		default:
@@ -643,7 +687,7 @@ func (cm *connModel) check(t *testing.T, i int, mc modelCommand, got string) {
 				add(modelReply(1+o, textSharedGetSuccess, n), stake)
 			}
 		}
-		if mc.verb == "sgw" && n == "sbusy" && mc.max == 1 && waitMayTimeOut(mc.ms) {
+		if mc.verb == "sgw" && n == "sbusy" && mc.max == 1 && (waitMayTimeOut(mc.ms) || mc.cancellable) {
 			add(modelReply(0, textSharedGetTimeout, n), nil)
 		}
 	case "sr":

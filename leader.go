@@ -149,8 +149,9 @@ type leadership struct {
 	current atomic.Pointer[term] // nil while not serving
 
 	// Owned by the manager goroutine.
-	seen   *term // the term its token source and fence belong to
-	fenced bool  // seen is over for the manager: it answers nothing more
+	seen    *term               // the term its token source and fence belong to
+	fenced  bool                // seen is over for the manager: it answers nothing more
+	dropped map[*connState]bool // connections whose wait the fence dropped
 }
 
 // now is the monotonic time since base.
@@ -233,8 +234,20 @@ func (m *manager) admit(req request) bool {
 		b.out, b.ends = b.out[:0], b.ends[:0]
 		req.conn.done <- struct{}{}
 		return false
-	case requestDisconnect, requestWaitExpired:
+	case requestWaitExpired:
 		m.mayServe()
+	case requestDisconnect:
+		m.mayServe()
+		delete(m.leader.dropped, req.conn)
+	case requestEndOfInput:
+		m.mayServe()
+		// The connection waits for its wait to end before it closes: a
+		// wait dropped by the fence ends as a timeout, which grants
+		// nothing, to a client that has stopped sending anyway.
+		if m.leader.dropped[req.conn] {
+			delete(m.leader.dropped, req.conn)
+			req.conn.grants <- waitResult{}
+		}
 	}
 	return true
 }
@@ -298,7 +311,12 @@ func (m *manager) fence(t *term) {
 	for _, table := range []map[string]*waitQueue{m.waiters, m.sharedWaiters} {
 		for name, q := range table {
 			for !q.empty() {
-				m.finishWait(q.pop())
+				w := q.pop()
+				m.finishWait(w)
+				if l.dropped == nil {
+					l.dropped = make(map[*connState]bool)
+				}
+				l.dropped[w.conn] = true
 			}
 			delete(table, name)
 		}
@@ -663,6 +681,11 @@ func (n *haNode) serve(t *term) error {
 // the listeners and every connection close, their locks orphaned.
 func (n *haNode) stepDown(t *term) {
 	t.end("stepping down")
+	if n.ctx.Err() != nil && t.valid() {
+		// Stopping while still the leader: waiters learn that they did
+		// not get their lock, as from a single node that stops.
+		answerWaiters(n.srv.lockConns(), closeGrace)
+	}
 	n.lead.current.Store(nil)
 	n.isLeader.Set(0)
 	n.srv.mu.Lock()
@@ -683,12 +706,7 @@ func (n *haNode) stepDown(t *term) {
 // show up on a later pass.
 func (s *Server) closeLockConns() {
 	for {
-		s.mu.Lock()
-		conns := make([]*conn, 0, len(s.conns))
-		for c := range s.conns {
-			conns = append(conns, c)
-		}
-		s.mu.Unlock()
+		conns := s.lockConns()
 		if len(conns) == 0 {
 			return
 		}
@@ -697,6 +715,16 @@ func (s *Server) closeLockConns() {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func (s *Server) lockConns() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // keepLease renews the lease with one KeepAliveOnce at a time, so that it

@@ -87,6 +87,14 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 	})
 	expectSilence(t, waiter)
 
+	// A client that stops sending while its wait was dropped is let go: its
+	// connection ends, with no grant.
+	waiter.nc.(*net.TCPConn).CloseWrite()
+	waiter.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(waiter.r); err != nil || strings.Contains(string(rest), "Success") {
+		t.Fatalf("waiter after its end of input: %q, %v", rest, err)
+	}
+
 	// A deadline that moves again does not revive the term.
 	tm.deadline.Store(int64(l.now() + time.Hour))
 	other.send("g z\n")

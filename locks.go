@@ -22,18 +22,28 @@ type manager struct {
 	tokens    tokenSource           // fencing tokens, see tokens.go
 	leader    *leadership           // HA: nil without -etcd, see leader.go
 
+	// The manager's clock: now is read once per request, in nanoseconds
+	// since start (monotonic), and dates grants and waits.
+	start time.Time
+	now   int64
+
 	shared        map[string]*sharedLock
 	sharedWaiters map[string]*waitQueue
+	sharedAges    holderAges // every shared holder, oldest grant first
+	waitAges      waiterAges // every waiter, oldest first
 
 	registry         registry
 	stats            stats
-	conns            int // live connections
+	holds            [2]holdHistogram // how long locks were held, by holdKind
+	conns            int              // live connections
 	connsByTransport map[string]int
 	waiting          int // connections in a wait queue
 
 	// orphaning holds connections that ended holding more locks than one
 	// step releases; run interleaves their release with other requests.
 	orphaning []*connState
+	// dumps are the dumps of big tables being copied in steps.
+	dumps []*dumpJob
 }
 
 // connState is the manager's view of a connection.
@@ -51,6 +61,7 @@ type connState struct {
 	regName     string
 	regSeq      uint64 // 0 when not registered; else the order of registration
 	waiter      *waiter
+	inputEnded  bool // the client will send nothing more: no wait may begin
 }
 
 func newConnState(name, transport string) *connState {
@@ -78,6 +89,7 @@ const (
 	requestBatch requestKind = iota
 	requestConnect
 	requestDisconnect
+	requestEndOfInput
 	requestWaitExpired
 	requestStats
 	requestStop
@@ -110,6 +122,7 @@ func newManager(cfg Config) *manager {
 		registry:         newRegistry(),
 		connsByTransport: make(map[string]int),
 		tokens:           newClockTokens(time.Now()),
+		start:            time.Now(),
 	}
 	if cfg.Verbose {
 		m.log = cfg.Logger
@@ -118,11 +131,12 @@ func newManager(cfg Config) *manager {
 }
 
 // run serves requests until a stop request. While connections are being
-// orphaned it alternates: every request already queued, then one step.
+// orphaned or big tables dumped it alternates: every request already
+// queued, then one step of each kind of long work.
 func (m *manager) run() {
 	defer close(m.stopped)
 	for {
-		if len(m.orphaning) == 0 {
+		if len(m.orphaning) == 0 && len(m.dumps) == 0 {
 			if !m.handle(<-m.requests) {
 				return
 			}
@@ -133,11 +147,17 @@ func (m *manager) run() {
 				return
 			}
 		}
-		m.orphanStep()
+		if len(m.orphaning) > 0 {
+			m.orphanStep()
+		}
+		if len(m.dumps) > 0 {
+			m.dumpStepAll()
+		}
 	}
 }
 
 func (m *manager) handle(req request) bool {
+	m.now = int64(time.Since(m.start))
 	// HA: past the leader's deadline nothing is answered (leader.go).
 	if m.leader != nil && !m.admit(req) {
 		return true
@@ -151,6 +171,11 @@ func (m *manager) handle(req request) bool {
 		m.logf("connect", req.conn)
 	case requestDisconnect:
 		m.disconnect(req.conn)
+	case requestEndOfInput:
+		req.conn.inputEnded = true
+		if w := req.conn.waiter; w != nil {
+			m.expire(w)
+		}
 	case requestWaitExpired:
 		m.expire(req.waiter)
 	case requestStats:
@@ -198,6 +223,7 @@ func (m *manager) lock(c *connState, name []byte) (ok, full bool) {
 func (m *manager) grant(c *connState, ref lockRef) {
 	l := m.exclusive.record(ref)
 	l.owner, l.token, l.index = c, m.tokens.take(), uint32(len(c.held))
+	m.exclusive.age(ref, m.now)
 	c.held = append(c.held, ref)
 	if m.log != nil {
 		m.logf("acquire", c, "lock", l.name)
@@ -232,7 +258,10 @@ func (m *manager) forgetHeld(c *connState, i uint32) {
 // passOn frees a lock that its holder has given up: the oldest waiter gets
 // it at once, or it is deleted.
 func (m *manager) passOn(ref lockRef) {
-	name := m.exclusive.record(ref).name
+	l := m.exclusive.record(ref)
+	m.holds[exclusiveHold].observe(m.now - l.since)
+	m.exclusive.unage(ref)
+	name := l.name
 	if q := m.waiters[name]; q != nil {
 		w := popWaiter(m.waiters, q, name)
 		m.grant(w.conn, ref)
@@ -270,6 +299,7 @@ func (m *manager) disconnect(c *connState) {
 
 // orphanStep releases up to orphanStep locks of the oldest ended connection.
 func (m *manager) orphanStep() {
+	m.now = int64(time.Since(m.start))
 	if m.leader != nil {
 		m.mayServe() // HA: a step past the deadline hands nothing to waiters (leader.go)
 	}

@@ -25,6 +25,10 @@ type lockTable struct {
 
 	chunks []*[lockChunk]exclusiveLock
 	free   lockRef // first free record (a list through their index field), or noRef
+
+	// The held locks in the order they were granted, through their records'
+	// older and newer fields: the oldest hold is found without a scan.
+	oldest, newest lockRef
 }
 
 // exclusiveLock is a held lock: a record of the table's slab.
@@ -34,6 +38,9 @@ type exclusiveLock struct {
 	token uint64     // the fencing token of this acquisition
 	index uint32     // position of the lock in owner.held; the next free record while free
 	frag  uint32     // fragment of the name's hash: where its slot is
+	since int64      // when it was granted, on the manager's clock
+	older lockRef    // the lock granted before it that is still held, or noRef
+	newer lockRef    // the lock granted after it that is still held, or noRef
 }
 
 // lockRef is a record's position in the slab.
@@ -42,7 +49,7 @@ type lockRef = uint32
 const (
 	noRef lockRef = 1<<32 - 1
 
-	// 1024 records of 40 bytes are 40 KiB: whole pages, no rounding.
+	// 1024 records of 56 bytes are 56 KiB: whole pages, no rounding.
 	lockChunkBits = 10
 	lockChunk     = 1 << lockChunkBits
 
@@ -62,7 +69,45 @@ type lockBucket struct {
 }
 
 func newLockTable() lockTable {
-	return lockTable{seed: maphash.MakeSeed(), dir: []*lockBucket{{}}, free: noRef}
+	return lockTable{seed: maphash.MakeSeed(), dir: []*lockBucket{{}}, free: noRef, oldest: noRef, newest: noRef}
+}
+
+// age puts the lock ref, just granted at since, at the new end of the
+// order of grants.
+func (t *lockTable) age(ref lockRef, since int64) {
+	l := t.record(ref)
+	l.since, l.older, l.newer = since, t.newest, noRef
+	if t.newest != noRef {
+		t.record(t.newest).newer = ref
+	} else {
+		t.oldest = ref
+	}
+	t.newest = ref
+}
+
+// unage takes the lock ref out of the order of grants.
+func (t *lockTable) unage(ref lockRef) {
+	l := t.record(ref)
+	if l.older != noRef {
+		t.record(l.older).newer = l.newer
+	} else {
+		t.oldest = l.newer
+	}
+	if l.newer != noRef {
+		t.record(l.newer).older = l.older
+	} else {
+		t.newest = l.older
+	}
+	l.older, l.newer = noRef, noRef
+}
+
+// oldestSince is when the oldest held lock was granted; ok is false when
+// none is held.
+func (t *lockTable) oldestSince() (since int64, ok bool) {
+	if t.oldest == noRef {
+		return 0, false
+	}
+	return t.record(t.oldest).since, true
 }
 
 // hashFragment is 32 bits of the hash of name. Its low bits pick the bucket,
@@ -165,7 +210,7 @@ func (t *lockTable) remove(ref lockRef) {
 	t.count--
 	if t.count == 0 && len(t.chunks) > 1 {
 		// A burst of locks is over: give its memory back.
-		*t = lockTable{seed: t.seed, dir: []*lockBucket{{}}, free: noRef}
+		*t = lockTable{seed: t.seed, dir: []*lockBucket{{}}, free: noRef, oldest: noRef, newest: noRef}
 	}
 }
 

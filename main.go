@@ -1,6 +1,6 @@
 // Command glockd is a network lock daemon: named exclusive and counted shared
-// locks over TCP, websocket and a unix socket, each released the moment the
-// connection that took it ends.
+// locks over TCP, websocket and a unix socket, each released as soon as the
+// server reads the end of the connection that took it.
 package main
 
 import (
@@ -48,6 +48,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.BoolVar(&cfg.Dump, "dump", true, "enable d, sd, dump and who")
 	fs.IntVar(&cfg.MaxLine, "max-line", DefaultMaxLine, "longest command line in bytes; longer ones get \"0 Line Too Long\"")
 	fs.IntVar(&cfg.MaxConns, "max-conns", DefaultMaxConns, "most live connections over all transports")
+	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", DefaultMaxHTTPConns, "most HTTP connections that are not websockets (console, /metrics, /healthz); over it the oldest idle one is closed")
+	fs.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", DefaultHTTPIdleTimeout, "close an HTTP connection that sends no complete request for this long")
 	fs.IntVar(&cfg.MaxLocksPerConn, "max-locks-per-conn", DefaultMaxLocksPerConn, "most locks (exclusive plus shared) one connection may hold")
 	fs.DurationVar(&cfg.KeepAlive.Idle, "keepalive-idle", 15*time.Second, "TCP keepalive: idle time before the first probe")
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
@@ -74,6 +76,21 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		return cfg, opts, fmt.Errorf("-unix-mode %q: want octal permissions like 0660", *unixMode)
 	}
 	cfg.UnixMode = os.FileMode(mode)
+	// Zero or less is a slip, not a wish for the default.
+	for _, limit := range []struct {
+		flag  string
+		value int64
+	}{
+		{"max-line", int64(cfg.MaxLine)},
+		{"max-conns", int64(cfg.MaxConns)},
+		{"max-locks-per-conn", int64(cfg.MaxLocksPerConn)},
+		{"max-http-conns", int64(cfg.MaxHTTPConns)},
+		{"http-idle-timeout", int64(cfg.HTTPIdleTimeout)},
+	} {
+		if limit.value <= 0 {
+			return cfg, opts, fmt.Errorf("-%s must be positive", limit.flag)
+		}
+	}
 	for _, p := range []*int{port, wsPort} {
 		if *p < 0 || *p > 65535 {
 			return cfg, opts, fmt.Errorf("port %d out of range", *p)
@@ -87,8 +104,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	}
 	for _, o := range strings.Split(*wsOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
+			if err := checkOriginSyntax(o); err != nil {
+				return cfg, opts, err
+			}
 			cfg.WSOrigins = append(cfg.WSOrigins, o)
 		}
+	}
+	if cfg.TCPAddr == "" && cfg.WSAddr == "" && cfg.UnixPath == "" {
+		return cfg, opts, errors.New("nothing to serve: -port 0 and -ws 0 without -unix")
 	}
 	cfg.KeepAlive.Enable = true
 	// Linux applies TCP_USER_TIMEOUT to keepalive too, in place of the probe
@@ -137,6 +160,7 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		}
 		defer pf.remove()
 	}
+	checkFileLimit(cfg)
 	srv, err := NewServer(cfg)
 	if err != nil {
 		return err
@@ -159,4 +183,46 @@ func addrString(a net.Addr) string {
 		return "off"
 	}
 	return a.String()
+}
+
+// fdReserve is what the daemon needs besides its connections' descriptors:
+// listeners, the pidfile, standard streams, the runtime's poller, a margin
+// for connections being refused.
+const fdReserve = 64
+
+// checkFileLimit makes sure the process may open enough files for its
+// connection limits, every connection being one descriptor: it raises the
+// soft RLIMIT_NOFILE to the hard one when the soft one is too low (Go's
+// runtime already does so at start on most systems, but not everywhere),
+// and warns when even that is not enough, since the daemon would then run
+// out of descriptors before -max-conns and refuse lock clients at random.
+func checkFileLimit(cfg Config) {
+	need := uint64(cfg.MaxConns) + uint64(cfg.MaxHTTPConns) + fdReserve
+	limit, err := raiseFileLimit(need)
+	if err != nil {
+		cfg.Logger.Warn("cannot raise the limit on open files", "err", err)
+	}
+	if limit > 0 && limit < need {
+		allowed := int64(limit) - int64(cfg.MaxHTTPConns) - fdReserve
+		cfg.Logger.Warn("-max-conns is above what the file descriptor limit (RLIMIT_NOFILE) allows; raise the limit or lower -max-conns",
+			"max_conns", cfg.MaxConns, "max_http_conns", cfg.MaxHTTPConns, "nofile", limit, "conns_allowed", max(allowed, 0))
+	}
+}
+
+// raiseFileLimit raises the soft limit on open files to the hard one when it
+// is below need, and returns the soft limit in force (0 if unknown).
+func raiseFileLimit(need uint64) (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	if rl.Cur >= need || rl.Cur >= rl.Max {
+		return rl.Cur, nil
+	}
+	raised := rl
+	raised.Cur = rl.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+		return rl.Cur, err
+	}
+	return raised.Cur, nil
 }

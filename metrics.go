@@ -32,7 +32,7 @@ const (
 	healthzTimeout = time.Second
 )
 
-func newMetrics(m *manager) *metrics {
+func newMetrics(m *manager, maxConns int) *metrics {
 	batch := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "glockd_command_batch_duration_seconds",
 		Help: "Time from handing a batch of commands to the lock manager until it answered: one observation per batch (every command a connection read in one go, usually one).",
@@ -49,8 +49,14 @@ func newMetrics(m *manager) *metrics {
 			1, 2.5, 5, 10, 30, 60, 300,
 		},
 	}, []string{"outcome"})
+	limit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "glockd_max_connections",
+		Help: "The -max-conns limit: live connections beyond it are refused.",
+	})
+	limit.Set(float64(maxConns))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
+		limit,
 		newStatsCollector(m),
 		batch,
 		wait,
@@ -91,6 +97,7 @@ type statsCollector struct {
 	commands, invalid, orphans, sharedOrphans *prometheus.Desc
 	connections, locks, sharedLocks, waiters  *prometheus.Desc
 	managerUp                                 *prometheus.Desc
+	holdSeconds, oldestHold, oldestWait       *prometheus.Desc
 }
 
 func newStatsCollector(m *manager) *statsCollector {
@@ -112,6 +119,12 @@ func newStatsCollector(m *manager) *statsCollector {
 			"Names with at least one shared holder now (shared_locks of q).", nil, nil),
 		waiters: prometheus.NewDesc("glockd_waiters",
 			"Connections queued in gw or sgw now.", nil, nil),
+		holdSeconds: prometheus.NewDesc("glockd_lock_hold_duration_seconds",
+			"How long locks were held, observed when released or orphaned, by kind (exclusive, or shared: one observation per holder).", []string{"kind"}, nil),
+		oldestHold: prometheus.NewDesc("glockd_oldest_hold_seconds",
+			"Age of the oldest lock held now, by kind; 0 when none is held.", []string{"kind"}, nil),
+		oldestWait: prometheus.NewDesc("glockd_oldest_wait_seconds",
+			"How long the longest current gw or sgw has waited; 0 when none waits.", nil, nil),
 		managerUp: prometheus.NewDesc("glockd_manager_up",
 			"1 when the lock manager answered this scrape in time; 0 when it did not, and the other glockd_ gauges and counters are then missing from the scrape.", nil, nil),
 	}
@@ -121,6 +134,7 @@ func (sc *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		sc.commands, sc.invalid, sc.orphans, sc.sharedOrphans,
 		sc.connections, sc.locks, sc.sharedLocks, sc.waiters, sc.managerUp,
+		sc.holdSeconds, sc.oldestHold, sc.oldestWait,
 	} {
 		ch <- d
 	}
@@ -152,6 +166,19 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(sc.locks, s.locks)
 	gauge(sc.sharedLocks, s.sharedLocks)
 	gauge(sc.waiters, s.waiters)
+	for _, k := range []holdKind{exclusiveHold, sharedHold} {
+		h := s.holds[k]
+		buckets := make(map[float64]uint64, len(holdBuckets))
+		var cumulative uint64
+		for i, bound := range holdBuckets {
+			cumulative += h.counts[i]
+			buckets[bound] = cumulative
+		}
+		count := cumulative + h.counts[len(holdBuckets)]
+		ch <- prometheus.MustNewConstHistogram(sc.holdSeconds, count, h.sum, buckets, k.String())
+		ch <- prometheus.MustNewConstMetric(sc.oldestHold, prometheus.GaugeValue, s.oldestHold[k].Seconds(), k.String())
+	}
+	ch <- prometheus.MustNewConstMetric(sc.oldestWait, prometheus.GaugeValue, s.oldestWait.Seconds())
 }
 
 // serveHealthz answers 200 while the lock manager answers, 503 otherwise.

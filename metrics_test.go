@@ -254,3 +254,35 @@ func TestConsoleHTTP(t *testing.T) {
 	// The websocket still answers on / next to the console.
 	dial(t, srv, "websocket").expect("g x", "1 Lock Get Success: x\n")
 }
+
+// TestMetricsForAlerts: hold times are observed at release and orphaning,
+// and the oldest hold and longest wait are gauges.
+func TestMetricsForAlerts(t *testing.T) {
+	srv := startServer(t, nil)
+	addr := srv.WSAddr().String()
+	a, b := dial(t, srv, "tcp"), dial(t, srv, "tcp")
+	a.expect("g X", "1 Lock Get Success: X\n")
+	a.expect("sg S", "1 Shared Lock Get Success: S\n")
+	b.send("gw -1 X\n")
+	time.Sleep(50 * time.Millisecond)
+	got := scrape(t, addr)
+	for _, k := range []string{`glockd_oldest_hold_seconds{kind="exclusive"}`, `glockd_oldest_hold_seconds{kind="shared"}`, "glockd_oldest_wait_seconds"} {
+		if got[k] < 0.04 || got[k] > 60 {
+			t.Errorf("%s = %v, want the age of what the test holds", k, got[k])
+		}
+	}
+	a.expect("sr S", "1 Shared Lock Release Success: S\n")
+	a.close()
+	if got := b.line(); got != "1 Lock Get Success: X\n" {
+		t.Fatalf("waiter: %q", got)
+	}
+	eventually(t, "release and orphan observed", func() bool {
+		got := scrape(t, addr)
+		return got[`glockd_lock_hold_duration_seconds_count{kind="exclusive"}`] == 1 &&
+			got[`glockd_lock_hold_duration_seconds_count{kind="shared"}`] == 1 &&
+			got[`glockd_lock_hold_duration_seconds_bucket{kind="exclusive",le="0.01"}`] == 0 &&
+			got[`glockd_lock_hold_duration_seconds_bucket{kind="exclusive",le="+Inf"}`] == 1 &&
+			got["glockd_oldest_wait_seconds"] == 0 &&
+			got[`glockd_oldest_hold_seconds{kind="shared"}`] == 0
+	})
+}

@@ -17,9 +17,18 @@ type pidfile struct {
 }
 
 func lockPidfile(path string) (*pidfile, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	// O_NOFOLLOW: a link planted at the path by whoever can write its
+	// directory would have the daemon truncate any file, or create one.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("pidfile %s is a symbolic link: refusing to follow it", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pidfile: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("pidfile %s is not a regular file", path)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()

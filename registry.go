@@ -1,10 +1,5 @@
 package main
 
-import (
-	"cmp"
-	"slices"
-)
-
 // registry holds the names connections gave themselves with iam.
 type registry struct {
 	members map[*connState]struct{}
@@ -29,23 +24,4 @@ func (r *registry) remove(c *connState) {
 	}
 	delete(r.members, c)
 	c.regName, c.regSeq = "", 0
-}
-
-// entries lists "CONNNAME: REGNAME" pairs, oldest registration first, of the
-// connections registered as filter (all of them when filter is empty).
-func (r *registry) entries(filter []byte) []dumpEntry {
-	members := make([]*connState, 0, len(r.members))
-	for c := range r.members {
-		if len(filter) == 0 || c.regName == string(filter) {
-			members = append(members, c)
-		}
-	}
-	slices.SortFunc(members, func(a, b *connState) int {
-		return cmp.Compare(a.regSeq, b.regSeq)
-	})
-	entries := make([]dumpEntry, len(members))
-	for i, c := range members {
-		entries[i] = dumpEntry{key: c.name, value: c.regName}
-	}
-	return entries
 }

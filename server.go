@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +36,15 @@ type Config struct {
 	MaxConns        int // live connections over all transports
 	MaxLocksPerConn int // exclusive plus shared locks one connection may hold
 
+	// MaxHTTPConns bounds the HTTP connections (on WSAddr and MetricsAddr)
+	// that are not websockets: browsers, scrapers, health checks. Over it
+	// the oldest idle one is closed to make room, or the new one when
+	// none is idle. A websocket leaves this budget for MaxConns.
+	MaxHTTPConns int
+	// HTTPIdleTimeout closes an HTTP connection that sends no complete
+	// request for this long; it also bounds reading and writing one.
+	HTTPIdleTimeout time.Duration
+
 	// Dead-peer detection on TCP connections (websocket included).
 	KeepAlive   net.KeepAliveConfig
 	UserTimeout time.Duration // TCP_USER_TIMEOUT; 0 leaves the system's default
@@ -55,6 +67,8 @@ const (
 	DefaultMaxLine         = 64 << 10
 	DefaultMaxConns        = 100000
 	DefaultMaxLocksPerConn = 1000000
+	DefaultMaxHTTPConns    = 1024
+	DefaultHTTPIdleTimeout = 30 * time.Second
 )
 
 func (cfg Config) withDefaults() Config {
@@ -66,6 +80,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxLocksPerConn <= 0 {
 		cfg.MaxLocksPerConn = DefaultMaxLocksPerConn
+	}
+	if cfg.MaxHTTPConns <= 0 {
+		cfg.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if cfg.HTTPIdleTimeout <= 0 {
+		cfg.HTTPIdleTimeout = DefaultHTTPIdleTimeout
 	}
 	if cfg.UnixMode == 0 {
 		cfg.UnixMode = 0o666
@@ -89,6 +109,7 @@ type Server struct {
 	metrics     *metrics
 	metricsLn   net.Listener
 	metricsHTTP *http.Server
+	httpConns   *httpBudget // both HTTP servers' connections, websockets aside
 
 	ha *haNode // nil without -etcd; see leader.go
 
@@ -103,10 +124,18 @@ type Server struct {
 	lockOpen bool
 
 	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
+
+	// bigDumps admits the sorting and formatting of big dumps, at most
+	// one fewer at once than there are cores: other clients keep a core.
+	bigDumps chan struct{}
 }
 
 // NewServer checks cfg and makes a server; Start opens its listeners.
 func NewServer(cfg Config) (*Server, error) {
+	// Zero means the default; less is a mistake.
+	if cfg.MaxLine < 0 || cfg.MaxConns < 0 || cfg.MaxLocksPerConn < 0 || cfg.MaxHTTPConns < 0 || cfg.HTTPIdleTimeout < 0 {
+		return nil, errors.New("glockd: negative limit in Config")
+	}
 	cfg = cfg.withDefaults()
 	for _, origin := range cfg.WSOrigins {
 		if err := checkOriginSyntax(origin); err != nil {
@@ -115,10 +144,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	m := newManager(cfg)
 	s := &Server{
-		cfg:     cfg,
-		manager: m,
-		metrics: newMetrics(m),
-		conns:   make(map[*conn]struct{}),
+		cfg:       cfg,
+		manager:   m,
+		metrics:   newMetrics(m, cfg.MaxConns),
+		conns:     make(map[*conn]struct{}),
+		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
+		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}
 	if cfg.HA != nil {
 		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
@@ -227,10 +258,19 @@ func (s *Server) openLockListeners() (err error) {
 	return nil
 }
 
+// newHTTPServer serves h with every HTTP connection bounded in number (see
+// httpBudget) and in time: one that sends no whole request, idle or not, is
+// closed after HTTPIdleTimeout. Hijacking clears the deadlines, so a
+// websocket is not cut by them.
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	timeout := s.cfg.HTTPIdleTimeout
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: timeout,
+		ReadTimeout:       timeout,
+		WriteTimeout:      timeout,
+		IdleTimeout:       timeout,
+		ConnState:         s.httpConns.connState,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
 }
@@ -283,6 +323,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 
 	s.closeListeners()
+	answerWaiters(conns, closeGrace)
 	for _, c := range conns {
 		c.t.close()
 	}
@@ -290,6 +331,43 @@ func (s *Server) Close() error {
 	s.manager.send(request{kind: requestStop})
 	<-s.manager.stopped
 	return nil
+}
+
+// answerWaiters ends the pending waits of conns as timeouts, as at the end
+// of a client's input, and gives their replies up to grace to be written:
+// a client waiting when the server stops learns that it did not get the
+// lock before its connection closes. A connection busy writing to a client
+// that does not read holds its mutex: it is looked at again until grace
+// ends, never waited on.
+func answerWaiters(conns []*conn, grace time.Duration) {
+	for _, c := range conns {
+		c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
+	}
+	deadline := time.Now().Add(grace)
+	conns = slices.Clone(conns) // filtered below; the caller's list stays whole
+	for len(conns) > 0 && time.Now().Before(deadline) {
+		busy := conns[:0]
+		for _, c := range conns {
+			if !c.mu.TryLock() {
+				busy = append(busy, c)
+				continue
+			}
+			waiting, done := c.waiting, c.waitDone
+			c.mu.Unlock()
+			if !waiting {
+				continue
+			}
+			select {
+			case <-done:
+			case <-time.After(time.Until(deadline)):
+				return
+			}
+		}
+		conns = busy
+		if len(conns) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 func (s *Server) closeListeners() {
@@ -438,6 +516,13 @@ func (s *Server) serveWebsocket(ws *websocket.Conn) {
 // listenUnix listens on path, replacing a socket file left by a daemon that
 // died, but never one that a live daemon still answers on, nor a file that
 // is not a socket.
+//
+// bind(2) creates the socket file with the process's umask; a chmod after
+// it would leave a moment in which others may connect. The umask cannot be
+// changed for one bind (it is the whole process's, and two servers may
+// start at once), so the socket is bound in a private directory (0700:
+// nobody else reaches it there), given its mode, and renamed into place,
+// which rename(2) does atomically.
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {
@@ -451,17 +536,49 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("%s: cannot tell whether it is in use: %w", path, err)
 		}
-		if err := os.Remove(path); err != nil {
-			return nil, err
-		}
+		// A stale socket: the rename below replaces it.
 	}
-	l, err := net.Listen("unix", path)
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".glockd")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, mode); err != nil {
+	defer os.RemoveAll(dir)
+	private := filepath.Join(dir, "s")
+	l, err := net.Listen("unix", private)
+	if err != nil {
+		return nil, fmt.Errorf("%w (the socket is bound first as %s, %d bytes longer than the path)", err, private, len(private)-len(path))
+	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // its name changes; unixListener removes it
+	if err := os.Chmod(private, mode); err != nil {
 		l.Close()
 		return nil, err
 	}
-	return l, nil
+	if err := os.Rename(private, path); err != nil {
+		l.Close()
+		return nil, err
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &unixListener{UnixListener: ul, path: path, file: fi}, nil
+}
+
+// unixListener is a unix socket bound under another name and renamed to
+// path; closing it removes path, if the file there is still this socket.
+type unixListener struct {
+	*net.UnixListener
+	path string
+	file os.FileInfo
+}
+
+func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+func (l *unixListener) Close() error {
+	if fi, err := os.Lstat(l.path); err == nil && os.SameFile(fi, l.file) {
+		os.Remove(l.path)
+	}
+	return l.UnixListener.Close()
 }

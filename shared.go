@@ -15,6 +15,37 @@ type sharedHolder struct {
 	conn       *connState
 	lock       *sharedLock
 	prev, next *sharedHolder
+	since      int64 // when it was granted, on the manager's clock
+	// older and newer link every shared holder in the order of grants.
+	older, newer *sharedHolder
+}
+
+// holderAges is the order of grants of every shared holder, so that the
+// oldest shared hold is found without a scan.
+type holderAges struct{ oldest, newest *sharedHolder }
+
+func (a *holderAges) push(h *sharedHolder) {
+	h.older = a.newest
+	if a.newest != nil {
+		a.newest.newer = h
+	} else {
+		a.oldest = h
+	}
+	a.newest = h
+}
+
+func (a *holderAges) remove(h *sharedHolder) {
+	if h.older != nil {
+		h.older.newer = h.newer
+	} else {
+		a.oldest = h.newer
+	}
+	if h.newer != nil {
+		h.newer.older = h.older
+	} else {
+		a.newest = h.older
+	}
+	h.older, h.newer = nil, nil
 }
 
 // sharedLock adds c to the holders of name and returns how many there are;
@@ -35,7 +66,8 @@ func (m *manager) sharedGrant(c *connState, name string) int {
 		l = &sharedLock{name: name}
 		m.shared[name] = l
 	}
-	h := &sharedHolder{conn: c, lock: l, prev: l.tail}
+	h := &sharedHolder{conn: c, lock: l, prev: l.tail, since: m.now}
+	m.sharedAges.push(h)
 	if l.tail != nil {
 		l.tail.next = h
 	} else {
@@ -75,6 +107,8 @@ func (m *manager) sharedRelease(c *connState, name string) {
 
 func (m *manager) dropHolder(h *sharedHolder) {
 	l := h.lock
+	m.holds[sharedHold].observe(m.now - h.since)
+	m.sharedAges.remove(h)
 	if h.prev != nil {
 		h.prev.next = h.next
 	} else {
@@ -90,7 +124,7 @@ func (m *manager) dropHolder(h *sharedHolder) {
 	if len(h.conn.sharedHeld) == 0 {
 		h.conn.sharedHeld = nil
 	}
-	m.admitSharedWaiters(l)
+	m.admitSharedWaiters(l.name)
 	if l.count == 0 {
 		delete(m.shared, l.name)
 	}
@@ -99,13 +133,22 @@ func (m *manager) dropHolder(h *sharedHolder) {
 // admitSharedWaiters grants the shared lock to its oldest waiters while the
 // oldest one's MAX allows another holder. A waiter whose MAX is full blocks
 // the ones behind it: strict FIFO, no overtaking.
-func (m *manager) admitSharedWaiters(l *sharedLock) {
-	q := m.sharedWaiters[l.name]
-	for q != nil && !q.empty() && l.count < q.head.max {
-		w := popWaiter(m.sharedWaiters, q, l.name)
-		holders := m.sharedGrant(w.conn, l.name)
+// It runs whenever the count drops or the head leaves the queue.
+func (m *manager) admitSharedWaiters(name string) {
+	q := m.sharedWaiters[name]
+	for q != nil && !q.empty() && m.sharedHolders(name) < q.head.max {
+		w := popWaiter(m.sharedWaiters, q, name)
+		holders := m.sharedGrant(w.conn, name)
 		m.resolve(w, waitResult{granted: true, holders: holders})
 	}
+}
+
+// sharedHolders is sharedCount for a name already a string.
+func (m *manager) sharedHolders(name string) int {
+	if l := m.shared[name]; l != nil {
+		return l.count
+	}
+	return 0
 }
 
 // sharedCount is the number of holders of name.

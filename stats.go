@@ -34,6 +34,9 @@ type statLine struct {
 func (m *manager) statLines() []statLine {
 	lines := make([]statLine, 0, 32)
 	for v := verbG; v < numVerbs; v++ {
+		if v.outOfBand() {
+			continue // not commands of the protocol's, but of its transport
+		}
 		if n := m.stats.commands[v]; n > 0 || v.original() {
 			lines = append(lines, statLine{"command_" + v.String(), n})
 		}
@@ -69,6 +72,9 @@ type statsSnapshot struct {
 	locks            int
 	sharedLocks      int
 	waiters          int
+	holds            [2]holdHistogram
+	oldestHold       [2]time.Duration // age of the oldest current hold, by holdKind; 0 when none
+	oldestWait       time.Duration    // age of the longest current wait; 0 when none
 }
 
 func (m *manager) snapshot() statsSnapshot {
@@ -76,7 +82,21 @@ func (m *manager) snapshot() statsSnapshot {
 	for t, n := range m.connsByTransport {
 		byTransport[t] = n
 	}
+	var oldest [2]time.Duration
+	if since, ok := m.exclusive.oldestSince(); ok {
+		oldest[exclusiveHold] = time.Duration(m.now - since)
+	}
+	if h := m.sharedAges.oldest; h != nil {
+		oldest[sharedHold] = time.Duration(m.now - h.since)
+	}
+	var oldestWait time.Duration
+	if w := m.waitAges.oldest; w != nil {
+		oldestWait = time.Since(w.started)
+	}
 	return statsSnapshot{
+		holds:            m.holds,
+		oldestHold:       oldest,
+		oldestWait:       oldestWait,
 		stats:            m.stats,
 		connections:      m.conns,
 		connsByTransport: byTransport,
@@ -107,4 +127,40 @@ func (m *manager) statsSnapshot(timeout time.Duration) (s statsSnapshot, ok bool
 	case <-timer.C:
 		return s, false
 	}
+}
+
+// holdKind picks the histogram of hold times.
+type holdKind uint8
+
+const (
+	exclusiveHold holdKind = iota
+	sharedHold
+)
+
+func (k holdKind) String() string {
+	if k == sharedHold {
+		return "shared"
+	}
+	return "exclusive"
+}
+
+// holdBuckets are the upper bounds, in seconds, of the hold-time histogram:
+// from a millisecond to a day, for alerts on locks held too long.
+var holdBuckets = [...]float64{0.001, 0.01, 0.1, 1, 10, 60, 600, 3600, 86400}
+
+// holdHistogram counts hold times, in the manager without atomics; a scrape
+// copies it in the snapshot.
+type holdHistogram struct {
+	counts [len(holdBuckets) + 1]uint64 // the last one is above every bound
+	sum    float64                      // seconds
+}
+
+func (h *holdHistogram) observe(ns int64) {
+	s := float64(ns) / 1e9
+	i := 0
+	for i < len(holdBuckets) && s > holdBuckets[i] {
+		i++
+	}
+	h.counts[i]++
+	h.sum += s
 }

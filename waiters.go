@@ -25,6 +25,36 @@ type waiter struct {
 	resolved bool // granted, timed out or cancelled; the timer's message is then stale
 
 	prev, next *waiter
+	// older and newer link every waiter in the order they began to wait.
+	older, newer *waiter
+}
+
+// waiterAges is every waiter in the order they began, so that the longest
+// current wait is found without a scan.
+type waiterAges struct{ oldest, newest *waiter }
+
+func (a *waiterAges) push(w *waiter) {
+	w.older = a.newest
+	if a.newest != nil {
+		a.newest.newer = w
+	} else {
+		a.oldest = w
+	}
+	a.newest = w
+}
+
+func (a *waiterAges) remove(w *waiter) {
+	if w.older != nil {
+		w.older.newer = w.newer
+	} else {
+		a.oldest = w.newer
+	}
+	if w.newer != nil {
+		w.newer.older = w.older
+	} else {
+		a.newest = w.older
+	}
+	w.older, w.newer = nil, nil
 }
 
 // waitQueue is a FIFO of waiters that can also drop one from the middle in
@@ -89,6 +119,7 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 		table[name] = q
 	}
 	q.push(w)
+	m.waitAges.push(w)
 	c.waiter = w
 	// An MS too large for a time.Duration (292 years) waits without a limit.
 	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {
@@ -102,21 +133,28 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	m.logf("wait", c, "lock", name, "shared", shared, "ms", ms)
 }
 
-// unqueue takes w out of its queue and forgets it.
+// unqueue takes w out of its queue and forgets it. When w headed a shared
+// queue, the new head may fit where w did not: it is admitted now, not when
+// the count next drops.
 func (m *manager) unqueue(w *waiter) {
 	table := m.queues(w.shared)
 	q := table[w.name]
+	wasHead := q.head == w
 	q.remove(w)
 	if q.empty() {
 		delete(table, w.name)
 	}
 	m.finishWait(w)
+	if w.shared && wasHead {
+		m.admitSharedWaiters(w.name)
+	}
 }
 
 // finishWait marks w as over, so that its timer's message, if already sent,
 // is ignored.
 func (m *manager) finishWait(w *waiter) {
 	w.resolved = true
+	m.waitAges.remove(w)
 	w.conn.waiter = nil
 	if w.timer != nil {
 		w.timer.Stop()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -17,6 +18,7 @@ type websocketTransport struct {
 	rest    []byte // the lines of msg not yet parsed
 	more    bool   // rest holds at least one more line (maybe empty)
 	scratch []byte
+	failed  atomic.Bool // a protocol error's close frame has been sent
 }
 
 // maxMessage bounds a websocket message: a message over it is answered with
@@ -28,9 +30,22 @@ func newWebsocketTransport(ws *websocket.Conn, maxLine int) *websocketTransport 
 	return &websocketTransport{ws: ws, maxLine: maxLine}
 }
 
+// keptBuffer is the largest message or scratch buffer that a connection
+// keeps between messages: an idle connection returns to its small cost
+// whatever it received before.
+const keptBuffer = 4 << 10
+
 func (t *websocketTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
+	if cap(t.scratch) > keptBuffer {
+		t.scratch = nil
+	}
 	if !t.more {
+		// The commands of the last read alias t.msg until now, so this is
+		// the first moment it may go, and the last before blocking.
+		if cap(t.msg) > keptBuffer {
+			t.msg = nil
+		}
 		err := t.receive()
 		if err == errMessageTooLarge {
 			return append(cmds, command{verb: verbTooLong}), nil
@@ -73,6 +88,11 @@ func (t *websocketTransport) write(out []byte, ends []int) error {
 // not read must not hold up the end of its connection or a shutdown. The
 // deadline also unblocks a write already stuck on such a client.
 func (t *websocketTransport) close() error {
+	if t.failed.Load() {
+		// The close frame is sent; the websocket server closes the socket
+		// when the handler returns. The deadline unblocks any write.
+		return t.ws.SetDeadline(time.Now())
+	}
 	t.ws.SetWriteDeadline(time.Now().Add(closeGrace))
 	return t.ws.Close()
 }

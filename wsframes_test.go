@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -139,5 +140,100 @@ func TestWebsocketHugeFrameLength(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	if code := d.exitCode(t, 5*time.Second); code != 0 || strings.Contains(d.stderr.String(), "panic") {
 		t.Fatalf("exit code %d; stderr:\n%s", code, d.stderr)
+	}
+}
+
+// TestWebsocketProtocolErrors: frames that RFC 6455 says to fail the
+// connection on get a close frame with status 1002 (protocol error), and
+// then the connection ends; the daemon goes on serving others.
+func TestWebsocketProtocolErrors(t *testing.T) {
+	srv := startServer(t, nil)
+	addr := srv.WSAddr().String()
+	for _, tt := range []struct {
+		name   string
+		frames []byte
+	}{
+		{"reserved data opcode 3", wsFrame(0x83, "g a")},
+		{"reserved data opcode 7", wsFrame(0x87, "g a")},
+		{"reserved control opcode 0xB", wsFrame(0x8b, "")},
+		{"reserved control opcode 0xF", wsFrame(0x8f, "")},
+		{"RSV1 without an extension", wsFrame(0xc1, "g a")},
+		{"RSV2", wsFrame(0xa1, "g a")},
+		{"RSV3", wsFrame(0x91, "g a")},
+		{"RSV on a ping", wsFrame(0xc9, "")},
+		{"continuation without a start", wsFrame(0x80, "g a")},
+		{"unfinished continuation without a start", wsFrame(0x00, "g a")},
+		{"text frame inside a fragmented message", append(wsFrame(0x01, "g a"), wsFrame(0x81, "g b")...)},
+		{"binary frame inside a fragmented message", append(wsFrame(0x01, "g a"), wsFrame(0x82, "g b")...)},
+		{"ping over 125 bytes", wsFrame(0x89, strings.Repeat("p", 126))},
+		{"pong over 125 bytes", wsFrame(0x8a, strings.Repeat("p", 200))},
+		{"close over 125 bytes", wsFrame(0x88, "\x03\xe8"+strings.Repeat("c", 124))},
+		{"fragmented ping", wsFrame(0x09, "hi")},
+		{"fragmented close", wsFrame(0x08, "\x03\xe8")},
+		{"unmasked frame", []byte{0x81, 0x04, 'p', 'i', 'n', 'g'}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			status, nc, r := upgrade(t, addr, "")
+			if status != http.StatusSwitchingProtocols {
+				t.Fatalf("status %d", status)
+			}
+			if got := wsCommand(t, nc, r, "ping"); got != "1 pong\n" {
+				t.Fatalf("before: %q", got)
+			}
+			if _, err := nc.Write(tt.frames); err != nil {
+				t.Fatal(err)
+			}
+			rest, err := io.ReadAll(r) // to the end: the server must close
+			if err != nil {
+				t.Fatalf("the connection did not end: %v (read % x)", err, rest)
+			}
+			if want := []byte{0x88, 0x02, 0x03, 0xea}; !bytes.Equal(rest, want) {
+				t.Fatalf("got % x, want a close frame with 1002: % x", rest, want)
+			}
+		})
+	}
+	// The daemon is fine, and has forgotten those connections.
+	c := dial(t, srv, "websocket")
+	c.expect("ping", "1 pong\n")
+	eventually(t, "connections forgotten", func() bool { return c.stat("connections") == 1 })
+	if got := c.stat("command_g"); got != 0 {
+		t.Fatalf("command_g %d: a frame that should fail ran a command", got)
+	}
+}
+
+// TestWebsocketControlFramesAtLimit: what RFC 6455 allows still works:
+// control frames of 125 bytes, a pong nobody asked for, a ping between
+// fragments, and a close, answered with a close.
+func TestWebsocketControlFramesAtLimit(t *testing.T) {
+	srv := startServer(t, nil)
+	status, nc, r := upgrade(t, srv.WSAddr().String(), "")
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", status)
+	}
+	var msg []byte
+	msg = append(msg, wsFrame(0x8a, strings.Repeat("u", 125))...) // unsolicited pong
+	msg = append(msg, wsFrame(0x01, "pi")...)
+	msg = append(msg, wsFrame(0x89, strings.Repeat("p", 125))...)
+	msg = append(msg, wsFrame(0x80, "ng")...)
+	if _, err := nc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	var head [2]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil || head != [2]byte{0x8a, 125} {
+		t.Fatalf("pong header % x (%v)", head, err)
+	}
+	if _, err := io.CopyN(io.Discard, r, 125); err != nil {
+		t.Fatal(err)
+	}
+	var reply [2 + 7]byte
+	if _, err := io.ReadFull(r, reply[:]); err != nil || string(reply[2:]) != "1 pong\n" {
+		t.Fatalf("reply % x (%v)", reply, err)
+	}
+	if _, err := nc.Write(wsFrame(0x88, "\x03\xe8")); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || len(rest) < 2 || rest[0] != 0x88 {
+		t.Fatalf("after a close: % x (%v)", rest, err)
 	}
 }

@@ -1,5 +1,6 @@
 // glockd console: polls the server over its own websocket on "/" and shows
-// the counters (q), the exclusive locks (d) and the shared locks (sd). Each
+// the counters (q), every lock with its holders, hold times, tokens and
+// waiters (dl), and the connections (who, and the owners dl names). Each
 // command sent gets exactly one reply message, in order, so replies are
 // paired with commands by a FIFO of pending promises.
 'use strict';
@@ -22,8 +23,11 @@
     bigTables: false,
     dumpEnabled: true,
     lastQ: null, // {at, total}
-    exclusive: [], // [{lock, holder}]
-    shared: [], // [{lock, holders: []}]
+    exclusive: [], // [{lock, holder, token (text), heldMs, waiters}]
+    shared: [], // [{lock, holders: [{name, heldMs}], waiters}]
+    registered: [], // [{conn, name}] from who
+    fetchedAt: 0, // performance.now() of the last dl: held times grow from it
+    sort: { exclusive: { key: 'lock', dir: 1 }, shared: { key: 'lock', dir: 1 } },
     retryMs: 1000,
   };
 
@@ -97,14 +101,16 @@
       // Big or disabled tables are fetched every fifth tick only.
       const withTables = (state.dumpEnabled && !state.bigTables) || state.tick % 5 === 0;
       state.tick++;
-      const replies = await Promise.all(withTables ? [send('q'), send('d'), send('sd')] : [send('q')]);
+      const replies = await Promise.all(withTables ? [send('q'), send('dl'), send('who')] : [send('q')]);
       renderStats(parseStats(replies[0]));
       if (withTables) {
-        const [d, sd] = [replies[1], replies[2]];
-        state.dumpEnabled = !(d === '0 disabled\n' || sd === '0 disabled\n');
-        state.bigTables = d.length + sd.length > BIG_DUMP;
-        state.exclusive = state.dumpEnabled ? parseExclusive(d) : [];
-        state.shared = state.dumpEnabled ? parseShared(sd) : [];
+        const [dl, who] = [replies[1], replies[2]];
+        state.dumpEnabled = dl !== '0 disabled\n';
+        state.bigTables = dl.length > BIG_DUMP;
+        state.fetchedAt = performance.now();
+        if (state.dumpEnabled) parseDetailed(dl);
+        else state.exclusive = state.shared = [];
+        state.registered = who === '0 disabled\n' ? [] : parseWho(who);
         renderTables();
       }
       $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
@@ -132,30 +138,72 @@
     return i < 0 ? null : [line.slice(0, i), line.slice(i + 2)];
   }
 
-  function parseExclusive(text) {
-    const rows = [];
-    for (const line of text.split('\n')) {
-      const kv = splitLine(line);
-      if (kv) rows.push({ lock: kv[0], holder: kv[1] });
-    }
-    return rows;
-  }
-
-  // sd has one line per holder, sorted by lock, holders in the order they
-  // took the lock.
-  function parseShared(text) {
-    const rows = [];
+  // dl: "LOCK: OWNER token=T held_ms=MS waiters=W" per exclusive lock and
+  // "LOCK: OWNER shared held_ms=MS holders=N waiters=W" per shared holder,
+  // sorted by lock. An owner may hold spaces: its fields are read from the
+  // end of the line.
+  function parseDetailed(text) {
+    const exclusive = [];
+    const shared = [];
     let last = null;
     for (const line of text.split('\n')) {
       const kv = splitLine(line);
       if (!kv) continue;
-      if (!last || last.lock !== kv[0]) {
-        last = { lock: kv[0], holders: [] };
-        rows.push(last);
+      const f = kv[1].split(' ');
+      const text = (i, key) => {
+        const v = f[f.length - i] || '';
+        return v.startsWith(key + '=') ? v.slice(key.length + 1) : '';
+      };
+      const field = (i, key) => (text(i, key) === '' ? NaN : Number(text(i, key)));
+      if (f[f.length - 4] === 'shared') {
+        const holder = { name: f.slice(0, -4).join(' '), heldMs: field(3, 'held_ms') };
+        if (!last || last.lock !== kv[0]) {
+          last = { lock: kv[0], holders: [], waiters: field(1, 'waiters') };
+          shared.push(last);
+        }
+        last.holders.push(holder);
+      } else {
+        exclusive.push({ lock: kv[0], holder: f.slice(0, -3).join(' '), token: text(3, 'token'),
+          heldMs: field(2, 'held_ms'), waiters: field(1, 'waiters') });
       }
-      last.holders.push(kv[1]);
+    }
+    state.exclusive = exclusive;
+    state.shared = shared;
+  }
+
+  // who: "CONN: NAME" per registered connection.
+  function parseWho(text) {
+    const rows = [];
+    for (const line of text.split('\n')) {
+      const kv = splitLine(line);
+      if (kv) rows.push({ conn: kv[0], name: kv[1] });
     }
     return rows;
+  }
+
+  // heldNow is how long a hold has lasted now: its age at the last dl plus
+  // the time since, so that it goes on growing between refreshes.
+  function heldNow(heldMs) {
+    return heldMs + (performance.now() - state.fetchedAt);
+  }
+
+  // duration prints milliseconds in the largest units that fit: "850 ms",
+  // "12 s", "4 min 05 s", "3 h 20 min", "2 d 4 h".
+  function duration(ms) {
+    if (!Number.isFinite(ms)) return '–';
+    if (ms < 1000) return Math.round(ms) + ' ms';
+    const s = Math.floor(ms / 1000);
+    if (s < 60) return s + ' s';
+    const pad = (n) => String(n).padStart(2, '0');
+    if (s < 3600) return Math.floor(s / 60) + ' min ' + pad(s % 60) + ' s';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ' + pad(Math.floor(s / 60) % 60) + ' min';
+    return Math.floor(s / 86400) + ' d ' + Math.floor(s / 3600) % 24 + ' h';
+  }
+
+  // thresholdMs is the age over which a hold is highlighted; 0 for none.
+  function thresholdMs() {
+    const v = Number($('threshold').value);
+    return v > 0 ? v * 1000 : 0;
   }
 
   // --- rendering -------------------------------------------------------
@@ -182,26 +230,35 @@
   function renderTables() {
     const enabled = state.dumpEnabled;
     $('dump-disabled').hidden = enabled;
-    for (const id of ['table-tools', 'exclusive-panel', 'shared-panel']) $(id).hidden = !enabled;
+    for (const id of ['table-tools', 'exclusive-panel', 'shared-panel', 'connections-panel']) $(id).hidden = !enabled;
     if (!enabled) return;
 
     const filter = $('filter').value.trim().toLowerCase();
     const match = (...texts) => !filter || texts.some((t) => t.toLowerCase().includes(filter));
 
-    const ex = state.exclusive.filter((r) => match(r.lock, r.holder));
+    const old = thresholdMs();
+    const ex = sortRows('exclusive', state.exclusive.filter((r) => match(r.lock, r.holder)));
     fillTable('exclusive', ex, (r) => {
-      const tr = row([cell(r.lock, 'lock'), holderCell([r.holder])]);
+      const held = heldNow(r.heldMs);
+      const tr = row([cell(r.lock, 'lock'), holderCell([r.holder]), heldCell(held),
+        cell(r.token || '–', 'num token'), cell(String(r.waiters), 'num waiters')]);
       tr.dataset.lock = r.lock;
       if (r.holder === state.myName) tr.classList.add('is-mine');
+      if (old && held > old) tr.classList.add('is-old');
       return tr;
-    }, 2);
-    const sh = state.shared.filter((r) => match(r.lock, ...r.holders));
+    }, 5);
+    const sh = sortRows('shared', state.shared.filter((r) => match(r.lock, ...r.holders.map((h) => h.name))));
     fillTable('shared', sh, (r) => {
-      const tr = row([cell(r.lock, 'lock'), cell(String(r.holders.length), 'num'), holderCell(r.holders)]);
+      const held = Math.max(...r.holders.map((h) => heldNow(h.heldMs)));
+      const tr = row([cell(r.lock, 'lock'), cell(String(r.holders.length), 'num count'),
+        holderCell(r.holders.map((h) => h.name), r.holders.map((h) => duration(heldNow(h.heldMs)))),
+        heldCell(held), cell(String(r.waiters), 'num waiters')]);
       tr.dataset.lock = r.lock;
-      if (r.holders.includes(state.myName)) tr.classList.add('is-mine');
+      if (r.holders.some((h) => h.name === state.myName)) tr.classList.add('is-mine');
+      if (old && held > old) tr.classList.add('is-old');
       return tr;
-    }, 3);
+    }, 5);
+    renderConnections();
 
     $('exclusive-count').textContent = countText(ex.length, state.exclusive.length);
     $('shared-count').textContent = countText(sh.length, state.shared.length);
@@ -211,6 +268,59 @@
     $('shared-empty').textContent = state.shared.length ? 'No shared lock matches the filter.' : 'No shared locks.';
     $('filter-info').textContent = filter ? 'showing ' + number.format(ex.length + sh.length) + ' of ' +
       number.format(state.exclusive.length + state.shared.length) : '';
+  }
+
+  // sortRows orders a table's rows by its chosen column (held time: the
+  // oldest hold of the row).
+  function sortRows(table, rows) {
+    const { key, dir } = state.sort[table];
+    const value = (r) => {
+      switch (key) {
+        case 'holder': return r.holder !== undefined ? r.holder : r.holders.map((h) => h.name).join(' ');
+        case 'held': return r.heldMs !== undefined ? r.heldMs : Math.max(...r.holders.map((h) => h.heldMs));
+        case 'count': return r.holders.length;
+        // Tokens are kept as text: a number would round those over 2^53.
+        case 'token': return BigInt(r.token || '0');
+        default: return r[key];
+      }
+    };
+    return rows.slice().sort((a, b) => {
+      const va = value(a);
+      const vb = value(b);
+      let c;
+      if (typeof va === 'bigint') c = va < vb ? -1 : va > vb ? 1 : 0;
+      else c = typeof va === 'number' ? va - vb : String(va).localeCompare(String(vb));
+      return c * dir || a.lock.localeCompare(b.lock);
+    });
+  }
+
+  function heldCell(ms) {
+    const td = cell(duration(ms), 'num held');
+    td.dataset.ms = String(Math.round(ms));
+    return td;
+  }
+
+  // renderConnections lists every connection that holds a lock or named
+  // itself: its name, its registered name, and how many locks it holds.
+  function renderConnections() {
+    const conns = new Map();
+    const get = (name) => {
+      if (!conns.has(name)) conns.set(name, { name, registered: '', exclusive: 0, shared: 0 });
+      return conns.get(name);
+    };
+    for (const r of state.registered) {
+      // Owners show registered names: count under the name, note the address.
+      get(r.name).registered = r.conn;
+    }
+    for (const r of state.exclusive) get(r.holder).exclusive++;
+    for (const r of state.shared) for (const h of r.holders) get(h.name).shared++;
+    const rows = [...conns.values()].sort((a, b) => (b.exclusive + b.shared) - (a.exclusive + a.shared) || a.name.localeCompare(b.name));
+    fillTable('connections', rows, (c) => {
+      const tr = row([holderCell([c.name]), cell(c.registered, 'meta'), cell(String(c.exclusive), 'num'), cell(String(c.shared), 'num')]);
+      tr.dataset.conn = c.name;
+      return tr;
+    }, 4);
+    $('connections-empty').hidden = rows.length > 0;
   }
 
   function countText(shown, all) {
@@ -244,13 +354,19 @@
     return td;
   }
 
-  function holderCell(holders) {
+  function holderCell(holders, notes) {
     const td = document.createElement('td');
     td.className = 'holders';
-    for (const h of holders) {
+    holders.forEach((h, i) => {
       const span = document.createElement('span');
       span.className = 'holder';
       span.textContent = h;
+      if (notes) {
+        const note = document.createElement('span');
+        note.className = 'since';
+        note.textContent = notes[i];
+        span.append(note);
+      }
       if (h === state.myName) {
         const badge = document.createElement('span');
         badge.className = 'badge';
@@ -258,7 +374,7 @@
         span.append(badge);
       }
       td.append(span);
-    }
+    });
     return td;
   }
 
@@ -340,6 +456,20 @@
   });
   $('release').addEventListener('click', () => lockCommand('release', selectedKind(), $('lock-name').value));
   $('filter').addEventListener('input', renderTables);
+  $('threshold').addEventListener('input', renderTables);
+  for (const th of document.querySelectorAll('th[data-sort]')) {
+    th.addEventListener('click', () => {
+      const table = th.closest('table').id;
+      const s = state.sort[table];
+      s.dir = s.key === th.dataset.sort ? -s.dir : 1;
+      s.key = th.dataset.sort;
+      for (const other of th.closest('tr').children) delete other.dataset.dir;
+      th.dataset.dir = s.dir > 0 ? 'asc' : 'desc';
+      renderTables();
+    });
+  }
+  // Held times grow between refreshes.
+  setInterval(() => { if (state.dumpEnabled && state.exclusive.length + state.shared.length > 0) renderTables(); }, 250);
 
   $('server').textContent = location.host;
   renderMine();

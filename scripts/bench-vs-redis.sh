@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Benchmarks glockd against redis-server on this machine with lockbench
-# (../shared/bench), as issue 5 asks: each target runs as alternating pairs
-# (glockd, redis, glockd, redis, ...), RUNS of each, and the table shows the
-# medians and their ratio. Loopback TCP only. Not part of CI.
+# Benchmarks glockd against redis-server on this machine with lockbench, a
+# load generator for lock servers that is not part of this repository (see
+# LOCKBENCH_SRC): each target runs as alternating pairs (glockd, redis,
+# glockd, redis, ...), RUNS of each, and the table shows the medians and
+# their ratio. Loopback TCP only. Not part of CI. docs/performance.md has the
+# figures it measured.
 #
 #   scripts/bench-vs-redis.sh                 # about 6 minutes
 #   DURATION=2s RUNS=1 scripts/bench-vs-redis.sh

@@ -40,6 +40,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts.Network, opts.Addr = targets[0].network, targets[0].addr
+	if err := checkConnect(ctx, targets[0], opts.Timeout); err != nil {
+		fmt.Fprintf(stderr, "tester load: %v\n", err)
+		return 2
+	}
 	if isTerminal(os.Stderr) && stderr == os.Stderr {
 		opts.Progress = stderr
 	}

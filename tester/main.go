@@ -1,11 +1,12 @@
-// Command tester checks a live glockd server against PROTOCOL.md, or loads
-// it with traffic.
+// Command tester checks that a live glockd server follows the glockd
+// protocol, or loads it with traffic.
 //
 //	go run ./tester -host 127.0.0.1:9999 [-unix PATH] [-ws ws://127.0.0.1:9998/] [-ext]
 //	go run ./tester load -host 127.0.0.1:9999 -c 50 -d 10s -workload cycle
 //
 // The conformance run prints "ok  NAME" or "FAIL NAME: WHY" per check and
-// ends with "N passed, M failed"; its exit status is 1 if any check failed.
+// ends with "N passed, M failed"; its exit status is 1 if any check failed,
+// and 2, after one "cannot connect" line, if the server cannot be reached.
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os/signal"
 	"time"
 
+	"glockd/client"
 	"glockd/tester/suite"
 )
 
@@ -70,7 +72,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	where.register(fs)
 	dump := fs.Bool("dump", true, "the server runs with -dump=true (else check its \"0 disabled\" replies)")
 	registry := fs.Bool("registry", true, "the server runs with -registry=true (else check its \"0 disabled\" replies)")
-	ext := fs.Bool("ext", false, "check the Part 2 verbs gw, sgw, t and ping")
+	ext := fs.Bool("ext", false, "also check the extension verbs gw, sgw, t and ping")
 	exclusive := fs.Bool("exclusive", false, "no one else uses the server: check exact counter changes")
 	fresh := fs.Bool("fresh", false, "the server has just started and no one else uses it: also check q at start-up (first target only)")
 	timeout := fs.Duration("timeout", 10*time.Second, "time limit of each check")
@@ -92,12 +94,16 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if len(targets) > 1 {
 			fmt.Fprintf(stdout, "# %s %s\n", tg.network, tg.addr)
 		}
-		p, f := suite.Run(ctx, suite.Options{
+		p, f, err := suite.RunChecks(ctx, suite.Options{
 			Network: tg.network, Addr: tg.addr,
 			Dump: *dump, Registry: *registry, Ext: *ext,
 			Exclusive: *exclusive || *fresh, Fresh: *fresh && i == 0,
 			Timeout: *timeout, Run: *only, Out: stdout,
 		})
+		if err != nil {
+			fmt.Fprintf(stderr, "tester: %v\n", err)
+			return 2
+		}
 		passed += p
 		failed += f
 	}
@@ -106,4 +112,16 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	return 0
+}
+
+// checkConnect opens and closes one connection to tg, so that a server that
+// is down is reported once rather than as every connection's error.
+func checkConnect(ctx context.Context, tg target, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := client.Dial(ctx, tg.network, tg.addr)
+	if err != nil {
+		return &suite.ConnectError{Addr: tg.addr, Err: err}
+	}
+	return c.Close()
 }

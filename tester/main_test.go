@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -84,5 +85,44 @@ func TestRunLoad(t *testing.T) {
 	}
 	if status := run(context.Background(), []string{"load", "-workload", "nope", "-host", srv.TCPAddr()}, &stdout, &stderr); status != 1 {
 		t.Errorf("unknown workload: status %d, want 1", status)
+	}
+}
+
+// TestServerDown: a server that cannot be reached gets one line naming the
+// address and exit status 2, not a failure per check.
+func TestServerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	downSock := filepath.Join(t.TempDir(), "none.sock")
+	good := startFake(t, fake.Config{Dump: true, Registry: true})
+	tests := []struct {
+		name string
+		args []string
+		want string // all of stderr
+	}{
+		{"tcp", []string{"-host", down}, "tester: cannot connect to " + down + ": connect: connection refused\n"},
+		{"fresh", []string{"-host", down, "-fresh", "-ext"}, "tester: cannot connect to " + down + ": connect: connection refused\n"},
+		{"unix", []string{"-unix", downSock}, "tester: cannot connect to " + downSock + ": connect: no such file or directory\n"},
+		{"ws", []string{"-ws", "ws://" + down + "/", "-run", "transport/"}, "tester: cannot connect to ws://" + down + "/: connect: connection refused\n"},
+		{"second target", []string{"-host", good.TCPAddr(), "-unix", downSock, "-run", "exclusive/get"}, "tester: cannot connect to " + downSock + ": connect: no such file or directory\n"},
+		{"load", []string{"load", "-host", down, "-n", "10"}, "tester load: cannot connect to " + down + ": connect: connection refused\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if status := run(context.Background(), tt.args, &stdout, &stderr); status != 2 {
+				t.Errorf("status %d, want 2", status)
+			}
+			if stderr.String() != tt.want {
+				t.Errorf("stderr %q, want %q", stderr.String(), tt.want)
+			}
+			if strings.Contains(stdout.String(), "FAIL") {
+				t.Errorf("stdout reports failed checks:\n%s", stdout.String())
+			}
+		})
 	}
 }

@@ -20,6 +20,8 @@ type checkRun struct {
 	prefix  string // of every lock and registered name this check uses
 	conns   []*conn
 	failure string
+	// connectErr is set when the check failed because it could not connect.
+	connectErr *ConnectError
 }
 
 // Fatalf fails the check and ends it. Only the check's own goroutine may
@@ -59,11 +61,18 @@ type conn struct {
 func (t *checkRun) dial(label string) *conn {
 	c, err := client.Dial(t.ctx, t.opts.Network, t.opts.Addr)
 	if err != nil {
-		t.Fatalf("%s: dial %s %s: %v", label, t.opts.Network, t.opts.Addr, err)
+		t.cannotConnect(label, err)
 	}
 	cn := &conn{t: t, c: c, label: label}
 	t.conns = append(t.conns, cn)
 	return cn
+}
+
+// cannotConnect fails the check because connection label could not be
+// opened.
+func (t *checkRun) cannotConnect(label string, err error) {
+	t.connectErr = &ConnectError{Addr: t.opts.Addr, Err: err}
+	t.Fatalf("%s: %v", label, t.connectErr)
 }
 
 func (t *checkRun) closeAll() {

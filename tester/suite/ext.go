@@ -6,7 +6,7 @@ import (
 	"glockd/client"
 )
 
-// The Part 2 verbs, checked with Options.Ext.
+// The extension verbs (gw, sgw, t, ping), checked with Options.Ext.
 
 func checkPing(t *checkRun) {
 	a := t.dial("A")

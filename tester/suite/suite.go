@@ -1,6 +1,6 @@
 // Package suite is a conformance suite for glockd servers: it connects to a
-// live server and checks every command of PROTOCOL.md with several clients,
-// printing "ok  NAME" or "FAIL NAME: WHY" per check.
+// live server and checks every command of the glockd protocol with several
+// clients, printing "ok  NAME" or "FAIL NAME: WHY" per check.
 //
 // Every lock and registered name it uses is unique to the run, and counter
 // checks compare before and after, so the suite can run against a server
@@ -12,10 +12,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"regexp"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 // Options say which server to check and how it runs.
@@ -25,7 +29,7 @@ type Options struct {
 
 	Dump     bool // the server runs with -dump=true (d, sd, dump, who)
 	Registry bool // the server runs with -registry=true (iam, who)
-	Ext      bool // check the Part 2 verbs: gw, sgw, t, ping
+	Ext      bool // check the extension verbs: gw, sgw, t, ping
 
 	// Exclusive says no one else uses the server during the run: counters
 	// are checked for exact rather than minimum changes, and the tables for
@@ -97,21 +101,32 @@ func checks() []check {
 
 // Run runs the checks that apply to opts against the server and returns
 // how many passed and failed. It prints a line per check to opts.Out, but
-// no total: a caller running several transports sums them.
+// no total: a caller running several transports sums them. A server that
+// cannot be reached at all counts as one failed check, "connect".
 func Run(ctx context.Context, opts Options) (passed, failed int) {
+	passed, failed, err := RunChecks(ctx, opts)
+	if err != nil {
+		fmt.Fprintf(output(opts), "FAIL connect: %v\n", err)
+		failed++
+	}
+	return passed, failed
+}
+
+// RunChecks is Run for callers that tell an unreachable server from a
+// failing one: when the first check that runs cannot connect, it stops
+// there, prints nothing for it, and returns a *ConnectError. A server that
+// is down or a wrong address would otherwise fail every check alike.
+func RunChecks(ctx context.Context, opts Options) (passed, failed int, err error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	out := opts.Out
-	if out == nil {
-		out = io.Discard
-	}
+	out := output(opts)
 	var only *regexp.Regexp
 	if opts.Run != "" {
 		var err error
 		if only, err = regexp.Compile(opts.Run); err != nil {
 			fmt.Fprintf(out, "FAIL options: -run: %v\n", err)
-			return 0, 1
+			return 0, 1, nil
 		}
 	}
 	var b [4]byte
@@ -128,20 +143,54 @@ func Run(ctx context.Context, opts Options) (passed, failed int) {
 			continue
 		}
 		prefix := fmt.Sprintf("%s-%d-", runID, i)
-		if why := runCheck(ctx, opts, prefix, c.run); why != "" {
+		why, connectErr := runCheck(ctx, opts, prefix, c.run)
+		switch {
+		case connectErr != nil && passed+failed == 0:
+			return 0, 0, connectErr
+		case why != "":
 			fmt.Fprintf(out, "FAIL %s: %s\n", c.name, why)
 			failed++
-		} else {
+		default:
 			fmt.Fprintf(out, "ok  %s\n", c.name)
 			passed++
 		}
 	}
-	return passed, failed
+	return passed, failed, nil
 }
 
+func output(opts Options) io.Writer {
+	if opts.Out == nil {
+		return io.Discard
+	}
+	return opts.Out
+}
+
+// ConnectError says that a check could not connect to the server.
+type ConnectError struct {
+	Addr string // as in Options.Addr
+	Err  error
+}
+
+// Error names the address once: the dialers' own errors repeat it.
+func (e *ConnectError) Error() string {
+	reason := e.Err
+	var wsErr *websocket.DialError
+	if errors.As(reason, &wsErr) {
+		reason = wsErr.Err
+	}
+	var opErr *net.OpError
+	if errors.As(reason, &opErr) && opErr.Op == "dial" {
+		reason = opErr.Err
+	}
+	return fmt.Sprintf("cannot connect to %s: %v", e.Addr, reason)
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
 // runCheck runs one check on its own goroutine, so that Fatalf can end it,
-// and returns why it failed, or "".
-func runCheck(ctx context.Context, opts Options, prefix string, run func(*checkRun)) string {
+// and returns why it failed, or "", and whether that was a failure to
+// connect.
+func runCheck(ctx context.Context, opts Options, prefix string, run func(*checkRun)) (string, *ConnectError) {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	t := &checkRun{ctx: ctx, opts: opts, prefix: prefix}
@@ -157,5 +206,5 @@ func runCheck(ctx context.Context, opts Options, prefix string, run func(*checkR
 		run(t)
 	}()
 	<-done
-	return t.failure
+	return t.failure, t.connectErr
 }

@@ -3,6 +3,8 @@ package suite_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,5 +106,31 @@ func TestFaultyFakes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServerDown: when the first check cannot connect, RunChecks stops with
+// a ConnectError naming the address once, and Run reports one failure.
+func TestServerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	opts := suite.Options{Network: "tcp", Addr: down, Dump: true, Registry: true, Ext: true, Timeout: 2 * time.Second}
+
+	passed, failed, err := suite.RunChecks(context.Background(), opts)
+	var ce *suite.ConnectError
+	if !errors.As(err, &ce) || passed != 0 || failed != 0 {
+		t.Fatalf("RunChecks: %d passed, %d failed, error %v; want 0, 0 and a *ConnectError", passed, failed, err)
+	}
+	if want := "cannot connect to " + down + ": connect: connection refused"; err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+
+	out, passed, failed := run(t, opts)
+	if want := "FAIL connect: cannot connect to " + down + ": connect: connection refused\n"; out != want || passed != 0 || failed != 1 {
+		t.Errorf("Run: %d passed, %d failed, output %q; want 0, 1 and %q", passed, failed, out, want)
 	}
 }

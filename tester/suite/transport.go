@@ -15,7 +15,7 @@ func checkNewlineOnly(t *checkRun) {
 	var d net.Dialer
 	nc, err := d.DialContext(t.ctx, t.opts.Network, t.opts.Addr)
 	if err != nil {
-		t.Fatalf("dial: %v", err)
+		t.cannotConnect("raw", err)
 	}
 	defer nc.Close()
 	if dl, ok := t.ctx.Deadline(); ok {
@@ -59,7 +59,7 @@ func checkWebsocketMessages(t *checkRun) {
 	}
 	ws, err := cfg.DialContext(t.ctx)
 	if err != nil {
-		t.Fatalf("dial: %v", err)
+		t.cannotConnect("raw websocket", err)
 	}
 	defer ws.Close()
 	if dl, ok := t.ctx.Deadline(); ok {
