@@ -464,9 +464,13 @@ func TestHAEtcdDown(t *testing.T) {
 // node goes on serving the same connection.
 func TestHAEtcdMemberLost(t *testing.T) {
 	etcd := startEtcd(t, 3)
-	a := startHANode(t, "a", endpoints(etcd))
+	// The default TTL: renewals stop while etcd elects a new leader, and
+	// with a 2 s TTL the deadline (at most 1.6 s ahead) can pass meanwhile
+	// on a loaded machine. The lease TTL must span etcd's elections.
+	const ttl = DefaultLeaseTTL
+	a := startHANode(t, "a", endpoints(etcd), "-lease-ttl", ttl.String())
 	waitServing(t, 10*time.Second, a)
-	b := startHANode(t, "b", endpoints(etcd))
+	b := startHANode(t, "b", endpoints(etcd), "-lease-ttl", ttl.String())
 	expectStandby(t, b, a)
 	c := dialLine(t, a.addr())
 	c.lock("held")
@@ -474,7 +478,7 @@ func TestHAEtcdMemberLost(t *testing.T) {
 	etcdLeader := findEtcdLeader(t, etcd)
 	etcdLeader.kill()
 	t.Logf("killed etcd member %s, the etcd leader", etcdLeader.name)
-	for end := time.Now().Add(3 * haTTL); time.Now().Before(end); {
+	for end := time.Now().Add(2 * ttl); time.Now().Before(end); {
 		if got := c.do("i held"); got != "1 Lock Is Locked: held\n" {
 			t.Fatalf("i held: %q", got)
 		}
