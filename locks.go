@@ -19,7 +19,8 @@ type manager struct {
 
 	exclusive lockTable
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
-	lastToken uint64                // fencing token of the latest acquisition
+	tokens    tokenSource           // fencing tokens, see tokens.go
+	leader    *leadership           // HA: nil without -etcd, see leader.go
 
 	// The manager's clock: now is read once per request, in nanoseconds
 	// since start (monotonic), and dates grants and waits.
@@ -130,9 +131,8 @@ func newManager(cfg Config) *manager {
 		sharedWaiters:    make(map[string]*waitQueue),
 		registry:         newRegistry(),
 		connsByTransport: make(map[string]int),
-		// Seeded from the clock so tokens keep increasing across restarts.
-		lastToken: uint64(time.Now().UnixNano()),
-		start:     time.Now(),
+		tokens:           newClockTokens(time.Now()),
+		start:            time.Now(),
 	}
 	if cfg.Verbose {
 		m.log = cfg.Logger
@@ -168,6 +168,10 @@ func (m *manager) run() {
 
 func (m *manager) handle(req request) bool {
 	m.now = int64(time.Since(m.start))
+	// HA: past the leader's deadline nothing is answered (leader.go).
+	if m.leader != nil && !m.admit(req) {
+		return true
+	}
 	switch req.kind {
 	case requestBatch:
 		m.runBatch(req.conn, req.batch)
@@ -253,8 +257,7 @@ func (m *manager) lock(c *connState, name []byte) (ok, full bool) {
 // grant makes c the holder of the lock ref, with a new fencing token.
 func (m *manager) grant(c *connState, ref lockRef) {
 	l := m.exclusive.record(ref)
-	m.lastToken++
-	l.owner, l.token, l.index = c, m.lastToken, uint32(len(c.held))
+	l.owner, l.token, l.index = c, m.tokens.take(), uint32(len(c.held))
 	m.exclusive.age(ref, m.now)
 	c.held = append(c.held, ref)
 	if m.log != nil {
@@ -332,6 +335,9 @@ func (m *manager) disconnect(c *connState) {
 // orphanStep releases up to orphanStep locks of the oldest ended connection.
 func (m *manager) orphanStep() {
 	m.now = int64(time.Since(m.start))
+	if m.leader != nil {
+		m.mayServe() // HA: a step past the deadline hands nothing to waiters (leader.go)
+	}
 	c := m.orphaning[0]
 	if m.orphanLocks(c, orphanStep) {
 		m.orphaning[0] = nil

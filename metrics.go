@@ -202,6 +202,9 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if s.ha != nil && s.ha.healthz(w) { // HA: a node that does not serve, leader.go
+		return
+	}
 	if _, ok := s.manager.statsSnapshot(healthzTimeout); !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("lock manager not answering\n"))

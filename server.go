@@ -59,6 +59,10 @@ type Config struct {
 
 	// Security: TLS, identities and kill (security.go); off when zero.
 	Security SecurityConfig
+
+	// HA elects one serving node among several through etcd; nil: a
+	// single node. See leader.go.
+	HA *HAConfig
 }
 
 // Defaults of the limits, also the flags' defaults.
@@ -111,11 +115,17 @@ type Server struct {
 	metricsHTTP *http.Server
 	httpConns   *httpBudget // both HTTP servers' connections, websockets aside
 
+	ha *haNode // nil without -etcd; see leader.go
+
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	started bool
 	closed  bool
 	wg      sync.WaitGroup // accept loops and connections
+
+	// lockOpen, guarded by mu, is whether the lock listeners are open: with
+	// -etcd, only while this node leads.
+	lockOpen bool
 
 	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
 
@@ -144,7 +154,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	m := newManager(cfg)
 	m.sec = newManagerSecurity(cfg, acl)
-	return &Server{
+	s := &Server{
 		cfg:       cfg,
 		sec:       sec,
 		manager:   m,
@@ -152,7 +162,13 @@ func NewServer(cfg Config) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
 		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
-	}, nil
+	}
+	if cfg.HA != nil {
+		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // checkOriginSyntax accepts "*" or an origin as browsers send it:
@@ -181,6 +197,43 @@ func (s *Server) Start() (err error) {
 			s.closeListeners()
 		}
 	}()
+	if s.cfg.MetricsAddr != "" {
+		lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
+		if s.metricsLn, err = lc.Listen(context.Background(), "tcp", s.cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	if s.ha == nil { // HA: leader.go opens them only while this node leads
+		if err := s.openLockListeners(); err != nil {
+			return err
+		}
+	}
+	s.started = true
+	go s.manager.run()
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		s.addMetricsRoutes(mux)
+		s.metricsHTTP = s.newHTTPServer(mux)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.metricsHTTP.Serve(s.metricsLn)
+		}()
+	}
+	if s.ha != nil {
+		s.ha.start()
+	}
+	return nil
+}
+
+// openLockListeners opens the listeners that clients use (TCP, websocket,
+// unix) and serves them. On error none is left open. Called with s.mu held.
+func (s *Server) openLockListeners() (err error) {
+	defer func() {
+		if err != nil {
+			s.closeLockListeners()
+		}
+	}()
 	lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
 	if s.cfg.TCPAddr != "" {
 		if s.tcp, err = lc.Listen(context.Background(), "tcp", s.cfg.TCPAddr); err != nil {
@@ -192,11 +245,6 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("websocket: %w", err)
 		}
 	}
-	if s.cfg.MetricsAddr != "" {
-		if s.metricsLn, err = lc.Listen(context.Background(), "tcp", s.cfg.MetricsAddr); err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-	}
 	if s.cfg.UnixPath != "" {
 		if s.unix, err = listenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
 			return fmt.Errorf("unix socket: %w", err)
@@ -205,8 +253,7 @@ func (s *Server) Start() (err error) {
 	if err = s.listenSecure(&lc); err != nil {
 		return err
 	}
-	s.started = true
-	go s.manager.run()
+	s.lockOpen = true
 	if s.tcp != nil {
 		s.wg.Add(1)
 		go s.acceptLoop(s.tcp, "tcp")
@@ -222,20 +269,10 @@ func (s *Server) Start() (err error) {
 	if s.ws != nil {
 		s.http = s.newHTTPServer(s.httpHandler())
 		s.wg.Add(1)
-		go func() {
+		go func(h *http.Server, l net.Listener) {
 			defer s.wg.Done()
-			s.http.Serve(s.ws)
-		}()
-	}
-	if s.metricsLn != nil {
-		mux := http.NewServeMux()
-		s.addMetricsRoutes(mux)
-		s.metricsHTTP = s.newHTTPServer(mux)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.metricsHTTP.Serve(s.metricsLn)
-		}()
+			h.Serve(l)
+		}(s.http, s.ws)
 	}
 	return nil
 }
@@ -257,14 +294,23 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 	}
 }
 
-// TCPAddr is the address of the TCP listener, nil when disabled.
-func (s *Server) TCPAddr() net.Addr { return listenerAddr(s.tcp) }
+// TCPAddr is the address of the TCP listener, nil when disabled (or, with
+// -etcd, never opened yet).
+func (s *Server) TCPAddr() net.Addr { return s.listenerAddr(&s.tcp) }
 
 // WSAddr is the address of the HTTP/websocket listener, nil when disabled.
-func (s *Server) WSAddr() net.Addr { return listenerAddr(s.ws) }
+func (s *Server) WSAddr() net.Addr { return s.listenerAddr(&s.ws) }
 
 // MetricsAddr is the address of the -metrics-addr listener, nil when disabled.
-func (s *Server) MetricsAddr() net.Addr { return listenerAddr(s.metricsLn) }
+func (s *Server) MetricsAddr() net.Addr { return s.listenerAddr(&s.metricsLn) }
+
+// listenerAddr reads a listener under s.mu: with -etcd, the lock listeners
+// are opened again at each election.
+func (s *Server) listenerAddr(l *net.Listener) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return listenerAddr(*l)
+}
 
 func listenerAddr(l net.Listener) net.Addr {
 	if l == nil {
@@ -276,6 +322,9 @@ func listenerAddr(l net.Listener) net.Addr {
 // Close stops accepting, ends every connection (orphaning their locks), stops
 // the manager and removes the unix socket file.
 func (s *Server) Close() error {
+	if s.ha != nil {
+		s.ha.stop() // steps down first: from then on only this goroutine opens or closes
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -341,15 +390,21 @@ func answerWaiters(conns []*conn, grace time.Duration) {
 }
 
 func (s *Server) closeListeners() {
-	if s.http != nil {
-		s.http.Close() // closes s.ws too
-	} else if s.ws != nil {
-		s.ws.Close()
-	}
+	s.closeLockListeners()
 	if s.metricsHTTP != nil {
 		s.metricsHTTP.Close() // closes s.metricsLn too
 	} else if s.metricsLn != nil {
 		s.metricsLn.Close()
+	}
+}
+
+// closeLockListeners closes the listeners that clients use; their
+// connections go on.
+func (s *Server) closeLockListeners() {
+	if s.http != nil {
+		s.http.Close() // closes s.ws too
+	} else if s.ws != nil {
+		s.ws.Close()
 	}
 	if s.tcp != nil {
 		s.tcp.Close()
@@ -368,7 +423,7 @@ func (s *Server) track(c *conn) (refusal string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.closed:
+	case s.closed, !s.lockOpen: // HA: lockOpen is false on a standby
 		return "closing"
 	case len(s.conns) >= s.cfg.MaxConns:
 		return replyTooMany
