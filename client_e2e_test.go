@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	lockclient "glockd/client"
-	loadgen "glockd/tester/load"
+	lockclient "github.com/glockd/glockd/client"
+	loadgen "github.com/glockd/glockd/tester/load"
 )
 
 // End-to-end tests of package client against the daemon: sessions,

@@ -25,8 +25,12 @@ const (
 	verbT
 	verbPing
 	verbDL
-	verbNowPing   // !ping: answered at once, even while a wait is pending
-	verbNowCancel // !cancel [NAME]: ends the pending wait at once
+	verbNowPing    // !ping: answered at once, even while a wait is pending
+	verbNowCancel  // !cancel [NAME]: ends the pending wait at once
+	verbAuth       // auth TOKEN: identifies the connection (with -acl-file)
+	verbKill       // kill CONN: closes a connection (admin)
+	verbKillHolder // kill-holder NAME: closes the holder of a lock (admin)
+	verbPerms      // perms: what the connection's identity may do
 	numVerbs
 )
 
@@ -79,6 +83,14 @@ func (v verb) String() string {
 		return "!ping"
 	case verbNowCancel:
 		return "!cancel"
+	case verbAuth:
+		return "auth"
+	case verbKill:
+		return "kill"
+	case verbKillHolder:
+		return "kill-holder"
+	case verbPerms:
+		return "perms"
 	case verbTooLong:
 		return "(too long)"
 	}
@@ -129,6 +141,14 @@ func lookupVerb(word []byte) verb {
 		return verbNowPing
 	case "!cancel":
 		return verbNowCancel
+	case "auth":
+		return verbAuth
+	case "kill":
+		return verbKill
+	case "kill-holder":
+		return verbKillHolder
+	case "perms":
+		return verbPerms
 	}
 	return verbInvalid
 }
@@ -149,6 +169,9 @@ type batch struct {
 	// dumpPending: the dump is copied in steps, and the manager answers
 	// the batch when it is complete.
 	dumpPending bool
+	// authFailed: cmds[next-1] is an auth with a wrong token, which the
+	// connection answers after a delay.
+	authFailed bool
 }
 
 // runBatch runs commands until the batch ends or one of them leaves its reply
@@ -184,6 +207,9 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		return true
 	}
 	m.stats.commands[cmd.verb]++
+	if m.sec.acl != nil && m.denied(c, cmd, b) {
+		return true
+	}
 	out := b.out
 	switch cmd.verb {
 	case verbG:
@@ -223,6 +249,9 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		switch {
 		case !m.registryEnabled:
 			out = append(out, replyDisabled...)
+		case c.ident != nil:
+			// An identity's name is its name: no one may pass for another.
+			out = append(out, replyPermissionDenied...)
 		case len(cmd.name) == 0:
 			m.registry.remove(c)
 			out = append(out, replyOK...)
@@ -275,6 +304,12 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		} else {
 			out = append(out, replyNothingPending...)
 		}
+	case verbAuth:
+		return m.auth(c, cmd, b)
+	case verbKill, verbKillHolder:
+		out = m.kill(c, cmd, out)
+	case verbPerms:
+		out = m.appendPerms(c, out)
 	}
 	b.out = out
 	return true

@@ -66,12 +66,16 @@ const (
 )
 
 func newConn(srv *Server, name, transportName string, t transport) *conn {
-	return &conn{
+	c := &conn{
 		srv:   srv,
 		state: newConnState(name, transportName),
 		t:     t,
 		ended: make(chan struct{}),
 	}
+	if srv.needsKill() {
+		c.state.kill = abortFunc(t)
+	}
+	return c
 }
 
 // serve runs the connection until it ends, then releases everything it held.
@@ -204,6 +208,9 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 		if b.dump != nil {
 			c.appendDump()
+		}
+		if b.authFailed {
+			c.failedAuth()
 		}
 		if b.waiting {
 			b.waiting = false

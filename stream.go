@@ -97,6 +97,10 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 func (t *streamTransport) fill() (int, error) {
 	if t.rc == nil {
 		if t.buf == nil {
+			// TLS: wait for input before taking a buffer (tls.go).
+			if err := waitForInput(t.nc); err != nil {
+				return 0, err
+			}
 			t.takeBuffer()
 		}
 		return t.nc.Read(t.buf[t.end:])

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // script answers each command line with raw reply bytes ("" for none).

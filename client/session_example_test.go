@@ -8,7 +8,7 @@ import (
 	"net"
 	"time"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // Dial tries each address in turn; a host name with several addresses is

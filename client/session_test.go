@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // cancelScript answers gw and sgw only when they are cancelled, with the

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"glockd/tester/load"
+	"github.com/glockd/glockd/tester/load"
 )
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -30,6 +30,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.SessionTimeout, "session-timeout", 0, "with -reconnect: silence after which a session is lost (0: the client's default, 3s)")
 	fs.DurationVar(&opts.Interval, "interval", 0, "with -reconnect: time between heartbeats (0: the client's default, 1s)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	secure := secureFlags(fs, &opts) // TLS and auth: load_secure.go
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tester load [flags]\n\nWorkloads: cycle (g/r on each connection's own lock), contend (g/r on a few\nhot names), shared (sg/sr), inspect (i on names half of which are held).\n\nThe target may list several comma-separated addresses (-host a:1,b:2): each\nconnection takes the first that answers and, after a loss, tries them again.\n\n")
 		fs.PrintDefaults()
@@ -53,6 +54,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tester load: %v\n", err)
+		return 2
+	}
+	if err := secure(); err != nil {
+		fmt.Fprintln(stderr, "tester load:", err)
 		return 2
 	}
 	if isTerminal(os.Stderr) && stderr == os.Stderr {

@@ -19,8 +19,8 @@ import (
 	"os/signal"
 	"time"
 
-	"glockd/client"
-	"glockd/tester/suite"
+	"github.com/glockd/glockd/client"
+	"github.com/glockd/glockd/tester/suite"
 )
 
 func main() {

@@ -6,6 +6,7 @@ package load
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // Options describe a load run.
@@ -40,6 +41,11 @@ type Options struct {
 	Timeout  time.Duration // for each batch's replies and each dial; 0 means 5s
 
 	Progress io.Writer // if set, a progress bar is drawn on it
+
+	// Security (secure.go): TLS speaks TLS to a "tcp" Addr; Auth is a token
+	// each connection sends with auth first.
+	TLS  *tls.Config
+	Auth string
 }
 
 // Result is what a run measured. Latencies are in microseconds: each
@@ -165,6 +171,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 func (r *run) dial(ctx context.Context) (*client.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
+	if r.opts.TLS != nil || r.opts.Auth != "" {
+		return r.dialSecure(ctx)
+	}
 	return client.Dial(ctx, r.opts.Network, r.opts.Addrs...)
 }
 

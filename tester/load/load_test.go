@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"glockd/tester/internal/fake"
-	"glockd/tester/load"
+	"github.com/glockd/glockd/tester/internal/fake"
+	"github.com/glockd/glockd/tester/load"
 )
 
 func startFake(t *testing.T, faults fake.Faults) *fake.Server {

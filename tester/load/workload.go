@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // Workloads returns the names of the workloads Run accepts.

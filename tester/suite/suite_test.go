@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"glockd/tester/internal/fake"
-	"glockd/tester/suite"
+	"github.com/glockd/glockd/tester/internal/fake"
+	"github.com/glockd/glockd/tester/suite"
 )
 
 // startFake starts a fake glockd for one test.

@@ -65,7 +65,7 @@ func newState(cfg Config) *state {
 		shared:   map[string]*sharedLock{},
 		conns:    map[*conn]bool{},
 		counters: map[string]int64{},
-		token:    uint64(time.Now().UnixNano()),
+		token:    uint64(time.Now().UnixMilli()-1735689600000) << 12, // as glockd: ms since 2025 × 4096
 	}
 	for _, k := range []string{"command_d", "command_dump", "command_g", "command_i", "command_q",
 		"command_r", "command_sd", "command_sg", "command_si", "command_sr", "invalid_commands",
