@@ -8,7 +8,7 @@ import (
 	"io"
 	"strings"
 
-	"glockd/tester/failover"
+	"github.com/glockd/glockd/tester/failover"
 )
 
 // runFailover is "tester failover": the high-availability checker. Its last

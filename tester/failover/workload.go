@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // belief is one client's belief that it holds a lock: from the grant reply
@@ -114,7 +114,7 @@ func (r *record) rejected(rj rejection) {
 	r.rejections = append(r.rejections, &rj)
 }
 
-// grantsAfter returns the first belief that started after t on a node
+// firstGrantAfter returns the first belief that started after t on a node
 // other than not, or nil.
 func (r *record) firstGrantAfter(t time.Time, not string) *belief {
 	r.mu.Lock()
@@ -130,12 +130,6 @@ func (r *record) firstGrantAfter(t time.Time, not string) *belief {
 		}
 	}
 	return first
-}
-
-func (r *record) grants() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.beliefs)
 }
 
 // workload is the clients' side of a run.
