@@ -40,7 +40,7 @@ func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&opts.Settle, "settle", opts.Settle, "time with grants flowing before each fault")
 	fs.Uint64Var(&opts.Seed, "seed", 1, "seed of the clients' random choices")
 	fs.StringVar(&opts.Dir, "dir", "", "work directory for logs and etcd data (default: a temporary one, removed)")
-	fs.BoolVar(&opts.Keep, "keep", false, "keep the temporary work directory and print its path")
+	fs.BoolVar(&opts.Keep, "keep", false, "keep the temporary work directory, with every process's log (kept anyway after a violation or an error)")
 	short := fs.Bool("short", false, "the CI form: each kind of fault once, kill and pause twice (under 2 minutes)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tester failover [flags]\n\nStarts an etcd cluster and glockd nodes elected through it, runs client\nsessions on a few hot locks while killing, pausing and restarting the leader\nand an etcd member, and checks that no two clients ever believed they held\nthe same lock at once. The last line is\n  failover: G grants, F failovers, L sessions lost, V violations\n\n")

@@ -1,5 +1,6 @@
 // Command tester checks that a live glockd server follows the glockd
-// protocol, or loads it with traffic.
+// protocol, loads it with traffic, or checks a high-availability setup
+// under faults (failover: it starts etcd and the nodes itself).
 //
 //	go run ./tester -host 127.0.0.1:9999 [-unix PATH] [-ws ws://127.0.0.1:9998/] [-ext]
 //	go run ./tester load -host 127.0.0.1:9999 -c 50 -d 10s -workload cycle

@@ -39,7 +39,7 @@ type run struct {
 // everything and checks what the clients saw. An error means the run could
 // not be carried out (etcd missing, a process that would not start); the
 // violations are in the Result.
-func Run(ctx context.Context, opts Options) (Result, error) {
+func Run(ctx context.Context, opts Options) (res Result, err error) {
 	if err := opts.fill(); err != nil {
 		return Result{}, err
 	}
@@ -56,9 +56,14 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		if dir, err = os.MkdirTemp("", "glockd-failover-"); err != nil {
 			return Result{}, err
 		}
-		if !opts.Keep {
-			defer os.RemoveAll(dir)
-		}
+		// Kept when something went wrong: the processes' logs are there.
+		defer func() {
+			if opts.Keep || err != nil || len(res.Violations) > 0 {
+				fmt.Fprintf(out, "logs and etcd data kept in %s\n", dir)
+				return
+			}
+			os.RemoveAll(dir)
+		}()
 	}
 	bin := opts.Glockd
 	if bin == "" {
@@ -72,16 +77,16 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	defer stopAll(r.etcd)
-	if err := r.startNodes(bin, dir); err != nil {
-		return Result{}, err
-	}
 	defer func() {
 		for _, n := range r.nodes {
 			n.stop(5 * time.Second)
 		}
 	}()
-	fmt.Fprintf(out, "failover: %d etcd members, %d glockd nodes (-lease-ttl %v -takeover-delay %v), %d sessions on %d locks (-session-timeout %v -interval %v)%s\n",
-		opts.EtcdMembers, opts.Nodes, opts.LeaseTTL, opts.TakeoverDelay, opts.Sessions, opts.Locks, opts.SessionTimeout, opts.Interval, keptDir(opts.Keep, dir))
+	if err := r.startNodes(bin, dir); err != nil {
+		return Result{}, err
+	}
+	fmt.Fprintf(out, "failover: %d etcd members, %d glockd nodes (-lease-ttl %v -takeover-delay %v), %d sessions on %d locks (-session-timeout %v -interval %v)\n",
+		opts.EtcdMembers, opts.Nodes, opts.LeaseTTL, opts.TakeoverDelay, opts.Sessions, opts.Locks, opts.SessionTimeout, opts.Interval)
 
 	r.t0 = time.Now()
 	r.mon = newMonitor(r.nodes)
@@ -120,15 +125,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	clients.Wait()
 	end := time.Now()
 
-	res := r.result(end)
-	return res, runErr
-}
-
-func keptDir(keep bool, dir string) string {
-	if keep {
-		return ", work directory " + dir
-	}
-	return ""
+	return r.result(end), runErr
 }
 
 func (r *run) startNodes(bin, dir string) error {
@@ -176,8 +173,10 @@ func (r *run) since(t time.Time) string { return fmt.Sprintf("%.2fs", t.Sub(r.t0
 // waitLeader waits until a node other than not serves, and returns it.
 func (r *run) waitLeader(ctx context.Context, not *node, within time.Duration) (*node, error) {
 	end := time.Now().Add(within)
+	hc := newHTTPClient(time.Second)
 	for {
-		if n := r.mon.leader(); n != nil && n != not {
+		// Asked again: the monitor's view may be a round old.
+		if n := r.mon.leader(); n != nil && n != not && n.role(hc) == leader {
 			return n, nil
 		}
 		if ctx.Err() != nil {

@@ -179,6 +179,16 @@ func (w *workload) connect(ctx context.Context, rng *rand.Rand) (*client.Session
 	return nil, ""
 }
 
+// sleepUntil waits until ch is closed or d has passed.
+func sleepUntil(ch <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -221,8 +231,8 @@ func (w *workload) useSession(ctx context.Context, rng *rand.Rand, sess *client.
 		cancel()
 		if err != nil {
 			// An Unlock that got no reply fails the connection: the session is
-			// lost, or about to be.
-			<-sess.Done()
+			// lost, or about to be. Otherwise the client gives it up.
+			sleepUntil(sess.Done(), w.opts.ReleaseWait)
 			w.lost(sess)
 			return
 		}
