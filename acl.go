@@ -218,14 +218,15 @@ const (
 )
 
 // denied answers a command that the connection may not run with an ACL file,
-// and reports whether it did. Commands that decide for themselves (me, iam,
-// perms, kill, kill-holder) pass. Kept out of line: runCommand's frame is on
-// every idle connection's stack (see TestIdleConnStack).
+// and reports whether it did. What each verb needs is its access in the
+// command table (commands.go); kill and kill-holder check admin themselves.
+// Kept out of line: runCommand's frame is on every idle connection's stack
+// (docs/design.md, "The idle-stack rule").
 //
 //go:noinline
 func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
-	switch cmd.verb {
-	case verbAuth, verbPing, verbNowPing, verbNowCancel:
+	need := verbs[cmd.verb].access
+	if need == accessAnyone {
 		return false
 	}
 	id := c.ident
@@ -233,17 +234,17 @@ func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
 		b.out = append(b.out, replyAuthRequired...)
 		return true
 	}
-	switch cmd.verb {
-	case verbG, verbR, verbSG, verbSR, verbGW, verbSGW:
+	switch need {
+	case accessLock:
 		// A malformed gw or sgw does nothing, and says so.
 		if cmd.bad || id.mayLock(cmd.name) {
 			return false
 		}
-	case verbI, verbSI, verbT:
+	case accessInspectName:
 		if id.perms&permInspect != 0 || id.mayLock(cmd.name) {
 			return false
 		}
-	case verbD, verbSD, verbDump, verbDL, verbWho, verbQ:
+	case accessInspect:
 		if id.perms&permInspect != 0 {
 			return false
 		}

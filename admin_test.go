@@ -131,7 +131,7 @@ func TestKillWithACL(t *testing.T) {
 	victim.send("gw -1 billing/w\n") // pending when it is killed
 
 	eventually(t, "the victim waiting", func() bool {
-		s, _ := srv.manager.statsSnapshot(time.Second)
+		s, _ := srv.manager.askStats(time.Second)
 		return s.waiters == 1
 	})
 	ops.expectOne("kill-holder billing/a", "1 ok\n")

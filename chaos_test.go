@@ -732,7 +732,7 @@ func (m *chaosModel) watch(checker *chaosSession, stop chan struct{}) {
 			return
 		default:
 		}
-		if snap, ok := m.srv.manager.statsSnapshot(10 * time.Second); ok {
+		if snap, ok := m.srv.manager.askStats(10 * time.Second); ok {
 			for w := int64(snap.waiters); w > m.counts.maxWaiters.Load(); {
 				m.counts.maxWaiters.Store(w)
 			}
@@ -782,7 +782,7 @@ func (m *chaosModel) quiescentCheck(checker *chaosSession, slots []*chaosSlot) {
 		st, err := checker.stats()
 		return err == nil && st["connections"] == len(slots)+1
 	})
-	if snap, ok := m.srv.manager.statsSnapshot(10 * time.Second); !ok || snap.waiters != 0 {
+	if snap, ok := m.srv.manager.askStats(10 * time.Second); !ok || snap.waiters != 0 {
 		t.Errorf("waiters with every client quiet: %d (%v)", snap.waiters, ok)
 	}
 	excl, shared, err := tables(checker)

@@ -663,3 +663,23 @@ func TestSessionBangNames(t *testing.T) {
 		})
 	}
 }
+
+// TestClientDetails: the client reads dl from the daemon.
+func TestClientDetails(t *testing.T) {
+	srv := startServer(t, nil)
+	c := dialClient(t, "tcp", srv.TCPAddr().String())
+	if ok, err := c.Get(bg(t), "job"); !ok || err != nil {
+		t.Fatalf("g: %v %v", ok, err)
+	}
+	token, err := c.Token(bg(t), "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	details, err := c.Details(bg(t), "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(details) != 1 || details[0].Lock != "job" || details[0].Token != token || details[0].Shared {
+		t.Fatalf("dl job: %+v, want job with token %d", details, token)
+	}
+}

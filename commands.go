@@ -34,71 +34,76 @@ const (
 	numVerbs
 )
 
-// outOfBand reports whether the verb is run as soon as it is read, even
-// while a wait is pending, instead of after the commands before it. Its
-// reply starts with "!", which no other reply does, so that a client can
-// tell it apart from the replies it is waiting for in order.
-func (v verb) outOfBand() bool { return v == verbNowPing || v == verbNowCancel }
-
-// String is the command word of a verb, also the suffix of its counter in q.
-func (v verb) String() string {
-	switch v {
-	case verbG:
-		return "g"
-	case verbR:
-		return "r"
-	case verbI:
-		return "i"
-	case verbSG:
-		return "sg"
-	case verbSR:
-		return "sr"
-	case verbSI:
-		return "si"
-	case verbMe:
-		return "me"
-	case verbIam:
-		return "iam"
-	case verbWho:
-		return "who"
-	case verbD:
-		return "d"
-	case verbSD:
-		return "sd"
-	case verbDump:
-		return "dump"
-	case verbQ:
-		return "q"
-	case verbGW:
-		return "gw"
-	case verbSGW:
-		return "sgw"
-	case verbT:
-		return "t"
-	case verbPing:
-		return "ping"
-	case verbDL:
-		return "dl"
-	case verbNowPing:
-		return "!ping"
-	case verbNowCancel:
-		return "!cancel"
-	case verbAuth:
-		return "auth"
-	case verbKill:
-		return "kill"
-	case verbKillHolder:
-		return "kill-holder"
-	case verbPerms:
-		return "perms"
-	case verbTooLong:
-		return "(too long)"
-	}
-	return "(invalid)"
+// verbInfo is a row of the command table.
+type verbInfo struct {
+	word string // the command word, also the suffix of its counter in q
+	// original: one of the original glockd's counters, which q lists from
+	// start-up; the others appear once used, because a published client
+	// counts q's lines.
+	original bool
+	// outOfBand: run as soon as it is read, even while a wait is pending,
+	// instead of after the commands before it. Its reply starts with "!",
+	// which no other reply does, so that a client can tell it apart from
+	// the replies it is waiting for in order. Not counted in q.
+	outOfBand bool
+	access    access // what an identity needs to run it, with -acl-file
 }
 
-// lookupVerb maps a command word to its verb. The switch on string(word)
-// compiles to comparisons without allocating.
+// verbs is the command table. lookupVerb, String, q's counters, the access
+// check and the dispatcher (runCommand) follow it: TestVerbTable checks that
+// they agree. Adding a verb is a row here, a line in runCommand and its
+// handler.
+var verbs = [numVerbs]verbInfo{
+	verbInvalid:    {word: "(invalid)"},
+	verbTooLong:    {word: "(too long)"},
+	verbG:          {word: "g", original: true, access: accessLock},
+	verbR:          {word: "r", original: true, access: accessLock},
+	verbI:          {word: "i", original: true, access: accessInspectName},
+	verbSG:         {word: "sg", original: true, access: accessLock},
+	verbSR:         {word: "sr", original: true, access: accessLock},
+	verbSI:         {word: "si", original: true, access: accessInspectName},
+	verbMe:         {word: "me", access: accessIdentified},
+	verbIam:        {word: "iam", access: accessIdentified},
+	verbWho:        {word: "who", access: accessInspect},
+	verbD:          {word: "d", original: true, access: accessInspect},
+	verbSD:         {word: "sd", original: true, access: accessInspect},
+	verbDump:       {word: "dump", original: true, access: accessInspect},
+	verbQ:          {word: "q", original: true, access: accessInspect},
+	verbGW:         {word: "gw", access: accessLock},
+	verbSGW:        {word: "sgw", access: accessLock},
+	verbT:          {word: "t", access: accessInspectName},
+	verbPing:       {word: "ping", access: accessAnyone},
+	verbDL:         {word: "dl", access: accessInspect},
+	verbNowPing:    {word: "!ping", outOfBand: true, access: accessAnyone},
+	verbNowCancel:  {word: "!cancel", outOfBand: true, access: accessAnyone},
+	verbAuth:       {word: "auth", access: accessAnyone},
+	verbKill:       {word: "kill", access: accessIdentified},
+	verbKillHolder: {word: "kill-holder", access: accessIdentified},
+	verbPerms:      {word: "perms", access: accessIdentified},
+}
+
+// access is what an identity needs to run a verb (see acl.go).
+type access uint8
+
+const (
+	accessAnyone      access = iota // also before auth
+	accessIdentified                // any identity (kill checks admin itself)
+	accessLock                      // the lock permission and a pattern matching the name
+	accessInspectName               // inspect, or a lock pattern matching the name
+	accessInspect                   // inspect
+)
+
+// String is the command word of a verb, also the suffix of its counter in q.
+func (v verb) String() string { return verbs[v].word }
+
+func (v verb) outOfBand() bool { return verbs[v].outOfBand }
+
+// original reports whether q lists the verb's counter from start-up.
+func (v verb) original() bool { return verbs[v].original }
+
+// lookupVerb maps a command word to its verb. It is a switch on
+// string(word), which compiles to comparisons without allocating; it lists
+// the words of the table, in its order (TestVerbTable).
 func lookupVerb(word []byte) verb {
 	switch string(word) {
 	case "g":
@@ -164,8 +169,8 @@ type batch struct {
 
 	// The manager stops early, leaving the reply of cmds[next-1] to the
 	// connection, when that command is a dump or has to wait.
-	dump    *dump
-	waiting bool
+	dump        *dump
+	waitStarted bool
 	// dumpPending: the dump is copied in steps, and the manager answers
 	// the batch when it is complete.
 	dumpPending bool
@@ -195,8 +200,9 @@ func (m *manager) runBatch(c *connState, b *batch) {
 	c.done <- struct{}{}
 }
 
-// runCommand executes one command and appends its reply to b.out. It returns false
-// when the reply is left to the connection (b.dump or b.waiting is set).
+// runCommand runs one command, appending its reply to b.out. It returns
+// false when the reply is left to the connection (b.dump, b.waitStarted or
+// b.authFailed is set).
 func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 	switch cmd.verb {
 	case verbInvalid:
@@ -210,134 +216,204 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 	if m.sec.acl != nil && m.denied(c, cmd, b) {
 		return true
 	}
-	out := b.out
 	switch cmd.verb {
 	case verbG:
-		ok, full := m.lock(c, cmd.name)
-		if full {
-			out = appendReply(out, 0, textTooManyLocks, cmd.name)
-		} else {
-			out = appendBoolReply(out, ok, textGetSuccess, textGetFailure, cmd.name)
-		}
+		return m.g(c, cmd, b)
 	case verbR:
-		out = appendBoolReply(out, m.unlock(c, cmd.name), textReleaseSuccess, textReleaseFailure, cmd.name)
+		return m.r(c, cmd, b)
 	case verbI:
-		_, held := m.inspect(cmd.name)
-		out = appendBoolReply(out, held, textIsLocked, textNotLocked, cmd.name)
+		return m.i(c, cmd, b)
 	case verbSG:
-		n, full := m.sharedLock(c, cmd.name)
-		if full {
-			out = appendReply(out, 0, textTooManyLocks, cmd.name)
-		} else {
-			out = appendReply(out, uint64(n), textSharedGetSuccess, cmd.name)
-		}
+		return m.sg(c, cmd, b)
 	case verbSR:
-		out = appendBoolReply(out, m.sharedUnlock(c, cmd.name), textSharedReleaseSuccess, textSharedReleaseFailure, cmd.name)
+		return m.sr(c, cmd, b)
 	case verbSI:
-		if n := m.sharedCount(cmd.name); n > 0 {
-			out = appendReply(out, uint64(n), textSharedIsLocked, cmd.name)
-		} else {
-			out = appendReply(out, 0, textSharedNotLocked, cmd.name)
-		}
+		return m.si(c, cmd, b)
 	case verbMe:
-		out = append(out, "1 "...)
-		out = append(out, c.name...)
-		out = append(out, ' ')
-		out = append(out, c.displayName()...)
-		out = append(out, '\n')
+		return m.me(c, cmd, b)
 	case verbIam:
-		switch {
-		case !m.registryEnabled:
-			out = append(out, replyDisabled...)
-		case c.ident != nil:
-			// An identity's name is its name: no one may pass for another.
-			out = append(out, replyPermissionDenied...)
-		case len(cmd.name) == 0:
-			m.registry.remove(c)
-			out = append(out, replyOK...)
-		default:
-			m.registry.register(c, string(cmd.name))
-			out = append(out, replyOK...)
-		}
-	case verbWho:
-		if !m.dumpEnabled || !m.registryEnabled {
-			out = append(out, replyDisabled...)
-			break
-		}
-		b.dumpPending = m.startDump(c, cmd, b)
-		return false
-	case verbD, verbSD, verbDump, verbDL:
-		if !m.dumpEnabled {
-			out = append(out, replyDisabled...)
-			break
-		}
-		b.dumpPending = m.startDump(c, cmd, b)
-		return false
+		return m.iam(c, cmd, b)
+	case verbWho, verbD, verbSD, verbDump, verbDL:
+		return m.listing(c, cmd, b)
 	case verbQ:
-		out = m.appendStats(out)
+		return m.q(c, cmd, b)
 	case verbGW:
-		if cmd.bad {
-			out = appendReply(out, 0, textInvalidArgument, cmd.line)
-			break
-		}
-		return m.getWait(c, cmd, b)
+		return m.gw(c, cmd, b)
 	case verbSGW:
-		if cmd.bad {
-			out = appendReply(out, 0, textInvalidArgument, cmd.line)
-			break
-		}
-		return m.sharedGetWait(c, cmd, b)
+		return m.sgw(c, cmd, b)
 	case verbT:
-		if l, held := m.inspect(cmd.name); held {
-			out = appendReply(out, l.token, textToken, cmd.name)
-		} else {
-			out = appendReply(out, 0, textNotLocked, cmd.name)
-		}
+		return m.t(c, cmd, b)
 	case verbPing:
-		out = append(out, replyPong...)
+		return m.ping(c, cmd, b)
 	case verbNowPing:
-		out = append(out, replyNowPong...)
+		return m.nowPing(c, cmd, b)
 	case verbNowCancel:
-		if w := c.waiter; w != nil && (len(cmd.name) == 0 || w.name == string(cmd.name)) {
-			m.expire(w)
-			out = append(out, replyCancelled...)
-		} else {
-			out = append(out, replyNothingPending...)
-		}
+		return m.nowCancel(c, cmd, b)
 	case verbAuth:
 		return m.auth(c, cmd, b)
 	case verbKill, verbKillHolder:
-		out = m.kill(c, cmd, out)
+		b.out = m.kill(c, cmd, b.out)
+		return true
 	case verbPerms:
-		out = m.appendPerms(c, out)
+		b.out = m.appendPerms(c, b.out)
+		return true
 	}
-	b.out = out
+	panic("glockd: no handler for verb " + cmd.verb.String())
+}
+
+// The handlers, one per verb (or family of verbs), in the table's order.
+
+func (m *manager) g(c *connState, cmd *command, b *batch) bool {
+	switch m.lock(c, cmd.name) {
+	case lockTaken:
+		b.out = appendReply(b.out, 1, textGetSuccess, cmd.name)
+	case lockBusy:
+		b.out = appendReply(b.out, 0, textGetFailure, cmd.name)
+	case lockTooMany:
+		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
+	}
 	return true
 }
 
-// getWait runs gw: the lock now if it is free (or already c's), else a
-// place in its queue, or a timeout at once when MS is 0.
-func (m *manager) getWait(c *connState, cmd *command, b *batch) bool {
-	ok, full := m.lock(c, cmd.name)
+func (m *manager) r(c *connState, cmd *command, b *batch) bool {
+	b.out = appendBoolReply(b.out, m.unlock(c, cmd.name), textReleaseSuccess, textReleaseFailure, cmd.name)
+	return true
+}
+
+func (m *manager) i(_ *connState, cmd *command, b *batch) bool {
+	_, held := m.inspect(cmd.name)
+	b.out = appendBoolReply(b.out, held, textIsLocked, textNotLocked, cmd.name)
+	return true
+}
+
+func (m *manager) sg(c *connState, cmd *command, b *batch) bool {
+	n, res := m.takeShared(c, cmd.name)
+	if res == lockTooMany {
+		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
+	} else {
+		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
+	}
+	return true
+}
+
+func (m *manager) sr(c *connState, cmd *command, b *batch) bool {
+	b.out = appendBoolReply(b.out, m.sharedUnlock(c, cmd.name), textSharedReleaseSuccess, textSharedReleaseFailure, cmd.name)
+	return true
+}
+
+func (m *manager) si(_ *connState, cmd *command, b *batch) bool {
+	if n := m.sharedCount(cmd.name); n > 0 {
+		b.out = appendReply(b.out, uint64(n), textSharedIsLocked, cmd.name)
+	} else {
+		b.out = appendReply(b.out, 0, textSharedNotLocked, cmd.name)
+	}
+	return true
+}
+
+func (m *manager) me(c *connState, _ *command, b *batch) bool {
+	b.out = append(b.out, "1 "...)
+	b.out = append(b.out, c.name...)
+	b.out = append(b.out, ' ')
+	b.out = append(b.out, c.displayName()...)
+	b.out = append(b.out, '\n')
+	return true
+}
+
+func (m *manager) iam(c *connState, cmd *command, b *batch) bool {
 	switch {
-	case ok:
+	case !m.registryEnabled:
+		b.out = append(b.out, replyDisabled...)
+	case c.ident != nil:
+		// An identity's name is its name: no one may pass for another.
+		b.out = append(b.out, replyPermissionDenied...)
+	case len(cmd.name) == 0:
+		m.registry.remove(c)
+		b.out = append(b.out, replyOK...)
+	default:
+		m.registry.register(c, string(cmd.name))
+		b.out = append(b.out, replyOK...)
+	}
+	return true
+}
+
+// listing runs who, d, sd, dump and dl: the connection formats the copy
+// the manager makes (dumps.go).
+func (m *manager) listing(c *connState, cmd *command, b *batch) bool {
+	if !m.dumpEnabled || (cmd.verb == verbWho && !m.registryEnabled) {
+		b.out = append(b.out, replyDisabled...)
+		return true
+	}
+	b.dumpPending = m.startDump(c, cmd, b)
+	return false
+}
+
+func (m *manager) q(_ *connState, _ *command, b *batch) bool {
+	b.out = m.appendStats(b.out)
+	return true
+}
+
+func (m *manager) t(_ *connState, cmd *command, b *batch) bool {
+	if l, held := m.inspect(cmd.name); held {
+		b.out = appendReply(b.out, l.token, textToken, cmd.name)
+	} else {
+		b.out = appendReply(b.out, 0, textNotLocked, cmd.name)
+	}
+	return true
+}
+
+func (m *manager) ping(_ *connState, _ *command, b *batch) bool {
+	b.out = append(b.out, replyPong...)
+	return true
+}
+
+func (m *manager) nowPing(_ *connState, _ *command, b *batch) bool {
+	b.out = append(b.out, replyNowPong...)
+	return true
+}
+
+// nowCancel runs !cancel: the pending wait (if it waits for NAME, when one
+// is given) ends now, as a timeout.
+func (m *manager) nowCancel(c *connState, cmd *command, b *batch) bool {
+	if w := c.waiter; w != nil && (len(cmd.name) == 0 || w.name == string(cmd.name)) {
+		m.expire(w)
+		b.out = append(b.out, replyCancelled...)
+	} else {
+		b.out = append(b.out, replyNothingPending...)
+	}
+	return true
+}
+
+// gw: the lock now if it is free (or already c's), else a place in its
+// queue, or a timeout at once when MS is 0.
+func (m *manager) gw(c *connState, cmd *command, b *batch) bool {
+	if cmd.bad {
+		b.out = appendReply(b.out, 0, textInvalidArgument, cmd.line)
+		return true
+	}
+	res := m.lock(c, cmd.name)
+	switch {
+	case res == lockTaken:
 		b.out = appendReply(b.out, 1, textGetSuccess, cmd.name)
-	case full || c.lockCount() >= m.maxLocksPerConn:
+	case res == lockTooMany || c.lockCount() >= m.maxLocksPerConn:
 		// At its limit, c could not take the lock it would be handed.
 		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
 	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textGetTimeout, cmd.name)
 	default:
 		m.wait(c, string(cmd.name), false, 0, cmd.ms)
-		b.waiting = true
+		b.waitStarted = true
 		return false
 	}
 	return true
 }
 
-// sharedGetWait runs sgw: a holder slot now if one is free and nobody is
-// queued before c, else a place in the queue (or a timeout when MS is 0).
-func (m *manager) sharedGetWait(c *connState, cmd *command, b *batch) bool {
+// sgw: a holder slot now if one is free and nobody is queued before c,
+// else a place in the queue (or a timeout when MS is 0).
+func (m *manager) sgw(c *connState, cmd *command, b *batch) bool {
+	if cmd.bad {
+		b.out = appendReply(b.out, 0, textInvalidArgument, cmd.line)
+		return true
+	}
 	if h := c.sharedHeld[string(cmd.name)]; h != nil {
 		b.out = appendReply(b.out, uint64(h.lock.count), textSharedGetSuccess, cmd.name)
 		return true
@@ -352,7 +428,7 @@ func (m *manager) sharedGetWait(c *connState, cmd *command, b *batch) bool {
 		b.out = appendReply(b.out, 0, textSharedGetTimeout, cmd.name)
 	default:
 		m.wait(c, string(cmd.name), true, cmd.max, cmd.ms)
-		b.waiting = true
+		b.waitStarted = true
 		return false
 	}
 	return true

@@ -212,8 +212,8 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		if b.authFailed {
 			c.failedAuth()
 		}
-		if b.waiting {
-			b.waiting = false
+		if b.waitStarted {
+			b.waitStarted = false
 			b.cmds, b.next = c.startWait(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
 		}
 		if len(b.out) >= maxReplyBuffer {

@@ -23,8 +23,8 @@ func TestDumpInSteps(t *testing.T) {
 	for i := range n {
 		name := []byte("lock" + strconv.Itoa(i))
 		m.lock(owner, name)
-		m.sharedLock(owner, name)
-		m.sharedLock(other, name)
+		m.takeShared(owner, name)
+		m.takeShared(other, name)
 		c := newConnState("127.0.0.1:"+strconv.Itoa(10000+i), "tcp")
 		m.registry.register(c, "member")
 	}
@@ -197,7 +197,7 @@ func TestDetailedListing(t *testing.T) {
 			b.expect("sg S", "2 Shared Lock Get Success: S\n")
 			w.send("gw -1 X\n")
 			eventually(t, "the waiter queued", func() bool {
-				s, _ := srv.manager.statsSnapshot(time.Second)
+				s, _ := srv.manager.askStats(time.Second)
 				return s.waiters == 1
 			})
 			time.Sleep(30 * time.Millisecond)

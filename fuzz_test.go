@@ -460,7 +460,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 			leave = true
 		}
 		if exhausted == nil && leaveAtWait {
-			if s, ok := m.statsSnapshot(time.Second); ok && s.waiters > 0 {
+			if s, ok := m.askStats(time.Second); ok && s.waiters > 0 {
 				leave = true
 			}
 		}
@@ -537,7 +537,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 		model.check(t, i, mc, gotInOrder[i])
 	}
 
-	snap, ok := m.statsSnapshot(10 * time.Second)
+	snap, ok := m.askStats(10 * time.Second)
 	if !ok {
 		t.Fatal("manager does not answer")
 	}

@@ -63,7 +63,7 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 	}
 	waiter.send("gw -1 x\n")
 	eventually(t, "the waiter queued", func() bool {
-		s, _ := srv.manager.statsSnapshot(time.Second)
+		s, _ := srv.manager.askStats(time.Second)
 		return s.waiters == 1
 	})
 
@@ -76,13 +76,13 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 		t.Fatal("the term did not end")
 	}
 	expectSilence(t, other)
-	if s, _ := srv.manager.statsSnapshot(time.Second); s.locks != 1 {
+	if s, _ := srv.manager.askStats(time.Second); s.locks != 1 {
 		t.Fatalf("%d locks after the refused batch, want 1", s.locks)
 	}
 
 	holder.close()
 	eventually(t, "x orphaned", func() bool {
-		s, _ := srv.manager.statsSnapshot(time.Second)
+		s, _ := srv.manager.askStats(time.Second)
 		return s.locks == 0 && s.waiters == 0
 	})
 	expectSilence(t, waiter)

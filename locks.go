@@ -239,19 +239,30 @@ func (m *manager) logf(event string, c *connState, args ...any) {
 	}
 }
 
-// lock takes the exclusive lock name for c: ok is true when c holds it after
-// the call, full when c is at its limit of locks.
-func (m *manager) lock(c *connState, name []byte) (ok, full bool) {
+// lockResult is what an attempt to take a lock came to.
+type lockResult uint8
+
+const (
+	lockTaken   lockResult = iota // the caller holds it (now, or already)
+	lockBusy                      // another connection holds it
+	lockTooMany                   // the caller is at its limit of locks
+)
+
+// lock takes the exclusive lock name for c.
+func (m *manager) lock(c *connState, name []byte) lockResult {
 	l, _, frag := m.exclusive.get(name)
 	if l != nil {
-		return l.owner == c, false
+		if l.owner == c {
+			return lockTaken
+		}
+		return lockBusy
 	}
 	if c.lockCount() >= m.maxLocksPerConn {
-		return false, true
+		return lockTooMany
 	}
 	_, ref := m.exclusive.insert(string(name), frag)
 	m.grant(c, ref)
-	return true, false
+	return lockTaken
 }
 
 // grant makes c the holder of the lock ref, with a new fencing token.

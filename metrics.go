@@ -164,7 +164,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	s, ok := sc.manager.statsSnapshot(scrapeTimeout)
+	s, ok := sc.manager.askStats(scrapeTimeout)
 	if !ok {
 		gauge(sc.managerUp, 0)
 		return
@@ -205,7 +205,7 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	if s.ha != nil && s.ha.healthz(w) { // HA: a node that does not serve, leader.go
 		return
 	}
-	if _, ok := s.manager.statsSnapshot(healthzTimeout); !ok {
+	if _, ok := s.manager.askStats(healthzTimeout); !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("lock manager not answering\n"))
 		return

@@ -193,7 +193,7 @@ func TestCloseWithClients(t *testing.T) {
 	}
 	cs[0].send("gw -1 busy-unix\n")
 	eventually(t, "the wait queued", func() bool {
-		s, _ := srv.manager.statsSnapshot(time.Second)
+		s, _ := srv.manager.askStats(time.Second)
 		return s.waiters == 1
 	})
 	closeWithin(t, srv, 5*time.Second)

@@ -48,16 +48,16 @@ func (a *holderAges) remove(h *sharedHolder) {
 	h.older, h.newer = nil, nil
 }
 
-// sharedLock adds c to the holders of name and returns how many there are;
-// full is true when c is at its limit of locks.
-func (m *manager) sharedLock(c *connState, name []byte) (holders int, full bool) {
+// takeShared adds c to the holders of name and returns how many there are
+// (lockTaken), or lockTooMany when c is at its limit of locks.
+func (m *manager) takeShared(c *connState, name []byte) (holders int, res lockResult) {
 	if h := c.sharedHeld[string(name)]; h != nil {
-		return h.lock.count, false
+		return h.lock.count, lockTaken
 	}
 	if c.lockCount() >= m.maxLocksPerConn {
-		return 0, true
+		return 0, lockTooMany
 	}
-	return m.sharedGrant(c, string(name)), false
+	return m.sharedGrant(c, string(name)), lockTaken
 }
 
 func (m *manager) sharedGrant(c *connState, name string) int {

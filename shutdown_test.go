@@ -238,9 +238,9 @@ func TestCloseUnderLoad(t *testing.T) {
 	srv := startServer(t, nil)
 	a := addrsOf(srv)
 	l := startLoad(t, a)
-	if s, ok := srv.manager.statsSnapshot(5 * time.Second); ok && s.waiters != l.waiters {
+	if s, ok := srv.manager.askStats(5 * time.Second); ok && s.waiters != l.waiters {
 		eventually(t, "waiters queued", func() bool {
-			s, _ := srv.manager.statsSnapshot(5 * time.Second)
+			s, _ := srv.manager.askStats(5 * time.Second)
 			return s.waiters == l.waiters
 		})
 	}

@@ -184,6 +184,13 @@ func (c *Client) SharedDebug(ctx context.Context, name string) ([]LockOwner, err
 	return call(ctx, c, debugCmd("sd", name))
 }
 
+// Details lists every lock with its owner, hold time and waiters (dl): an
+// entry per exclusive lock (with its token) and per holder of a shared
+// lock, sorted by lock name; with a name, only that lock.
+func (c *Client) Details(ctx context.Context, name string) ([]LockDetail, error) {
+	return call(ctx, c, detailCmd(name))
+}
+
 // Dump returns the exclusive lock table as the server prints it (dump),
 // such as "map[bar:127.0.0.1:5 foo:unix:2]".
 func (c *Client) Dump(ctx context.Context) (string, error) {
