@@ -254,6 +254,32 @@ func (s *chaosSession) do(cmd string) (string, error) {
 	return s.r.ReadString('\n')
 }
 
+// cancelled reads the second reply of "gw ...\n!cancel ..." after first,
+// and returns the wait's reply; the !cancel reply must be "!cancel 1" before
+// a timeout, or "!cancel 0" with a grant.
+func (s *chaosSession) cancelled(first string) (string, error) {
+	var second string
+	s.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	if s.ws != nil {
+		err = websocket.Message.Receive(s.ws, &second)
+	} else {
+		second, err = s.r.ReadString('\n')
+	}
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case first == replyCancelled && strings.HasPrefix(second, "0 Lock Get Timeout: "):
+		return second, nil
+	case second == replyNothingPending && strings.HasPrefix(first, "1 Lock Get Success: "):
+		return first, nil
+	case first == replyNothingPending && strings.HasPrefix(second, "1 Lock Get Success: "):
+		return second, nil
+	}
+	return "", fmt.Errorf("gw then !cancel: replies %q, %q", first, second)
+}
+
 // stats runs q. On a stream its lines end at the reply of a ping after it.
 func (s *chaosSession) stats() (map[string]int, error) {
 	var reply string
@@ -544,6 +570,12 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	case op < 50:
 		held := m.holds(s, name, false)
 		cmd = fmt.Sprintf("gw %d %s", ms, name)
+		if rng.IntN(8) == 0 {
+			// A wait that is given up at once: "!cancel 1" comes before
+			// the wait's reply, which is then a timeout; when the lock was
+			// granted first, "!cancel 0" comes before or after the grant.
+			cmd = fmt.Sprintf("gw -1 %s\n!cancel %s", name, name)
+		}
 		start := time.Now()
 		check = func(reply string, stable, _ map[string][]chaosClaim) string {
 			switch reply {
@@ -655,6 +687,9 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	exclBefore, sharedBefore := m.claims()
 	m.counts.commands.Add(1)
 	reply, err := s.do(cmd)
+	if err == nil && strings.Contains(cmd, "\n!cancel ") {
+		reply, err = s.cancelled(reply)
+	}
 	if err != nil {
 		m.afterError(s, cmd, err)
 		return
