@@ -388,23 +388,29 @@ func (s *Server) enableHA(cfg HAConfig) error {
 		ctx:            ctx,
 		cancel:         cancel,
 		role:           "standby",
-		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "glockd_leader",
-			Help: "1 while this node is the leader and serves clients, 0 on a standby (or an elected node waiting the takeover delay).",
-		}),
-		elections: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "glockd_elections_won_total",
-			Help: "Elections this node won.",
-		}),
-		stepDowns: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "glockd_step_downs_total",
-			Help: "Times this node stopped leading: lease deadline passed, lease or election key lost, or shutdown.",
-		}),
 	}
+	n.isLeader, n.elections, n.stepDowns = newHAMetrics()
 	s.metrics.registry.MustRegister(n.isLeader, n.elections, n.stepDowns)
 	s.manager.leader = n.lead
 	s.ha = n
 	return nil
+}
+
+// newHAMetrics makes the metrics of a high-availability node.
+func newHAMetrics() (isLeader prometheus.Gauge, elections, stepDowns prometheus.Counter) {
+	isLeader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "glockd_leader",
+		Help: "1 while this node is the leader and serves clients, 0 on a standby (or an elected node waiting the takeover delay).",
+	})
+	elections = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_elections_won_total",
+		Help: "Elections this node won.",
+	})
+	stepDowns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_step_downs_total",
+		Help: "Times this node stopped leading: lease deadline passed, lease or election key lost, or shutdown.",
+	})
+	return isLeader, elections, stepDowns
 }
 
 // etcdLogger passes the etcd client's warnings and errors to our log (a
