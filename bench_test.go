@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -332,120 +331,5 @@ func BenchmarkOrphan(b *testing.B) {
 		}
 		b.ReportMetric(at(0.99), "probe-p99-µs")
 		b.ReportMetric(float64(rtts[len(rtts)-1].Microseconds()), "probe-max-µs")
-	}
-}
-
-// TestLockTable checks the exclusive table against a Go map through inserts
-// and removals that split buckets, wrap probe runs and empty the table. (It
-// lives here, with the benchmarks of the same code.)
-func TestLockTable(t *testing.T) {
-	tab := newLockTable()
-	model := map[string]lockRef{}
-	owner := newConnState("x", "tcp")
-	rng := uint64(1)
-	next := func(n int) int {
-		rng ^= rng << 13
-		rng ^= rng >> 7
-		rng ^= rng << 17
-		return int(rng % uint64(n))
-	}
-	check := func() {
-		t.Helper()
-		if tab.count != len(model) {
-			t.Fatalf("count %d, want %d", tab.count, len(model))
-		}
-		seen := 0
-		tab.each(func(l *exclusiveLock) {
-			seen++
-			if ref, ok := model[l.name]; !ok || tab.record(ref) != l {
-				t.Fatalf("each: %q not in the model", l.name)
-			}
-		})
-		if seen != len(model) {
-			t.Fatalf("each saw %d, want %d", seen, len(model))
-		}
-	}
-	for round, size := range []int{50000, 300, 120000, 0} {
-		for len(model) != size {
-			name := "n" + strconv.Itoa(next(2*size+10))
-			if len(model) > size && next(2) == 0 {
-				for name = range model { // a random present one
-					break
-				}
-			}
-			l, ref, frag := tab.get([]byte(name))
-			want, ok := model[name]
-			if (l != nil) != ok || ok && (ref != want || l.name != name) {
-				t.Fatalf("round %d: get %q = %v %d, want %v %d", round, name, l != nil, ref, ok, want)
-			}
-			switch {
-			case !ok && len(model) < size:
-				l, ref = tab.insert(name, frag)
-				l.owner = owner
-				model[name] = ref
-			case ok && len(model) > size:
-				tab.remove(ref)
-				delete(model, name)
-			}
-		}
-		check()
-		for name, ref := range model {
-			if l, got, _ := tab.get([]byte(name)); l == nil || got != ref {
-				t.Fatalf("round %d: %q lost", round, name)
-			}
-		}
-	}
-	if len(tab.chunks) != 0 || len(tab.dir) != 1 {
-		t.Errorf("an empty table keeps %d chunks and %d buckets", len(tab.chunks), len(tab.dir))
-	}
-}
-
-// TestIdleConnStack checks that a connection that has run a command and
-// waits for the next keeps its goroutine on the smallest stack (2 KiB): most
-// of an idle connection's memory budget (see DESIGN.md: 6 KiB in all). Its
-// goroutine's deepest path, from the read through the manager to the write
-// of the reply, must fit in that stack; a few more frames or bigger locals
-// on it double the stack of every connection.
-func TestIdleConnStack(t *testing.T) {
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range info.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				t.Skip("the race detector doubles the stack guard: stacks are bigger")
-			}
-		}
-	}
-	srv, err := NewServer(Config{TCPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	const n = 500
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	buf := make([]byte, 256)
-	for i := range n {
-		nc, err := net.Dial("tcp", srv.TCPAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		for _, cmd := range []string{"g h" + strconv.Itoa(i), "sg s", "t h" + strconv.Itoa(i)} {
-			if _, err := nc.Write([]byte(cmd + "\n")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := nc.Read(buf); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	runtime.ReadMemStats(&after)
-	perConn := (int64(after.StackInuse) - int64(before.StackInuse)) / n
-	t.Logf("goroutine stack per idle connection: %d bytes", perConn)
-	if perConn > 3<<10 {
-		t.Errorf("goroutine stack per idle connection: %d bytes, want at most 3 KiB (2 KiB stacks; 4 KiB means they doubled)", perConn)
 	}
 }

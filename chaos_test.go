@@ -201,30 +201,10 @@ type chaosModel struct {
 func (m *chaosModel) connect(tr string) (*chaosSession, error) {
 	s := &chaosSession{held: map[string]bool{}, sheld: map[string]bool{}}
 	var err error
-	switch tr {
-	case "tcp":
-		s.nc, err = net.Dial("tcp", m.srv.TCPAddr().String())
-	case "unix":
-		s.nc, err = net.Dial("unix", m.srv.cfg.UnixPath)
-	case "websocket":
-		s.nc, err = net.Dial("tcp", m.srv.WSAddr().String())
-	}
-	if err != nil {
+	if s.nc, s.ws, err = dialTransport(tr, addrsOf(m.srv)); err != nil {
 		return nil, err
 	}
-	if tr == "websocket" {
-		cfg, err := websocket.NewConfig("ws://"+m.srv.WSAddr().String()+"/", "http://localhost/")
-		if err != nil {
-			s.nc.Close()
-			return nil, err
-		}
-		cfg.Header.Del("Origin")
-		s.nc.SetDeadline(time.Now().Add(10 * time.Second))
-		if s.ws, err = websocket.NewClient(cfg, s.nc); err != nil {
-			s.nc.Close()
-			return nil, err
-		}
-	} else {
+	if s.ws == nil {
 		s.r = bufio.NewReader(s.nc)
 	}
 	me, err := s.do("me")
@@ -272,6 +252,32 @@ func (s *chaosSession) do(cmd string) (string, error) {
 		return msg, err
 	}
 	return s.r.ReadString('\n')
+}
+
+// cancelled reads the second reply of "gw ...\n!cancel ..." after first,
+// and returns the wait's reply; the !cancel reply must be "!cancel 1" before
+// a timeout, or "!cancel 0" with a grant.
+func (s *chaosSession) cancelled(first string) (string, error) {
+	var second string
+	s.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	if s.ws != nil {
+		err = websocket.Message.Receive(s.ws, &second)
+	} else {
+		second, err = s.r.ReadString('\n')
+	}
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case first == replyCancelled && strings.HasPrefix(second, "0 Lock Get Timeout: "):
+		return second, nil
+	case second == replyNothingPending && strings.HasPrefix(first, "1 Lock Get Success: "):
+		return first, nil
+	case first == replyNothingPending && strings.HasPrefix(second, "1 Lock Get Success: "):
+		return second, nil
+	}
+	return "", fmt.Errorf("gw then !cancel: replies %q, %q", first, second)
 }
 
 // stats runs q. On a stream its lines end at the reply of a ping after it.
@@ -564,6 +570,12 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	case op < 50:
 		held := m.holds(s, name, false)
 		cmd = fmt.Sprintf("gw %d %s", ms, name)
+		if rng.IntN(8) == 0 {
+			// A wait that is given up at once: "!cancel 1" comes before
+			// the wait's reply, which is then a timeout; when the lock was
+			// granted first, "!cancel 0" comes before or after the grant.
+			cmd = fmt.Sprintf("gw -1 %s\n!cancel %s", name, name)
+		}
 		start := time.Now()
 		check = func(reply string, stable, _ map[string][]chaosClaim) string {
 			switch reply {
@@ -675,6 +687,9 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	exclBefore, sharedBefore := m.claims()
 	m.counts.commands.Add(1)
 	reply, err := s.do(cmd)
+	if err == nil && strings.Contains(cmd, "\n!cancel ") {
+		reply, err = s.cancelled(reply)
+	}
 	if err != nil {
 		m.afterError(s, cmd, err)
 		return
@@ -752,7 +767,7 @@ func (m *chaosModel) watch(checker *chaosSession, stop chan struct{}) {
 			return
 		default:
 		}
-		if snap, ok := m.srv.manager.statsSnapshot(10 * time.Second); ok {
+		if snap, ok := m.srv.manager.askStats(10 * time.Second); ok {
 			for w := int64(snap.waiters); w > m.counts.maxWaiters.Load(); {
 				m.counts.maxWaiters.Store(w)
 			}
@@ -802,7 +817,7 @@ func (m *chaosModel) quiescentCheck(checker *chaosSession, slots []*chaosSlot) {
 		st, err := checker.stats()
 		return err == nil && st["connections"] == len(slots)+1
 	})
-	if snap, ok := m.srv.manager.statsSnapshot(10 * time.Second); !ok || snap.waiters != 0 {
+	if snap, ok := m.srv.manager.askStats(10 * time.Second); !ok || snap.waiters != 0 {
 		t.Errorf("waiters with every client quiet: %d (%v)", snap.waiters, ok)
 	}
 	excl, shared, err := tables(checker)

@@ -66,12 +66,16 @@ const (
 )
 
 func newConn(srv *Server, name, transportName string, t transport) *conn {
-	return &conn{
+	c := &conn{
 		srv:   srv,
 		state: newConnState(name, transportName),
 		t:     t,
 		ended: make(chan struct{}),
 	}
+	if srv.needsKill() {
+		c.state.kill = abortFunc(t)
+	}
+	return c
 }
 
 // serve runs the connection until it ends, then releases everything it held.
@@ -140,11 +144,16 @@ func keepCommands(cmds []command) []command {
 func (c *conn) runOrQueue(cmds []command) bool {
 	c.mu.Lock()
 	if c.waiting {
-		ok := c.queueBehindWait(cmds)
-		c.mu.Unlock()
-		return ok
+		return c.queueLocked(cmds)
 	}
 	return c.runLocked(cmds)
+}
+
+// queueLocked is queueBehindWait, unlocking c.mu even if it panics (see
+// runLocked).
+func (c *conn) queueLocked(cmds []command) bool {
+	defer c.mu.Unlock()
+	return c.queueBehindWait(cmds)
 }
 
 // runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
@@ -200,8 +209,11 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		if b.dump != nil {
 			c.appendDump()
 		}
-		if b.waiting {
-			b.waiting = false
+		if b.authFailed {
+			c.failedAuth()
+		}
+		if b.waitStarted {
+			b.waitStarted = false
 			b.cmds, b.next = c.startWait(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
 		}
 		if len(b.out) >= maxReplyBuffer {

@@ -35,8 +35,8 @@ func chromiumPath(t *testing.T) string {
 
 // newBrowser starts a headless Chromium for the test, with a fresh profile
 // and nothing that reaches out to the network, and stops it when the test
-// ends. The returned context is its first tab.
-func newBrowser(t *testing.T) context.Context {
+// ends. The returned context is its first tab. extra adds options (flags).
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := chromiumPath(t)
 	profile := t.TempDir() // removed after the browser has exited: cleanups run last first
@@ -55,6 +55,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1360, 900),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
 	t.Cleanup(func() {

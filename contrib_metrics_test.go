@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metricNameRE finds the metric names a PromQL expression uses: glockd's,
@@ -30,10 +32,21 @@ func checkExprMetrics(t *testing.T, where, expr string, exported map[string]bool
 	}
 }
 
-// exportedMetrics is every metric family a server's /metrics lists.
+// exportedMetrics is every metric family a server's /metrics lists, and
+// those a node with -etcd adds.
 func exportedMetrics(t *testing.T) map[string]bool {
 	srv := startServer(t, nil)
 	names := map[string]bool{}
+	reg := prometheus.NewRegistry()
+	isLeader, elections, stepDowns := newHAMetrics()
+	reg.MustRegister(isLeader, elections, stepDowns)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		names[f.GetName()] = true
+	}
 	for series := range scrape(t, srv.WSAddr().String()) {
 		name, _, _ := strings.Cut(series, "{")
 		names[name] = true

@@ -72,42 +72,81 @@ func dial(t testing.TB, srv *Server, transport string) *client {
 	return c
 }
 
+// transportAddrs are where a server listens, by transport.
+type transportAddrs struct{ tcp, unix, ws string }
+
+func addrsOf(srv *Server) transportAddrs {
+	a := transportAddrs{unix: srv.cfg.UnixPath}
+	if addr := srv.TCPAddr(); addr != nil {
+		a.tcp = addr.String()
+	}
+	if addr := srv.WSAddr(); addr != nil {
+		a.ws = addr.String()
+	}
+	return a
+}
+
+// dialTransport connects over one transport. For websocket it also makes
+// the handshake (without an Origin header, as a program would) and returns
+// the websocket; nc is then the stream under it. Every test that connects
+// goes through here.
+func dialTransport(tr string, a transportAddrs) (nc net.Conn, ws *websocket.Conn, err error) {
+	switch tr {
+	case "tcp":
+		nc, err = net.Dial("tcp", a.tcp)
+	case "unix":
+		nc, err = net.Dial("unix", a.unix)
+	case "websocket":
+		nc, err = net.Dial("tcp", a.ws)
+	default:
+		return nil, nil, fmt.Errorf("unknown transport %q", tr)
+	}
+	if err != nil || tr != "websocket" {
+		return nc, nil, err
+	}
+	cfg, err := websocket.NewConfig("ws://"+a.ws+"/", "http://localhost/")
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	cfg.Header.Del("Origin")
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if ws, err = websocket.NewClient(cfg, nc); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("websocket handshake: %w", err)
+	}
+	nc.SetDeadline(time.Time{})
+	return nc, ws, nil
+}
+
 // rawDial connects to a transport without the handshake dial does (which
 // runs a command); for websocket it returns the handshaken connection.
 func rawDial(t testing.TB, srv *Server, tr string) (net.Conn, *websocket.Conn) {
 	t.Helper()
-	var (
-		nc  net.Conn
-		err error
-	)
-	switch tr {
-	case "tcp":
-		nc, err = net.Dial("tcp", srv.TCPAddr().String())
-	case "unix":
-		nc, err = net.Dial("unix", srv.cfg.UnixPath)
-	case "websocket":
-		nc, err = net.Dial("tcp", srv.WSAddr().String())
-	default:
-		t.Fatalf("unknown transport %q", tr)
-	}
+	nc, ws, err := dialTransport(tr, addrsOf(srv))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	if tr != "websocket" {
-		return nc, nil
-	}
-	cfg, err := websocket.NewConfig("ws://"+srv.WSAddr().String()+"/", "http://localhost/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Header.Del("Origin")
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	ws, err := websocket.NewClient(cfg, nc)
-	if err != nil {
-		t.Fatalf("websocket handshake: %v", err)
-	}
 	return nc, ws
+}
+
+// closeWithin closes srv and fails the test unless Close returns within d.
+func closeWithin(t testing.TB, srv *Server, d time.Duration) time.Duration {
+	t.Helper()
+	closed := make(chan struct{})
+	start := time.Now()
+	go func() {
+		srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		return time.Since(start)
+	case <-time.After(d):
+		t.Fatalf("Close did not return within %v", d)
+		return d
+	}
 }
 
 // send writes raw bytes: a stream gets them as they are, a websocket as one

@@ -327,7 +327,7 @@ func TestQueuedBehindWaitMemory(t *testing.T) {
 	holder.expect("g busy", "1 Lock Get Success: busy\n")
 	c.send("gw -1 busy\n")
 	eventually(t, "the gw waits", func() bool {
-		s, _ := srv.manager.statsSnapshot(time.Second)
+		s, _ := srv.manager.askStats(time.Second)
 		return s.waiters == 1
 	})
 	rss := watchRSS(t)
@@ -353,7 +353,7 @@ func TestQueuedBehindWaitMemory(t *testing.T) {
 		t.Fatalf("over the queue limit: %q, want %q", got, replyQueueFull)
 	}
 	eventually(t, "the waiter gone", func() bool {
-		s, _ := srv.manager.statsSnapshot(time.Second)
+		s, _ := srv.manager.askStats(time.Second)
 		return s.waiters == 0
 	})
 
@@ -486,7 +486,7 @@ func TestMaxLocksPerConnWait(t *testing.T) {
 	c.send("gw 5000 busy\n")
 	// If it is queued, hand the lock over to it.
 	for range 100 {
-		if s, _ := srv.manager.statsSnapshot(time.Second); s.waiters > 0 {
+		if s, _ := srv.manager.askStats(time.Second); s.waiters > 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -21,7 +21,8 @@ type manager struct {
 
 	exclusive lockTable
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
-	lastToken uint64                // fencing token of the latest acquisition
+	tokens    tokenSource           // fencing tokens, see tokens.go
+	leader    *leadership           // HA: nil without -etcd, see leader.go
 
 	// The manager's clock: now is read once per request, in nanoseconds
 	// since start (monotonic), and dates grants and waits.
@@ -44,6 +45,8 @@ type manager struct {
 	orphaning []*connState
 	// dumps are the dumps of big tables being copied in steps.
 	dumps []*dumpJob
+
+	sec managerSecurity // access control and kill (admin.go)
 }
 
 // connState is the manager's view of a connection.
@@ -62,6 +65,12 @@ type connState struct {
 	regSeq     uint64 // 0 when not registered; else the order of registration
 	waiter     *waiter
 	inputEnded bool // the client will send nothing more: no wait may begin
+
+	// Access control (acl.go, admin.go). certName and kill are set before
+	// the manager first sees the connection; ident is the manager's.
+	certName string    // the verified client certificate's name, if any
+	kill     func()    // cuts the connection short; nil when kill is off
+	ident    *identity // who the connection is; nil until identified
 }
 
 func newConnState(name, transport string) *connState {
@@ -94,6 +103,7 @@ const (
 	requestWaitExpired
 	requestStats
 	requestStop
+	requestCall // run fn in the manager: rare work such as a reload
 )
 
 type request struct {
@@ -102,6 +112,7 @@ type request struct {
 	batch  *batch
 	waiter *waiter
 	stats  chan<- statsSnapshot
+	fn     func(*manager)
 }
 
 // orphanStep bounds how many locks one step of orphaning releases, so that a
@@ -122,9 +133,8 @@ func newManager(cfg Config) *manager {
 		sharedWaiters:    make(map[string]*waitQueue),
 		registry:         newRegistry(),
 		connsByTransport: make(map[string]int),
-		// Seeded from the clock so tokens keep increasing across restarts.
-		lastToken: uint64(time.Now().UnixNano()),
-		start:     time.Now(),
+		tokens:           newClockTokens(time.Now()),
+		start:            time.Now(),
 	}
 	if cfg.Verbose {
 		m.log = cfg.Logger
@@ -164,6 +174,10 @@ func (m *manager) run() {
 
 func (m *manager) handle(req request) bool {
 	m.now = int64(time.Since(m.start))
+	// HA: past the leader's deadline nothing is answered (leader.go).
+	if m.leader != nil && !m.admit(req) {
+		return true
+	}
 	switch req.kind {
 	case requestBatch:
 		m.runBatch(req.conn, req.batch)
@@ -171,7 +185,13 @@ func (m *manager) handle(req request) bool {
 		m.conns++
 		m.connsByTransport[req.conn.transport]++
 		m.logf("connect", req.conn)
+		if m.sec.enabled {
+			m.secureConnect(req.conn)
+		}
 	case requestDisconnect:
+		if m.sec.enabled {
+			m.secureDisconnect(req.conn)
+		}
 		m.disconnect(req.conn)
 	case requestEndOfInput:
 		req.conn.inputEnded = true
@@ -182,10 +202,29 @@ func (m *manager) handle(req request) bool {
 		m.expire(req.waiter)
 	case requestStats:
 		req.stats <- m.snapshot()
+	case requestCall:
+		req.fn(m)
 	case requestStop:
 		return false
 	}
 	return true
+}
+
+// call runs fn in the manager and waits until it has run; false when the
+// manager has stopped.
+func (m *manager) call(fn func(*manager)) bool {
+	done := make(chan struct{})
+	select {
+	case m.requests <- request{kind: requestCall, fn: func(m *manager) { fn(m); close(done) }}:
+	case <-m.stopped:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-m.stopped:
+		return false
+	}
 }
 
 // send queues a request for the manager; it does not wait for the answer.
@@ -206,26 +245,36 @@ func (m *manager) logf(event string, c *connState, args ...any) {
 	}
 }
 
-// lock takes the exclusive lock name for c: ok is true when c holds it after
-// the call, full when c is at its limit of locks.
-func (m *manager) lock(c *connState, name []byte) (ok, full bool) {
+// lockResult is what an attempt to take a lock came to.
+type lockResult uint8
+
+const (
+	lockTaken   lockResult = iota // the caller holds it (now, or already)
+	lockBusy                      // another connection holds it
+	lockTooMany                   // the caller is at its limit of locks
+)
+
+// lock takes the exclusive lock name for c.
+func (m *manager) lock(c *connState, name []byte) lockResult {
 	l, _, frag := m.exclusive.get(name)
 	if l != nil {
-		return l.owner == c, false
+		if l.owner == c {
+			return lockTaken
+		}
+		return lockBusy
 	}
 	if c.lockCount() >= m.maxLocksPerConn {
-		return false, true
+		return lockTooMany
 	}
 	_, ref := m.exclusive.insert(string(name), frag)
 	m.grant(c, ref)
-	return true, false
+	return lockTaken
 }
 
 // grant makes c the holder of the lock ref, with a new fencing token.
 func (m *manager) grant(c *connState, ref lockRef) {
 	l := m.exclusive.record(ref)
-	m.lastToken++
-	l.owner, l.token, l.index = c, m.lastToken, uint32(len(c.held))
+	l.owner, l.token, l.index = c, m.tokens.take(), uint32(len(c.held))
 	m.exclusive.age(ref, m.now)
 	c.held = append(c.held, ref)
 	if m.log != nil {
@@ -300,6 +349,9 @@ func (m *manager) disconnect(c *connState) {
 // orphanStep releases up to orphanStep locks of the oldest ended connection.
 func (m *manager) orphanStep() {
 	m.now = int64(time.Since(m.start))
+	if m.leader != nil {
+		m.mayServe() // HA: a step past the deadline hands nothing to waiters (leader.go)
+	}
 	c := m.orphaning[0]
 	if m.orphanLocks(c, orphanStep) {
 		m.orphaning[0] = nil

@@ -1,6 +1,6 @@
 // Command glockd is a network lock daemon: named exclusive and counted shared
-// locks over TCP, websocket and a unix socket, each released the moment the
-// connection that took it ends.
+// locks over TCP, websocket and a unix socket, each released as soon as the
+// server reads the end of the connection that took it.
 package main
 
 import (
@@ -55,6 +55,17 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")
 	fs.DurationVar(&cfg.UserTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (default keepalive-idle + keepalive-interval × keepalive-count; 0: the system's)")
+	finishSecurity := securityFlags(fs, &cfg.Security) // TLS, identities, kill: security.go
+	// High availability through etcd (leader.go, docs/ha.md).
+	cfg.HA = &HAConfig{}
+	etcd := fs.String("etcd", "", "comma-separated etcd endpoints: run as one node of an active/standby group (empty: a single node)")
+	fs.StringVar(&cfg.HA.Prefix, "etcd-prefix", DefaultEtcdPrefix, "etcd key prefix of this group of nodes")
+	fs.DurationVar(&cfg.HA.LeaseTTL, "lease-ttl", DefaultLeaseTTL, "etcd lease TTL, whole seconds: a dead leader is replaced after about this long plus -takeover-delay")
+	fs.DurationVar(&cfg.HA.TakeoverDelay, "takeover-delay", DefaultTakeoverDelay, "how long a newly elected leader waits before serving; keep clients' session timeout below it")
+	fs.StringVar(&cfg.HA.Advertise, "advertise", "", "host:port clients should use to reach this node, shown by standbys' /healthz (default: the -port listener's address)")
+	fs.StringVar(&cfg.HA.CertFile, "etcd-cert", "", "client certificate for etcd, PEM")
+	fs.StringVar(&cfg.HA.KeyFile, "etcd-key", "", "key of -etcd-cert, PEM")
+	fs.StringVar(&cfg.HA.CAFile, "etcd-ca", "", "CA certificates that sign etcd's, PEM (default: the system's)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, opts, err
 	}
@@ -92,6 +103,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	if *wsPort != 0 {
 		cfg.WSAddr = net.JoinHostPort(*bind, strconv.Itoa(*wsPort))
 	}
+	if err := finishSecurity(*bind); err != nil {
+		return cfg, opts, err
+	}
 	for _, o := range strings.Split(*wsOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			if err := checkOriginSyntax(o); err != nil {
@@ -100,8 +114,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 			cfg.WSOrigins = append(cfg.WSOrigins, o)
 		}
 	}
-	if cfg.TCPAddr == "" && cfg.WSAddr == "" && cfg.UnixPath == "" {
-		return cfg, opts, errors.New("nothing to serve: -port 0 and -ws 0 without -unix")
+	if cfg.TCPAddr == "" && cfg.WSAddr == "" && cfg.UnixPath == "" && cfg.Security.TLSAddr == "" {
+		return cfg, opts, errors.New("nothing to serve: -port 0 and -ws 0 without -unix or -tls-port")
 	}
 	cfg.KeepAlive.Enable = true
 	// Linux applies TCP_USER_TIMEOUT to keepalive too, in place of the probe
@@ -111,6 +125,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	if !userTimeoutSet {
 		ka := cfg.KeepAlive
 		cfg.UserTimeout = ka.Idle + ka.Interval*time.Duration(ka.Count)
+	}
+	setFlags := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+	if err := finishHAConfig(&cfg, *etcd, setFlags); err != nil {
+		return cfg, opts, err
 	}
 	cfg.Verbose = *verbose
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
@@ -138,6 +157,8 @@ func run(args []string, stderr io.Writer) int {
 
 // serve runs a server until ctx is done, holding the pidfile meanwhile.
 func serve(ctx context.Context, cfg Config, opts options) error {
+	hangups := notifyHangup() // SIGHUP reloads (security.go)
+	defer signal.Stop(hangups)
 	if opts.pidfile != "" {
 		pf, err := lockPidfile(opts.pidfile)
 		if err != nil {
@@ -153,8 +174,12 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "websocket", addrString(srv.WSAddr()), "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))
-	<-ctx.Done()
+	if cfg.HA != nil { // the lock listeners open when it is elected
+		cfg.Logger.Info("glockd started as a standby", "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))
+	} else {
+		cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))
+	}
+	reloadOnHangup(ctx, srv, hangups)
 	cfg.Logger.Info("glockd shutting down")
 	return srv.Close()
 }

@@ -23,6 +23,10 @@ type metrics struct {
 	// queue ends; a waiter that disconnects is not observed.
 	waitGranted prometheus.Observer
 	waitTimeout prometheus.Observer
+
+	// Security (docs/security.md).
+	authFailures         prometheus.Counter
+	tlsHandshakeFailures prometheus.Counter
 }
 
 // Timeouts for asking the manager for its counters: a scrape may take a
@@ -54,12 +58,22 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		Help: "The -max-conns limit: live connections beyond it are refused.",
 	})
 	limit.Set(float64(maxConns))
+	authFailures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_auth_failures_total",
+		Help: "auth commands with a wrong token (each also logged with the client's address).",
+	})
+	handshakeFailures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_tls_handshake_failures_total",
+		Help: "TLS handshakes of line-protocol connections that failed or timed out (refused client certificates among them).",
+	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		limit,
 		newStatsCollector(m),
 		batch,
 		wait,
+		authFailures,
+		handshakeFailures,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -68,6 +82,9 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		batchSeconds: batch,
 		waitGranted:  wait.WithLabelValues("granted"),
 		waitTimeout:  wait.WithLabelValues("timeout"),
+
+		authFailures:         authFailures,
+		tlsHandshakeFailures: handshakeFailures,
 	}
 }
 
@@ -147,7 +164,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	s, ok := sc.manager.statsSnapshot(scrapeTimeout)
+	s, ok := sc.manager.askStats(scrapeTimeout)
 	if !ok {
 		gauge(sc.managerUp, 0)
 		return
@@ -160,7 +177,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(sc.orphans, s.orphans)
 	counter(sc.sharedOrphans, s.sharedOrphans)
 	// Every transport is listed, at 0 when none is connected.
-	for _, t := range []string{"tcp", "unix", "websocket"} {
+	for _, t := range []string{"tcp", "tls", "unix", "websocket"} {
 		gauge(sc.connections, s.connsByTransport[t], t)
 	}
 	gauge(sc.locks, s.locks)
@@ -185,7 +202,10 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if _, ok := s.manager.statsSnapshot(healthzTimeout); !ok {
+	if s.ha != nil && s.ha.healthz(w) { // HA: a node that does not serve, leader.go
+		return
+	}
+	if _, ok := s.manager.askStats(healthzTimeout); !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("lock manager not answering\n"))
 		return

@@ -3,14 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -161,56 +159,6 @@ func TestWebsocketOriginFlag(t *testing.T) {
 	cfg, _, err := parseFlags(nil, io.Discard)
 	if err != nil || !slices.Equal(cfg.WSOrigins, []string{"*"}) {
 		t.Errorf("default -ws-origin: %q, %v", cfg.WSOrigins, err)
-	}
-}
-
-// TestBind: with -bind 127.0.0.1 both listeners are on that address alone;
-// another loopback address (127.0.0.2, still this host) is refused, where
-// without -bind it is served.
-func TestBind(t *testing.T) {
-	if c, err := net.Dial("tcp", "127.0.0.2:1"); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Skipf("127.0.0.2 is not a loopback address here: %v", err)
-	} else if err == nil {
-		c.Close()
-	}
-	for _, tt := range []struct {
-		bind      string
-		otherAddr bool // 127.0.0.2 reaches it
-	}{
-		{"127.0.0.1", false},
-		{"", true},
-	} {
-		port, wsPort := freePort(t), freePort(t)
-		args := []string{"-port", strconv.Itoa(port), "-ws", strconv.Itoa(wsPort)}
-		if tt.bind != "" {
-			args = append(args, "-bind", tt.bind)
-		}
-		cfg, _, err := parseFlags(args, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := startServer(t, func(c *Config) { c.TCPAddr, c.WSAddr, c.UnixPath = cfg.TCPAddr, cfg.WSAddr, "" })
-		for _, a := range []net.Addr{srv.TCPAddr(), srv.WSAddr()} {
-			ip := a.(*net.TCPAddr).IP
-			if tt.bind != "" && !ip.Equal(net.ParseIP(tt.bind)) || tt.bind == "" && !ip.IsUnspecified() {
-				t.Errorf("-bind %q: listening on %v", tt.bind, a)
-			}
-		}
-		for _, p := range []int{port, wsPort} {
-			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				t.Fatalf("-bind %q: 127.0.0.1:%d: %v", tt.bind, p, err)
-			}
-			c.Close()
-			c, err = net.Dial("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(p)))
-			if err == nil {
-				c.Close()
-			}
-			if (err == nil) != tt.otherAddr {
-				t.Errorf("-bind %q: 127.0.0.2:%d: %v", tt.bind, p, err)
-			}
-		}
-		srv.Close()
 	}
 }
 

@@ -66,7 +66,7 @@ func TestCancelAfterGrant(t *testing.T) {
 	holder.expect("g X", "1 Lock Get Success: X\n")
 	c.send("gw -1 X\n")
 	eventually(t, "the gw waits", func() bool {
-		s, _ := srv.manager.statsSnapshot(time.Second)
+		s, _ := srv.manager.askStats(time.Second)
 		return s.waiters == 1
 	})
 	holder.expect("r X", "1 Lock Release Success: X\n")

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -15,12 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"golang.org/x/net/websocket"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 // daemonBinary builds glockd once per test run.
 var daemonBinary = sync.OnceValues(func() (string, error) {
@@ -184,60 +181,6 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
-func TestUnixSocketFile(t *testing.T) {
-	dir := t.TempDir()
-	t.Run("stale socket is replaced", func(t *testing.T) {
-		path := filepath.Join(dir, "stale.sock")
-		l, err := net.Listen("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.(*net.UnixListener).SetUnlinkOnClose(false)
-		l.Close() // as if the daemon died: the file stays, nobody listens
-		srv := startServer(t, func(c *Config) { c.UnixPath = path })
-		dial(t, srv, "unix").expect("g a", "1 Lock Get Success: a\n")
-	})
-	t.Run("live socket is not stolen", func(t *testing.T) {
-		path := filepath.Join(dir, "live.sock")
-		live := startServer(t, func(c *Config) { c.UnixPath = path })
-		srv, _ := NewServer(Config{UnixPath: path})
-		err := srv.Start()
-		if err == nil || !strings.Contains(err.Error(), "in use") {
-			t.Fatalf("second server on a live socket: %v", err)
-		}
-		if err := srv.Close(); err != nil { // never started: nothing to stop
-			t.Fatal(err)
-		}
-		dial(t, live, "unix").expect("g a", "1 Lock Get Success: a\n")
-	})
-	t.Run("other file is left alone", func(t *testing.T) {
-		path := filepath.Join(dir, "file")
-		os.WriteFile(path, []byte("data"), 0o600)
-		srv, _ := NewServer(Config{UnixPath: path})
-		if err := srv.Start(); err == nil || !strings.Contains(err.Error(), "not a socket") {
-			t.Fatalf("server on a regular file: %v", err)
-		}
-		if got, _ := os.ReadFile(path); string(got) != "data" {
-			t.Fatal("file was touched")
-		}
-	})
-	t.Run("mode", func(t *testing.T) {
-		path := filepath.Join(dir, "mode.sock")
-		startServer(t, func(c *Config) { c.UnixPath, c.UnixMode = path, 0o600 })
-		fi, err := os.Stat(path)
-		if err != nil || fi.Mode().Perm() != 0o600 {
-			t.Fatalf("mode %v (%v), want 0600", fi.Mode().Perm(), err)
-		}
-	})
-}
-
-// TestTwoServers: no package-level state, so two servers run side by side.
-func TestTwoServers(t *testing.T) {
-	a, b := startServer(t, nil), startServer(t, nil)
-	dial(t, a, "tcp").expect("g x", "1 Lock Get Success: x\n")
-	dial(t, b, "tcp").expect("g x", "1 Lock Get Success: x\n")
-}
-
 // TestCloseWithClients closes a server with connections, a waiter and held
 // locks: Close returns and nothing is left running (goleak checks at exit).
 func TestCloseWithClients(t *testing.T) {
@@ -249,15 +192,27 @@ func TestCloseWithClients(t *testing.T) {
 		cs = append(cs, c)
 	}
 	cs[0].send("gw -1 busy-unix\n")
-	done := make(chan struct{})
-	go func() {
-		srv.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close hangs")
+	eventually(t, "the wait queued", func() bool {
+		s, _ := srv.manager.askStats(time.Second)
+		return s.waiters == 1
+	})
+	closeWithin(t, srv, 5*time.Second)
+	// The waiter was answered, then every client saw its connection end.
+	if got := cs[0].line(); got != "0 Lock Get Timeout: busy-unix\n" {
+		t.Errorf("waiter at shutdown: %q", got)
+	}
+	for _, c := range cs {
+		c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var err error
+		if c.ws != nil {
+			var msg string
+			err = websocket.Message.Receive(c.ws, &msg)
+		} else {
+			_, err = c.r.ReadString('\n')
+		}
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: connection still open after Close: %v", c.name, err)
+		}
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // snapshot asks the manager for its counters.
 func snapshot(t testing.TB, srv *Server) statsSnapshot {
 	t.Helper()
-	s, ok := srv.manager.statsSnapshot(10 * time.Second)
+	s, ok := srv.manager.askStats(10 * time.Second)
 	if !ok {
 		t.Fatal("manager does not answer")
 	}

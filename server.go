@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,6 +56,13 @@ type Config struct {
 	// MetricsAddr serves /metrics and /healthz on an address of their own,
 	// "host:port"; "" disables (WSAddr serves them too).
 	MetricsAddr string
+
+	// Security: TLS, identities and kill (security.go); off when zero.
+	Security SecurityConfig
+
+	// HA elects one serving node among several through etcd; nil: a
+	// single node. See leader.go.
+	HA *HAConfig
 }
 
 // Defaults of the limits, also the flags' defaults.
@@ -88,6 +96,7 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Security = cfg.Security.withDefaults()
 	return cfg
 }
 
@@ -106,17 +115,25 @@ type Server struct {
 	metricsHTTP *http.Server
 	httpConns   *httpBudget // both HTTP servers' connections, websockets aside
 
+	ha *haNode // nil without -etcd; see leader.go
+
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	started bool
 	closed  bool
 	wg      sync.WaitGroup // accept loops and connections
 
+	// lockOpen, guarded by mu, is whether the lock listeners are open: with
+	// -etcd, only while this node leads.
+	lockOpen bool
+
 	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
 
 	// bigDumps admits the sorting and formatting of big dumps, at most
 	// one fewer at once than there are cores: other clients keep a core.
 	bigDumps chan struct{}
+
+	sec serverSecurity // TLS (security.go)
 }
 
 // NewServer checks cfg and makes a server; Start opens its listeners.
@@ -131,15 +148,27 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	sec, acl, err := newSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	m := newManager(cfg)
-	return &Server{
+	m.sec = newManagerSecurity(cfg, acl)
+	s := &Server{
 		cfg:       cfg,
+		sec:       sec,
 		manager:   m,
 		metrics:   newMetrics(m, cfg.MaxConns),
 		conns:     make(map[*conn]struct{}),
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
 		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
-	}, nil
+	}
+	if cfg.HA != nil {
+		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // checkOriginSyntax accepts "*" or an origin as browsers send it:
@@ -168,6 +197,43 @@ func (s *Server) Start() (err error) {
 			s.closeListeners()
 		}
 	}()
+	if s.cfg.MetricsAddr != "" {
+		lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
+		if s.metricsLn, err = lc.Listen(context.Background(), "tcp", s.cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	if s.ha == nil { // HA: leader.go opens them only while this node leads
+		if err := s.openLockListeners(); err != nil {
+			return err
+		}
+	}
+	s.started = true
+	go s.manager.run()
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		s.addMetricsRoutes(mux)
+		s.metricsHTTP = s.newHTTPServer(mux)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.metricsHTTP.Serve(s.metricsLn)
+		}()
+	}
+	if s.ha != nil {
+		s.ha.start()
+	}
+	return nil
+}
+
+// openLockListeners opens the listeners that clients use (TCP, websocket,
+// unix) and serves them. On error none is left open. Called with s.mu held.
+func (s *Server) openLockListeners() (err error) {
+	defer func() {
+		if err != nil {
+			s.closeLockListeners()
+		}
+	}()
 	lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
 	if s.cfg.TCPAddr != "" {
 		if s.tcp, err = lc.Listen(context.Background(), "tcp", s.cfg.TCPAddr); err != nil {
@@ -179,18 +245,15 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("websocket: %w", err)
 		}
 	}
-	if s.cfg.MetricsAddr != "" {
-		if s.metricsLn, err = lc.Listen(context.Background(), "tcp", s.cfg.MetricsAddr); err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-	}
 	if s.cfg.UnixPath != "" {
 		if s.unix, err = listenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
 			return fmt.Errorf("unix socket: %w", err)
 		}
 	}
-	s.started = true
-	go s.manager.run()
+	if err = s.listenSecure(&lc); err != nil {
+		return err
+	}
+	s.lockOpen = true
 	if s.tcp != nil {
 		s.wg.Add(1)
 		go s.acceptLoop(s.tcp, "tcp")
@@ -199,23 +262,17 @@ func (s *Server) Start() (err error) {
 		s.wg.Add(1)
 		go s.acceptLoop(s.unix, "unix")
 	}
+	if s.sec.tlsLn != nil {
+		s.wg.Add(1)
+		go s.acceptLoop(s.sec.tlsLn, "tls")
+	}
 	if s.ws != nil {
 		s.http = s.newHTTPServer(s.httpHandler())
 		s.wg.Add(1)
-		go func() {
+		go func(h *http.Server, l net.Listener) {
 			defer s.wg.Done()
-			s.http.Serve(s.ws)
-		}()
-	}
-	if s.metricsLn != nil {
-		mux := http.NewServeMux()
-		s.addMetricsRoutes(mux)
-		s.metricsHTTP = s.newHTTPServer(mux)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.metricsHTTP.Serve(s.metricsLn)
-		}()
+			h.Serve(l)
+		}(s.http, s.ws)
 	}
 	return nil
 }
@@ -237,14 +294,23 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 	}
 }
 
-// TCPAddr is the address of the TCP listener, nil when disabled.
-func (s *Server) TCPAddr() net.Addr { return listenerAddr(s.tcp) }
+// TCPAddr is the address of the TCP listener, nil when disabled (or, with
+// -etcd, never opened yet).
+func (s *Server) TCPAddr() net.Addr { return s.listenerAddr(&s.tcp) }
 
 // WSAddr is the address of the HTTP/websocket listener, nil when disabled.
-func (s *Server) WSAddr() net.Addr { return listenerAddr(s.ws) }
+func (s *Server) WSAddr() net.Addr { return s.listenerAddr(&s.ws) }
 
 // MetricsAddr is the address of the -metrics-addr listener, nil when disabled.
-func (s *Server) MetricsAddr() net.Addr { return listenerAddr(s.metricsLn) }
+func (s *Server) MetricsAddr() net.Addr { return s.listenerAddr(&s.metricsLn) }
+
+// listenerAddr reads a listener under s.mu: with -etcd, the lock listeners
+// are opened again at each election.
+func (s *Server) listenerAddr(l *net.Listener) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return listenerAddr(*l)
+}
 
 func listenerAddr(l net.Listener) net.Addr {
 	if l == nil {
@@ -256,6 +322,9 @@ func listenerAddr(l net.Listener) net.Addr {
 // Close stops accepting, ends every connection (orphaning their locks), stops
 // the manager and removes the unix socket file.
 func (s *Server) Close() error {
+	if s.ha != nil {
+		s.ha.stop() // steps down first: from then on only this goroutine opens or closes
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -273,6 +342,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 
 	s.closeListeners()
+	answerWaiters(conns, closeGrace)
 	for _, c := range conns {
 		c.t.close()
 	}
@@ -282,22 +352,68 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) closeListeners() {
-	if s.http != nil {
-		s.http.Close() // closes s.ws too
-	} else if s.ws != nil {
-		s.ws.Close()
+// answerWaiters ends the pending waits of conns as timeouts, as at the end
+// of a client's input, and gives their replies up to grace to be written:
+// a client waiting when the server stops learns that it did not get the
+// lock before its connection closes. A connection busy writing to a client
+// that does not read holds its mutex: it is looked at again until grace
+// ends, never waited on.
+func answerWaiters(conns []*conn, grace time.Duration) {
+	for _, c := range conns {
+		c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
 	}
+	deadline := time.Now().Add(grace)
+	conns = slices.Clone(conns) // filtered below; the caller's list stays whole
+	for len(conns) > 0 && time.Now().Before(deadline) {
+		busy := conns[:0]
+		for _, c := range conns {
+			if !c.mu.TryLock() {
+				busy = append(busy, c)
+				continue
+			}
+			waiting, done := c.waiting, c.waitDone
+			c.mu.Unlock()
+			if !waiting {
+				continue
+			}
+			select {
+			case <-done:
+			case <-time.After(time.Until(deadline)):
+				return
+			}
+		}
+		conns = busy
+		if len(conns) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func (s *Server) closeListeners() {
+	s.closeLockListeners()
 	if s.metricsHTTP != nil {
 		s.metricsHTTP.Close() // closes s.metricsLn too
 	} else if s.metricsLn != nil {
 		s.metricsLn.Close()
+	}
+}
+
+// closeLockListeners closes the listeners that clients use; their
+// connections go on.
+func (s *Server) closeLockListeners() {
+	if s.http != nil {
+		s.http.Close() // closes s.ws too
+	} else if s.ws != nil {
+		s.ws.Close()
 	}
 	if s.tcp != nil {
 		s.tcp.Close()
 	}
 	if s.unix != nil {
 		s.unix.Close() // and removes the socket file
+	}
+	if s.sec.tlsLn != nil {
+		s.sec.tlsLn.Close()
 	}
 }
 
@@ -307,7 +423,7 @@ func (s *Server) track(c *conn) (refusal string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.closed:
+	case s.closed, !s.lockOpen: // HA: lockOpen is false on a standby
 		return "closing"
 	case len(s.conns) >= s.cfg.MaxConns:
 		return replyTooMany
@@ -354,7 +470,9 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 		}
 		go func() {
 			defer s.untrack(c)
-			c.serve()
+			if s.handshake(c, nc) {
+				c.serve()
+			}
 		}()
 	}
 }
@@ -362,7 +480,8 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 // refuse tells a connection why it is turned away, without letting a client
 // that does not read hold up the accept loop, and closes it.
 func refuse(nc net.Conn, refusal string) {
-	if strings.HasPrefix(refusal, "0 ") {
+	// A TLS reply would need a handshake in the accept loop: none is sent.
+	if _, isTLS := nc.(*tlsConn); !isTLS && strings.HasPrefix(refusal, "0 ") {
 		nc.SetWriteDeadline(time.Now().Add(time.Second))
 		nc.Write([]byte(refusal))
 	}
@@ -407,6 +526,9 @@ func (s *Server) checkOrigin(_ *websocket.Config, req *http.Request) error {
 
 func (s *Server) serveWebsocket(ws *websocket.Conn, t *websocketTransport) {
 	c := newConn(s, ws.Request().RemoteAddr, "websocket", t)
+	if tls := ws.Request().TLS; tls != nil {
+		c.state.certName = peerName(*tls)
+	}
 	if refusal := s.track(c); refusal != "" {
 		if strings.HasPrefix(refusal, "0 ") {
 			ws.SetWriteDeadline(time.Now().Add(time.Second))

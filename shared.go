@@ -296,20 +296,20 @@ func (t *sharedTable) eachHolder(ref lockRef, fn func(*sharedHolder)) {
 	}
 }
 
-// sharedLock adds c to the holders of name and returns how many there are;
-// full is true when c is at its limit of locks.
-func (m *manager) sharedLock(c *connState, name []byte) (holders int, full bool) {
+// takeShared adds c to the holders of name and returns how many there are
+// (lockTaken), or lockTooMany when c is at its limit of locks.
+func (m *manager) takeShared(c *connState, name []byte) (holders int, res lockResult) {
 	ref, frag := m.shared.find(name)
 	if ref != noRef && m.shared.heldBy(c, ref) != noRef {
-		return int(m.shared.name(ref).count), false
+		return int(m.shared.name(ref).count), lockTaken
 	}
 	if c.lockCount() >= m.maxLocksPerConn {
-		return 0, true
+		return 0, lockTooMany
 	}
 	if ref == noRef {
 		ref = m.shared.addName(string(name), frag)
 	}
-	return m.sharedGrant(c, ref), false
+	return m.sharedGrant(c, ref), lockTaken
 }
 
 // sharedGrant makes c a holder of the name ref and returns how many there

@@ -143,15 +143,15 @@ func TestSharedTable(t *testing.T) {
 				}
 				release(c, name)
 			case holds < size && !held:
-				n, full := m.sharedLock(c, []byte(name))
+				n, res := m.takeShared(c, []byte(name))
 				holders[name] = append(holders[name], c)
 				granted[hold{c, name}] = m.now
 				holds++
-				if full || n != len(holders[name]) {
-					t.Fatalf("round %d: sg %s: %d holders, full %v; want %d", round, name, n, full, len(holders[name]))
+				if res != lockTaken || n != len(holders[name]) {
+					t.Fatalf("round %d: sg %s: %d holders, result %v; want %d", round, name, n, res, len(holders[name]))
 				}
 			case held:
-				if n, _ := m.sharedLock(c, []byte(name)); n != len(holders[name]) {
+				if n, _ := m.takeShared(c, []byte(name)); n != len(holders[name]) {
 					t.Fatalf("round %d: sg %s again: %d holders, want %d", round, name, n, len(holders[name]))
 				}
 			default:

@@ -18,9 +18,6 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-// loadAddrs are where a server listens.
-type loadAddrs struct{ tcp, unix, ws string }
-
 // loadConn is one connection of the load, on any transport.
 type loadConn struct {
 	nc net.Conn
@@ -28,35 +25,14 @@ type loadConn struct {
 	r  *bufio.Reader
 }
 
-func dialLoad(tr string, a loadAddrs) (*loadConn, error) {
-	c := &loadConn{}
-	var err error
-	switch tr {
-	case "tcp":
-		c.nc, err = net.Dial("tcp", a.tcp)
-	case "unix":
-		c.nc, err = net.Dial("unix", a.unix)
-	case "websocket":
-		c.nc, err = net.Dial("tcp", a.ws)
-	}
+func dialLoad(tr string, a transportAddrs) (*loadConn, error) {
+	nc, ws, err := dialTransport(tr, a)
 	if err != nil {
 		return nil, err
 	}
-	if tr == "websocket" {
-		cfg, err := websocket.NewConfig("ws://"+a.ws+"/", "http://localhost/")
-		if err != nil {
-			c.nc.Close()
-			return nil, err
-		}
-		cfg.Header.Del("Origin")
-		c.nc.SetDeadline(time.Now().Add(10 * time.Second))
-		if c.ws, err = websocket.NewClient(cfg, c.nc); err != nil {
-			c.nc.Close()
-			return nil, err
-		}
-		c.nc.SetDeadline(time.Time{})
-	} else {
-		c.r = bufio.NewReader(c.nc)
+	c := &loadConn{nc: nc, ws: ws}
+	if ws == nil {
+		c.r = bufio.NewReader(nc)
 	}
 	return c, nil
 }
@@ -91,7 +67,7 @@ type load struct {
 	waiters int
 }
 
-func startLoad(t *testing.T, a loadAddrs) *load {
+func startLoad(t *testing.T, a transportAddrs) *load {
 	l := &load{t: t}
 	dial := func(tr string) *loadConn {
 		c, err := dialLoad(tr, a)
@@ -229,7 +205,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	sock, pid := filepath.Join(dir, "g.sock"), filepath.Join(dir, "g.pid")
 	port, wsPort := freePort(t), freePort(t)
 	d := startDaemon(t, "-bind", "127.0.0.1", "-port", strconv.Itoa(port), "-ws", strconv.Itoa(wsPort), "-unix", sock, "-pidfile", pid)
-	a := loadAddrs{tcp: "127.0.0.1:" + strconv.Itoa(port), unix: sock, ws: "127.0.0.1:" + strconv.Itoa(wsPort)}
+	a := transportAddrs{tcp: "127.0.0.1:" + strconv.Itoa(port), unix: sock, ws: "127.0.0.1:" + strconv.Itoa(wsPort)}
 	dialRetry(t, "tcp", a.tcp).Close()
 	dialRetry(t, "tcp", a.ws).Close()
 	l := startLoad(t, a)
@@ -260,25 +236,16 @@ func TestShutdownUnderLoad(t *testing.T) {
 func TestCloseUnderLoad(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	srv := startServer(t, nil)
-	a := loadAddrs{tcp: srv.TCPAddr().String(), unix: srv.cfg.UnixPath, ws: srv.WSAddr().String()}
+	a := addrsOf(srv)
 	l := startLoad(t, a)
-	if s, ok := srv.manager.statsSnapshot(5 * time.Second); ok && s.waiters != l.waiters {
+	if s, ok := srv.manager.askStats(5 * time.Second); ok && s.waiters != l.waiters {
 		eventually(t, "waiters queued", func() bool {
-			s, _ := srv.manager.statsSnapshot(5 * time.Second)
+			s, _ := srv.manager.askStats(5 * time.Second)
 			return s.waiters == l.waiters
 		})
 	}
 	l.closing.Store(true)
-	closed := make(chan struct{})
-	go func() {
-		srv.Close()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close hangs under load")
-	}
+	closeWithin(t, srv, 5*time.Second)
 	l.finish(5 * time.Second)
 	goleak.VerifyNone(t, ignore)
 }

@@ -14,17 +14,6 @@ type stats struct {
 	sharedOrphans uint64
 }
 
-// original reports whether the original glockd listed the verb's counter in q
-// from start-up; the others appear once used, because a published client
-// counts q's lines.
-func (v verb) original() bool {
-	switch v {
-	case verbD, verbDump, verbG, verbI, verbQ, verbR, verbSD, verbSG, verbSI, verbSR:
-		return true
-	}
-	return false
-}
-
 type statLine struct {
 	key   string
 	value uint64
@@ -106,9 +95,9 @@ func (m *manager) snapshot() statsSnapshot {
 	}
 }
 
-// statsSnapshot asks the manager for a snapshot of its counters. ok is false when the
-// manager does not answer within timeout (it is stopped or stuck).
-func (m *manager) statsSnapshot(timeout time.Duration) (s statsSnapshot, ok bool) {
+// askStats asks the manager for a snapshot of its counters. ok is false
+// when the manager does not answer within timeout (it is stopped or stuck).
+func (m *manager) askStats(timeout time.Duration) (s statsSnapshot, ok bool) {
 	reply := make(chan statsSnapshot, 1)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"glockd/tester/suite"
+	"github.com/glockd/glockd/tester/suite"
 )
 
 // TestConformanceSuite runs the tester's conformance suite against an

@@ -12,7 +12,7 @@ import (
 
 // waiters is how many connections the manager has queued now.
 func waiters(t testing.TB, srv *Server) int {
-	s, ok := srv.manager.statsSnapshot(5 * time.Second)
+	s, ok := srv.manager.askStats(5 * time.Second)
 	if !ok {
 		t.Fatal("manager does not answer")
 	}

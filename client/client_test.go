@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // script answers each command line with raw reply bytes ("" for none).
@@ -131,6 +131,13 @@ func TestReplies(t *testing.T) {
 		{"d name with colon", "a: b: c\n", func(ctx context.Context, c *client.Client) (any, error) { return c.Debug(ctx, "a: b") },
 			[]client.LockOwner{{Lock: "a: b", Owner: "c"}}, ""},
 		{"d other name", "b: c\n", func(ctx context.Context, c *client.Client) (any, error) { return c.Debug(ctx, "a") }, []client.LockOwner(nil), "unexpected reply"},
+		{"dl", "a: my name token=42 held_ms=1500 waiters=2\ns: 127.0.0.1:5 shared held_ms=7 holders=1 waiters=0\n",
+			func(ctx context.Context, c *client.Client) (any, error) { return c.Details(ctx, "") },
+			[]client.LockDetail{{Lock: "a", Owner: "my name", Token: 42, Held: 1500 * time.Millisecond, Waiters: 2},
+				{Lock: "s", Owner: "127.0.0.1:5", Shared: true, Held: 7 * time.Millisecond, Holders: 1}}, ""},
+		{"dl bad", "a: x token=1 held_ms=z waiters=0\n", func(ctx context.Context, c *client.Client) (any, error) { return c.Details(ctx, "") },
+			[]client.LockDetail(nil), "unexpected reply"},
+		{"dl disabled", "0 disabled\n", func(ctx context.Context, c *client.Client) (any, error) { return c.Details(ctx, "a") }, []client.LockDetail(nil), "disabled"},
 		{"sd disabled", "0 disabled\n", func(ctx context.Context, c *client.Client) (any, error) { return c.SharedDebug(ctx, "") }, []client.LockOwner(nil), "disabled"},
 		{"who", "[::1]:5: me\n", func(ctx context.Context, c *client.Client) (any, error) { return c.Who(ctx, "") },
 			[]client.Registration{{Conn: "[::1]:5", Name: "me"}}, ""},
@@ -198,7 +205,8 @@ func TestLinesSent(t *testing.T) {
 		return ""
 	}))
 	c := dial(t, srv.ln.Addr().String())
-	ctx := ctxTimeout(t, 5*time.Second)
+	// Without a deadline, so that the waits keep their own limits.
+	ctx := context.Background()
 	steps := []func() error{
 		func() error { _, err := c.GetWait(ctx, 1500*time.Microsecond, "a"); return err },
 		func() error { _, err := c.GetWait(ctx, -time.Second, "a"); return err },

@@ -2,7 +2,9 @@ package client
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // LockOwner is one line of a d or sd reply: a lock and one of its holders.
@@ -49,7 +51,7 @@ func sharedInspectCmd(name string) command[int] {
 
 // asInt converts a holder count, which never comes near the limits of int.
 func asInt(cmd command[uint64]) command[int] {
-	return command[int]{line: cmd.line, err: cmd.err, parse: func(lines []string) (int, error) {
+	return command[int]{line: cmd.line, wait: cmd.wait, name: cmd.name, err: cmd.err, parse: func(lines []string) (int, error) {
 		n, err := cmd.parse(lines)
 		return int(n), err
 	}}
@@ -126,6 +128,85 @@ func debugCmd(verb, name string) command[[]LockOwner] {
 	return cmd
 }
 
+// LockDetail is one line of a dl reply: an exclusive lock, or one holder of
+// a shared lock.
+type LockDetail struct {
+	Lock    string
+	Owner   string        // the holder's registered name, or its connection name
+	Shared  bool          // a holder of a shared lock
+	Token   uint64        // exclusive: the holder's fencing token
+	Held    time.Duration // how long it has been held, to the millisecond
+	Holders int           // shared: how many hold the lock
+	Waiters int           // connections queued for it with gw (exclusive) or sgw (shared)
+}
+
+// detailCmd is dl: "LOCK: OWNER token=T held_ms=MS waiters=W" or
+// "LOCK: OWNER shared held_ms=MS holders=N waiters=W". An owner may hold
+// spaces, so the fields are read from the end of the line.
+func detailCmd(name string) command[[]LockDetail] {
+	cmd, norm := nameCommand[[]LockDetail]("dl", name)
+	cmd.multi = true
+	cmd.parse = func(lines []string) ([]LockDetail, error) {
+		if isDisabled(lines) {
+			return nil, fmt.Errorf("%s: %w", cmd.line, ErrDisabled)
+		}
+		details := make([]LockDetail, 0, len(lines))
+		for _, l := range lines {
+			var lock, rest string
+			var ok bool
+			if norm != "" {
+				lock = norm
+				rest, ok = strings.CutPrefix(l, norm+": ")
+			} else {
+				lock, rest, ok = strings.Cut(l, ": ")
+			}
+			d, good := parseDetail(rest)
+			if !ok || !good {
+				return nil, cmd.replyError(lines)
+			}
+			d.Lock = lock
+			details = append(details, d)
+		}
+		return details, nil
+	}
+	return cmd
+}
+
+// parseDetail reads what follows "LOCK: " in a dl line.
+func parseDetail(rest string) (LockDetail, bool) {
+	f := strings.Split(rest, " ")
+	field := func(i int, key string) (uint64, bool) {
+		if len(f) < i {
+			return 0, false
+		}
+		v, ok := strings.CutPrefix(f[len(f)-i], key+"=")
+		if !ok {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		return n, err == nil
+	}
+	var d LockDetail
+	waiters, ok1 := field(1, "waiters")
+	d.Waiters = int(waiters)
+	var owner []string
+	if len(f) >= 5 && f[len(f)-4] == "shared" {
+		holders, ok2 := field(2, "holders")
+		held, ok3 := field(3, "held_ms")
+		d.Shared, d.Holders, d.Held, owner = true, int(holders), time.Duration(held)*time.Millisecond, f[:len(f)-4]
+		d.Owner = strings.Join(owner, " ")
+		return d, ok1 && ok2 && ok3 && d.Owner != ""
+	}
+	held, ok2 := field(2, "held_ms")
+	token, ok3 := field(3, "token")
+	if len(f) < 4 {
+		return d, false
+	}
+	d.Held, d.Token, owner = time.Duration(held)*time.Millisecond, token, f[:len(f)-3]
+	d.Owner = strings.Join(owner, " ")
+	return d, ok1 && ok2 && ok3 && d.Owner != ""
+}
+
 func dumpCmd(line string) command[string] {
 	cmd := command[string]{line: line}
 	cmd.parse = func(lines []string) (string, error) {
@@ -161,9 +242,23 @@ func statsCmd() command[map[string]int64] {
 	return cmd
 }
 
+// rawWait tells a raw gw or sgw line apart, so that it is sent and
+// cancelled as a wait.
+func rawWait(line string) (name string, wait bool) {
+	f := strings.Fields(line)
+	switch {
+	case len(f) >= 2 && f[0] == "gw":
+		return strings.Join(f[2:], " "), true
+	case len(f) >= 3 && f[0] == "sgw":
+		return strings.Join(f[3:], " "), true
+	}
+	return "", false
+}
+
 // rawCmd is any command whose reply is one line, returned unchecked.
 func rawCmd(line string) command[string] {
 	cmd := command[string]{line: line, err: checkLine(line)}
+	cmd.name, cmd.wait = rawWait(line)
 	cmd.parse = func(lines []string) (string, error) {
 		if l, ok := single(lines); ok {
 			return l, nil
@@ -175,7 +270,8 @@ func rawCmd(line string) command[string] {
 
 // rawLinesCmd is any command whose reply may span lines, returned unchecked.
 func rawLinesCmd(line string) command[[]string] {
-	return command[[]string]{line: line, multi: true, err: checkLine(line),
+	name, wait := rawWait(line)
+	return command[[]string]{line: line, multi: true, wait: wait, name: name, err: checkLine(line),
 		parse: func(lines []string) ([]string, error) {
 			return append([]string{}, lines...), nil
 		}}

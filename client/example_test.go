@@ -6,7 +6,7 @@ import (
 	"log"
 	"time"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // A lock is held as long as the connection that took it: close the client

@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// These are the Part 2 verbs. The original glockd does not know them and
-// sends no reply, so against it a call waits until its context ends.
+// These are glockd's extension verbs (gw, sgw, t, ping). The original
+// glockd does not know them and sends no reply, so against it a call waits
+// until its context ends.
 
 // millis converts a wait to the protocol's milliseconds: a negative wait
 // means no limit (-1), and a positive one is rounded up, so that it never
@@ -19,11 +20,15 @@ func millis(wait time.Duration) string {
 }
 
 func getWaitCmd(wait time.Duration, name string) command[bool] {
-	return flagCommand("gw "+millis(wait), name, getSuccess, getTimeout)
+	cmd := flagCommand("gw "+millis(wait), name, getSuccess, getTimeout)
+	cmd.wait, cmd.name = true, Normalize(name)
+	return cmd
 }
 
 func sharedGetWaitCmd(wait time.Duration, maxHolders int, name string) command[int] {
-	return asInt(countCommand("sgw "+millis(wait)+" "+strconv.Itoa(maxHolders), name, sharedGetSuccess, sharedGetTimeout))
+	cmd := countCommand("sgw "+millis(wait)+" "+strconv.Itoa(maxHolders), name, sharedGetSuccess, sharedGetTimeout)
+	cmd.wait, cmd.name = true, Normalize(name)
+	return asInt(cmd)
 }
 
 func tokenCmd(name string) command[uint64] {

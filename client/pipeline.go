@@ -53,7 +53,7 @@ func add[T any](p *Pipeline, cmd command[T]) *Reply[T] {
 		}
 		return r
 	}
-	p.reqs = append(p.reqs, request{line: cmd.line, multi: cmd.multi})
+	p.reqs = append(p.reqs, cmd.request())
 	p.finish = append(p.finish, func(lines []string, err error) error {
 		if err != nil {
 			r.err = err
@@ -69,15 +69,22 @@ func add[T any](p *Pipeline, cmd command[T]) *Reply[T] {
 // pipeline for reuse. It returns the error that ended the exchange, which
 // the Replies not yet read then hold too, or else the first error of any
 // command.
+//
+// When ctx ends while a wait of the pipeline (gw, sgw) is unanswered, each
+// of its waits is cancelled in turn and Exec still reads every reply, then
+// returns ctx's error: a wait that was granted before its cancellation
+// shows as granted in its Reply, and the client holds that lock.
 func (p *Pipeline) Exec(ctx context.Context) error {
 	reqs, finish, first := p.reqs, p.finish, p.failed
 	p.reqs, p.finish, p.failed = nil, nil, nil
 	if len(reqs) == 0 {
 		return first
 	}
-	n, err := p.c.roundTrip(ctx, reqs)
+	n, interrupted, err := p.c.roundTrip(ctx, reqs)
 	if err != nil {
 		err = fmt.Errorf("glockd pipeline of %d commands, %d answered: %w", len(reqs), n, err)
+	} else if interrupted {
+		first = fmt.Errorf("glockd pipeline of %d commands: waits cancelled: %w", len(reqs), ctx.Err())
 	}
 	for i, f := range finish {
 		if i >= n {

@@ -67,8 +67,14 @@ func Normalize(name string) string {
 type command[T any] struct {
 	line  string
 	multi bool
-	err   error // the command cannot be sent
+	wait  bool   // gw or sgw
+	name  string // of a wait: the lock's normalised name
+	err   error  // the command cannot be sent
 	parse func(lines []string) (T, error)
+}
+
+func (cmd command[T]) request() request {
+	return request{line: cmd.line, multi: cmd.multi, wait: cmd.wait, name: cmd.name}
 }
 
 // withArg joins a verb and its argument; an empty argument is left off, as

@@ -13,7 +13,7 @@ import (
 // dialWebsocket connects to a ws:// URL. It dials the TCP connection itself
 // rather than letting the websocket package do it, to keep its local address
 // (the server's name for the connection) and to bound the handshake by ctx.
-func dialWebsocket(ctx context.Context, rawURL string) (*Client, error) {
+func dialWebsocket(ctx context.Context, d *net.Dialer, rawURL string) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
@@ -30,7 +30,6 @@ func dialWebsocket(ctx context.Context, rawURL string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", hostport)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,9 @@
 // the counters (q), every lock with its holders, hold times, tokens and
 // waiters (dl), and the connections (who, and the owners dl names). Each
 // command sent gets exactly one reply message, in order, so replies are
-// paired with commands by a FIFO of pending promises.
+// paired with commands by a FIFO of pending promises. When the server gives
+// access by identity (-acl-file), the page asks for a token first and shows
+// only what that identity may see and lock (the server enforces it anyway).
 'use strict';
 
 (() => {
@@ -16,7 +18,11 @@
     ws: null,
     pending: [], // {resolve, reject} for each command sent, oldest first
     opened: false, // the current socket has opened
-    myName: '',
+    myName: '', // the holder name d and sd show for this page
+    connName: '', // this page's connection name
+    token: null, // the token this page signed in with, to sign in again on reconnect
+    perms: null, // null: no access control; else {identity, lock, inspect, admin, patterns}
+    ready: false, // signed in (if need be) on the current socket
     mine: new Map(), // "exclusive\0name" or "shared\0name" -> {kind, name}
     refreshing: false,
     tick: 0,
@@ -44,11 +50,8 @@
       state.retryMs = 1000;
       setStatus('connected', 'connected');
       try {
-        const me = await send('me'); // "1 CONNNAME REGNAME"
-        state.myName = me.trim().split(' ')[1] || '';
-        $('whoami').textContent = state.myName ? 'this page is ' + state.myName : '';
+        if (await signIn()) await startSession();
       } catch (e) { /* the close handler reports it */ }
-      refresh();
     };
     ws.onmessage = (ev) => {
       const p = state.pending.shift();
@@ -57,6 +60,7 @@
     ws.onclose = () => {
       if (state.ws !== ws) return;
       state.ws = null;
+      state.ready = false;
       for (const p of state.pending.splice(0)) p.reject(new Error('connection closed'));
       if (state.mine.size > 0) {
         showReply('Connection lost: the server released the locks this page held.', false);
@@ -86,6 +90,147 @@
     });
   }
 
+  // --- identity ----------------------------------------------------------
+
+  const AUTH_REQUIRED = '0 Auth Required\n';
+
+  // signIn identifies the connection when the server asks for it, with the
+  // token this page signed in with before, if any. It reports whether the
+  // page may go on; if not, the sign-in form is shown.
+  async function signIn() {
+    if ((await send('me')) !== AUTH_REQUIRED) {
+      $('login').hidden = true;
+      return true;
+    }
+    if (state.token !== null) {
+      if ((await send('auth ' + state.token)) === '1 ok\n') return true;
+      state.token = null;
+      showLogin('The token was refused.');
+      return false;
+    }
+    showLogin('');
+    return false;
+  }
+
+  function showLogin(error) {
+    $('login').hidden = false;
+    $('app').hidden = true;
+    setStatus('connected', 'sign in required');
+    loginError(error);
+    $('token').focus();
+  }
+
+  function loginError(text) {
+    $('login-error').hidden = !text;
+    $('login-error').textContent = text;
+  }
+
+  async function submitLogin(ev) {
+    ev.preventDefault();
+    const token = $('token').value.trim();
+    if (/[\r\n]/.test(token)) {
+      loginError('A token is one line.');
+      return;
+    }
+    $('login-button').disabled = true;
+    let reply;
+    try {
+      reply = await send('auth ' + token);
+    } catch (e) {
+      loginError('Not connected.');
+      return;
+    } finally {
+      $('login-button').disabled = false;
+    }
+    if (reply !== '1 ok\n') {
+      loginError(reply === '0 Auth Failure\n' ? 'Wrong token.' : reply.trim());
+      return;
+    }
+    state.token = token;
+    $('token').value = '';
+    loginError('');
+    try {
+      await startSession();
+    } catch (e) { /* the close handler reports it */ }
+  }
+
+  // startSession learns who this page is and what it may do, then polls.
+  async function startSession() {
+    const me = (await send('me')).trim().split(' '); // "1 CONNNAME SHOWNNAME"
+    state.connName = me[1] || '';
+    state.myName = me.slice(2).join(' ') || state.connName;
+    state.perms = parsePerms(await send('perms'));
+    let who = state.connName ? 'this page is ' + state.connName : '';
+    if (state.perms) who = 'signed in as ' + state.perms.identity + ' (' + state.connName + ')';
+    else if (state.myName !== state.connName) who += ' as ' + state.myName;
+    $('whoami').textContent = who;
+    $('login').hidden = true;
+    $('app').hidden = false;
+    setStatus('connected', 'connected');
+    state.ready = true;
+    applyPerms();
+    refresh();
+  }
+
+  // "1 IDENTITY PERMISSIONS PATTERN..." or "0 disabled" (no access control).
+  function parsePerms(reply) {
+    if (!reply.startsWith('1 ')) return null;
+    const f = reply.trim().split(' ');
+    const perms = (f[2] || '').split(',');
+    return {
+      identity: f[1] || '',
+      lock: perms.includes('lock'),
+      inspect: perms.includes('inspect'),
+      admin: perms.includes('admin'),
+      patterns: f.slice(3),
+    };
+  }
+
+  const canInspect = () => !state.perms || state.perms.inspect;
+
+  // The server's view of a name: white space trimmed and collapsed.
+  const normalise = (name) => name.trim().split(/\s+/).join(' ');
+
+  // mayLock follows the server's rule: a pattern ending in "*" is a prefix,
+  // any other an exact name.
+  function mayLock(name) {
+    const p = state.perms;
+    if (!p) return true;
+    return p.lock && p.patterns.some((pat) => (pat.endsWith('*') ? name.startsWith(pat.slice(0, -1)) : name === pat));
+  }
+
+  function applyPerms() {
+    const p = state.perms;
+    const inspect = canInspect();
+    $('no-inspect').hidden = inspect;
+    $('no-inspect-name').textContent = p ? p.identity : '';
+    $('cards').hidden = !inspect;
+    $('commands-panel').hidden = !inspect;
+    const lock = !p || p.lock;
+    $('lock-form').hidden = !lock;
+    $('no-lock').hidden = lock;
+    renderTables();
+    updateLockHint();
+  }
+
+  // updateLockHint tells, as the name is typed, whether this identity may
+  // lock it, and disables the buttons when it may not.
+  function updateLockHint() {
+    const p = state.perms;
+    const hint = $('lock-hint');
+    const ok = mayLock(normalise($('lock-name').value));
+    $('acquire').disabled = !ok;
+    $('release').disabled = !ok;
+    if (!p || !p.lock) {
+      hint.hidden = true;
+      return;
+    }
+    const patterns = p.patterns.length ? p.patterns.join(', ') : 'no names';
+    hint.hidden = false;
+    hint.className = ok ? 'hint' : 'hint bad';
+    hint.textContent = (ok ? p.identity + ' may lock ' : 'Not a name ' + p.identity + ' may lock: ') + patterns;
+  }
+
   function setStatus(kind, text) {
     const el = $('status');
     el.dataset.state = kind;
@@ -96,6 +241,7 @@
 
   async function refresh() {
     if (state.refreshing || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    if (!state.ready || !canInspect()) return; // not signed in, or nothing this identity may see
     state.refreshing = true;
     try {
       // Big or disabled tables are fetched every fifth tick only.
@@ -228,8 +374,8 @@
   }
 
   function renderTables() {
-    const enabled = state.dumpEnabled;
-    $('dump-disabled').hidden = enabled;
+    const enabled = state.dumpEnabled && canInspect();
+    $('dump-disabled').hidden = state.dumpEnabled || !canInspect();
     for (const id of ['table-tools', 'exclusive-panel', 'shared-panel', 'connections-panel']) $(id).hidden = !enabled;
     if (!enabled) return;
 
@@ -425,6 +571,10 @@
       showReply('A lock name cannot contain a line break.', false);
       return;
     }
+    if (!mayLock(normalise(name))) {
+      showReply(state.perms.identity + ' may not lock ' + JSON.stringify(normalise(name)) + '.', false);
+      return;
+    }
     const verb = { acquire: { exclusive: 'g', shared: 'sg' }, release: { exclusive: 'r', shared: 'sr' } }[action][kind];
     let reply;
     try {
@@ -470,6 +620,8 @@
   }
   // Held times grow between refreshes.
   setInterval(() => { if (state.dumpEnabled && state.exclusive.length + state.shared.length > 0) renderTables(); }, 250);
+  $('lock-name').addEventListener('input', updateLockHint);
+  $('login-form').addEventListener('submit', submitLogin);
 
   $('server').textContent = location.host;
   renderMine();

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"glockd/tester/load"
+	"github.com/glockd/glockd/tester/load"
 )
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -26,9 +26,13 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&opts.Pipeline, "pipeline", 1, "commands per write on each connection")
 	fs.IntVar(&opts.Keys, "keys", 8, "contend, shared, inspect: number of lock names")
 	fs.DurationVar(&opts.Timeout, "timeout", 5*time.Second, "time limit of each dial and each batch's replies")
+	reconnect := fs.Bool("reconnect", false, "use sessions (heartbeats); after a loss connect again, trying the addresses in order (the default with several addresses)")
+	fs.DurationVar(&opts.SessionTimeout, "session-timeout", 0, "with -reconnect: silence after which a session is lost (0: the client's default, 3s)")
+	fs.DurationVar(&opts.Interval, "interval", 0, "with -reconnect: time between heartbeats (0: the client's default, 1s)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	secure := secureFlags(fs, &opts) // TLS and auth: load_secure.go
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: tester load [flags]\n\nWorkloads: cycle (g/r on each connection's own lock), contend (g/r on a few\nhot names), shared (sg/sr), inspect (i on names half of which are held).\n\n")
+		fmt.Fprintf(stderr, "usage: tester load [flags]\n\nWorkloads: cycle (g/r on each connection's own lock), contend (g/r on a few\nhot names), shared (sg/sr), inspect (i on names half of which are held).\n\nThe target may list several comma-separated addresses (-host a:1,b:2): each\nconnection takes the first that answers and, after a loss, tries them again.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -39,9 +43,21 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tester load: give one target (-host, -unix or -ws) and no arguments")
 		return 2
 	}
-	opts.Network, opts.Addr = targets[0].network, targets[0].addr
-	if err := checkConnect(ctx, targets[0], opts.Timeout); err != nil {
+	opts.Network, opts.Addrs = targets[0].network, strings.Split(targets[0].addr, ",")
+	opts.Reconnect = *reconnect || len(opts.Addrs) > 1 && !flagSet(fs, "reconnect")
+	// One address that answers is enough to start.
+	var err error
+	for _, addr := range opts.Addrs {
+		if err = checkConnect(ctx, target{opts.Network, addr}, opts.Timeout); err == nil {
+			break
+		}
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "tester load: %v\n", err)
+		return 2
+	}
+	if err := secure(); err != nil {
+		fmt.Fprintln(stderr, "tester load:", err)
 		return 2
 	}
 	if isTerminal(os.Stderr) && stderr == os.Stderr {
@@ -68,6 +84,13 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // isTerminal reports whether f is a terminal (a character device), where
 // a progress bar that redraws itself makes sense.
 func isTerminal(f *os.File) bool {
@@ -83,6 +106,10 @@ func printResult(w io.Writer, r load.Result) {
 		fmt.Fprintf(w, "g outcomes   %d acquired, %d busy\n", r.Acquired, r.Busy)
 	}
 	fmt.Fprintf(w, "mismatches   %d, connection errors %d\n", r.Mismatches, r.ConnErrors)
+	if r.SessionsLost > 0 {
+		fmt.Fprintf(w, "sessions     %d lost; loss to next grant p50 %.1fms  p99 %.1fms  max %.1fms (%d recovered)\n",
+			r.SessionsLost, r.RecoveryP50ms, r.RecoveryP99ms, r.RecoveryMaxMs, r.Recoveries)
+	}
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(w, "  %s\n", e)
 	}

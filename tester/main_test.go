@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"glockd/tester/internal/fake"
-	"glockd/tester/load"
+	"github.com/glockd/glockd/tester/internal/fake"
+	"github.com/glockd/glockd/tester/load"
 )
 
 func startFake(t *testing.T, cfg fake.Config) *fake.Server {

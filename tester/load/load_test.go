@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"glockd/tester/internal/fake"
-	"glockd/tester/load"
+	"github.com/glockd/glockd/tester/internal/fake"
+	"github.com/glockd/glockd/tester/load"
 )
 
 func startFake(t *testing.T, faults fake.Faults) *fake.Server {
@@ -33,7 +33,7 @@ func TestCorrectFake(t *testing.T) {
 	for _, tg := range targets {
 		for _, wl := range load.Workloads() {
 			for _, depth := range []int{1, 7} {
-				opts := load.Options{Network: tg.network, Addr: tg.addr, Workload: wl,
+				opts := load.Options{Network: tg.network, Addrs: []string{tg.addr}, Workload: wl,
 					Conns: 4, Ops: 1001, Pipeline: depth, Keys: 3}
 				res, err := load.Run(context.Background(), opts)
 				if err != nil {
@@ -53,7 +53,7 @@ func TestCorrectFake(t *testing.T) {
 func TestDuration(t *testing.T) {
 	srv := startFake(t, fake.Faults{})
 	var progress bytes.Buffer
-	res, err := load.Run(context.Background(), load.Options{Network: "tcp", Addr: srv.TCPAddr(),
+	res, err := load.Run(context.Background(), load.Options{Network: "tcp", Addrs: []string{srv.TCPAddr()},
 		Workload: "cycle", Conns: 2, Duration: 300 * time.Millisecond, Progress: &progress})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestFaultyFakes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := startFake(t, tt.faults)
-			res, err := load.Run(context.Background(), load.Options{Network: "tcp", Addr: srv.TCPAddr(),
+			res, err := load.Run(context.Background(), load.Options{Network: "tcp", Addrs: []string{srv.TCPAddr()},
 				Workload: tt.workload, Conns: 1, Ops: 200, Pipeline: 4, Timeout: 300 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
@@ -98,11 +98,27 @@ func TestFaultyFakes(t *testing.T) {
 
 func TestBadOptions(t *testing.T) {
 	for _, opts := range []load.Options{
-		{Network: "tcp", Addr: "127.0.0.1:1", Workload: "nope", Ops: 1},
-		{Network: "tcp", Addr: "127.0.0.1:1", Workload: "cycle"},
+		{Network: "tcp", Addrs: []string{"127.0.0.1:1"}, Workload: "nope", Ops: 1},
+		{Network: "tcp", Workload: "cycle", Ops: 1},
+		{Network: "tcp", Addrs: []string{"127.0.0.1:1"}, Workload: "cycle"},
 	} {
 		if _, err := load.Run(context.Background(), opts); err == nil {
 			t.Errorf("Run(%+v): no error", opts)
 		}
+	}
+}
+
+// TestSeveralAddresses: each connection takes the first address that
+// accepts.
+func TestSeveralAddresses(t *testing.T) {
+	srv := startFake(t, fake.Faults{})
+	down := filepath.Join(t.TempDir(), "nothing-here")
+	res, err := load.Run(context.Background(), load.Options{Network: "unix", Addrs: []string{down, srv.UnixPath()},
+		Workload: "cycle", Conns: 3, Ops: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ops != 300 || res.Mismatches != 0 || res.ConnErrors != 0 || res.SessionsLost != 0 {
+		t.Errorf("result %+v", res)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // Workloads returns the names of the workloads Run accepts.
@@ -28,6 +28,14 @@ type worker struct {
 	got   []bool
 
 	acquired, busy int64 // contend: outcomes of g
+	granted        bool  // a lock was granted in the last batch
+}
+
+// reset starts over on a new connection, which holds no lock: the next
+// op of cycle and shared takes one, and contend forgets its gets.
+func (w *worker) reset() {
+	w.seq -= w.seq % 2
+	w.tried, w.got = w.tried[:0], w.got[:0]
 }
 
 // maxBatch is the most ops one batch of w may hold: a contend batch tries
@@ -70,6 +78,7 @@ func (w *worker) contend(p *client.Pipeline, n int, checks []func() string) []fu
 				w.got[j] = got
 				if got {
 					w.acquired++
+					w.granted = true
 				} else {
 					w.busy++
 				}
@@ -104,7 +113,12 @@ func (w *worker) op(p *client.Pipeline) (check func() string) {
 	case "cycle":
 		// The connection's own lock: every g and r must succeed.
 		if s%2 == 0 {
-			return wantVal("g "+w.own, p.Get(w.own), true)
+			check := wantVal("g "+w.own, p.Get(w.own), true)
+			return func() string {
+				why := check()
+				w.granted = w.granted || why == ""
+				return why
+			}
 		}
 		return wantVal("r "+w.own, p.Release(w.own), true)
 	case "shared":
@@ -119,6 +133,7 @@ func (w *worker) op(p *client.Pipeline) (check func() string) {
 				if n < 1 || n > w.conns {
 					return fmt.Sprintf("sg %s: %d holders with %d connections", name, n, w.conns)
 				}
+				w.granted = true
 				return ""
 			}
 		}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // checkRun is the state of one running check. Like testing.T, Fatalf ends the

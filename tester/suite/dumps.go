@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strings"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // checkDumpDisabled checks the "0 disabled" replies of a server run with

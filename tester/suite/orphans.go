@@ -1,6 +1,6 @@
 package suite
 
-import "glockd/client"
+import "github.com/glockd/glockd/client"
 
 // checkOrphanExclusive checks that a connection's exclusive locks are
 // released when it ends, one orphan each, and a lock it released itself is

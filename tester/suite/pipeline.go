@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // expectations pairs pipelined replies with what they must be, in order.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	"glockd/client"
+	"github.com/glockd/glockd/client"
 )
 
 // checkMeIam checks me before and after iam, and iam's removal of a name.

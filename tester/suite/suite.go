@@ -29,7 +29,7 @@ type Options struct {
 
 	Dump     bool // the server runs with -dump=true (d, sd, dump, who)
 	Registry bool // the server runs with -registry=true (iam, who)
-	Ext      bool // check the extension verbs: gw, sgw, t, ping
+	Ext      bool // check the extension verbs: gw, sgw, t, ping, dl, !ping, !cancel
 
 	// Exclusive says no one else uses the server during the run: counters
 	// are checked for exact rather than minimum changes, and the tables for
@@ -96,6 +96,10 @@ func checks() []check {
 		{"ext/gw-orphan-handoff", checkGetWaitOrphan, ext},
 		{"ext/sgw", checkSharedGetWait, ext},
 		{"ext/invalid-argument", checkInvalidArgument, ext},
+		{"ext/oob-ping", checkOutOfBandPing, ext},
+		{"ext/oob-cancel", checkOutOfBandCancel, ext},
+		{"ext/gw-end-of-input", checkEndOfInputDuringWait, func(o Options) bool { return o.Ext && lineProto(o) }},
+		{"ext/dl", checkDetailed, ext},
 	}
 }
 

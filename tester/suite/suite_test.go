@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"glockd/tester/internal/fake"
-	"glockd/tester/suite"
+	"github.com/glockd/glockd/tester/internal/fake"
+	"github.com/glockd/glockd/tester/suite"
 )
 
 // startFake starts a fake glockd for one test.
@@ -87,13 +87,21 @@ func TestFaultyFakes(t *testing.T) {
 		{"sg-count-off-by-one", fake.Faults{SharedCountOffByOne: true}, "shared/", []string{"FAIL shared/counts: A sg: got 2, want 1"}},
 		{"no-orphan-release", fake.Faults{NoOrphans: true}, "orphan/", []string{"FAIL orphan/exclusive:", "FAIL orphan/shared:"}},
 		{"dropped-pipelined-reply", fake.Faults{DropReply: 5000}, "pipeline/10000", []string{"FAIL pipeline/10000: reply 5000 of 10000:"}},
+		{"out-of-band-queued", fake.Faults{QueueOutOfBand: true}, "ext/oob-", []string{
+			"FAIL ext/oob-ping: B: !ping while B's gw -1 waits (answered at once): no reply within 1s",
+			"FAIL ext/oob-cancel: B: !cancel of a name B does not wait for: no reply within 1s"}},
+		{"cancel-reply-late", fake.Faults{CancelReplyLate: true}, "ext/oob-cancel", []string{
+			`FAIL ext/oob-cancel: B: !cancel NAME of B's gw -1 (answered at once): got "0 Lock Get Timeout: `}},
+		{"end-of-input-drops-replies", fake.Faults{EOFDropsReplies: true}, "ext/gw-end-of-input", []string{
+			`FAIL ext/gw-end-of-input: B gw -1, i, g, then end of input: got "" before the close`}},
+		{"dl-no-waiters", fake.Faults{DetailNoWaiters: true}, "ext/dl", []string{"FAIL ext/dl: dl: line 1 is "}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv := startFake(t, fake.Config{Dump: true, Registry: true, Faults: tt.faults})
 			out, _, failed := run(t, suite.Options{
-				Network: "tcp", Addr: srv.TCPAddr(), Dump: true, Registry: true,
+				Network: "tcp", Addr: srv.TCPAddr(), Dump: true, Registry: true, Ext: true,
 				Run: tt.run, Timeout: 2 * time.Second,
 			})
 			t.Logf("the suite's output:\n%s", out)

@@ -22,6 +22,11 @@ type Faults struct {
 	SharedCountOffByOne bool // sg reports one holder more than there are
 	NoOrphans           bool // a connection's locks outlive it
 	DropReply           int  // when > 0, each connection's DropReply-th command gets no reply
+
+	QueueOutOfBand  bool // !ping and !cancel wait behind a pending gw/sgw like any command
+	CancelReplyLate bool // "!cancel 1" comes after the cancelled wait's reply, not before
+	EOFDropsReplies bool // end of input during a wait closes the connection unanswered
+	DetailNoWaiters bool // dl says waiters=0 whoever waits
 }
 
 // Config says what the server runs with, as glockd's flags do.
@@ -126,21 +131,64 @@ type item struct {
 	tooLong bool
 }
 
+// input is what a connection's serving goroutine reads: the lines from its
+// reader goroutine, and those it took off them during a wait, to run after
+// it. Only the serving goroutine touches it.
+type input struct {
+	items   <-chan item
+	backlog []item
+	ended   bool               // items is closed: the client sent its last line
+	now     func(reply string) // writes a reply at once, after those written before
+	discard bool               // close without writing what is left (EOFDropsReplies)
+}
+
+// next returns the next line to run, and false once there are none.
+func (in *input) next() (item, bool) {
+	if len(in.backlog) > 0 {
+		it := in.backlog[0]
+		in.backlog = in.backlog[1:]
+		return it, true
+	}
+	it, ok := <-in.items
+	if !ok {
+		in.ended = true
+	}
+	return it, ok
+}
+
+// idle reports whether no line is waiting to run.
+func (in *input) idle() bool { return len(in.backlog) == 0 && len(in.items) == 0 }
+
 // serveLines serves the line protocol. A reader goroutine feeds lines to
-// this one, so that a disconnect is seen while a gw waits.
+// this one, so that a disconnect, and an out-of-band verb, is seen while a
+// gw waits.
 func (s *Server) serveLines(c *conn, nc net.Conn) {
 	defer nc.Close()
 	items := make(chan item, 64)
 	go readLines(nc, items, c.gone)
 	w := bufio.NewWriter(nc)
-	for it := range items {
+	c.in = &input{items: items, now: func(reply string) {
+		w.WriteString(reply)
+		w.Flush()
+	}}
+	for {
+		it, ok := c.in.next()
+		if !ok {
+			break
+		}
 		reply, ok := s.reply(c, it)
+		if c.in.discard {
+			break
+		}
 		if ok {
 			w.WriteString(reply)
 		}
-		if len(items) == 0 && w.Flush() != nil {
+		if c.in.idle() && w.Flush() != nil {
 			nc.Close() // ends the reader, which closes items
 		}
+	}
+	nc.Close()
+	for range items { // let the reader end
 	}
 	s.state.disconnect(c)
 }
@@ -187,14 +235,25 @@ func (s *Server) serveWebsocket(ws *websocket.Conn) {
 			}
 		}
 	}()
-	for it := range items {
+	c.in = &input{items: items, now: func(reply string) { _ = websocket.Message.Send(ws, reply) }}
+	for {
+		it, ok := c.in.next()
+		if !ok {
+			break
+		}
 		reply, _ := s.reply(c, it)
+		if c.in.discard {
+			break
+		}
 		if c.dropped {
 			continue
 		}
 		if websocket.Message.Send(ws, reply) != nil {
 			ws.Close() // ends the reader, which closes items
 		}
+	}
+	ws.Close()
+	for range items { // let the reader end
 	}
 	s.state.disconnect(c)
 }

@@ -3,6 +3,7 @@ package fake
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -21,6 +22,7 @@ type conn struct {
 	gone    chan struct{} // closed once the client has gone
 	n       int           // commands received
 	dropped bool          // the current command's reply is being dropped
+	in      *input        // only its serving goroutine touches it
 	excl    map[string]bool
 	shared  map[string]bool
 }
@@ -35,11 +37,13 @@ type waiter struct {
 type exclusive struct {
 	holder  *conn
 	token   uint64
+	since   time.Time // granted
 	waiters []*waiter
 }
 
 type sharedLock struct {
 	holders []*conn
+	since   map[*conn]time.Time // granted, per holder
 	waiters []*waiter
 }
 
@@ -61,7 +65,7 @@ func newState(cfg Config) *state {
 		shared:   map[string]*sharedLock{},
 		conns:    map[*conn]bool{},
 		counters: map[string]int64{},
-		token:    uint64(time.Now().UnixNano()),
+		token:    uint64(time.Now().UnixMilli()-1735689600000) << 12, // as glockd: ms since 2025 × 4096
 	}
 	for _, k := range []string{"command_d", "command_dump", "command_g", "command_i", "command_q",
 		"command_r", "command_sd", "command_sg", "command_si", "command_sr", "invalid_commands",
@@ -128,7 +132,8 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch verb {
-	case "g", "r", "i", "sg", "sr", "si", "d", "sd", "dump", "q", "me", "iam", "who", "gw", "sgw", "t", "ping":
+	case "!ping", "!cancel": // not counted
+	case "g", "r", "i", "sg", "sr", "si", "d", "sd", "dump", "q", "me", "iam", "who", "gw", "sgw", "t", "ping", "dl":
 		st.counters["command_"+verb]++
 	default:
 		st.counters["invalid_commands"]++
@@ -190,6 +195,15 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 			return "0 disabled\n", true
 		}
 		return st.debug(verb, arg)
+	case "dl":
+		if !st.cfg.Dump {
+			return "0 disabled\n", true
+		}
+		return st.detailed(arg)
+	case "!ping": // no wait is pending, or this would not run
+		return "!pong\n", true
+	case "!cancel":
+		return "!cancel 0\n", true
 	case "q":
 		return st.stats(), true
 	case "gw":
@@ -219,7 +233,7 @@ func (st *state) acquire(c *conn, name string) bool {
 		return l.holder == c
 	}
 	st.token++
-	st.excl[name] = &exclusive{holder: c, token: st.token}
+	st.excl[name] = &exclusive{holder: c, token: st.token, since: time.Now()}
 	c.excl[name] = true
 	return true
 }
@@ -235,7 +249,7 @@ func (st *state) release(c *conn, name string) {
 	w := l.waiters[0]
 	l.waiters = l.waiters[1:]
 	st.token++
-	l.holder, l.token = w.c, st.token
+	l.holder, l.token, l.since = w.c, st.token, time.Now()
 	w.c.excl[name] = true
 	close(w.granted)
 }
@@ -243,12 +257,13 @@ func (st *state) release(c *conn, name string) {
 func (st *state) sharedAcquire(c *conn, name string) int {
 	l := st.shared[name]
 	if l == nil {
-		l = &sharedLock{}
+		l = &sharedLock{since: map[*conn]time.Time{}}
 		st.shared[name] = l
 	}
 	if !c.shared[name] {
 		c.shared[name] = true
 		l.holders = append(l.holders, c)
+		l.since[c] = time.Now()
 	}
 	return len(l.holders)
 }
@@ -257,11 +272,13 @@ func (st *state) sharedRelease(c *conn, name string) {
 	delete(c.shared, name)
 	l := st.shared[name]
 	l.holders = slices.DeleteFunc(l.holders, func(h *conn) bool { return h == c })
+	delete(l.since, c)
 	for len(l.waiters) > 0 && len(l.holders) < l.waiters[0].max {
 		w := l.waiters[0]
 		l.waiters = l.waiters[1:]
 		w.c.shared[name] = true
 		l.holders = append(l.holders, w.c)
+		l.since[w.c] = time.Now()
 		w.holders = len(l.holders)
 		close(w.granted)
 	}
@@ -283,22 +300,78 @@ func waitArgs(arg string, n int) (nums []int, name string, ok bool) {
 	return nums, arg, true
 }
 
-// wait blocks, with st.mu released, until w is granted, ms runs out or c
-// goes. It reports whether the lock was granted; if not, w is out of queue.
-func (st *state) wait(c *conn, w *waiter, ms int, queue *[]*waiter) bool {
+// wait blocks, with st.mu released, until w is granted, ms runs out, c
+// goes, its input ends, or a "!cancel" ends the wait. Meanwhile it answers
+// "!ping" and "!cancel" at once and keeps c's other lines to run after it.
+// It reports whether the lock was granted; if not, w is out of queue. late
+// is what to write after the wait's reply (CancelReplyLate).
+func (st *state) wait(c *conn, w *waiter, ms int, name string, queue *[]*waiter) (granted bool, late string) {
 	st.mu.Unlock()
-	select {
-	case <-w.granted:
-	case <-waitUntil(ms):
-	case <-c.gone:
+	items := c.in.items
+	if st.cfg.QueueOutOfBand || c.in.ended {
+		items = nil
+	}
+	timer := waitUntil(ms)
+	ended := false // by the end of input
+	cancelled := false
+wait:
+	for {
+		select {
+		case <-w.granted:
+			break wait
+		case <-timer:
+			break wait
+		case <-c.gone:
+			ended = true
+			break wait
+		case it, ok := <-items:
+			if !ok {
+				c.in.ended = true
+				ended = true
+				break wait
+			}
+			verb, arg := parse(it.line)
+			switch {
+			case it.tooLong || verb != "!ping" && verb != "!cancel":
+				c.in.backlog = append(c.in.backlog, it)
+			case verb == "!ping":
+				c.in.now("!pong\n")
+			case arg != "" && arg != name:
+				c.in.now("!cancel 0\n")
+			default:
+				st.mu.Lock()
+				select {
+				case <-w.granted: // too late: the grant stands
+					st.mu.Unlock()
+					c.in.now("!cancel 0\n")
+					break wait
+				default:
+				}
+				// Out of the queue before answering, so that no grant can follow.
+				*queue = slices.DeleteFunc(*queue, func(x *waiter) bool { return x == w })
+				st.mu.Unlock()
+				cancelled = true
+				if st.cfg.CancelReplyLate {
+					late = "!cancel 1\n"
+				} else {
+					c.in.now("!cancel 1\n")
+				}
+				break wait
+			}
+		}
 	}
 	st.mu.Lock()
 	select {
 	case <-w.granted:
-		return true
+		return true, late
 	default:
-		*queue = slices.DeleteFunc(*queue, func(x *waiter) bool { return x == w })
-		return false
+		if !cancelled {
+			*queue = slices.DeleteFunc(*queue, func(x *waiter) bool { return x == w })
+		}
+		if ended && st.cfg.EOFDropsReplies {
+			c.in.discard = true
+		}
+		return false, late
 	}
 }
 
@@ -314,9 +387,11 @@ func (st *state) getWait(c *conn, line, arg string) string {
 		l := st.excl[name]
 		w := &waiter{c: c, granted: make(chan struct{})}
 		l.waiters = append(l.waiters, w)
-		if st.wait(c, w, nums[0], &l.waiters) {
-			return "1 Lock Get Success: " + name + "\n"
+		granted, late := st.wait(c, w, nums[0], name, &l.waiters)
+		if granted {
+			return "1 Lock Get Success: " + name + "\n" + late
 		}
+		return "0 Lock Get Timeout: " + name + "\n" + late
 	}
 	return "0 Lock Get Timeout: " + name + "\n"
 }
@@ -334,12 +409,14 @@ func (st *state) sharedGetWait(c *conn, line, arg string) string {
 	if ms != 0 {
 		w := &waiter{c: c, max: limit, granted: make(chan struct{})}
 		l.waiters = append(l.waiters, w)
-		if st.wait(c, w, ms, &l.waiters) {
-			return fmt.Sprintf("%d Shared Lock Get Success: %s\n", w.holders, name)
+		granted, late := st.wait(c, w, ms, name, &l.waiters)
+		if granted {
+			return fmt.Sprintf("%d Shared Lock Get Success: %s\n", w.holders, name) + late
 		}
 		if len(l.holders) == 0 && len(l.waiters) == 0 {
 			delete(st.shared, name)
 		}
+		return "0 Shared Lock Get Timeout: " + name + "\n" + late
 	}
 	return "0 Shared Lock Get Timeout: " + name + "\n"
 }
@@ -399,6 +476,44 @@ func (st *state) debug(verb, arg string) (string, bool) {
 		}
 		for _, h := range st.shared[name].holders {
 			b.WriteString(name + ": " + owner(h) + "\n")
+		}
+	}
+	return b.String(), b.Len() > 0
+}
+
+// detailed answers dl: a line per exclusive lock, then per holder of a
+// shared lock of the same name, sorted by name.
+func (st *state) detailed(arg string) (string, bool) {
+	names := map[string]bool{}
+	for name := range st.excl {
+		names[name] = true
+	}
+	for name, l := range st.shared {
+		if len(l.holders) > 0 {
+			names[name] = true
+		}
+	}
+	now := time.Now()
+	waiting := func(ws []*waiter) int {
+		if st.cfg.DetailNoWaiters {
+			return 0
+		}
+		return len(ws)
+	}
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		if arg != "" && name != arg {
+			continue
+		}
+		if l := st.excl[name]; l != nil {
+			fmt.Fprintf(&b, "%s: %s token=%d held_ms=%d waiters=%d\n",
+				name, owner(l.holder), l.token, now.Sub(l.since).Milliseconds(), waiting(l.waiters))
+		}
+		if l := st.shared[name]; l != nil {
+			for _, h := range l.holders {
+				fmt.Fprintf(&b, "%s: %s shared held_ms=%d holders=%d waiters=%d\n",
+					name, owner(h), now.Sub(l.since[h]).Milliseconds(), len(l.holders), waiting(l.waiters))
+			}
 		}
 	}
 	return b.String(), b.Len() > 0

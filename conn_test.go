@@ -99,18 +99,7 @@ func TestCloseWithDeadlockedWaiters(t *testing.T) {
 			b.send("gw -1 A\n")
 			flood(a, 2<<20)
 			flood(b, 2<<20)
-			closed := make(chan struct{})
-			start := time.Now()
-			go func() {
-				srv.Close()
-				close(closed)
-			}()
-			select {
-			case <-closed:
-				t.Logf("closed in %v", time.Since(start))
-			case <-time.After(2 * time.Second):
-				t.Fatal("Close did not return within 2 s")
-			}
+			t.Logf("closed in %v", closeWithin(t, srv, 2*time.Second))
 		})
 	}
 }

@@ -70,7 +70,7 @@ const maxBatch = 1024
 // itself. The commands run outside the callback: a RawConn read holds the
 // socket for its whole length (net.Conn.Close waits for it), and the
 // deepest call path of an idle connection's goroutine must stay within the
-// smallest stack (2 KiB, see queueBehindWait).
+// smallest stack (docs/design.md, "The idle-stack rule").
 func (t *streamTransport) read(cmds []command) ([]command, error) {
 	t.scratch = t.scratch[:0]
 	if cmds = t.parse(cmds); len(cmds) > 0 {
@@ -97,6 +97,10 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 func (t *streamTransport) fill() (int, error) {
 	if t.rc == nil {
 		if t.buf == nil {
+			// TLS: wait for input before taking a buffer (tls.go).
+			if err := waitForInput(t.nc); err != nil {
+				return 0, err
+			}
 			t.takeBuffer()
 		}
 		return t.nc.Read(t.buf[t.end:])

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startLeaderServer runs an in-process server whose manager obeys l, as
+// with -etcd, but without etcd: the test plays the node's part, publishing
+// terms and moving their deadlines.
+func startLeaderServer(t *testing.T, l *leadership) *Server {
+	t.Helper()
+	srv, err := NewServer(Config{TCPAddr: "127.0.0.1:0", Registry: true, Dump: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.manager.leader = l
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+func testTerm(l *leadership, start uint64) *term {
+	tm := newTerm(l)
+	tm.first = tokenBlock{start: start, end: start + tokenBlockSize}
+	tm.deadline.Store(int64(l.now() + time.Hour))
+	return tm
+}
+
+// expectSilence checks that nothing arrives on nc for a while. It cannot
+// prove that nothing ever will; the manager has already refused the batch
+// when this is called, so a reply would be on its way.
+func expectSilence(t *testing.T, c *client) {
+	t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	got, err := c.r.ReadString('\n')
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("got %q (%v), want no reply", got, err)
+	}
+}
+
+// TestDeadlineBeforeEveryBatch: once the leader's deadline has passed, the
+// manager runs no batch (even one already read), hands no orphaned lock to
+// a waiter, and ends the term so that the node steps down. A new term
+// starts its tokens from its own block.
+func TestDeadlineBeforeEveryBatch(t *testing.T) {
+	l := &leadership{base: time.Now()}
+	tm := testTerm(l, 1<<40)
+	l.current.Store(tm)
+	srv := startLeaderServer(t, l)
+
+	holder, waiter, other := dial(t, srv, "tcp"), dial(t, srv, "tcp"), dial(t, srv, "tcp")
+	holder.expect("g x", "1 Lock Get Success: x\n")
+	if token := tokenOf(t, holder, "x"); token != 1<<40 {
+		t.Fatalf("first token %d, want the block's start %d", token, uint64(1<<40))
+	}
+	waiter.send("gw -1 x\n")
+	eventually(t, "the waiter queued", func() bool {
+		s, _ := srv.manager.askStats(time.Second)
+		return s.waiters == 1
+	})
+
+	// As for a process paused past its deadline.
+	tm.deadline.Store(0)
+	other.send("g y\nt y\n")
+	select {
+	case <-tm.over:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the term did not end")
+	}
+	expectSilence(t, other)
+	if s, _ := srv.manager.askStats(time.Second); s.locks != 1 {
+		t.Fatalf("%d locks after the refused batch, want 1", s.locks)
+	}
+
+	holder.close()
+	eventually(t, "x orphaned", func() bool {
+		s, _ := srv.manager.askStats(time.Second)
+		return s.locks == 0 && s.waiters == 0
+	})
+	expectSilence(t, waiter)
+
+	// A client that stops sending while its wait was dropped is let go: its
+	// connection ends, with no grant.
+	waiter.nc.(*net.TCPConn).CloseWrite()
+	waiter.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(waiter.r); err != nil || strings.Contains(string(rest), "Success") {
+		t.Fatalf("waiter after its end of input: %q, %v", rest, err)
+	}
+
+	// A deadline that moves again does not revive the term.
+	tm.deadline.Store(int64(l.now() + time.Hour))
+	other.send("g z\n")
+	expectSilence(t, other)
+
+	// Nor do the tokens of a new term start from the old block.
+	l.current.Store(testTerm(l, 1<<41))
+	c := dial(t, srv, "tcp")
+	c.expect("g x", "1 Lock Get Success: x\n")
+	if token := tokenOf(t, c, "x"); token != 1<<41 {
+		t.Fatalf("first token of the new term %d, want %d", token, uint64(1<<41))
+	}
+}
+
+// TestStandbyRefusesConnections: an HA server opens no lock listener until
+// elected; its /healthz on -metrics-addr says so.
+func TestStandbyRefusesConnections(t *testing.T) {
+	srv, err := NewServer(Config{
+		TCPAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		// Nothing listens there: this node never gets elected.
+		HA: &HAConfig{Endpoints: []string{"127.0.0.1:1"}, Prefix: DefaultEtcdPrefix, LeaseTTL: time.Second, Advertise: "127.0.0.1:9999"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if a := srv.TCPAddr(); a != nil {
+		t.Fatalf("a standby listens on %v", a)
+	}
+	resp, body := httpGet(t, "http://"+srv.MetricsAddr().String()+"/healthz")
+	if resp.StatusCode != 503 || !strings.HasPrefix(body, "role: standby\n") {
+		t.Fatalf("/healthz: %d %q", resp.StatusCode, body)
+	}
+	if got := scrape(t, srv.MetricsAddr().String())["glockd_leader"]; got != 0 {
+		t.Fatalf("glockd_leader %v", got)
+	}
+}
+
+func TestHAFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		err  string // "" for success
+	}{
+		{[]string{"-lease-ttl", "3s"}, "-lease-ttl needs -etcd"},
+		{[]string{"-etcd", "127.0.0.1:2379"}, "-etcd needs -metrics-addr"},
+		{[]string{"-etcd", "127.0.0.1:2379", "-metrics-addr", ":0", "-lease-ttl", "1500ms"}, "whole seconds"},
+		{[]string{"-etcd", "127.0.0.1:2379", "-metrics-addr", ":0", "-etcd-cert", "c.pem"}, "go together"},
+		{[]string{"-etcd", "127.0.0.1:2379", "-metrics-addr", ":0", "-advertise", "nohostport"}, "-advertise"},
+		{[]string{"-etcd", "127.0.0.1:2379", "-metrics-addr", ":0", "-port", "0"}, "needs -advertise"},
+		{[]string{"-etcd", "127.0.0.1:2379", "-metrics-addr", ":0", "-bind", "10.1.2.3"}, ""},
+	} {
+		cfg, _, err := parseFlags(tt.args, io.Discard)
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("%q: %v", tt.args, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%q: error %v, want one saying %q", tt.args, err, tt.err)
+		}
+		if tt.err == "" && err == nil {
+			ha := cfg.HA
+			if ha == nil || ha.Advertise != "10.1.2.3:9999" || ha.Prefix != DefaultEtcdPrefix || ha.LeaseTTL != DefaultLeaseTTL || ha.TakeoverDelay != DefaultTakeoverDelay {
+				t.Errorf("%q: %+v", tt.args, ha)
+			}
+		}
+	}
+	cfg, _, err := parseFlags(nil, io.Discard)
+	if err != nil || cfg.HA != nil {
+		t.Errorf("no -etcd: HA %+v, %v", cfg.HA, err)
+	}
+}

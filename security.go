@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// SecurityConfig turns on TLS, client identities with per-name permissions
+// and the operator's kill (docs/security.md). Its zero value turns on
+// nothing: the server then behaves as one without these features.
+type SecurityConfig struct {
+	TLSAddr string // the line protocol over TLS, "host:port"; "" disables
+	WSTLS   bool   // the WSAddr listener speaks HTTPS and WSS
+
+	CertFile, KeyFile string // the server's certificate chain and key, PEM
+	ClientCAFile      string // require client certificates signed by these CAs (PEM)
+
+	ACLFile string // identities and their permissions; "" disables access control
+	Admin   bool   // without ACLFile: allow kill and kill-holder on the unix socket
+
+	AuthFailureDelay time.Duration // before "0 Auth Failure"; 0 means DefaultAuthFailureDelay
+	HandshakeTimeout time.Duration // 0 means DefaultHandshakeTimeout
+}
+
+// DefaultAuthFailureDelay slows a guesser down to one guess a second per
+// connection.
+const DefaultAuthFailureDelay = time.Second
+
+func (sc SecurityConfig) withDefaults() SecurityConfig {
+	if sc.AuthFailureDelay <= 0 {
+		sc.AuthFailureDelay = DefaultAuthFailureDelay
+	}
+	if sc.HandshakeTimeout <= 0 {
+		sc.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	return sc
+}
+
+// check rejects settings that would not do what the operator meant.
+func (sc SecurityConfig) check(cfg Config) error {
+	usesCert := sc.TLSAddr != "" || sc.WSTLS
+	switch {
+	case usesCert && (sc.CertFile == "" || sc.KeyFile == ""):
+		return errNoCertificate
+	case !usesCert && (sc.CertFile != "" || sc.KeyFile != "" || sc.ClientCAFile != ""):
+		return errors.New("-tls-cert, -tls-key and -tls-client-ca need -tls-port or -ws-tls to serve TLS on")
+	case sc.WSTLS && cfg.WSAddr == "":
+		return errors.New("-ws-tls needs the -ws port")
+	case sc.Admin && sc.ACLFile != "":
+		return errors.New("-admin is for servers without -acl-file: give an identity the admin permission instead")
+	case sc.Admin && cfg.UnixPath == "":
+		return errors.New("-admin allows kill only on the unix socket: it needs -unix")
+	}
+	return nil
+}
+
+// serverSecurity is a Server's TLS state.
+type serverSecurity struct {
+	tls   *tlsStore    // nil without TLS
+	tlsLn net.Listener // -tls-port
+}
+
+// newSecurity checks cfg's security settings and loads their files.
+func newSecurity(cfg Config) (serverSecurity, *accessList, error) {
+	var sec serverSecurity
+	sc := cfg.Security
+	if err := sc.check(cfg); err != nil {
+		return sec, nil, err
+	}
+	if sc.CertFile != "" {
+		st, err := newTLSStore(sc)
+		if err != nil {
+			return sec, nil, err
+		}
+		sec.tls = st
+	}
+	var acl *accessList
+	if sc.ACLFile != "" {
+		var err error
+		if acl, err = loadACL(sc.ACLFile); err != nil {
+			return sec, nil, fmt.Errorf("acl file: %w", err)
+		}
+	}
+	return sec, acl, nil
+}
+
+// listenSecure opens the TLS listener and puts the websocket one under TLS.
+// Called by Start with s.mu held.
+func (s *Server) listenSecure(lc *net.ListenConfig) error {
+	if s.sec.tls == nil {
+		return nil
+	}
+	if s.cfg.Security.WSTLS {
+		s.ws = tls.NewListener(s.ws, s.sec.tls.config(true))
+	}
+	if addr := s.cfg.Security.TLSAddr; addr != "" {
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		s.sec.tlsLn = &tlsListener{Listener: ln, config: s.sec.tls.config(false)}
+	}
+	return nil
+}
+
+// TLSAddr is the address of the -tls-port listener, nil when disabled.
+func (s *Server) TLSAddr() net.Addr { return listenerAddr(s.sec.tlsLn) }
+
+// Reload reads the TLS certificate, key and client CA, and the ACL file,
+// again. Connections are not touched, except those whose identity the new
+// ACL file no longer has (see manager.setACL). A file that fails to load
+// keeps the one in use; the error says why.
+func (s *Server) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("glockd: server closed")
+	}
+	log := s.cfg.Logger
+	var errs []error
+	if st := s.sec.tls; st != nil {
+		if err := st.reload(); err != nil {
+			errs = append(errs, err)
+		} else if leaf := st.current.Load().leaf; leaf != nil {
+			log.Info("tls certificate reloaded", "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
+		}
+	}
+	if path := s.cfg.Security.ACLFile; path != "" {
+		acl, err := loadACL(path)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("acl file: %w", err))
+		case s.started:
+			s.manager.call(func(m *manager) { m.setACL(acl) })
+			log.Info("acl file reloaded", "identities", len(acl.identities))
+		default:
+			s.manager.sec.acl = acl // the manager does not run yet
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		log.Error("reload failed: keeping what was in use", "err", err)
+	}
+	return err
+}
+
+// notifyHangup routes SIGHUP to a channel, so that it reloads instead of
+// killing the daemon.
+func notifyHangup() chan os.Signal {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return hup
+}
+
+// reloadOnHangup reloads srv on each SIGHUP until ctx is done.
+func reloadOnHangup(ctx context.Context, srv *Server, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			srv.cfg.Logger.Info("SIGHUP: reloading")
+			srv.Reload()
+		}
+	}
+}
+
+// securityFlags registers the security flags on fs. The function it returns
+// completes cfg once the flags are parsed, with bind the -bind address.
+func securityFlags(fs *flag.FlagSet, sc *SecurityConfig) func(bind string) error {
+	tlsPort := fs.Int("tls-port", 0, "TCP port for the line protocol over TLS (0 disables; needs -tls-cert and -tls-key)")
+	fs.StringVar(&sc.CertFile, "tls-cert", "", "PEM certificate chain of the server, for -tls-port and -ws-tls (reloaded on SIGHUP)")
+	fs.StringVar(&sc.KeyFile, "tls-key", "", "PEM private key of -tls-cert")
+	fs.BoolVar(&sc.WSTLS, "ws-tls", false, "serve HTTPS and WSS on the -ws port: console, websocket, /metrics, /healthz")
+	fs.StringVar(&sc.ClientCAFile, "tls-client-ca", "", "PEM CA certificates: require client certificates they signed (mutual TLS); a certificate's first DNS name, else its CN, is the client's identity")
+	fs.StringVar(&sc.ACLFile, "acl-file", "", "identities and their permissions (see docs/security.md); clients must then auth (reloaded on SIGHUP)")
+	fs.BoolVar(&sc.Admin, "admin", false, "without -acl-file: allow kill and kill-holder on the -unix socket (never over the network)")
+	fs.DurationVar(&sc.AuthFailureDelay, "auth-failure-delay", DefaultAuthFailureDelay, "delay before answering a wrong auth token")
+	return func(bind string) error {
+		if *tlsPort < 0 || *tlsPort > 65535 {
+			return fmt.Errorf("-tls-port %d out of range", *tlsPort)
+		}
+		if *tlsPort != 0 {
+			sc.TLSAddr = net.JoinHostPort(bind, strconv.Itoa(*tlsPort))
+		}
+		return nil
+	}
+}

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// tlsMaterial is one loading of the certificate, its key and the client CA,
+// with the configurations made from them. It is never changed: a reload
+// makes a new one and swaps it in, so a handshake sees the old or the new,
+// never a mix, and connections already made are not touched.
+type tlsMaterial struct {
+	stream *tls.Config // the line protocol
+	http   *tls.Config // HTTPS/WSS: HTTP/1.1 only (the websocket upgrade needs it)
+	leaf   *x509.Certificate
+}
+
+// tlsStore holds the current material for every listener that speaks TLS.
+type tlsStore struct {
+	certFile, keyFile, clientCAFile string
+	current                         atomic.Pointer[tlsMaterial]
+}
+
+func newTLSStore(sc SecurityConfig) (*tlsStore, error) {
+	st := &tlsStore{certFile: sc.CertFile, keyFile: sc.KeyFile, clientCAFile: sc.ClientCAFile}
+	if err := st.reload(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// reload loads the files again; on an error the current material stays.
+func (st *tlsStore) reload() error {
+	cert, err := tls.LoadX509KeyPair(st.certFile, st.keyFile)
+	if err != nil {
+		return fmt.Errorf("tls certificate: %w", err)
+	}
+	base := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+	}
+	if st.clientCAFile != "" {
+		pem, err := os.ReadFile(st.clientCAFile)
+		if err != nil {
+			return fmt.Errorf("tls client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("tls client CA: %s holds no PEM certificate", st.clientCAFile)
+		}
+		base.ClientCAs = pool
+		base.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	http := base.Clone()
+	http.NextProtos = []string{"http/1.1"}
+	st.current.Store(&tlsMaterial{stream: base, http: http, leaf: cert.Leaf})
+	return nil
+}
+
+// config is what a listener hands crypto/tls: each handshake picks up the
+// current material, so a reload applies to the next handshake.
+func (st *tlsStore) config(forHTTP bool) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := st.current.Load()
+			if forHTTP {
+				return m.http, nil
+			}
+			return m.stream, nil
+		},
+	}
+}
+
+// tlsConn is a line-protocol connection over TLS. The stream transport reads
+// and writes it through the net.Conn methods: a *tls.Conn has no file
+// descriptor of its own for the raw-syscall path. What makes an idle one
+// cheap is waitInput (see recordReader).
+type tlsConn struct {
+	*tls.Conn
+	raw    net.Conn
+	reader *recordReader // nil when raw has no file descriptor
+	// full: the last Read filled its buffer, so crypto/tls may hold more
+	// of the record it decrypted.
+	full bool
+}
+
+func (c *tlsConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.full = n == len(p)
+	return n, err
+}
+
+// waitInput returns once there is input to read, without a buffer and
+// outside crypto/tls, whose read path needs a goroutine stack of 8 KiB where
+// this wait needs 2 (the runtime shrinks an idle goroutine's stack back).
+// It returns at once when input may be buffered already.
+func (c *tlsConn) waitInput() error {
+	if c.reader == nil || c.full || c.reader.buffered() {
+		return nil
+	}
+	return c.reader.fill()
+}
+
+// waitForInput is waitInput for the stream transport's connections without
+// a file descriptor: TLS ones wait there, any other reads at once.
+func waitForInput(nc net.Conn) error {
+	if c, ok := nc.(*tlsConn); ok {
+		return c.waitInput()
+	}
+	return nil
+}
+
+// recordReader is the TCP connection under a TLS one. It reads the socket
+// only once input has arrived, into a pooled buffer that it gives back when
+// empty, and hands crypto/tls at most the rest of one TLS record per Read:
+// crypto/tls then never holds input beyond the record it is decrypting
+// (its own buffer would hide it from waitInput), and whatever else has
+// arrived stays here, where buffered sees it.
+type recordReader struct {
+	net.Conn
+	rc         syscall.RawConn
+	pool       *sync.Pool // of *[recordBuffer]byte
+	buf        []byte     // nil when empty
+	start, end int
+	onReadable func(fd uintptr) bool // readReady, bound once
+	readN      int
+	readErr    syscall.Errno
+
+	// Where the stream is in its records: header bytes handed over (0-5)
+	// and, once all 5 are, body bytes still to hand over.
+	header   [5]byte
+	inHeader int
+	bodyLeft int
+}
+
+// recordBuffer holds a whole TLS record (16 KiB of data and its overhead).
+const recordBuffer = 16<<10 + 512
+
+func newRecordReader(nc net.Conn, pool *sync.Pool) *recordReader {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &recordReader{Conn: nc, rc: rc, pool: pool}
+	r.onReadable = r.readReady
+	return r
+}
+
+func (r *recordReader) buffered() bool { return r.start < r.end }
+
+func (r *recordReader) Read(p []byte) (int, error) {
+	if !r.buffered() {
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	limit := r.bodyLeft
+	if r.inHeader < len(r.header) {
+		limit = len(r.header) - r.inHeader
+	}
+	n := copy(p[:min(len(p), limit)], r.buf[r.start:r.end])
+	if r.inHeader < len(r.header) {
+		copy(r.header[r.inHeader:], r.buf[r.start:r.start+n])
+		r.inHeader += n
+		if r.inHeader == len(r.header) {
+			r.bodyLeft = int(r.header[3])<<8 | int(r.header[4])
+		}
+	} else {
+		r.bodyLeft -= n
+	}
+	if r.inHeader == len(r.header) && r.bodyLeft == 0 {
+		r.inHeader = 0 // the next record begins
+	}
+	r.start += n
+	if r.start == r.end {
+		r.release()
+	}
+	return n, nil
+}
+
+// fill blocks until input arrives and reads it into an empty buffer.
+func (r *recordReader) fill() error {
+	r.readN, r.readErr = 0, 0
+	if err := r.rc.Read(r.onReadable); err != nil {
+		return err
+	}
+	switch {
+	case r.readErr != 0:
+		return r.readErr
+	case r.readN == 0:
+		return io.EOF
+	}
+	return nil
+}
+
+// readReady is fill's callback (see streamTransport.readReady): a buffer is
+// taken only when there is something to put in it.
+func (r *recordReader) readReady(fd uintptr) bool {
+	if r.buf == nil {
+		p, _ := r.pool.Get().(*[recordBuffer]byte)
+		if p == nil {
+			p = new([recordBuffer]byte)
+		}
+		r.buf = p[:]
+	}
+	for {
+		n, errno := rawRead(fd, r.buf)
+		switch errno {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			r.release()
+			return false
+		case 0:
+			r.readN, r.start, r.end = n, 0, n
+			if n == 0 {
+				r.release()
+			}
+		default:
+			r.readErr = errno
+			r.release()
+		}
+		return true
+	}
+}
+
+func (r *recordReader) release() {
+	if r.buf != nil {
+		r.pool.Put((*[recordBuffer]byte)(r.buf))
+	}
+	r.buf, r.start, r.end = nil, 0, 0
+}
+
+// Close sends close_notify, but does not let a client that does not read
+// hold it up: crypto/tls would wait up to 5 s for the alert to be written.
+func (c *tlsConn) Close() error {
+	t := time.AfterFunc(closeGrace, func() { c.raw.Close() })
+	defer t.Stop()
+	return c.Conn.Close()
+}
+
+// tlsListener wraps accepted TCP connections in TLS. The handshake happens
+// on the connection's own goroutine (see Server.handshake), never in the
+// accept loop.
+type tlsListener struct {
+	net.Listener
+	config  *tls.Config
+	buffers sync.Pool // recordReaders' buffers
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c := &tlsConn{raw: nc, reader: newRecordReader(nc, &l.buffers)}
+	if c.reader != nil {
+		c.Conn = tls.Server(c.reader, l.config)
+	} else {
+		c.Conn = tls.Server(nc, l.config)
+	}
+	return c, nil
+}
+
+// DefaultHandshakeTimeout bounds a TLS handshake: a client that connects and
+// sends nothing must not hold a goroutine and a connection slot for ever.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// handshake completes the TLS handshake of a line-protocol connection before
+// it is served, and notes the client certificate's identity. A connection
+// that is not TLS passes at once; one whose handshake fails is closed.
+func (s *Server) handshake(c *conn, nc net.Conn) bool {
+	tc, ok := nc.(*tlsConn)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Security.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.metrics.tlsHandshakeFailures.Inc()
+		if s.cfg.Verbose {
+			s.cfg.Logger.Info("tls handshake failed", "conn", c.state.name, "err", err)
+		}
+		tc.Close()
+		return false
+	}
+	c.state.certName = peerName(tc.ConnectionState())
+	return true
+}
+
+// peerName is the identity of a verified client certificate: its first DNS
+// name, else its common name; "" when the client sent none.
+func peerName(cs tls.ConnectionState) string {
+	if len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return ""
+	}
+	leaf := cs.PeerCertificates[0]
+	if len(leaf.DNSNames) > 0 {
+		return leaf.DNSNames[0]
+	}
+	return leaf.Subject.CommonName
+}
+
+// errNoCertificate: a TLS listener without -tls-cert.
+var errNoCertificate = errors.New("-tls-port and -ws-tls need -tls-cert and -tls-key")
