@@ -43,7 +43,7 @@ func (m *manager) secureConnect(c *connState) {
 			m.identify(c, id)
 		} else {
 			// It may still identify itself with a token.
-			m.logf("certificate without an ACL identity", c, "cert", c.certName)
+			m.logEvent("certificate without an ACL identity", c, "cert", c.certName)
 		}
 	}
 }

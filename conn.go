@@ -17,6 +17,9 @@ type transport interface {
 	// write sends the replies in out; ends[i] is where reply i ends.
 	write(out []byte, ends []int) error
 	close() error
+	// refuse turns the connection away: it sends reply, if any and if it
+	// can within a second, and closes.
+	refuse(reply string)
 }
 
 // conn serves one client. Its goroutine reads commands, has the manager run

@@ -43,7 +43,7 @@ type exclusiveLock struct {
 }
 
 // lockRef is a record's position in the slab.
-type lockRef = uint32
+type lockRef uint32
 
 const (
 	noRef lockRef = 1<<32 - 1
@@ -171,7 +171,7 @@ func (t *lockTable) insert(name string, frag uint32) (*exclusiveLock, lockRef) {
 }
 
 // add indexes ref under frag.
-func (x *hashIndex) add(frag uint32, ref uint32) {
+func (x *hashIndex) add(frag uint32, ref lockRef) {
 	b := x.bucket(frag)
 	if b.count >= bucketMax {
 		x.split(b)
@@ -181,10 +181,10 @@ func (x *hashIndex) add(frag uint32, ref uint32) {
 }
 
 // delete removes ref, indexed under frag.
-func (x *hashIndex) delete(frag uint32, ref uint32) {
+func (x *hashIndex) delete(frag uint32, ref lockRef) {
 	b := x.bucket(frag)
 	i := home(frag)
-	for uint32(b.slots[i]) != ref+1 {
+	for lockRef(b.slots[i]) != ref+1 {
 		if i++; i == bucketSlots {
 			i = 0
 		}
@@ -210,13 +210,13 @@ func (t *lockTable) alloc() lockRef {
 		t.chunks = append(t.chunks, new([lockChunk]exclusiveLock))
 		// Chain the new records, first one first.
 		for i := range lockChunk {
-			t.chunks[len(t.chunks)-1][i].index = first + lockRef(i) + 1
+			t.chunks[len(t.chunks)-1][i].index = uint32(first + lockRef(i) + 1)
 		}
-		t.chunks[len(t.chunks)-1][lockChunk-1].index = noRef
+		t.chunks[len(t.chunks)-1][lockChunk-1].index = uint32(noRef)
 		t.free = first
 	}
 	ref := t.free
-	t.free = t.record(ref).index
+	t.free = lockRef(t.record(ref).index)
 	return ref
 }
 
@@ -224,7 +224,7 @@ func (t *lockTable) alloc() lockRef {
 func (t *lockTable) remove(ref lockRef) {
 	l := t.record(ref)
 	t.delete(l.frag, ref)
-	*l = exclusiveLock{index: t.free}
+	*l = exclusiveLock{index: uint32(t.free)}
 	t.free = ref
 	t.count--
 	if t.count == 0 && len(t.chunks) > 1 {

@@ -417,20 +417,53 @@ func (s *Server) closeLockListeners() {
 	}
 }
 
-// track registers a new connection, unless the server is closing or full;
-// refusal says why.
-func (s *Server) track(c *conn) (refusal string) {
+// refusal is why a connection is turned away, or admitted.
+type refusal uint8
+
+const (
+	admitted     refusal = iota
+	refusedClose         // the server is closing, or a standby: closed without a word
+	refusedFull          // -max-conns reached: told so, then closed
+)
+
+// track registers a new connection, unless the server is closing or full.
+func (s *Server) track(c *conn) refusal {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed, !s.lockOpen: // HA: lockOpen is false on a standby
-		return "closing"
+		return refusedClose
 	case len(s.conns) >= s.cfg.MaxConns:
-		return replyTooMany
+		return refusedFull
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return ""
+	return admitted
+}
+
+// admit is how every transport's connection comes in: tracked, or refused
+// (told why when it can be, without letting a client that does not read hold
+// up the caller) and closed. An admitted connection must then be served by
+// serveAdmitted.
+func (s *Server) admit(c *conn) bool {
+	switch s.track(c) {
+	case admitted:
+		return true
+	case refusedFull:
+		c.t.refuse(replyTooMany)
+	default:
+		c.t.refuse("")
+	}
+	return false
+}
+
+// serveAdmitted serves an admitted connection to its end (after the TLS
+// handshake, for a TLS one) and forgets it.
+func (s *Server) serveAdmitted(c *conn, nc net.Conn) {
+	defer s.untrack(c)
+	if nc == nil || s.handshake(c, nc) {
+		c.serve()
+	}
 }
 
 func (s *Server) untrack(c *conn) {
@@ -464,28 +497,10 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 			name = fmt.Sprintf("unix:%d", unixSeq)
 		}
 		c := newConn(s, name, transportName, newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers))
-		if refusal := s.track(c); refusal != "" {
-			refuse(nc, refusal)
-			continue
+		if s.admit(c) {
+			go s.serveAdmitted(c, nc)
 		}
-		go func() {
-			defer s.untrack(c)
-			if s.handshake(c, nc) {
-				c.serve()
-			}
-		}()
 	}
-}
-
-// refuse tells a connection why it is turned away, without letting a client
-// that does not read hold up the accept loop, and closes it.
-func refuse(nc net.Conn, refusal string) {
-	// A TLS reply would need a handshake in the accept loop: none is sent.
-	if _, isTLS := nc.(*tlsConn); !isTLS && strings.HasPrefix(refusal, "0 ") {
-		nc.SetWriteDeadline(time.Now().Add(time.Second))
-		nc.Write([]byte(refusal))
-	}
-	nc.Close()
 }
 
 // httpHandler serves the -ws address: on "/", the websocket to a websocket
@@ -529,15 +544,9 @@ func (s *Server) serveWebsocket(ws *websocket.Conn, t *websocketTransport) {
 	if tls := ws.Request().TLS; tls != nil {
 		c.state.certName = peerName(*tls)
 	}
-	if refusal := s.track(c); refusal != "" {
-		if strings.HasPrefix(refusal, "0 ") {
-			ws.SetWriteDeadline(time.Now().Add(time.Second))
-			ws.Write([]byte(refusal))
-		}
-		return
+	if s.admit(c) {
+		s.serveAdmitted(c, nil)
 	}
-	defer s.untrack(c)
-	c.serve()
 }
 
 // listenUnix listens on path, replacing a socket file left by a daemon that

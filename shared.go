@@ -204,15 +204,15 @@ func (t *sharedTable) addHolder(c *connState, ref lockRef, since int64) {
 		first := lockRef(len(t.holderChunks)) << lockChunkBits
 		chunk := new([lockChunk]sharedHolder)
 		for i := range chunk {
-			chunk[i].index = first + lockRef(i) + 1
+			chunk[i].index = uint32(first + lockRef(i) + 1)
 		}
-		chunk[lockChunk-1].index = noRef
+		chunk[lockChunk-1].index = uint32(noRef)
 		t.holderChunks = append(t.holderChunks, chunk)
 		t.freeHolder = first
 	}
 	h := t.freeHolder
 	r := t.holder(h)
-	t.freeHolder = r.index
+	t.freeHolder = lockRef(r.index)
 	n := t.name(ref)
 	*r = sharedHolder{conn: c, since: since, lock: ref, prev: n.tail, next: noRef,
 		older: t.newest, newer: noRef, index: uint32(len(c.sharedHeld))}
@@ -276,7 +276,7 @@ func (t *sharedTable) removeHolder(h lockRef) {
 		t.holder(moved).index = r.index
 	}
 	c.sharedHeld = shrink(c.sharedHeld[:last])
-	*r = sharedHolder{index: t.freeHolder}
+	*r = sharedHolder{index: uint32(t.freeHolder)}
 	t.freeHolder = h
 }
 
@@ -318,7 +318,7 @@ func (m *manager) sharedGrant(c *connState, ref lockRef) int {
 	m.shared.addHolder(c, ref, m.now)
 	n := m.shared.name(ref)
 	if m.log != nil {
-		m.logf("acquire shared", c, "lock", n.name, "holders", n.count)
+		m.logEvent("acquire shared", c, "lock", n.name, "holders", n.count)
 	}
 	return int(n.count)
 }
@@ -353,7 +353,7 @@ func (m *manager) sharedUnlock(c *connState, name []byte) bool {
 		return false
 	}
 	if m.log != nil {
-		m.logf("release shared", c, "lock", m.shared.name(ref).name)
+		m.logEvent("release shared", c, "lock", m.shared.name(ref).name)
 	}
 	m.dropHolder(h)
 	return true

@@ -91,7 +91,7 @@ func (m *manager) snapshot() statsSnapshot {
 		connsByTransport: byTransport,
 		locks:            m.exclusive.count,
 		sharedLocks:      m.shared.count,
-		waiters:          m.waiting,
+		waiters:          m.waiterCount,
 	}
 }
 

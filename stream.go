@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // streamTransport speaks the line protocol on a TCP or unix connection.
@@ -278,3 +279,14 @@ func (t *streamTransport) writeReady(fd uintptr) bool {
 }
 
 func (t *streamTransport) close() error { return t.nc.Close() }
+
+// refuse sends reply with a deadline, so that a client that does not read
+// cannot hold up the accept loop, and closes. A TLS connection gets no
+// reply: that would need a handshake in the accept loop.
+func (t *streamTransport) refuse(reply string) {
+	if _, isTLS := t.nc.(*tlsConn); !isTLS && reply != "" {
+		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		t.nc.Write([]byte(reply))
+	}
+	t.nc.Close()
+}

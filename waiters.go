@@ -111,7 +111,7 @@ func (m *manager) queues(shared bool) map[string]*waitQueue {
 // grants a lock to a waiter that it has told about a timeout.
 func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64) {
 	w := &waiter{conn: c, name: name, shared: shared, max: int(maxHolders), started: time.Now()}
-	m.waiting++
+	m.waiterCount++
 	table := m.queues(shared)
 	q := table[name]
 	if q == nil {
@@ -130,7 +130,7 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 			}
 		})
 	}
-	m.logf("wait", c, "lock", name, "shared", shared, "ms", ms)
+	m.logEvent("wait", c, "lock", name, "shared", shared, "ms", ms)
 }
 
 // unqueue takes w out of its queue and forgets it. When w headed a shared
@@ -159,7 +159,7 @@ func (m *manager) finishWait(w *waiter) {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	m.waiting--
+	m.waiterCount--
 }
 
 // resolve tells the waiting connection how its wait ended. grants has room
@@ -176,7 +176,7 @@ func (m *manager) expire(w *waiter) {
 		return
 	}
 	m.unqueue(w)
-	m.logf("wait timeout", w.conn, "lock", w.name, "shared", w.shared)
+	m.logEvent("wait timeout", w.conn, "lock", w.name, "shared", w.shared)
 	w.conn.grants <- waitResult{waited: time.Since(w.started)}
 }
 

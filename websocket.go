@@ -183,6 +183,15 @@ func (t *websocketTransport) writeControlLocked(opcode byte, payload []byte) err
 // connection; but it gives up on the frame quickly: a client that does not
 // read must not hold up the end of its connection or a shutdown. The
 // deadline also unblocks a write already stuck on such a client.
+// refuse sends reply as a message, with a deadline, and closes.
+func (t *websocketTransport) refuse(reply string) {
+	if reply != "" {
+		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		t.write([]byte(reply), []int{len(reply)})
+	}
+	t.close()
+}
+
 func (t *websocketTransport) close() error {
 	t.nc.SetWriteDeadline(time.Now().Add(closeGrace))
 	t.wmu.Lock()
