@@ -587,7 +587,7 @@ func modelReply(n int, text, name string) string {
 
 // dlReplyRE matches a dl reply of the fuzzed connection and the other one
 // (which holds busy and shared sbusy).
-var dlReplyRE = regexp.MustCompile(`^((\S[^\n]*: \S+ (token=\d+ held_ms=\d+|shared held_ms=\d+ holders=\d+) waiters=\d+\n)*)$`)
+var dlReplyRE = regexp.MustCompile(`^(([^\n]*: [^\n]+ (token=\d+ held_ms=\d+|shared held_ms=\d+ holders=\d+) waiters=\d+\n)*)$`)
 
 // waitMayTimeOut: a wait of ms milliseconds can end in a timeout within
 // the test's time: the other connection leaves within milliseconds, the
