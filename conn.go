@@ -176,15 +176,7 @@ func (c *conn) runLocked(cmds []command) bool {
 //
 //go:noinline
 func (c *conn) queueBehindWait(cmds []command) bool {
-	c.now = c.now[:0]
-	for i := range cmds {
-		if cmds[i].verb.outOfBand() {
-			c.now = append(c.now, cmds[i])
-			continue
-		}
-		c.queue.push(&cmds[i])
-	}
-	if len(c.now) > 0 && c.runAndReply(c.now, false) != nil {
+	if now := c.queueAfterWait(cmds); len(now) > 0 && c.runAndReply(now, false) != nil {
 		return false
 	}
 	if c.queue.size() > max(maxQueued, 2*c.srv.cfg.MaxLine) {
@@ -271,16 +263,23 @@ func (c *conn) startWait(cmd *command, rest []command, inWait bool) []command {
 		c.queue.unread(len(rest))
 		return nil
 	}
-	c.now = c.now[:0]
-	for i := range rest {
-		if rest[i].verb.outOfBand() {
-			c.now = append(c.now, rest[i])
-			continue
-		}
-		c.queue.push(&rest[i])
-	}
+	now := c.queueAfterWait(rest)
 	c.waitDone = make(chan struct{})
 	go c.awaitWaits(c.waitDone)
+	return now
+}
+
+// queueAfterWait queues cmds to run after the pending wait, all but the
+// out-of-band ones, which it returns: they run at once.
+func (c *conn) queueAfterWait(cmds []command) (now []command) {
+	c.now = c.now[:0]
+	for i := range cmds {
+		if cmds[i].verb.outOfBand() {
+			c.now = append(c.now, cmds[i])
+			continue
+		}
+		c.queue.push(&cmds[i])
+	}
 	return c.now
 }
 
