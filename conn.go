@@ -295,6 +295,12 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		case <-c.ended:
 			return
 		}
+		if res.granted && !c.srv.manager.serving() {
+			// A grant made before this node's leadership ended (a
+			// pause, with -etcd) is not announced after it.
+			c.t.close()
+			return
+		}
 		c.mu.Lock()
 		c.b.out = appendWaitReply(c.b.out, &c.pending, res)
 		c.b.ends = append(c.b.ends, len(c.b.out))

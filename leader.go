@@ -154,6 +154,17 @@ type leadership struct {
 	dropped map[*connState]bool // connections whose wait the fence dropped
 }
 
+// serving reports whether the node may answer now: always without -etcd;
+// with it, while a term is current and before its deadline. Any goroutine
+// may ask (m.leader is set before the manager runs, and the term is atomic).
+func (m *manager) serving() bool {
+	if m.leader == nil {
+		return true
+	}
+	t := m.leader.current.Load()
+	return t != nil && t.valid()
+}
+
 // now is the monotonic time since base.
 func (l *leadership) now() time.Duration { return time.Since(l.base) }
 
