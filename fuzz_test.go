@@ -594,162 +594,66 @@ var dlReplyRE = regexp.MustCompile(`^(([^\n]*: [^\n]+ (token=\d+ held_ms=\d+|sha
 // test gives up after 10 s.
 func waitMayTimeOut(ms int64) bool { return ms >= 0 && ms <= 60_000 }
 
+// replyCheck is one reply being checked: the command, the reply, and the
+// replies the model allows (each with what it means for the model).
+type replyCheck struct {
+	cm   *connModel
+	mc   modelCommand
+	got  string
+	alts []alt
+}
+
+func (rc *replyCheck) add(reply string, apply func()) { rc.alts = append(rc.alts, alt{reply, apply}) }
+
+func (rc *replyCheck) full() bool { return rc.cm.count() >= fuzzMaxLocks }
+
+// otherShared is the number of holders of the name besides this connection.
+func (rc *replyCheck) otherShared() []int {
+	if rc.mc.name == "sbusy" {
+		return []int{0, 1}
+	}
+	return []int{0}
+}
+
+// checkers is the model's reply checker of each verb.
+var checkers = map[string]func(*connModel, *replyCheck){
+	"toolong":     (*connModel).checkTooLong,
+	"":            (*connModel).checkBlank,
+	"g":           (*connModel).checkG,
+	"gw":          (*connModel).checkGw,
+	"r":           (*connModel).checkR,
+	"i":           (*connModel).checkI,
+	"t":           (*connModel).checkT,
+	"sg":          (*connModel).checkSg,
+	"sgw":         (*connModel).checkSg,
+	"sr":          (*connModel).checkSr,
+	"si":          (*connModel).checkSi,
+	"me":          (*connModel).checkMe,
+	"iam":         (*connModel).checkIam,
+	"who":         (*connModel).checkWho,
+	"d":           (*connModel).checkDumps,
+	"sd":          (*connModel).checkDumps,
+	"dump":        (*connModel).checkDumps,
+	"q":           (*connModel).checkQ,
+	"ping":        (*connModel).checkPing,
+	"dl":          (*connModel).checkDl,
+	"auth":        (*connModel).checkDisabled,
+	"kill":        (*connModel).checkDisabled,
+	"kill-holder": (*connModel).checkDisabled,
+	"perms":       (*connModel).checkDisabled,
+}
+
+// check compares a reply with those the model allows for its command, and
+// applies to the model what the reply means.
 func (cm *connModel) check(t *testing.T, i int, mc modelCommand, got string) {
 	t.Helper()
-	var alts []alt
-	add := func(reply string, apply func()) { alts = append(alts, alt{reply, apply}) }
-	n := mc.name
-	full := cm.count() >= fuzzMaxLocks
-	take := func() { cm.held[n] = true }
-	stake := func() { cm.sheld[n] = true }
-	otherShared := func() []int { // holders of n besides this connection
-		if n == "sbusy" {
-			return []int{0, 1}
-		}
-		return []int{0}
-	}
-	switch mc.verb {
-	case "toolong":
-		add("0 Line Too Long\n", nil)
-	case "":
-		add("", nil)
-	case "g":
-		switch {
-		case cm.held[n]:
-			add(modelReply(1, textGetSuccess, n), nil)
-		case n == "busy" && full:
-			add(modelReply(0, textGetFailure, n), nil)
-			add(modelReply(0, textTooManyLocks, n), nil)
-		case n == "busy":
-			add(modelReply(0, textGetFailure, n), nil)
-			add(modelReply(1, textGetSuccess, n), take)
-		case full:
-			add(modelReply(0, textTooManyLocks, n), nil)
-		default:
-			add(modelReply(1, textGetSuccess, n), take)
-		}
-	case "gw":
-		switch {
-		case mc.bad:
-			add("0 Invalid Argument: "+mc.line+"\n", nil)
-		case cm.held[n]:
-			add(modelReply(1, textGetSuccess, n), nil)
-		case full:
-			add(modelReply(0, textTooManyLocks, n), nil)
-		case n == "busy":
-			add(modelReply(1, textGetSuccess, n), take)
-			if waitMayTimeOut(mc.ms) || mc.cancellable {
-				add(modelReply(0, textGetTimeout, n), nil)
-			}
-		default:
-			add(modelReply(1, textGetSuccess, n), take)
-		}
-	case "r":
-		if cm.held[n] {
-			add(modelReply(1, textReleaseSuccess, n), func() { delete(cm.held, n) })
-		} else {
-			add(modelReply(0, textReleaseFailure, n), nil)
-		}
-	case "i":
-		if cm.held[n] || n == "busy" {
-			add(modelReply(1, textIsLocked, n), nil)
-		}
-		if !cm.held[n] {
-			add(modelReply(0, textNotLocked, n), nil)
-		}
-	case "t":
-		if !cm.held[n] {
-			add(modelReply(0, textNotLocked, n), nil)
-		}
-		if cm.held[n] || n == "busy" {
-			// Any token: checked below.
-			if f := strings.Fields(got); len(f) > 0 && strings.HasSuffix(got, " "+textToken+": "+n+"\n") {
-				if tok, err := strconv.ParseUint(f[0], 10, 64); err == nil && tok > 0 {
-					add(got, nil)
-				}
-			}
-		}
-	case "sg", "sgw":
-		if mc.bad {
-			add("0 Invalid Argument: "+mc.line+"\n", nil)
-			break
-		}
-		own := 0
-		if cm.sheld[n] {
-			own = 1
-		}
-		if own == 1 {
-			for _, o := range otherShared() {
-				add(modelReply(own+o, textSharedGetSuccess, n), nil)
-			}
-			break
-		}
-		if full {
-			add(modelReply(0, textTooManyLocks, n), nil)
-			break
-		}
-		for _, o := range otherShared() {
-			if mc.verb == "sg" || int64(o) < mc.max {
-				add(modelReply(1+o, textSharedGetSuccess, n), stake)
-			}
-		}
-		if mc.verb == "sgw" && n == "sbusy" && mc.max == 1 && (waitMayTimeOut(mc.ms) || mc.cancellable) {
-			add(modelReply(0, textSharedGetTimeout, n), nil)
-		}
-	case "sr":
-		if cm.sheld[n] {
-			add(modelReply(1, textSharedReleaseSuccess, n), func() { delete(cm.sheld, n) })
-		} else {
-			add(modelReply(0, textSharedReleaseFailure, n), nil)
-		}
-	case "si":
-		own := 0
-		if cm.sheld[n] {
-			own = 1
-		}
-		for _, o := range otherShared() {
-			if own+o == 0 {
-				add(modelReply(0, textSharedNotLocked, n), nil)
-			} else {
-				add(modelReply(own+o, textSharedIsLocked, n), nil)
-			}
-		}
-	case "me":
-		add("1 "+fuzzConn+" "+cm.display()+"\n", nil)
-	case "iam":
-		if n == "" {
-			add("1 ok\n", func() { cm.reg, cm.registered = "", false })
-		} else {
-			add("1 ok\n", func() { cm.reg, cm.registered = n, true })
-		}
-	case "who":
-		if cm.registered && (n == "" || n == cm.reg) {
-			add(fuzzConn+": "+cm.reg+"\n", nil)
-		} else {
-			add("", nil)
-		}
-	case "d", "sd", "dump":
-		for _, withOther := range []bool{false, true} {
-			add(cm.table(mc, withOther), nil)
-		}
-	case "q":
-		if checkStats(got) {
-			add(got, nil)
-		}
-	case "ping":
-		add("1 pong\n", nil)
-	case "dl":
-		// Hold times vary: any well-formed listing of what can be held.
-		if dlReplyRE.MatchString(got) {
-			add(got, nil)
-		}
-	case "auth", "kill", "kill-holder", "perms":
-		// Without -acl-file and -admin.
-		add("0 disabled\n", nil)
-	default:
+	checker := checkers[mc.verb]
+	if checker == nil {
 		t.Fatalf("line %d: the model does not know %q", i, mc.verb)
 	}
-	for _, a := range alts {
+	rc := &replyCheck{cm: cm, mc: mc, got: got}
+	checker(cm, rc)
+	for _, a := range rc.alts {
 		if a.reply == got {
 			if a.apply != nil {
 				a.apply()
@@ -758,10 +662,225 @@ func (cm *connModel) check(t *testing.T, i int, mc modelCommand, got string) {
 		}
 	}
 	var want []string
-	for _, a := range alts {
+	for _, a := range rc.alts {
 		want = append(want, a.reply)
 	}
-	t.Fatalf("line %d %q (verb %q, name %q, holding %v and shared %v): reply %q, want one of %q", i, mc.line, mc.verb, n, sortedKeys(cm.held), sortedKeys(cm.sheld), got, want)
+	t.Fatalf("line %d %q (verb %q, name %q, holding %v and shared %v): reply %q, want one of %q", i, mc.line, mc.verb, mc.name, sortedKeys(cm.held), sortedKeys(cm.sheld), got, want)
+}
+
+func (*connModel) checkTooLong(rc *replyCheck) {
+	add := rc.add
+	add("0 Line Too Long\n", nil)
+}
+
+func (*connModel) checkBlank(rc *replyCheck) {
+	add := rc.add
+	add("", nil)
+}
+
+func (cm *connModel) checkG(rc *replyCheck) {
+	n := rc.mc.name
+	full := rc.full()
+	take := func() { cm.held[rc.mc.name] = true }
+	add := rc.add
+	switch {
+	case cm.held[n]:
+		add(modelReply(1, textGetSuccess, n), nil)
+	case n == "busy" && full:
+		add(modelReply(0, textGetFailure, n), nil)
+		add(modelReply(0, textTooManyLocks, n), nil)
+	case n == "busy":
+		add(modelReply(0, textGetFailure, n), nil)
+		add(modelReply(1, textGetSuccess, n), take)
+	case full:
+		add(modelReply(0, textTooManyLocks, n), nil)
+	default:
+		add(modelReply(1, textGetSuccess, n), take)
+	}
+}
+
+func (cm *connModel) checkGw(rc *replyCheck) {
+	n := rc.mc.name
+	full := rc.full()
+	take := func() { cm.held[rc.mc.name] = true }
+	mc := rc.mc
+	add := rc.add
+	switch {
+	case mc.bad:
+		add("0 Invalid Argument: "+mc.line+"\n", nil)
+	case cm.held[n]:
+		add(modelReply(1, textGetSuccess, n), nil)
+	case full:
+		add(modelReply(0, textTooManyLocks, n), nil)
+	case n == "busy":
+		add(modelReply(1, textGetSuccess, n), take)
+		if waitMayTimeOut(mc.ms) || mc.cancellable {
+			add(modelReply(0, textGetTimeout, n), nil)
+		}
+	default:
+		add(modelReply(1, textGetSuccess, n), take)
+	}
+}
+
+func (cm *connModel) checkR(rc *replyCheck) {
+	n := rc.mc.name
+	add := rc.add
+	if cm.held[n] {
+		add(modelReply(1, textReleaseSuccess, n), func() { delete(cm.held, n) })
+	} else {
+		add(modelReply(0, textReleaseFailure, n), nil)
+	}
+}
+
+func (cm *connModel) checkI(rc *replyCheck) {
+	n := rc.mc.name
+	add := rc.add
+	if cm.held[n] || n == "busy" {
+		add(modelReply(1, textIsLocked, n), nil)
+	}
+	if !cm.held[n] {
+		add(modelReply(0, textNotLocked, n), nil)
+	}
+}
+
+func (cm *connModel) checkT(rc *replyCheck) {
+	n := rc.mc.name
+	got := rc.got
+	add := rc.add
+	if !cm.held[n] {
+		add(modelReply(0, textNotLocked, n), nil)
+	}
+	if cm.held[n] || n == "busy" {
+		// Any token: checked below.
+		if f := strings.Fields(got); len(f) > 0 && strings.HasSuffix(got, " "+textToken+": "+n+"\n") {
+			if tok, err := strconv.ParseUint(f[0], 10, 64); err == nil && tok > 0 {
+				add(got, nil)
+			}
+		}
+	}
+}
+
+func (cm *connModel) checkSg(rc *replyCheck) {
+	n := rc.mc.name
+	full := rc.full()
+	stake := func() { cm.sheld[rc.mc.name] = true }
+	otherShared := rc.otherShared
+	mc := rc.mc
+	add := rc.add
+	if mc.bad {
+		add("0 Invalid Argument: "+mc.line+"\n", nil)
+		return
+	}
+	own := 0
+	if cm.sheld[n] {
+		own = 1
+	}
+	if own == 1 {
+		for _, o := range otherShared() {
+			add(modelReply(own+o, textSharedGetSuccess, n), nil)
+		}
+		return
+	}
+	if full {
+		add(modelReply(0, textTooManyLocks, n), nil)
+		return
+	}
+	for _, o := range otherShared() {
+		if mc.verb == "sg" || int64(o) < mc.max {
+			add(modelReply(1+o, textSharedGetSuccess, n), stake)
+		}
+	}
+	if mc.verb == "sgw" && n == "sbusy" && mc.max == 1 && (waitMayTimeOut(mc.ms) || mc.cancellable) {
+		add(modelReply(0, textSharedGetTimeout, n), nil)
+	}
+}
+
+func (cm *connModel) checkSr(rc *replyCheck) {
+	n := rc.mc.name
+	add := rc.add
+	if cm.sheld[n] {
+		add(modelReply(1, textSharedReleaseSuccess, n), func() { delete(cm.sheld, n) })
+	} else {
+		add(modelReply(0, textSharedReleaseFailure, n), nil)
+	}
+}
+
+func (cm *connModel) checkSi(rc *replyCheck) {
+	n := rc.mc.name
+	otherShared := rc.otherShared
+	add := rc.add
+	own := 0
+	if cm.sheld[n] {
+		own = 1
+	}
+	for _, o := range otherShared() {
+		if own+o == 0 {
+			add(modelReply(0, textSharedNotLocked, n), nil)
+		} else {
+			add(modelReply(own+o, textSharedIsLocked, n), nil)
+		}
+	}
+}
+
+func (cm *connModel) checkMe(rc *replyCheck) {
+	add := rc.add
+	add("1 "+fuzzConn+" "+cm.display()+"\n", nil)
+}
+
+func (cm *connModel) checkIam(rc *replyCheck) {
+	n := rc.mc.name
+	add := rc.add
+	if n == "" {
+		add("1 ok\n", func() { cm.reg, cm.registered = "", false })
+	} else {
+		add("1 ok\n", func() { cm.reg, cm.registered = n, true })
+	}
+}
+
+func (cm *connModel) checkWho(rc *replyCheck) {
+	n := rc.mc.name
+	add := rc.add
+	if cm.registered && (n == "" || n == cm.reg) {
+		add(fuzzConn+": "+cm.reg+"\n", nil)
+	} else {
+		add("", nil)
+	}
+}
+
+func (cm *connModel) checkDumps(rc *replyCheck) {
+	mc := rc.mc
+	add := rc.add
+	for _, withOther := range []bool{false, true} {
+		add(cm.table(mc, withOther), nil)
+	}
+}
+
+func (*connModel) checkQ(rc *replyCheck) {
+	got := rc.got
+	add := rc.add
+	if checkStats(got) {
+		add(got, nil)
+	}
+}
+
+func (*connModel) checkPing(rc *replyCheck) {
+	add := rc.add
+	add("1 pong\n", nil)
+}
+
+func (*connModel) checkDl(rc *replyCheck) {
+	got := rc.got
+	add := rc.add
+	// Hold times vary: any well-formed listing of what can be held.
+	if dlReplyRE.MatchString(got) {
+		add(got, nil)
+	}
+}
+
+func (*connModel) checkDisabled(rc *replyCheck) {
+	add := rc.add
+	// Without -acl-file and -admin.
+	add("0 disabled\n", nil)
 }
 
 func sortedKeys(m map[string]bool) []string {
