@@ -209,14 +209,6 @@ func (acl *accessList) byCert(name string) *identity {
 	return nil
 }
 
-// Replies of access control.
-const (
-	replyAuthRequired     = "0 Auth Required\n"
-	replyAuthFailure      = "0 Auth Failure\n"
-	replyPermissionDenied = "0 Permission Denied\n"
-	textPermissionDenied  = "Permission Denied"
-)
-
 // denied answers a command that the connection may not run with an ACL file,
 // and reports whether it did. What each verb needs is its access in the
 // command table (commands.go); kill and kill-holder check admin themselves.

@@ -54,8 +54,6 @@ func (m *manager) secureDisconnect(c *connState) {
 	}
 }
 
-const replyNoSuchConnection = "No Such Connection"
-
 // kill runs kill CONN and kill-holder NAME: it asks the victim's connection
 // to close, and the victim's own goroutine then ends it as on any disconnect,
 // which orphans its locks. A lock is never taken from a live holder behind
@@ -74,7 +72,7 @@ func (m *manager) kill(c *connState, cmd *command, out []byte) []byte {
 	var victim *connState
 	if cmd.verb == verbKill {
 		if victim = m.sec.byName[string(cmd.name)]; victim == nil {
-			return appendReply(out, 0, replyNoSuchConnection, cmd.name)
+			return appendReply(out, 0, textNoSuchConnection, cmd.name)
 		}
 	} else {
 		l, held := m.inspect(cmd.name)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/wire"
 	"go.uber.org/goleak"
 	"golang.org/x/net/websocket"
 )
@@ -270,11 +271,11 @@ func (s *chaosSession) cancelled(first string) (string, error) {
 		return "", err
 	}
 	switch {
-	case first == replyCancelled && strings.HasPrefix(second, "0 Lock Get Timeout: "):
+	case first == replyCancelled && strings.HasPrefix(second, wire.ReplyLine(0, wire.GetTimeout, "")):
 		return second, nil
-	case second == replyNothingPending && strings.HasPrefix(first, "1 Lock Get Success: "):
+	case second == replyNothingPending && strings.HasPrefix(first, wire.ReplyLine(1, wire.GetSuccess, "")):
 		return first, nil
-	case first == replyNothingPending && strings.HasPrefix(second, "1 Lock Get Success: "):
+	case first == replyNothingPending && strings.HasPrefix(second, wire.ReplyLine(1, wire.GetSuccess, "")):
 		return second, nil
 	}
 	return "", fmt.Errorf("gw then !cancel: replies %q, %q", first, second)
@@ -299,7 +300,7 @@ func (s *chaosSession) stats() (map[string]int, error) {
 			if err != nil {
 				return nil, err
 			}
-			if l == "1 pong\n" {
+			if l == wire.Pong {
 				break
 			}
 			b.WriteString(l)
@@ -534,12 +535,12 @@ func (m *chaosModel) step(sl *chaosSlot) {
 		cmd = "g " + name
 		check = func(reply string, stable, _ map[string][]chaosClaim) string {
 			switch reply {
-			case "1 Lock Get Success: " + name + "\n":
+			case wire.Reply(1, wire.GetSuccess, name):
 				if others(stable, name, s) > 0 {
 					return "granted a lock another client held throughout"
 				}
 				m.claim(s, name, false)
-			case "0 Lock Get Failure: " + name + "\n":
+			case wire.Reply(0, wire.GetFailure, name):
 				if held {
 					return "refused a lock it holds"
 				}
@@ -558,8 +559,8 @@ func (m *chaosModel) step(sl *chaosSlot) {
 		held := m.holds(s, name, false)
 		cmd = "i " + name
 		check = func(reply string, stable, _ map[string][]chaosClaim) string {
-			locked := reply == "1 Lock Is Locked: "+name+"\n"
-			if !locked && reply != "0 Lock Not Locked: "+name+"\n" {
+			locked := reply == wire.Reply(1, wire.IsLocked, name)
+			if !locked && reply != wire.Reply(0, wire.NotLocked, name) {
 				return "bad reply"
 			}
 			if !locked && (held || others(stable, name, s) > 0) {
@@ -579,7 +580,7 @@ func (m *chaosModel) step(sl *chaosSlot) {
 		start := time.Now()
 		check = func(reply string, stable, _ map[string][]chaosClaim) string {
 			switch reply {
-			case "1 Lock Get Success: " + name + "\n":
+			case wire.Reply(1, wire.GetSuccess, name):
 				if others(stable, name, s) > 0 {
 					return "granted a lock another client held throughout"
 				}
@@ -587,7 +588,7 @@ func (m *chaosModel) step(sl *chaosSlot) {
 					m.counts.waitedGrants.Add(1)
 				}
 				m.claim(s, name, false)
-			case "0 Lock Get Timeout: " + name + "\n":
+			case wire.Reply(0, wire.GetTimeout, name):
 				if held {
 					return "timed out on a lock it holds"
 				}
@@ -665,7 +666,7 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	case op < 92:
 		cmd = "iam client-" + strconv.Itoa(rng.IntN(1000))
 		check = func(reply string, _, _ map[string][]chaosClaim) string {
-			if reply != "1 ok\n" {
+			if reply != wire.OK {
 				return "bad reply"
 			}
 			return ""
@@ -855,18 +856,18 @@ func (m *chaosModel) quiescentCheck(checker *chaosSession, slots []*chaosSlot) {
 	}
 	// And each lock as i and si see it, asked by a client.
 	for _, n := range chaosLocks {
-		want := "0 Lock Not Locked: " + n + "\n"
+		want := wire.Reply(0, wire.NotLocked, n)
 		if wantExcl[n] != nil {
-			want = "1 Lock Is Locked: " + n + "\n"
+			want = wire.Reply(1, wire.IsLocked, n)
 		}
 		if got, err := checker.do("i " + n); err != nil || got != want {
 			t.Errorf("quiet: i %s: %q (%v), want %q", n, got, err, want)
 		}
 	}
 	for _, n := range chaosShared {
-		want := "0 Shared Lock Not Locked: " + n + "\n"
+		want := wire.Reply(0, wire.SharedNotLocked, n)
 		if k := len(wantShared[n]); k > 0 {
-			want = fmt.Sprintf("%d Shared Lock Is Locked: %s\n", k, n)
+			want = wire.Reply(uint64(k), wire.SharedIsLocked, n)
 		}
 		if got, err := checker.do("si " + n); err != nil || got != want {
 			t.Errorf("quiet: si %s: %q (%v), want %q", n, got, err, want)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // The fuzz tests run their committed corpus (testdata/fuzz/…) as ordinary
@@ -409,7 +411,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 		b.cmds = append(b.cmds, cmd)
 	}
 	m.execute(other, &b)
-	if string(b.out) != "1 Lock Get Success: busy\n1 Shared Lock Get Success: sbusy\n" {
+	if string(b.out) != wire.Reply(1, wire.GetSuccess, "busy")+wire.Reply(1, wire.SharedGetSuccess, "sbusy") {
 		t.Fatalf("setup: %q", b.out)
 	}
 
@@ -581,9 +583,7 @@ type alt struct {
 	apply func()
 }
 
-func modelReply(n int, text, name string) string {
-	return strconv.Itoa(n) + " " + text + ": " + name + "\n"
-}
+func modelReply(n int, text, name string) string { return wire.Reply(uint64(n), text, name) }
 
 // dlReplyRE matches a dl reply of the fuzzed connection and the other one
 // (which holds busy and shared sbusy).
@@ -670,7 +670,7 @@ func (cm *connModel) check(t *testing.T, i int, mc modelCommand, got string) {
 
 func (*connModel) checkTooLong(rc *replyCheck) {
 	add := rc.add
-	add("0 Line Too Long\n", nil)
+	add(wire.LineTooLong, nil)
 }
 
 func (*connModel) checkBlank(rc *replyCheck) {
@@ -707,7 +707,7 @@ func (cm *connModel) checkGw(rc *replyCheck) {
 	add := rc.add
 	switch {
 	case mc.bad:
-		add("0 Invalid Argument: "+mc.line+"\n", nil)
+		add(wire.Reply(0, wire.InvalidArgument, mc.line), nil)
 	case cm.held[n]:
 		add(modelReply(1, textGetSuccess, n), nil)
 	case full:
@@ -768,7 +768,7 @@ func (cm *connModel) checkSg(rc *replyCheck) {
 	mc := rc.mc
 	add := rc.add
 	if mc.bad {
-		add("0 Invalid Argument: "+mc.line+"\n", nil)
+		add(wire.Reply(0, wire.InvalidArgument, mc.line), nil)
 		return
 	}
 	own := 0
@@ -831,9 +831,9 @@ func (cm *connModel) checkIam(rc *replyCheck) {
 	n := rc.mc.name
 	add := rc.add
 	if n == "" {
-		add("1 ok\n", func() { cm.reg, cm.registered = "", false })
+		add(wire.OK, func() { cm.reg, cm.registered = "", false })
 	} else {
-		add("1 ok\n", func() { cm.reg, cm.registered = n, true })
+		add(wire.OK, func() { cm.reg, cm.registered = n, true })
 	}
 }
 
@@ -865,7 +865,7 @@ func (*connModel) checkQ(rc *replyCheck) {
 
 func (*connModel) checkPing(rc *replyCheck) {
 	add := rc.add
-	add("1 pong\n", nil)
+	add(wire.Pong, nil)
 }
 
 func (*connModel) checkDl(rc *replyCheck) {
@@ -880,7 +880,7 @@ func (*connModel) checkDl(rc *replyCheck) {
 func (*connModel) checkDisabled(rc *replyCheck) {
 	add := rc.add
 	// Without -acl-file and -admin.
-	add("0 disabled\n", nil)
+	add(wire.Disabled, nil)
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -1,37 +1,44 @@
 package main
 
+import "github.com/glockd/glockd/internal/wire"
+
 // The texts of the replies and the functions that format them, in one place.
 
-// Reply texts. A reply is "<n> <text>: <name>\n" for lock commands.
+// Reply texts (internal/wire, shared with the tests' models of the
+// protocol). A reply is "<n> <text>: <name>\n" for lock commands.
 const (
-	textGetSuccess           = "Lock Get Success"
-	textGetFailure           = "Lock Get Failure"
-	textGetTimeout           = "Lock Get Timeout"
-	textReleaseSuccess       = "Lock Release Success"
-	textReleaseFailure       = "Lock Release Failure"
-	textIsLocked             = "Lock Is Locked"
-	textNotLocked            = "Lock Not Locked"
-	textToken                = "Lock Token"
-	textSharedGetSuccess     = "Shared Lock Get Success"
-	textSharedGetTimeout     = "Shared Lock Get Timeout"
-	textSharedReleaseSuccess = "Shared Lock Release Success"
-	textSharedReleaseFailure = "Shared Lock Release Failure"
-	textSharedIsLocked       = "Shared Lock Is Locked"
-	textSharedNotLocked      = "Shared Lock Not Locked"
-	textTooManyLocks         = "Too Many Locks"
-	textInvalidArgument      = "Invalid Argument"
+	textGetSuccess           = wire.GetSuccess
+	textGetFailure           = wire.GetFailure
+	textGetTimeout           = wire.GetTimeout
+	textReleaseSuccess       = wire.ReleaseSuccess
+	textReleaseFailure       = wire.ReleaseFailure
+	textIsLocked             = wire.IsLocked
+	textNotLocked            = wire.NotLocked
+	textToken                = wire.Token
+	textSharedGetSuccess     = wire.SharedGetSuccess
+	textSharedGetTimeout     = wire.SharedGetTimeout
+	textSharedReleaseSuccess = wire.SharedReleaseSuccess
+	textSharedReleaseFailure = wire.SharedReleaseFailure
+	textSharedIsLocked       = wire.SharedIsLocked
+	textSharedNotLocked      = wire.SharedNotLocked
+	textTooManyLocks         = wire.TooManyLocks
+	textInvalidArgument      = wire.InvalidArgument
+	textPermissionDenied     = wire.PermissionDeniedText
+	textNoSuchConnection     = wire.NoSuchConnection
 
-	replyDisabled = "0 disabled\n"
-	replyOK       = "1 ok\n"
-	replyPong     = "1 pong\n"
-	replyTooLong  = "0 Line Too Long\n"
-	replyTooMany  = "0 Too Many Connections\n"
+	replyDisabled         = wire.Disabled
+	replyOK               = wire.OK
+	replyPong             = wire.Pong
+	replyTooLong          = wire.LineTooLong
+	replyTooMany          = wire.TooManyConns
+	replyQueueFull        = wire.QueueFull
+	replyAuthRequired     = wire.AuthRequired
+	replyAuthFailure      = wire.AuthFailure
+	replyPermissionDenied = wire.PermissionDenied
 
-	replyQueueFull = "0 Too Many Queued Commands\n"
-
-	replyNowPong        = "!pong\n"
-	replyCancelled      = "!cancel 1\n"
-	replyNothingPending = "!cancel 0\n"
+	replyNowPong        = wire.NowPong
+	replyCancelled      = wire.Cancelled
+	replyNothingPending = wire.NothingPending
 )
 
 // appendReply appends "<n> <text>: <name>\n".

@@ -1,5 +1,7 @@
 package suite
 
+import "github.com/glockd/glockd/internal/wire"
+
 // checkGetRelease walks two clients through every outcome of g, r and i.
 func checkGetRelease(t *checkRun) {
 	a, b := t.dial("A"), t.dial("B")
@@ -25,14 +27,14 @@ func checkGetRelease(t *checkRun) {
 func checkEmptyName(t *checkRun) {
 	a := t.dial("A")
 	switch got := a.do("g"); got {
-	case "1 Lock Get Success: ":
-		equal(t, `A "i" while A holds ""`, a.do("i"), "1 Lock Is Locked: ")
-		equal(t, `A "r   " (trailing blanks)`, a.do("r   "), "1 Lock Release Success: ")
-	case "0 Lock Get Failure: ":
+	case wire.ReplyLine(1, wire.GetSuccess, ""):
+		equal(t, `A "i" while A holds ""`, a.do("i"), wire.ReplyLine(1, wire.IsLocked, ""))
+		equal(t, `A "r   " (trailing blanks)`, a.do("r   "), wire.ReplyLine(1, wire.ReleaseSuccess, ""))
+	case wire.ReplyLine(0, wire.GetFailure, ""):
 		if t.exclusive() {
 			t.Fatalf(`A "g": got %q on a fresh server, want "1 Lock Get Success: "`, got)
 		}
-		equal(t, `A "i" while another holds ""`, a.do("i"), "1 Lock Is Locked: ")
+		equal(t, `A "i" while another holds ""`, a.do("i"), wire.ReplyLine(1, wire.IsLocked, ""))
 	default:
 		t.Fatalf(`A "g": got %q, want "1 Lock Get Success: " (or Failure if another client holds "")`, got)
 	}

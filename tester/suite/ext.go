@@ -4,13 +4,14 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/client"
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // The extension verbs (gw, sgw, t, ping), checked with Options.Ext.
 
 func checkPing(t *checkRun) {
 	a := t.dial("A")
-	equal(t, "A ping", a.do("ping"), "1 pong")
+	equal(t, "A ping", a.do("ping"), wire.Line(wire.Pong))
 }
 
 func (c *conn) token(n string) uint64 {
@@ -209,6 +210,6 @@ func checkInvalidArgument(t *checkRun) {
 	a := t.dial("A")
 	n := t.name("x")
 	for _, line := range []string{"gw abc " + n, "gw", "sgw 10 x " + n, "sgw x 1 " + n} {
-		equal(t, "A "+quote(line), a.do(line), "0 Invalid Argument: "+line)
+		equal(t, "A "+quote(line), a.do(line), wire.ReplyLine(0, wire.InvalidArgument, line))
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // The out-of-band verbs (!ping, !cancel), the end of input during a wait,
@@ -64,20 +66,20 @@ func checkOutOfBandPing(t *checkRun) {
 	n := t.name("x")
 	before := admin.stats()
 	b.send("i "+n, "!ping")
-	b.expect("i before !ping", 0, "0 Lock Not Locked: "+n)
-	b.expect("!ping with no wait pending, after the i sent before it", 0, "!pong")
+	b.expect("i before !ping", 0, wire.ReplyLine(0, wire.NotLocked, n))
+	b.expect("!ping with no wait pending, after the i sent before it", 0, wire.Line(wire.NowPong))
 
 	equal(t, "A g", a.get(n), true)
 	b.send("gw -1 "+n, "i "+n)
 	t.waiting(admin, "gw", before, 1)
 	b.send("!ping")
-	b.expect("!ping while B's gw -1 waits (answered at once)", t.soon(), "!pong")
+	b.expect("!ping while B's gw -1 waits (answered at once)", t.soon(), wire.Line(wire.NowPong))
 	b.send("!ping", "!ping x")
-	b.expect("first of two more !ping during the wait", t.soon(), "!pong")
-	b.expect("\"!ping x\" during the wait", t.soon(), "!pong")
+	b.expect("first of two more !ping during the wait", t.soon(), wire.Line(wire.NowPong))
+	b.expect("\"!ping x\" during the wait", t.soon(), wire.Line(wire.NowPong))
 	equal(t, "A r", a.release(n), true)
-	b.expect("gw -1 after A r", 0, "1 Lock Get Success: "+n)
-	b.expect("i queued behind the gw", 0, "1 Lock Is Locked: "+n)
+	b.expect("gw -1 after A r", 0, wire.ReplyLine(1, wire.GetSuccess, n))
+	b.expect("i queued behind the gw", 0, wire.ReplyLine(1, wire.IsLocked, n))
 	t.noVerbsCounted(before, admin.stats())
 }
 
@@ -92,18 +94,18 @@ func checkOutOfBandCancel(t *checkRun) {
 	equal(t, "B g "+mine, b.get(mine), true)
 	before := admin.stats()
 	b.send("!cancel", "!cancel "+n)
-	b.expect("!cancel with no wait pending", 0, "!cancel 0")
-	b.expect("!cancel NAME with no wait pending", 0, "!cancel 0")
+	b.expect("!cancel with no wait pending", 0, wire.Line(wire.NothingPending))
+	b.expect("!cancel NAME with no wait pending", 0, wire.Line(wire.NothingPending))
 
 	equal(t, "A g", a.get(n), true)
 	b.send("gw -1 "+n, "i "+mine)
 	t.waiting(admin, "gw", before, 1)
 	b.send("!cancel " + t.name("other"))
-	b.expect("!cancel of a name B does not wait for", t.soon(), "!cancel 0")
+	b.expect("!cancel of a name B does not wait for", t.soon(), wire.Line(wire.NothingPending))
 	b.send("!cancel " + n)
-	b.expect("!cancel NAME of B's gw -1 (answered at once)", t.soon(), "!cancel 1")
-	b.expect("the cancelled gw's reply, after \"!cancel 1\"", t.soon(), "0 Lock Get Timeout: "+n)
-	b.expect("i queued behind the cancelled gw", t.soon(), "1 Lock Is Locked: "+mine)
+	b.expect("!cancel NAME of B's gw -1 (answered at once)", t.soon(), wire.Line(wire.Cancelled))
+	b.expect("the cancelled gw's reply, after \"!cancel 1\"", t.soon(), wire.ReplyLine(0, wire.GetTimeout, n))
+	b.expect("i queued behind the cancelled gw", t.soon(), wire.ReplyLine(1, wire.IsLocked, mine))
 
 	// The connection lives on, and so do its locks.
 	if tok := b.token(mine); tok == 0 {
@@ -117,8 +119,8 @@ func checkOutOfBandCancel(t *checkRun) {
 	// A bare !cancel, in the same write as the sgw it cancels.
 	equal(t, "A sgw 0 1", a.sharedGetWait(0, 1, s), 1)
 	b.send("sgw -1 1 "+s, "!cancel")
-	b.expect("!cancel sent with B's sgw -1 1", t.soon(), "!cancel 1")
-	b.expect("the cancelled sgw's reply, after \"!cancel 1\"", t.soon(), "0 Shared Lock Get Timeout: "+s)
+	b.expect("!cancel sent with B's sgw -1 1", t.soon(), wire.Line(wire.Cancelled))
+	b.expect("the cancelled sgw's reply, after \"!cancel 1\"", t.soon(), wire.ReplyLine(0, wire.SharedGetTimeout, s))
 	equal(t, "A sr", a.sr(s), true)
 	equal(t, "C si after A sr (B's cancelled sgw is not granted)", c.si(s), 0)
 	equal(t, "B i "+mine+" at the end", b.inspect(mine), true)
@@ -154,7 +156,7 @@ func checkEndOfInputDuringWait(t *checkRun) {
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(t.soon()))
 	got, err := io.ReadAll(nc)
-	want := "0 Lock Get Timeout: " + n + "\n1 Lock Is Locked: " + n + "\n1 Lock Get Success: " + m + "\n"
+	want := wire.Reply(0, wire.GetTimeout, n) + wire.Reply(1, wire.IsLocked, n) + wire.Reply(1, wire.GetSuccess, m)
 	switch {
 	case err != nil:
 		t.Fatalf("B gw -1, i, g, then end of input: read %q, then %v; want %q and the connection closed", got, err, want)
@@ -221,7 +223,7 @@ func checkDetailed(t *checkRun) {
 	a := t.dial("A")
 	if !t.opts.Dump {
 		for _, line := range []string{"dl", "dl " + t.name("x")} {
-			equal(t, "A "+quote(line), a.do(line), "0 disabled")
+			equal(t, "A "+quote(line), a.do(line), wire.Line(wire.Disabled))
 		}
 		return
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"time"
+
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // checkWhitespace sends the same commands spelt with odd white space; the
@@ -12,15 +14,15 @@ func checkWhitespace(t *checkRun) {
 	a := t.dial("A")
 	n := t.name("ws")
 	tests := []struct{ send, want string }{
-		{"g   " + n + "   x  y ", "1 Lock Get Success: " + n + " x y"},
-		{"  \t i " + n + " x y", "1 Lock Is Locked: " + n + " x y"},
-		{"r\t" + n + "\t x\ty", "1 Lock Release Success: " + n + " x y"},
-		{"g " + n + "\r", "1 Lock Get Success: " + n},
-		{"i " + n + "\u00a0\u2003", "1 Lock Is Locked: " + n},
-		{"r " + n + "\u2003a\u00a0b", "0 Lock Release Failure: " + n + " a b"},
-		{"r " + n, "1 Lock Release Success: " + n},
-		{"sg " + n + "  \t s", "1 Shared Lock Get Success: " + n + " s"},
-		{"sr\t\t" + n + " s  ", "1 Shared Lock Release Success: " + n + " s"},
+		{"g   " + n + "   x  y ", wire.ReplyLine(1, wire.GetSuccess, n+" x y")},
+		{"  \t i " + n + " x y", wire.ReplyLine(1, wire.IsLocked, n+" x y")},
+		{"r\t" + n + "\t x\ty", wire.ReplyLine(1, wire.ReleaseSuccess, n+" x y")},
+		{"g " + n + "\r", wire.ReplyLine(1, wire.GetSuccess, n)},
+		{"i " + n + "\u00a0\u2003", wire.ReplyLine(1, wire.IsLocked, n)},
+		{"r " + n + "\u2003a\u00a0b", wire.ReplyLine(0, wire.ReleaseFailure, n+" a b")},
+		{"r " + n, wire.ReplyLine(1, wire.ReleaseSuccess, n)},
+		{"sg " + n + "  \t s", wire.ReplyLine(1, wire.SharedGetSuccess, n+" s")},
+		{"sr\t\t" + n + " s  ", wire.ReplyLine(1, wire.SharedReleaseSuccess, n+" s")},
 	}
 	for _, tt := range tests {
 		equal(t, "A sends "+quote(tt.send), a.do(tt.send), tt.want)
@@ -33,7 +35,7 @@ func checkLineTooLong(t *checkRun) {
 	a := t.dial("A")
 	n := t.name("long")
 	long := "g " + n + strings.Repeat("x", 70_000)
-	equal(t, "A sends a 70,000-byte g", a.do(long), "0 Line Too Long")
+	equal(t, "A sends a 70,000-byte g", a.do(long), wire.Line(wire.LineTooLong))
 	equal(t, "A i after the long line (the next reply)", a.inspect(n), false)
 	equal(t, "A g after the long line", a.get(n), true)
 }

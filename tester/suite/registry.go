@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/glockd/glockd/client"
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // checkMeIam checks me before and after iam, and iam's removal of a name.
@@ -37,7 +38,7 @@ func checkMeIam(t *checkRun) {
 	a.iam("  " + me + "   two\twords ")
 	_, reg = a.me()
 	equal(t, "A me after an iam with odd white space", reg, me+" two words")
-	equal(t, `A "iam" alone`, a.do("iam"), "1 ok")
+	equal(t, `A "iam" alone`, a.do("iam"), wire.Line(wire.OK))
 	_, reg = a.me()
 	equal(t, `A me after "iam" alone removed the name`, reg, conn)
 }

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/glockd/glockd/internal/wire"
 	"golang.org/x/net/websocket"
 )
 
@@ -27,7 +28,7 @@ func checkNewlineOnly(t *checkRun) {
 	if _, err := nc.Write([]byte(strings.Join(cmds, "\n") + "\n")); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	end := []byte("0 Lock Not Locked: " + fence + "\n")
+	end := []byte(wire.Reply(0, wire.NotLocked, fence))
 	var got []byte
 	buf := make([]byte, 64<<10)
 	for !bytes.HasSuffix(got, end) {
@@ -40,7 +41,7 @@ func checkNewlineOnly(t *checkRun) {
 	if i := bytes.IndexByte(got, '\r'); i >= 0 {
 		t.Fatalf("a reply holds \"\\r\" at byte %d: %q", i, got)
 	}
-	if first := "1 Lock Get Success: " + n + "\n"; !bytes.HasPrefix(got, []byte(first)) {
+	if first := wire.Reply(1, wire.GetSuccess, n); !bytes.HasPrefix(got, []byte(first)) {
 		t.Fatalf("replies start %q, want %q", got[:min(len(got), 80)], first)
 	}
 }
@@ -87,12 +88,12 @@ func checkWebsocketMessages(t *checkRun) {
 		}
 	}
 	exchange("g "+n+"\nxx\ni "+n+"\n",
-		"1 Lock Get Success: "+n+"\n", "", "1 Lock Is Locked: "+n+"\n")
-	exchange("r "+n, "1 Lock Release Success: "+n+"\n")
+		wire.Reply(1, wire.GetSuccess, n), "", wire.Reply(1, wire.IsLocked, n))
+	exchange("r "+n, wire.Reply(1, wire.ReleaseSuccess, n))
 	exchange("\n", "")
 	exchange("q\n", "*")
-	sdReply := "0 disabled\n"
-	dReply := "0 disabled\n"
+	sdReply := wire.Disabled
+	dReply := wire.Disabled
 	if t.opts.Dump {
 		var me string
 		if err := websocket.Message.Send(ws, "me\n"); err != nil {
@@ -108,5 +109,5 @@ func checkWebsocketMessages(t *checkRun) {
 		sdReply = s + ": " + fields[1] + "\n"
 		dReply = ""
 	}
-	exchange("sg "+s+"\nsd "+s+"\nd "+n+"\n", "1 Shared Lock Get Success: "+s+"\n", sdReply, dReply)
+	exchange("sg "+s+"\nsd "+s+"\nd "+n+"\n", wire.Reply(1, wire.SharedGetSuccess, s), sdReply, dReply)
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/glockd/glockd/internal/wire"
 	"golang.org/x/net/websocket"
 )
 
@@ -265,7 +266,7 @@ func (s *Server) reply(c *conn, it item) (string, bool) {
 	var reply string
 	var ok bool
 	if it.tooLong {
-		reply, ok = "0 Line Too Long\n", true
+		reply, ok = wire.LineTooLong, true
 	} else {
 		reply, ok = s.state.exec(c, it.line)
 	}

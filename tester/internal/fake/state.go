@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // conn is one client connection. Only its serving goroutine touches n and
@@ -142,68 +144,68 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 	switch verb {
 	case "g":
 		if st.acquire(c, arg) {
-			return "1 Lock Get Success: " + arg + "\n", true
+			return wire.Reply(1, wire.GetSuccess, arg), true
 		}
-		return "0 Lock Get Failure: " + arg + "\n", true
+		return wire.Reply(0, wire.GetFailure, arg), true
 	case "r":
 		if l := st.excl[arg]; l != nil && l.holder == c {
 			st.release(c, arg)
-			return "1 Lock Release Success: " + arg + "\n", true
+			return wire.Reply(1, wire.ReleaseSuccess, arg), true
 		}
-		return "0 Lock Release Failure: " + arg + "\n", true
+		return wire.Reply(0, wire.ReleaseFailure, arg), true
 	case "i":
 		if st.excl[arg] != nil {
-			return "1 Lock Is Locked: " + arg + "\n", true
+			return wire.Reply(1, wire.IsLocked, arg), true
 		}
-		return "0 Lock Not Locked: " + arg + "\n", true
+		return wire.Reply(0, wire.NotLocked, arg), true
 	case "sg":
 		n := st.sharedAcquire(c, arg)
 		if st.cfg.SharedCountOffByOne {
 			n++
 		}
-		return fmt.Sprintf("%d Shared Lock Get Success: %s\n", n, arg), true
+		return wire.Reply(uint64(n), wire.SharedGetSuccess, arg), true
 	case "sr":
 		if c.shared[arg] {
 			st.sharedRelease(c, arg)
-			return "1 Shared Lock Release Success: " + arg + "\n", true
+			return wire.Reply(1, wire.SharedReleaseSuccess, arg), true
 		}
-		return "0 Shared Lock Release Failure: " + arg + "\n", true
+		return wire.Reply(0, wire.SharedReleaseFailure, arg), true
 	case "si":
 		if l := st.shared[arg]; l != nil && len(l.holders) > 0 {
-			return fmt.Sprintf("%d Shared Lock Is Locked: %s\n", len(l.holders), arg), true
+			return wire.Reply(uint64(len(l.holders)), wire.SharedIsLocked, arg), true
 		}
-		return "0 Shared Lock Not Locked: " + arg + "\n", true
+		return wire.Reply(0, wire.SharedNotLocked, arg), true
 	case "me":
 		return "1 " + c.name + " " + owner(c) + "\n", true
 	case "iam":
 		if !st.cfg.Registry {
-			return "0 disabled\n", true
+			return wire.Disabled, true
 		}
 		st.unregister(c)
 		if arg != "" {
 			c.reg = arg
 			st.regs = append(st.regs, c)
 		}
-		return "1 ok\n", true
+		return wire.OK, true
 	case "who":
 		if !st.cfg.Registry || !st.cfg.Dump {
-			return "0 disabled\n", true
+			return wire.Disabled, true
 		}
 		return st.who(arg)
 	case "d", "sd", "dump":
 		if !st.cfg.Dump {
-			return "0 disabled\n", true
+			return wire.Disabled, true
 		}
 		return st.debug(verb, arg)
 	case "dl":
 		if !st.cfg.Dump {
-			return "0 disabled\n", true
+			return wire.Disabled, true
 		}
 		return st.detailed(arg)
 	case "!ping": // no wait is pending, or this would not run
-		return "!pong\n", true
+		return wire.NowPong, true
 	case "!cancel":
-		return "!cancel 0\n", true
+		return wire.NothingPending, true
 	case "q":
 		return st.stats(), true
 	case "gw":
@@ -212,11 +214,11 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 		return st.sharedGetWait(c, line, arg), true
 	case "t":
 		if l := st.excl[arg]; l != nil {
-			return fmt.Sprintf("%d Lock Token: %s\n", l.token, arg), true
+			return wire.Reply(uint64(l.token), wire.Token, arg), true
 		}
-		return "0 Lock Not Locked: " + arg + "\n", true
+		return wire.Reply(0, wire.NotLocked, arg), true
 	default: // ping
-		return "1 pong\n", true
+		return wire.Pong, true
 	}
 }
 
@@ -335,15 +337,15 @@ wait:
 			case it.tooLong || verb != "!ping" && verb != "!cancel":
 				c.in.backlog = append(c.in.backlog, it)
 			case verb == "!ping":
-				c.in.now("!pong\n")
+				c.in.now(wire.NowPong)
 			case arg != "" && arg != name:
-				c.in.now("!cancel 0\n")
+				c.in.now(wire.NothingPending)
 			default:
 				st.mu.Lock()
 				select {
 				case <-w.granted: // too late: the grant stands
 					st.mu.Unlock()
-					c.in.now("!cancel 0\n")
+					c.in.now(wire.NothingPending)
 					break wait
 				default:
 				}
@@ -352,9 +354,9 @@ wait:
 				st.mu.Unlock()
 				cancelled = true
 				if st.cfg.CancelReplyLate {
-					late = "!cancel 1\n"
+					late = wire.Cancelled
 				} else {
-					c.in.now("!cancel 1\n")
+					c.in.now(wire.Cancelled)
 				}
 				break wait
 			}
@@ -378,10 +380,10 @@ wait:
 func (st *state) getWait(c *conn, line, arg string) string {
 	nums, name, ok := waitArgs(arg, 1)
 	if !ok {
-		return "0 Invalid Argument: " + line + "\n"
+		return wire.Reply(0, wire.InvalidArgument, line)
 	}
 	if st.acquire(c, name) {
-		return "1 Lock Get Success: " + name + "\n"
+		return wire.Reply(1, wire.GetSuccess, name)
 	}
 	if nums[0] != 0 {
 		l := st.excl[name]
@@ -389,36 +391,36 @@ func (st *state) getWait(c *conn, line, arg string) string {
 		l.waiters = append(l.waiters, w)
 		granted, late := st.wait(c, w, nums[0], name, &l.waiters)
 		if granted {
-			return "1 Lock Get Success: " + name + "\n" + late
+			return wire.Reply(1, wire.GetSuccess, name) + late
 		}
-		return "0 Lock Get Timeout: " + name + "\n" + late
+		return wire.Reply(0, wire.GetTimeout, name) + late
 	}
-	return "0 Lock Get Timeout: " + name + "\n"
+	return wire.Reply(0, wire.GetTimeout, name)
 }
 
 func (st *state) sharedGetWait(c *conn, line, arg string) string {
 	nums, name, ok := waitArgs(arg, 2)
 	if !ok {
-		return "0 Invalid Argument: " + line + "\n"
+		return wire.Reply(0, wire.InvalidArgument, line)
 	}
 	ms, limit := nums[0], nums[1]
 	l := st.shared[name]
 	if c.shared[name] || l == nil || len(l.waiters) == 0 && len(l.holders) < limit {
-		return fmt.Sprintf("%d Shared Lock Get Success: %s\n", st.sharedAcquire(c, name), name)
+		return wire.Reply(uint64(st.sharedAcquire(c, name)), wire.SharedGetSuccess, name)
 	}
 	if ms != 0 {
 		w := &waiter{c: c, max: limit, granted: make(chan struct{})}
 		l.waiters = append(l.waiters, w)
 		granted, late := st.wait(c, w, ms, name, &l.waiters)
 		if granted {
-			return fmt.Sprintf("%d Shared Lock Get Success: %s\n", w.holders, name) + late
+			return wire.Reply(uint64(w.holders), wire.SharedGetSuccess, name) + late
 		}
 		if len(l.holders) == 0 && len(l.waiters) == 0 {
 			delete(st.shared, name)
 		}
-		return "0 Shared Lock Get Timeout: " + name + "\n" + late
+		return wire.Reply(0, wire.SharedGetTimeout, name) + late
 	}
-	return "0 Shared Lock Get Timeout: " + name + "\n"
+	return wire.Reply(0, wire.SharedGetTimeout, name)
 }
 
 func (st *state) who(arg string) (string, bool) {

@@ -1,0 +1,63 @@
+// Package wire holds the texts of glockd's replies, in one place for the
+// daemon and for every model of the protocol that checks it: the tester's
+// suite and fake server, and the daemon's fuzz and chaos tests.
+package wire
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Texts of the replies "<n> <text>: <name>".
+const (
+	GetSuccess           = "Lock Get Success"
+	GetFailure           = "Lock Get Failure"
+	GetTimeout           = "Lock Get Timeout"
+	ReleaseSuccess       = "Lock Release Success"
+	ReleaseFailure       = "Lock Release Failure"
+	IsLocked             = "Lock Is Locked"
+	NotLocked            = "Lock Not Locked"
+	Token                = "Lock Token"
+	SharedGetSuccess     = "Shared Lock Get Success"
+	SharedGetTimeout     = "Shared Lock Get Timeout"
+	SharedReleaseSuccess = "Shared Lock Release Success"
+	SharedReleaseFailure = "Shared Lock Release Failure"
+	SharedIsLocked       = "Shared Lock Is Locked"
+	SharedNotLocked      = "Shared Lock Not Locked"
+	TooManyLocks         = "Too Many Locks"
+	InvalidArgument      = "Invalid Argument"
+	PermissionDeniedText = "Permission Denied"
+	NoSuchConnection     = "No Such Connection"
+)
+
+// Replies that are always the same line.
+const (
+	Disabled         = "0 disabled\n"
+	OK               = "1 ok\n"
+	Pong             = "1 pong\n"
+	LineTooLong      = "0 Line Too Long\n"
+	TooManyConns     = "0 Too Many Connections\n"
+	QueueFull        = "0 Too Many Queued Commands\n"
+	AuthRequired     = "0 Auth Required\n"
+	AuthFailure      = "0 Auth Failure\n"
+	PermissionDenied = "0 Permission Denied\n"
+
+	// The out-of-band replies: the only replies that are a line starting
+	// with "!" and without ": ".
+	NowPong        = "!pong\n"
+	Cancelled      = "!cancel 1\n"
+	NothingPending = "!cancel 0\n"
+)
+
+// Reply is the line "<n> <text>: <name>\n".
+func Reply(n uint64, text, name string) string {
+	return strconv.FormatUint(n, 10) + " " + text + ": " + name + "\n"
+}
+
+// ReplyLine is Reply without its "\n", as a client reads a line.
+func ReplyLine(n uint64, text, name string) string {
+	return strconv.FormatUint(n, 10) + " " + text + ": " + name
+}
+
+// Line is a reply without its "\n".
+func Line(reply string) string { return strings.TrimSuffix(reply, "\n") }
