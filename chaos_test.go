@@ -498,6 +498,49 @@ func sharedCount(reply string) (int, string, bool) {
 }
 
 // step runs one random command on sl's session and checks its reply.
+// chaosCheck checks the reply of a step's command against the claims that
+// held from before it was sent until after its reply.
+type chaosCheck func(reply string, stable, stableShared map[string][]chaosClaim) string
+
+// chaosStep is one step of a client: who it is, what it holds, and the
+// names and wait a step may use.
+type chaosStep struct {
+	m                *chaosModel
+	sl               *chaosSlot
+	s                *chaosSession
+	rng              *rand.Rand
+	mine, mineShared []string // what it holds, sorted
+	name, sname      string   // an exclusive and a shared name to use
+	ms               int      // a wait's MS
+	op               int      // the draw that chose the step, out of 100
+}
+
+// pick is one of held most of the time, else one of all.
+func (st *chaosStep) pick(held []string, all []string) string {
+	if len(held) > 0 && st.rng.IntN(10) < 7 {
+		return held[st.rng.IntN(len(held))]
+	}
+	return all[st.rng.IntN(len(all))]
+}
+
+// chaosOps are the steps a client takes, each with the odds (out of 100,
+// cumulated) of being the next.
+var chaosOps = []struct {
+	upTo int
+	run  func(*chaosStep) (string, chaosCheck)
+}{
+	{15, (*chaosStep).get},
+	{30, (*chaosStep).release},
+	{37, (*chaosStep).inspect},
+	{50, (*chaosStep).getWait},
+	{72, (*chaosStep).sharedGet},
+	{82, (*chaosStep).sharedRelease},
+	{88, (*chaosStep).sharedInspect},
+	{92, (*chaosStep).register},
+	{94, (*chaosStep).stats},
+	{100, (*chaosStep).kill},
+}
+
 func (m *chaosModel) step(sl *chaosSlot) {
 	rng := sl.rng
 	m.mu.Lock()
@@ -517,172 +560,22 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	}
 	slices.Sort(mine)
 	slices.Sort(mineShared)
-	pick := func(held []string, all []string) string {
-		if len(held) > 0 && rng.IntN(10) < 7 {
-			return held[rng.IntN(len(held))]
-		}
-		return all[rng.IntN(len(all))]
+	st := &chaosStep{m: m, sl: sl, s: s, rng: rng, mine: mine, mineShared: mineShared,
+		name:  chaosLocks[rng.IntN(len(chaosLocks))],
+		sname: chaosShared[rng.IntN(len(chaosShared)-len(chaosSems))],
+		ms:    []int{0, 1, 5, 20, 50}[rng.IntN(5)],
 	}
-	name := chaosLocks[rng.IntN(len(chaosLocks))]
-	sname := chaosShared[rng.IntN(len(chaosShared)-len(chaosSems))]
-	ms := []int{0, 1, 5, 20, 50}[rng.IntN(5)]
-
+	st.op = rng.IntN(100)
 	var cmd string
-	var check func(reply string, stable, stableShared map[string][]chaosClaim) string
-	switch op := rng.IntN(100); {
-	case op < 15:
-		held := m.holds(s, name, false)
-		cmd = "g " + name
-		check = func(reply string, stable, _ map[string][]chaosClaim) string {
-			switch reply {
-			case wire.Reply(1, wire.GetSuccess, name):
-				if others(stable, name, s) > 0 {
-					return "granted a lock another client held throughout"
-				}
-				m.claim(s, name, false)
-			case wire.Reply(0, wire.GetFailure, name):
-				if held {
-					return "refused a lock it holds"
-				}
-				m.counts.contended.Add(1)
-			default:
-				return "bad reply"
-			}
-			return ""
+	var check chaosCheck
+	for _, o := range chaosOps {
+		if st.op < o.upTo {
+			cmd, check = o.run(st)
+			break
 		}
-	case op < 30:
-		name = pick(mine, chaosLocks)
-		had := m.unclaim(s, name, false)
-		cmd = "r " + name
-		check = releaseCheck(had, textReleaseSuccess, textReleaseFailure, name)
-	case op < 37:
-		held := m.holds(s, name, false)
-		cmd = "i " + name
-		check = func(reply string, stable, _ map[string][]chaosClaim) string {
-			locked := reply == wire.Reply(1, wire.IsLocked, name)
-			if !locked && reply != wire.Reply(0, wire.NotLocked, name) {
-				return "bad reply"
-			}
-			if !locked && (held || others(stable, name, s) > 0) {
-				return "a held lock is not locked"
-			}
-			return ""
-		}
-	case op < 50:
-		held := m.holds(s, name, false)
-		cmd = fmt.Sprintf("gw %d %s", ms, name)
-		if rng.IntN(8) == 0 {
-			// A wait that is given up at once: "!cancel 1" comes before
-			// the wait's reply, which is then a timeout; when the lock was
-			// granted first, "!cancel 0" comes before or after the grant.
-			cmd = fmt.Sprintf("gw -1 %s\n!cancel %s", name, name)
-		}
-		start := time.Now()
-		check = func(reply string, stable, _ map[string][]chaosClaim) string {
-			switch reply {
-			case wire.Reply(1, wire.GetSuccess, name):
-				if others(stable, name, s) > 0 {
-					return "granted a lock another client held throughout"
-				}
-				if !held && time.Since(start) > 2*time.Millisecond {
-					m.counts.waitedGrants.Add(1)
-				}
-				m.claim(s, name, false)
-			case wire.Reply(0, wire.GetTimeout, name):
-				if held {
-					return "timed out on a lock it holds"
-				}
-				m.counts.contended.Add(1)
-				if ms > 0 {
-					m.counts.timeouts.Add(1)
-				}
-			default:
-				return "bad reply"
-			}
-			return ""
-		}
-	case op < 72:
-		maxHolders := 1 + rng.IntN(3)
-		sgw := op >= 60
-		if sgw && rng.IntN(5) > 0 {
-			sname = chaosSems[rng.IntN(len(chaosSems))]
-		}
-		held := m.holds(s, sname, true)
-		cmd = "sg " + sname
-		if sgw {
-			cmd = fmt.Sprintf("sgw %d %d %s", ms, maxHolders, sname)
-		}
-		start := time.Now()
-		check = func(reply string, _, stable map[string][]chaosClaim) string {
-			n, kind, ok := sharedCount(reply)
-			switch {
-			case !ok:
-				return "bad reply"
-			case kind == "Get Success":
-				if n < others(stable, sname, s)+1 {
-					return "fewer holders than hold it"
-				}
-				if sgw && !held && n > maxHolders {
-					return "over MAX"
-				}
-				if sgw && !held && time.Since(start) > 2*time.Millisecond {
-					m.counts.waitedGrants.Add(1)
-				}
-				if !held {
-					m.claim(s, sname, true)
-				}
-			case kind == "Get Timeout" && sgw && !held && n == 0:
-				// Whatever the holders: others may be queued first, and
-				// the queue is strictly first come, first served.
-				m.counts.contended.Add(1)
-				if ms > 0 {
-					m.counts.timeouts.Add(1)
-				}
-			default:
-				return "bad reply"
-			}
-			return ""
-		}
-	case op < 82:
-		sname = pick(mineShared, chaosShared)
-		had := m.unclaim(s, sname, true)
-		cmd = "sr " + sname
-		check = releaseCheck(had, textSharedReleaseSuccess, textSharedReleaseFailure, sname)
-	case op < 88:
-		sname = chaosShared[rng.IntN(len(chaosShared))]
-		held := m.holds(s, sname, true)
-		cmd = "si " + sname
-		check = func(reply string, _, stable map[string][]chaosClaim) string {
-			n, kind, ok := sharedCount(reply)
-			want := others(stable, sname, s)
-			if held {
-				want++
-			}
-			if !ok || (kind != "Is Locked" && kind != "Not Locked") || (kind == "Not Locked") != (n == 0) || n < want {
-				return fmt.Sprintf("at least %d holders", want)
-			}
-			return ""
-		}
-	case op < 92:
-		cmd = "iam client-" + strconv.Itoa(rng.IntN(1000))
-		check = func(reply string, _, _ map[string][]chaosClaim) string {
-			if reply != wire.OK {
-				return "bad reply"
-			}
-			return ""
-		}
-	case op < 94:
-		m.counts.commands.Add(1)
-		st, err := s.stats()
-		m.afterError(s, "q", err)
-		if err == nil && (st["connections"] < 1 || st["locks"] > len(chaosLocks) || st["shared_locks"] > len(chaosShared)) {
-			m.t.Errorf("%s: q: %v", s.name, st)
-		}
-		return
-	default:
-		m.kill(s, []string{"close", "rst", "mid-wait", "mid-pipeline"}[rng.IntN(4)])
-		m.reconnect(sl)
-		return
+	}
+	if check == nil {
+		return // the operation was not a command with a reply to check
 	}
 
 	exclBefore, sharedBefore := m.claims()
@@ -705,6 +598,224 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	if problem := check(reply, stableClaims(exclBefore, exclAfter), stableClaims(sharedBefore, sharedAfter)); problem != "" {
 		m.t.Errorf("%s: %q: reply %q: %s", s.name, cmd, reply, problem)
 	}
+}
+
+func (st *chaosStep) get() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	name := st.name
+	held := m.holds(s, name, false)
+	cmd = "g " + name
+	check = func(reply string, stable, _ map[string][]chaosClaim) string {
+		switch reply {
+		case wire.Reply(1, wire.GetSuccess, name):
+			if others(stable, name, s) > 0 {
+				return "granted a lock another client held throughout"
+			}
+			m.claim(s, name, false)
+		case wire.Reply(0, wire.GetFailure, name):
+			if held {
+				return "refused a lock it holds"
+			}
+			m.counts.contended.Add(1)
+		default:
+			return "bad reply"
+		}
+		return ""
+	}
+	return cmd, check
+}
+
+func (st *chaosStep) release() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	name := st.name
+	pick := st.pick
+	mine := st.mine
+	name = pick(mine, chaosLocks)
+	had := m.unclaim(s, name, false)
+	cmd = "r " + name
+	check = releaseCheck(had, textReleaseSuccess, textReleaseFailure, name)
+	return cmd, check
+}
+
+func (st *chaosStep) inspect() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	name := st.name
+	held := m.holds(s, name, false)
+	cmd = "i " + name
+	check = func(reply string, stable, _ map[string][]chaosClaim) string {
+		locked := reply == wire.Reply(1, wire.IsLocked, name)
+		if !locked && reply != wire.Reply(0, wire.NotLocked, name) {
+			return "bad reply"
+		}
+		if !locked && (held || others(stable, name, s) > 0) {
+			return "a held lock is not locked"
+		}
+		return ""
+	}
+	return cmd, check
+}
+
+func (st *chaosStep) getWait() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	rng := st.rng
+	name := st.name
+	ms := st.ms
+	held := m.holds(s, name, false)
+	cmd = fmt.Sprintf("gw %d %s", ms, name)
+	if rng.IntN(8) == 0 {
+		// A wait that is given up at once: "!cancel 1" comes before
+		// the wait's reply, which is then a timeout; when the lock was
+		// granted first, "!cancel 0" comes before or after the grant.
+		cmd = fmt.Sprintf("gw -1 %s\n!cancel %s", name, name)
+	}
+	start := time.Now()
+	check = func(reply string, stable, _ map[string][]chaosClaim) string {
+		switch reply {
+		case wire.Reply(1, wire.GetSuccess, name):
+			if others(stable, name, s) > 0 {
+				return "granted a lock another client held throughout"
+			}
+			if !held && time.Since(start) > 2*time.Millisecond {
+				m.counts.waitedGrants.Add(1)
+			}
+			m.claim(s, name, false)
+		case wire.Reply(0, wire.GetTimeout, name):
+			if held {
+				return "timed out on a lock it holds"
+			}
+			m.counts.contended.Add(1)
+			if ms > 0 {
+				m.counts.timeouts.Add(1)
+			}
+		default:
+			return "bad reply"
+		}
+		return ""
+	}
+	return cmd, check
+}
+
+func (st *chaosStep) sharedGet() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	rng := st.rng
+	sname := st.sname
+	ms := st.ms
+	maxHolders := 1 + rng.IntN(3)
+	sgw := st.op >= 60
+	if sgw && rng.IntN(5) > 0 {
+		sname = chaosSems[rng.IntN(len(chaosSems))]
+	}
+	held := m.holds(s, sname, true)
+	cmd = "sg " + sname
+	if sgw {
+		cmd = fmt.Sprintf("sgw %d %d %s", ms, maxHolders, sname)
+	}
+	start := time.Now()
+	check = func(reply string, _, stable map[string][]chaosClaim) string {
+		n, kind, ok := sharedCount(reply)
+		switch {
+		case !ok:
+			return "bad reply"
+		case kind == "Get Success":
+			if n < others(stable, sname, s)+1 {
+				return "fewer holders than hold it"
+			}
+			if sgw && !held && n > maxHolders {
+				return "over MAX"
+			}
+			if sgw && !held && time.Since(start) > 2*time.Millisecond {
+				m.counts.waitedGrants.Add(1)
+			}
+			if !held {
+				m.claim(s, sname, true)
+			}
+		case kind == "Get Timeout" && sgw && !held && n == 0:
+			// Whatever the holders: others may be queued first, and
+			// the queue is strictly first come, first served.
+			m.counts.contended.Add(1)
+			if ms > 0 {
+				m.counts.timeouts.Add(1)
+			}
+		default:
+			return "bad reply"
+		}
+		return ""
+	}
+	return cmd, check
+}
+
+func (st *chaosStep) sharedRelease() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	sname := st.sname
+	pick := st.pick
+	mineShared := st.mineShared
+	sname = pick(mineShared, chaosShared)
+	had := m.unclaim(s, sname, true)
+	cmd = "sr " + sname
+	check = releaseCheck(had, textSharedReleaseSuccess, textSharedReleaseFailure, sname)
+	return cmd, check
+}
+
+func (st *chaosStep) sharedInspect() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	rng := st.rng
+	sname := st.sname
+	sname = chaosShared[rng.IntN(len(chaosShared))]
+	held := m.holds(s, sname, true)
+	cmd = "si " + sname
+	check = func(reply string, _, stable map[string][]chaosClaim) string {
+		n, kind, ok := sharedCount(reply)
+		want := others(stable, sname, s)
+		if held {
+			want++
+		}
+		if !ok || (kind != "Is Locked" && kind != "Not Locked") || (kind == "Not Locked") != (n == 0) || n < want {
+			return fmt.Sprintf("at least %d holders", want)
+		}
+		return ""
+	}
+	return cmd, check
+}
+
+func (st *chaosStep) register() (cmd string, check chaosCheck) {
+	rng := st.rng
+	cmd = "iam client-" + strconv.Itoa(rng.IntN(1000))
+	check = func(reply string, _, _ map[string][]chaosClaim) string {
+		if reply != wire.OK {
+			return "bad reply"
+		}
+		return ""
+	}
+	return cmd, check
+}
+
+func (st *chaosStep) stats() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	m.counts.commands.Add(1)
+	q, err := s.stats()
+	m.afterError(s, "q", err)
+	if err == nil && (q["connections"] < 1 || q["locks"] > len(chaosLocks) || q["shared_locks"] > len(chaosShared)) {
+		m.t.Errorf("%s: q: %v", s.name, q)
+	}
+	return "", nil
+}
+
+func (st *chaosStep) kill() (cmd string, check chaosCheck) {
+	m := st.m
+	s := st.s
+	sl := st.sl
+	rng := st.rng
+	m.kill(s, []string{"close", "rst", "mid-wait", "mid-pipeline"}[rng.IntN(4)])
+	m.reconnect(sl)
+	return "", nil
 }
 
 // afterError accepts an error only on a session that was killed.
