@@ -629,10 +629,7 @@ func (st *chaosStep) get() (cmd string, check chaosCheck) {
 func (st *chaosStep) release() (cmd string, check chaosCheck) {
 	m := st.m
 	s := st.s
-	name := st.name
-	pick := st.pick
-	mine := st.mine
-	name = pick(mine, chaosLocks)
+	name := st.pick(st.mine, chaosLocks)
 	had := m.unclaim(s, name, false)
 	cmd = "r " + name
 	check = releaseCheck(had, textReleaseSuccess, textReleaseFailure, name)
@@ -752,10 +749,7 @@ func (st *chaosStep) sharedGet() (cmd string, check chaosCheck) {
 func (st *chaosStep) sharedRelease() (cmd string, check chaosCheck) {
 	m := st.m
 	s := st.s
-	sname := st.sname
-	pick := st.pick
-	mineShared := st.mineShared
-	sname = pick(mineShared, chaosShared)
+	sname := st.pick(st.mineShared, chaosShared)
 	had := m.unclaim(s, sname, true)
 	cmd = "sr " + sname
 	check = releaseCheck(had, textSharedReleaseSuccess, textSharedReleaseFailure, sname)
@@ -765,9 +759,7 @@ func (st *chaosStep) sharedRelease() (cmd string, check chaosCheck) {
 func (st *chaosStep) sharedInspect() (cmd string, check chaosCheck) {
 	m := st.m
 	s := st.s
-	rng := st.rng
-	sname := st.sname
-	sname = chaosShared[rng.IntN(len(chaosShared))]
+	sname := chaosShared[st.rng.IntN(len(chaosShared))]
 	held := m.holds(s, sname, true)
 	cmd = "si " + sname
 	check = func(reply string, _, stable map[string][]chaosClaim) string {
