@@ -630,13 +630,16 @@ func TestLoadReconnect(t *testing.T) {
 // TestSessionBangNames: lock names that look like out-of-band replies do
 // not confuse the reader: in d they come as "NAME: OWNER".
 func TestSessionBangNames(t *testing.T) {
-	srv := startServer(t, nil)
-	for _, tr := range []struct{ network, addr string }{
-		{"tcp", srv.TCPAddr().String()},
-		{"ws", "ws://" + srv.WSAddr().String() + "/"},
-	} {
-		t.Run(tr.network, func(t *testing.T) {
-			s := newSession(t, tr.network, []string{tr.addr}, lockclient.SessionOptions{Interval: time.Millisecond})
+	// A server per transport: the first one's locks are released only
+	// once that server has read the end of its connection.
+	for _, network := range []string{"tcp", "ws"} {
+		t.Run(network, func(t *testing.T) {
+			srv := startServer(t, nil)
+			addr := srv.TCPAddr().String()
+			if network == "ws" {
+				addr = "ws://" + srv.WSAddr().String() + "/"
+			}
+			s := newSession(t, network, []string{addr}, lockclient.SessionOptions{Interval: time.Millisecond})
 			ctx := bg(t)
 			names := []string{"!pong", "!cancel 0", "!cancel 1"}
 			for _, n := range names {
