@@ -133,10 +133,33 @@ func (x *hashIndex) bucket(frag uint32) *lockBucket {
 // home is the slot where the probe for frag starts.
 func home(frag uint32) int { return int(uint64(frag) * bucketSlots >> 32) }
 
+// find returns the reference indexed under frag for which is reports true,
+// or noRef: the probe of the shared table's lookups (lockTable.get has its
+// own copy, for speed).
+func (x *hashIndex) find(frag uint32, is func(lockRef) bool) lockRef {
+	b := x.bucket(frag)
+	for i := home(frag); ; i++ {
+		if i == bucketSlots {
+			i = 0
+		}
+		s := b.slots[i]
+		if s == 0 {
+			return noRef
+		}
+		if uint32(s>>32) == frag {
+			if ref := lockRef(s) - 1; is(ref) {
+				return ref
+			}
+		}
+	}
+}
+
 // get returns the record of name, or nil; frag is the name's hash fragment,
 // for an insert that follows a miss.
 func (t *lockTable) get(name []byte) (l *exclusiveLock, ref lockRef, frag uint32) {
 	frag = t.hashFragment(name)
+	// find's probe, written out: through its closure every exclusive
+	// command costs 1.5 ns (4 %) more (BenchmarkManager).
 	b := t.bucket(frag)
 	for i := home(frag); ; i++ {
 		if i == bucketSlots {

@@ -83,21 +83,7 @@ func (t *sharedTable) findString(name string) lockRef {
 }
 
 func (t *sharedTable) probe(frag uint32, is func(*sharedName) bool) lockRef {
-	b := t.names.bucket(frag)
-	for i := home(frag); ; i++ {
-		if i == bucketSlots {
-			i = 0
-		}
-		s := b.slots[i]
-		if s == 0 {
-			return noRef
-		}
-		if uint32(s>>32) == frag {
-			if ref := lockRef(s) - 1; is(t.name(ref)) {
-				return ref
-			}
-		}
-	}
+	return t.names.find(frag, func(r lockRef) bool { return is(t.name(r)) })
 }
 
 // holderFragment is the holder index's hash of a connection's hold on the
@@ -129,22 +115,9 @@ func (t *sharedTable) heldBy(c *connState, ref lockRef) lockRef {
 		}
 		return noRef
 	}
-	frag := holderFragment(c, ref)
-	b := t.holders.bucket(frag)
-	for i := home(frag); ; i++ {
-		if i == bucketSlots {
-			i = 0
-		}
-		s := b.slots[i]
-		if s == 0 {
-			return noRef
-		}
-		if uint32(s>>32) == frag {
-			if h := lockRef(s) - 1; t.holder(h).lock == ref && t.holder(h).conn == c {
-				return h
-			}
-		}
-	}
+	return t.holders.find(holderFragment(c, ref), func(h lockRef) bool {
+		return t.holder(h).lock == ref && t.holder(h).conn == c
+	})
 }
 
 // indexHolders adds the holders of the name ref to the holder index, or
