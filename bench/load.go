@@ -25,13 +25,19 @@ type cycleGen struct {
 }
 
 func (g *cycleGen) next(ops []op, n int) []op {
+	return alternate(ops, n, &g.held, get, release, g.key)
+}
+
+// alternate appends n operations on key that take it and give it back in
+// turn, held saying which comes next.
+func alternate(ops []op, n int, held *bool, take, give kind, key string) []op {
 	for range n {
-		k := get
-		if g.held {
-			k = release
+		k := take
+		if *held {
+			k = give
 		}
-		ops = append(ops, op{k, g.key})
-		g.held = !g.held
+		ops = append(ops, op{k, key})
+		*held = !*held
 	}
 	return ops
 }
@@ -106,15 +112,7 @@ type sharedGen struct {
 }
 
 func (g *sharedGen) next(ops []op, n int) []op {
-	for range n {
-		k := sharedGet
-		if g.held {
-			k = sharedRelease
-		}
-		ops = append(ops, op{k, g.key})
-		g.held = !g.held
-	}
-	return ops
+	return alternate(ops, n, &g.held, sharedGet, sharedRelease, g.key)
 }
 
 func (g *sharedGen) judge(o op, n int64) error {
