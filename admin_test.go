@@ -130,10 +130,7 @@ func TestKillWithACL(t *testing.T) {
 	victim.expectOne("sg billing/s", "1 Shared Lock Get Success: billing/s\n")
 	victim.send("gw -1 billing/w\n") // pending when it is killed
 
-	eventually(t, "the victim waiting", func() bool {
-		s, _ := srv.manager.askStats(time.Second)
-		return s.waiters == 1
-	})
+	waitersQueued(t, srv, 1, "the victim waiting")
 	ops.expectOne("kill-holder billing/a", "1 ok\n")
 	expectClosed(t, victim)
 	eventually(t, "billing/a orphaned", func() bool { return ops.one("i billing/a") == "0 Lock Not Locked: billing/a\n" })

@@ -20,14 +20,7 @@ func flood(c *client, n int) {
 	const piece = 256 << 10
 	chunk := strings.Repeat("\n", piece)
 	for sent := 0; sent < n; sent += piece {
-		c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		var err error
-		if c.ws != nil {
-			_, err = c.ws.Write([]byte(chunk))
-		} else {
-			_, err = c.nc.Write([]byte(chunk))
-		}
-		if err != nil {
+		if c.write(chunk) != nil {
 			return
 		}
 	}

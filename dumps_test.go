@@ -196,10 +196,7 @@ func TestDetailedListing(t *testing.T) {
 			a.expect("sg S", "1 Shared Lock Get Success: S\n")
 			b.expect("sg S", "2 Shared Lock Get Success: S\n")
 			w.send("gw -1 X\n")
-			eventually(t, "the waiter queued", func() bool {
-				s, _ := srv.manager.askStats(time.Second)
-				return s.waiters == 1
-			})
+			waitersQueued(t, srv, 1, "the waiter queued")
 			time.Sleep(30 * time.Millisecond)
 			got := a.do("dl")
 			lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")

@@ -153,6 +153,14 @@ func closeWithin(t testing.TB, srv *Server, d time.Duration) time.Duration {
 // message.
 func (c *client) send(data string) {
 	c.t.Helper()
+	if err := c.write(data); err != nil {
+		c.t.Fatalf("send %q: %v", data, err)
+	}
+}
+
+// write is send that returns the error, for tests that expect the server to
+// close the connection.
+func (c *client) write(data string) error {
 	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	var err error
 	if c.ws != nil {
@@ -160,9 +168,7 @@ func (c *client) send(data string) {
 	} else {
 		_, err = c.nc.Write([]byte(data))
 	}
-	if err != nil {
-		c.t.Fatalf("send %q: %v", data, err)
-	}
+	return err
 }
 
 // line reads one reply line from a stream, or one message from a websocket.
@@ -229,6 +235,15 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// waitersQueued waits until n connections wait in gw or sgw on srv.
+func waitersQueued(t testing.TB, srv *Server, n int, what string) {
+	t.Helper()
+	eventually(t, what, func() bool {
+		s, _ := srv.manager.askStats(time.Second)
+		return s.waiters == n
+	})
 }
 
 // stat returns one counter of q.

@@ -62,10 +62,7 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 		t.Fatalf("first token %d, want the block's start %d", token, uint64(1<<40))
 	}
 	waiter.send("gw -1 x\n")
-	eventually(t, "the waiter queued", func() bool {
-		s, _ := srv.manager.askStats(time.Second)
-		return s.waiters == 1
-	})
+	waitersQueued(t, srv, 1, "the waiter queued")
 
 	// As for a process paused past its deadline.
 	tm.deadline.Store(0)

@@ -326,10 +326,7 @@ func TestQueuedBehindWaitMemory(t *testing.T) {
 	holder, c := dial(t, srv, "tcp"), dial(t, srv, "tcp")
 	holder.expect("g busy", "1 Lock Get Success: busy\n")
 	c.send("gw -1 busy\n")
-	eventually(t, "the gw waits", func() bool {
-		s, _ := srv.manager.askStats(time.Second)
-		return s.waiters == 1
-	})
+	waitersQueued(t, srv, 1, "the gw waits")
 	rss := watchRSS(t)
 	chunk := bytes.Repeat([]byte("i x\n"), 16<<10)
 	sent := 0
@@ -352,10 +349,7 @@ func TestQueuedBehindWaitMemory(t *testing.T) {
 	if got := c.line(); got != replyQueueFull {
 		t.Fatalf("over the queue limit: %q, want %q", got, replyQueueFull)
 	}
-	eventually(t, "the waiter gone", func() bool {
-		s, _ := srv.manager.askStats(time.Second)
-		return s.waiters == 0
-	})
+	waitersQueued(t, srv, 0, "the waiter gone")
 
 	// Under the limit: released, the wait ends and the queue drains in order.
 	c = dial(t, srv, "tcp")

@@ -3,7 +3,6 @@ package main
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestOutOfBandDuringWait: !ping and !cancel are answered at once while a
@@ -65,10 +64,7 @@ func TestCancelAfterGrant(t *testing.T) {
 	holder, c := dial(t, srv, "tcp"), dial(t, srv, "tcp")
 	holder.expect("g X", "1 Lock Get Success: X\n")
 	c.send("gw -1 X\n")
-	eventually(t, "the gw waits", func() bool {
-		s, _ := srv.manager.askStats(time.Second)
-		return s.waiters == 1
-	})
+	waitersQueued(t, srv, 1, "the gw waits")
 	holder.expect("r X", "1 Lock Release Success: X\n")
 	if got := c.line(); got != "1 Lock Get Success: X\n" {
 		t.Fatalf("grant: %q", got)

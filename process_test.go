@@ -192,10 +192,7 @@ func TestCloseWithClients(t *testing.T) {
 		cs = append(cs, c)
 	}
 	cs[0].send("gw -1 busy-unix\n")
-	eventually(t, "the wait queued", func() bool {
-		s, _ := srv.manager.askStats(time.Second)
-		return s.waiters == 1
-	})
+	waitersQueued(t, srv, 1, "the wait queued")
 	closeWithin(t, srv, 5*time.Second)
 	// The waiter was answered, then every client saw its connection end.
 	if got := cs[0].line(); got != "0 Lock Get Timeout: busy-unix\n" {
