@@ -221,16 +221,32 @@ func (m *manager) exclusiveDump(d *dump, name []byte, owner func(*connState) str
 		return copied
 	}
 	d.entries = make([]dumpEntry, 0, m.exclusive.count)
-	pos := 0
+	steps := m.exclusiveSteps(func(l *exclusiveLock) {
+		d.entries = append(d.entries, dumpEntry{key: l.name, value: owner(l.owner)})
+	})
 	return func(n int) bool {
+		_, done := steps(n)
+		return done
+	}
+}
+
+// exclusiveSteps walks the exclusive table in the order of its slab, where
+// records never move, calling add with each held lock; a step ends once n
+// records have gone by, and reports how many of the n were left over and
+// whether the walk is complete.
+func (m *manager) exclusiveSteps(add func(*exclusiveLock)) func(n int) (left int, done bool) {
+	pos := 0
+	return func(n int) (int, bool) {
 		t := &m.exclusive
 		size := len(t.chunks) * lockChunk
-		for end := min(pos+n, size); pos < end; pos++ {
+		end := max(pos, min(pos+n, size)) // the table may have shrunk since
+		left := n - (end - pos)
+		for ; pos < end; pos++ {
 			if l := t.record(lockRef(pos)); l.owner != nil {
-				d.entries = append(d.entries, dumpEntry{key: l.name, value: owner(l.owner)})
+				add(l)
 			}
 		}
-		return pos >= size
+		return left, pos >= size
 	}
 }
 
@@ -332,21 +348,13 @@ func (m *manager) detailedDump(d *dump, name []byte) func(int) bool {
 		}
 		return copied
 	}
-	pos := 0
-	shared := m.sharedSteps(addShared)
+	exclusive, shared := m.exclusiveSteps(addExclusive), m.sharedSteps(addShared)
 	return func(n int) bool {
-		t := &m.exclusive
-		size := len(t.chunks) * lockChunk
-		for end := min(pos+n, size); pos < end; pos++ {
-			if l := t.record(lockRef(pos)); l.owner != nil {
-				addExclusive(l)
-			}
-			n--
-		}
-		if pos < size {
+		left, done := exclusive(n)
+		if !done {
 			return false
 		}
-		return shared(max(n, 1))
+		return shared(max(left, 1))
 	}
 }
 
