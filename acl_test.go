@@ -106,9 +106,12 @@ func TestACLUnauthenticated(t *testing.T) {
 }
 
 func TestACLPermissions(t *testing.T) {
-	srv, _ := aclServer(t, "", nil)
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
+			// A server per transport: each subtest ends holding shared
+			// locks that the next one's sgw MAX 1 must find free, and a
+			// server releases them only once it has read the close.
+			srv, _ := aclServer(t, "", nil)
 			b := rawClient(t, srv, tr)
 			b.expectOne("auth "+billingToken, "1 ok\n")
 			b.expectOne("me", "1 "+testConnName(b, tr)+" billing\n")
