@@ -5,7 +5,7 @@ import threading
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from . import _proto as proto
+from . import _verbs as verbs
 from ._conn import Conn, Request, connect
 from ._proto import LockDetail
 
@@ -66,144 +66,110 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _one(self, line: str, multi: bool = False, wait_s: Optional[float] = None,
-             name: str = "") -> List[str]:
-        wait = wait_s is not None
-        req = Request(line, multi=multi, wait=wait, name=name)
+    def _do(self, cmd: "verbs.Cmd"):
+        wait = cmd.wait_s is not None
+        req = Request(cmd.line, multi=cmd.multi, wait=wait, name=cmd.name)
         if not wait:
             deadline = self._conn.default_deadline()
-        elif wait_s < 0:
+        elif cmd.wait_s < 0:
             deadline = None
         else:
-            deadline = time.monotonic() + wait_s + self._conn.timeout
+            deadline = time.monotonic() + cmd.wait_s + self._conn.timeout
+        if cmd.line.startswith("auth "):
+            deadline += 2  # a refused token is answered after the server's delay
         self._conn.call([req], deadline)
-        return req.lines
+        return cmd.parse(req.lines)
 
     # ---- exclusive locks ----
 
     def get(self, name: str) -> bool:
         """g: take the exclusive lock name if it is free (or already ours)."""
-        n = proto.check_name(name)
-        cmd = proto.line("g", name)
-        return proto.get_reply(cmd, self._one(cmd), n)
+        return self._do(verbs.get(name))
 
     def get_wait(self, name: str, timeout: Optional[float] = None) -> bool:
         """gw: take the lock, waiting up to timeout seconds for it (None: no
         limit). False when the wait ran out (or was cancelled)."""
-        n = proto.check_name(name)
-        ms = proto.wait_ms(timeout)
-        cmd = "gw %d %s" % (ms, name)
-        return proto.get_reply(cmd, self._one(cmd, wait_s=ms / 1000 if ms >= 0 else -1, name=n), n)
+        return self._do(verbs.get_wait(name, timeout))
 
     def release(self, name: str) -> bool:
         """r: release the lock; False when this connection does not hold it."""
-        n = proto.check_name(name)
-        cmd = proto.line("r", name)
-        return proto.flag(cmd, self._one(cmd), n, "1 Lock Release Success: ", "0 Lock Release Failure: ")
+        return self._do(verbs.release(name))
 
     def is_locked(self, name: str) -> bool:
         """i: whether anyone holds the exclusive lock name."""
-        n = proto.check_name(name)
-        cmd = proto.line("i", name)
-        return proto.flag(cmd, self._one(cmd), n, "1 Lock Is Locked: ", "0 Lock Not Locked: ")
+        return self._do(verbs.is_locked(name))
 
     def token(self, name: str) -> Optional[int]:
         """t: the fencing token of the lock's holder, None when unlocked."""
-        n = proto.check_name(name)
-        cmd = proto.line("t", name)
-        return proto.token(cmd, self._one(cmd), n)
+        return self._do(verbs.token(name))
 
     # ---- shared locks and semaphores ----
 
     def shared_get(self, name: str) -> int:
         """sg: take the shared lock name; returns how many hold it now."""
-        n = proto.check_name(name)
-        cmd = proto.line("sg", name)
-        return proto.shared_get_reply(cmd, self._one(cmd), n)
+        return self._do(verbs.shared_get(name))
 
     def shared_get_wait(self, name: str, limit: int, timeout: Optional[float] = None) -> int:
         """sgw: take the shared lock while fewer than limit hold it, waiting
         up to timeout seconds; returns the holders now, 0 when it ran out."""
-        if limit < 1:
-            raise ValueError("glockd: limit must be 1 or more")
-        n = proto.check_name(name)
-        ms = proto.wait_ms(timeout)
-        cmd = "sgw %d %d %s" % (ms, limit, name)
-        return proto.shared_get_reply(cmd, self._one(cmd, wait_s=ms / 1000 if ms >= 0 else -1, name=n), n)
+        return self._do(verbs.shared_get_wait(name, limit, timeout))
 
     def shared_release(self, name: str) -> bool:
         """sr: release the shared lock; False when not held."""
-        n = proto.check_name(name)
-        cmd = proto.line("sr", name)
-        return proto.flag(cmd, self._one(cmd), n, "1 Shared Lock Release Success: ",
-                          "0 Shared Lock Release Failure: ")
+        return self._do(verbs.shared_release(name))
 
     def shared_count(self, name: str) -> int:
         """si: how many connections hold the shared lock name."""
-        n = proto.check_name(name)
-        cmd = proto.line("si", name)
-        return proto.count(cmd, self._one(cmd), n, " Shared Lock Is Locked: ", "0 Shared Lock Not Locked: ")
+        return self._do(verbs.shared_count(name))
 
     def cancel(self, name: Optional[str] = None) -> bool:
         """!cancel: end this connection's pending wait (only if it waits for
         name, when given) at once, as a timeout; its other locks are kept.
-        Meant to be called from another thread than the one waiting."""
+        Meant to be called from another thread than the one waiting.
+        Returns whether a wait was pending."""
         return self._conn.cancel(name)
 
     # ---- naming and inspecting ----
 
     def me(self) -> Tuple[str, str]:
         """me: (connection name, registered name)."""
-        return proto.me("me", self._one("me"))
+        return self._do(verbs.me())
 
     def iam(self, name: str = "") -> None:
         """iam: register a name for this connection ("" removes it)."""
-        cmd = proto.line("iam", proto.check_name(name) and name)
-        proto.exact(cmd, self._one(cmd), "1 ok")
+        return self._do(verbs.iam(name))
 
     def who(self, name: str = "") -> List[Tuple[str, str]]:
         """who: (connection name, registered name) per registered connection."""
-        n = proto.check_name(name)
-        cmd = proto.line("who", name)
-        return [(c, r) for c, r in proto.pairs(cmd, self._one(cmd, multi=True)) if not n or r == n]
+        return self._do(verbs.who(name))
 
     def locks(self, name: str = "") -> List[Tuple[str, str]]:
         """d: (lock, owner) per exclusive lock, sorted by name."""
-        n = proto.check_name(name)
-        cmd = proto.line("d", name)
-        return proto.pairs(cmd, self._one(cmd, multi=True), n)
+        return self._do(verbs.locks(name))
 
     def shared_locks(self, name: str = "") -> List[Tuple[str, str]]:
         """sd: (lock, owner) per holder of each shared lock."""
-        n = proto.check_name(name)
-        cmd = proto.line("sd", name)
-        return proto.pairs(cmd, self._one(cmd, multi=True), n)
+        return self._do(verbs.shared_locks(name))
 
     def details(self, name: str = "") -> List[LockDetail]:
-        """dl: who holds each lock, with its token, how long, and its waiters."""
-        n = proto.check_name(name)
-        cmd = proto.line("dl", name)
-        return proto.details(cmd, self._one(cmd, multi=True), n)
+        """dl: each lock's holder, token, time held and waiters."""
+        return self._do(verbs.details(name))
 
     def dump(self) -> str:
         """dump: the exclusive table as the server prints it (map[...])."""
-        reply = proto.single("dump", self._one("dump"))
-        proto.check_common("dump", reply)
-        return reply
+        return self._do(verbs.dump())
 
     def dump_shared(self) -> str:
         """dump shared: the shared table as the server prints it."""
-        reply = proto.single("dump shared", self._one("dump shared"))
-        proto.check_common("dump shared", reply)
-        return reply
+        return self._do(verbs.dump_shared())
 
     def stats(self) -> dict:
         """q: the server's counters."""
-        return proto.stats("q", self._one("q", multi=True))
+        return self._do(verbs.stats())
 
     def ping(self) -> None:
         """ping: an application-level round trip, in order with the commands."""
-        proto.exact("ping", self._one("ping"), "1 pong")
+        return self._do(verbs.ping())
 
     def heartbeat(self) -> None:
         """!ping: a round trip the server answers at once, even during a wait."""
@@ -212,44 +178,21 @@ class Client:
     # ---- access control and operations ----
 
     def auth(self, token: str) -> None:
-        """auth: identify the connection (the constructor's token= does it
-        on connect). Raises AuthFailed."""
-        if not token or "\n" in token or "\r" in token:
-            raise ValueError("glockd: bad token")
-        req = Request("auth " + token)
-        self._conn.call([req], self._conn.default_deadline() + 2)
-        proto.auth_reply("auth", req.lines)
+        """auth: identify the connection (token= does it on every connect).
+        Raises AuthFailed."""
+        return self._do(verbs.auth(token))
 
     def perms(self) -> str:
         """perms: "IDENTITY PERMISSIONS PATTERN..." of this connection."""
-        reply = proto.single("perms", self._one("perms"))
-        if reply.startswith("1 "):
-            return reply[2:]
-        proto.check_common("perms", reply)
-        raise proto.ReplyError("perms", [reply])
+        return self._do(verbs.perms())
 
     def kill(self, conn: str) -> bool:
         """kill: close another connection (admin); False when there is none."""
-        cmd = proto.line("kill", proto.check_name(conn) and conn)
-        reply = proto.single(cmd, self._one(cmd))
-        if reply == "1 ok":
-            return True
-        if reply.startswith("0 No Such Connection"):
-            return False
-        proto.check_common(cmd, reply)
-        raise proto.ReplyError(cmd, [reply])
+        return self._do(verbs.kill(conn))
 
     def kill_holder(self, name: str) -> bool:
         """kill-holder: close the connection holding lock name (admin)."""
-        n = proto.check_name(name)
-        cmd = proto.line("kill-holder", name)
-        reply = proto.single(cmd, self._one(cmd))
-        if reply == "1 ok":
-            return True
-        if reply == "0 Lock Not Locked: " + n:
-            return False
-        proto.check_common(cmd, reply)
-        raise proto.ReplyError(cmd, [reply])
+        return self._do(verbs.kill_holder(name))
 
 
 __all__: Sequence[str] = ["Client"]
