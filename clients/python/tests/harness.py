@@ -124,6 +124,13 @@ class Server:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
         self.stopped = True
+        # The signal is delivered asynchronously: wait until it has stopped.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                if f.read().rpartition(")")[2].split()[0] == "T":
+                    return
+            time.sleep(0.001)
 
     def cont(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
