@@ -428,7 +428,7 @@ class Session:
         self._conn: Optional[_Conn] = None
         self._held: Dict[str, asyncio.Event] = {}  # exclusive name: set when released
         self._shared: Dict[str, List[int]] = {}
-        self._shared_mu = asyncio.Lock()
+        self._shared_mu: Optional[asyncio.Lock] = None  # made in the loop (Python 3.9)
         self.client: Optional[Client] = None
 
     @classmethod
@@ -441,6 +441,7 @@ class Session:
     async def connect(self) -> None:
         if self._conn is None:
             self._conn = await _connect(*self._args)
+            self._shared_mu = asyncio.Lock()
             self._conn.start_heartbeat(self.interval)
             self.client = Client._wrap(self._conn)
 
