@@ -433,7 +433,10 @@ async function nodeWebSocket(url, tls, ms, sink) {
 // dial connects to one address.
 async function dial(addr, { tls, WebSocket: WS, connectTimeout }, sink) {
   if (/^wss?:\/\//i.test(addr)) {
-    WS = WS || globalThis.WebSocket;
+    // Node's global WebSocket cannot be given TLS options: wss:// with them
+    // uses the module's own client.
+    const ownTLS = isNode && tls && typeof tls === 'object' && /^wss:/i.test(addr);
+    if (WS === undefined && !ownTLS) WS = globalThis.WebSocket;
     if (WS) return browserTransport(WS, addr, connectTimeout, sink);
     if (isNode) return nodeWebSocket(addr, tls, connectTimeout, sink);
     throw new GlockdError('glockd: no WebSocket in this environment');
@@ -635,7 +638,8 @@ export class Session {
    * token (sent as "auth TOKEN" first); tls (true, or node:tls options such
    * as { ca, cert, key, servername }: host:port addresses then use TLS, and
    * wss:// in Node uses them); connectTimeout (ms per address, default
-   * timeout); WebSocket (a constructor to use instead of the global one);
+   * timeout); WebSocket (a constructor to use instead of the global one;
+   * null: the module's own client, in Node);
    * signal (an AbortSignal that gives up opening).
    */
   static async open(options = {}) {
