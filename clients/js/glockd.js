@@ -693,20 +693,29 @@ export class Session {
     this.#watchdog = setTimeout(() => this.#check(), opts.timeout);
   }
 
+  // #start waits for the first heartbeat's answer (a stopped server that
+  // still accepts connections gives none, and the session is lost after its
+  // timeout), then signs in.
   async #start(token, signal) {
+    let onAbort;
     const stop = new Promise((_, reject) => {
-      const onAbort = (ev) => reject(ev.target.reason);
+      onAbort = (ev) => reject(ev.target.reason);
       this.lost.addEventListener('abort', onAbort, { once: true });
       signal?.addEventListener('abort', onAbort, { once: true });
     });
-    stop.catch(() => {});
-    if (!(await Promise.race([this.#conn.ping(), stop]))) throw this.#err || new SessionLost('no answer to !ping');
-    if (token !== undefined && token !== null) {
-      const [[reply]] = await Promise.race([this.#exchange(['auth ' + token]), stop]);
-      // "0 disabled": the server gives access to all, so there is nothing to sign in to.
-      if (reply !== '1 ok' && reply !== '0 disabled') {
-        throw reply === '0 Auth Failure' ? new AuthFailed(`glockd: ${this.address}: the token was refused`) : failure(reply, 'auth');
+    stop.catch(() => {}); // raced below; an abort after the races is not an error here
+    try {
+      if (!(await Promise.race([this.#conn.ping(), stop]))) throw this.#err || new SessionLost('no answer to !ping');
+      if (token !== undefined && token !== null) {
+        const [[reply]] = await Promise.race([this.#exchange(['auth ' + token]), stop]);
+        // "0 disabled": the server gives access to all, so there is nothing to sign in to.
+        if (reply !== '1 ok' && reply !== '0 disabled') {
+          throw reply === '0 Auth Failure' ? new AuthFailed(`glockd: ${this.address}: the token was refused`) : failure(reply, 'auth');
+        }
       }
+    } finally {
+      this.lost.removeEventListener('abort', onAbort);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
