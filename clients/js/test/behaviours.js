@@ -159,6 +159,7 @@ export function behaviours(transport, address, defaults = {}) {
     const start = performance.now();
     d.signal('SIGKILL');
     const ms = await lostAfter(l.lost, start);
+    t.diagnostic(`lost ${ms.toFixed(1)} ms after kill -9`);
     assert.ok(ms < 100, `lost after ${ms.toFixed(1)} ms`);
     assert.ok(l.lost.reason instanceof SessionLost);
     assert.equal(l.held, false);
@@ -176,6 +177,7 @@ export function behaviours(transport, address, defaults = {}) {
     await d.pause();
     const ms = await lostAfter(l.lost, start);
     d.signal('SIGCONT');
+    t.diagnostic(`lost ${ms.toFixed(0)} ms after SIGSTOP (timeout ${timeout} ms, interval 250 ms)`);
     assert.ok(ms <= timeout + 1000, `lost after ${ms.toFixed(0)} ms`);
     assert.ok(ms >= timeout / 2, `lost after ${ms.toFixed(0)} ms: before the server could have been silent for long`);
     assert.match(l.lost.reason.message, /no answer/);
