@@ -11,11 +11,21 @@ import (
 )
 
 // consoleFiles is the web console: a static page that speaks the protocol
-// to the server over a websocket on "/", the same way any browser client
-// does. It has no build step and loads nothing from elsewhere.
+// to the server over a websocket on "/" through the JavaScript client,
+// clients/js/glockd.js, served beside it as /console/glockd.js (so that
+// every browser test runs that module). It has no build step and loads
+// nothing from elsewhere.
 //
-//go:embed console
+//go:embed console clients/js/glockd.js
 var consoleFiles embed.FS
+
+// consoleSources maps each file served under /console/ to its embedded path.
+var consoleSources = map[string]string{
+	"index.html":  "console/index.html",
+	"console.css": "console/console.css",
+	"console.js":  "console/console.js",
+	"glockd.js":   "clients/js/glockd.js",
+}
 
 // consoleAsset is one embedded file, ready to serve.
 type consoleAsset struct {
@@ -28,8 +38,8 @@ type consoleAsset struct {
 // under /console/.
 func consoleHandler() http.Handler {
 	assets := make(map[string]consoleAsset)
-	for _, name := range []string{"index.html", "console.css", "console.js"} {
-		body, err := consoleFiles.ReadFile("console/" + name)
+	for name, src := range consoleSources {
+		body, err := consoleFiles.ReadFile(src)
 		if err != nil {
 			panic(err) // embedded at build time: cannot happen
 		}

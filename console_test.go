@@ -336,3 +336,84 @@ func TestConsoleBrowser(t *testing.T) {
 		screenshot(t, ctx, "console-dump-disabled.png")
 	})
 }
+
+// TestConsoleClientModule runs the JavaScript client, clients/js/glockd.js as
+// the console serves it, in Chromium over the websocket: locks with tokens,
+// try-lock, semaphores, a cancelled and a timed-out wait that keep the
+// session's other locks, unlock, and the lost signal when the server goes.
+func TestConsoleClientModule(t *testing.T) {
+	browser := newBrowser(t)
+	srv := startServer(t, nil)
+	ctx := newTab(t, browser)
+	browse(t, ctx, "open the console",
+		chromedp.Navigate("http://"+srv.WSAddr().String()+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="connected"]`)),
+	)
+	run := func(what, js string) string {
+		t.Helper()
+		tctx, cancel := context.WithTimeout(ctx, browseTimeout)
+		defer cancel()
+		v, err := chromedp.Run(tctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+	got := run("lock, try-lock, waits, semaphores", `(async () => {
+		const m = await import('/console/glockd.js');
+		const url = 'ws://' + location.host + '/';
+		const open = () => m.Session.open({ addresses: [url], timeout: 3000, interval: 200 });
+		const a = await open(), b = await open();
+		const out = [];
+		const first = await a.lock('browser/a', { timeout: 1000 });
+		out.push(typeof first.token, first.lost === a.lost);
+		out.push(await b.tryLock('browser/a'));
+		const kept = await b.lock('browser/kept');
+		const ac = new AbortController();
+		setTimeout(() => ac.abort(), 100);
+		out.push(await b.lock('browser/a', { signal: ac.signal }).catch((e) => e.name));
+		out.push(await b.lock('browser/a', { timeout: 100 }).catch((e) => e.name));
+		out.push(kept.held, b.lost.aborted);
+		const s1 = await a.acquire('browser/pool', { limit: 1 });
+		out.push(await b.tryAcquire('browser/pool', { limit: 1 }));
+		await s1.unlock();
+		await first.unlock();
+		const second = await b.lock('browser/a', { timeout: 1000 });
+		out.push(BigInt(second.token) > BigInt(first.token));
+		await a.close();
+		out.push(a.lost.aborted, a.lost.reason.name);
+		window.glockdTest = { b, kept, second };
+		return JSON.stringify(out);
+	})()`)
+	if want := `["string",true,null,"AbortError","LockTimeout",true,false,null,true,true,"SessionClosed"]`; got != want {
+		t.Fatalf("in the browser: %s, want %s", got, want)
+	}
+	tcp := dial(t, srv, "tcp")
+	kept := run("the kept lock's token", `Promise.resolve(window.glockdTest.kept.token)`)
+	tcp.expect("t browser/kept", kept+" Lock Token: browser/kept\n")
+	second := run("the second lock's token", `Promise.resolve(window.glockdTest.second.token)`)
+	tcp.expect("t browser/a", second+" Lock Token: browser/a\n")
+	tcp.close()
+
+	// The console's own session holds a lock too.
+	browse(t, ctx, "take a lock from the page",
+		chromedp.SendKeys(chromedp.CSS(`#lock-name`), "from-page"),
+		chromedp.Click(chromedp.CSS(`#acquire`)),
+		chromedp.WaitVisible(chromedp.CSS(`#mine li[data-lock="from-page"]`)),
+	)
+
+	// The server goes: every session in the page is lost, at once.
+	srv.Close()
+	browse(t, ctx, "the module's session is lost",
+		waitJS(`window.glockdTest.kept.lost.aborted && window.glockdTest.b.lost.reason.name === "SessionLost" && !window.glockdTest.kept.held`),
+		chromedp.WaitNotPresent(chromedp.CSS(`#mine li[data-lock="from-page"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="disconnected"]`)),
+	)
+	if reply := text(t, ctx, `#last-reply`); !strings.Contains(reply, "Connection lost") {
+		t.Errorf("the console says %q after the server went", reply)
+	}
+	got = run("after the loss", `window.glockdTest.b.lock('x').catch((e) => e.name)`)
+	if got != "SessionLost" {
+		t.Errorf("lock after the loss: %q, want SessionLost", got)
+	}
+}

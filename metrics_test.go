@@ -234,8 +234,9 @@ func TestConsoleHTTP(t *testing.T) {
 	for _, tc := range []struct {
 		path, contentType, contains string
 	}{
-		{"/", "text/html; charset=utf-8", `<script src="/console/console.js"`},
-		{"/console/console.js", "text/javascript; charset=utf-8", "new WebSocket("},
+		{"/", "text/html; charset=utf-8", `<script type="module" src="/console/console.js"`},
+		{"/console/console.js", "text/javascript; charset=utf-8", `from './glockd.js'`},
+		{"/console/glockd.js", "text/javascript; charset=utf-8", "new WS(url)"},
 		{"/console/console.css", "text/css; charset=utf-8", "font-family"},
 	} {
 		resp, body := httpGet(t, base+tc.path)

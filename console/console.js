@@ -1,29 +1,34 @@
 // glockd console: polls the server over its own websocket on "/" and shows
 // the counters (q), every lock with its holders, hold times, tokens and
-// waiters (dl), and the connections (who, and the owners dl names). Each
-// command sent gets exactly one reply message, in order, so replies are
-// paired with commands by a FIFO of pending promises. When the server gives
+// waiters (dl), and the connections (who, and the owners dl names). It talks
+// through the JavaScript client (clients/js/glockd.js, served as
+// /console/glockd.js): a Session whose heartbeat tells when the connection,
+// and with it the locks this page took, is lost. When the server gives
 // access by identity (-acl-file), the page asks for a token first and shows
 // only what that identity may see and lock (the server enforces it anyway).
-'use strict';
+import { Session, AuthFailed } from './glockd.js';
 
-(() => {
+{
   const REFRESH_MS = 1000;
+  // The session's heartbeat: a server that answers nothing for
+  // SESSION_TIMEOUT_MS is taken to be gone, with the page's locks. A browser
+  // that throttles the timers of a hidden tab to one a minute makes the page
+  // reconnect (and lose its locks) rather than show locks it may have lost.
+  const SESSION_TIMEOUT_MS = 10000;
+  const HEARTBEAT_MS = 1000;
   const MAX_ROWS = 500; // rows shown per table; the filter narrows the rest
   const BIG_DUMP = 1 << 20; // bytes: above this, tables refresh less often
 
   const $ = (id) => document.getElementById(id);
 
   const state = {
-    ws: null,
-    pending: [], // {resolve, reject} for each command sent, oldest first
-    opened: false, // the current socket has opened
+    session: null, // the open Session, or null
     myName: '', // the holder name d and sd show for this page
     connName: '', // this page's connection name
     token: null, // the token this page signed in with, to sign in again on reconnect
     perms: null, // null: no access control; else {identity, lock, inspect, admin, patterns}
     ready: false, // signed in (if need be) on the current socket
-    mine: new Map(), // "exclusive\0name" or "shared\0name" -> {kind, name}
+    mine: new Map(), // "exclusive\0name" or "shared\0name" -> {kind, name, lock (a glockd Lock)}
     refreshing: false,
     tick: 0,
     bigTables: false,
@@ -37,57 +42,69 @@
     retryMs: 1000,
   };
 
-  // --- the websocket ---------------------------------------------------
+  // --- the session -----------------------------------------------------
 
-  function connect() {
+  async function connect() {
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/';
     setStatus('connecting', 'connecting…');
-    const ws = new WebSocket(url);
-    state.ws = ws;
-    state.opened = false;
-    ws.onopen = async () => {
-      state.opened = true;
-      state.retryMs = 1000;
-      setStatus('connected', 'connected');
-      try {
-        if (await signIn()) await startSession();
-      } catch (e) { /* the close handler reports it */ }
-    };
-    ws.onmessage = (ev) => {
-      const p = state.pending.shift();
-      if (p) p.resolve(typeof ev.data === 'string' ? ev.data : '');
-    };
-    ws.onclose = () => {
-      if (state.ws !== ws) return;
-      state.ws = null;
-      state.ready = false;
-      for (const p of state.pending.splice(0)) p.reject(new Error('connection closed'));
-      if (state.mine.size > 0) {
-        showReply('Connection lost: the server released the locks this page held.', false);
-        state.mine.clear();
-        renderMine();
-      }
-      const wait = state.retryMs;
-      state.retryMs = Math.min(state.retryMs * 2, 10000);
-      const why = state.opened ? 'disconnected' : 'cannot connect (is this origin allowed by -ws-origin?)';
-      setStatus('disconnected', why + ' — retrying in ' + Math.round(wait / 1000) + ' s');
-      $('whoami').textContent = '';
-      setTimeout(connect, wait);
-    };
+    let session;
+    try {
+      session = await Session.open({ addresses: [url], timeout: SESSION_TIMEOUT_MS, interval: HEARTBEAT_MS });
+    } catch (e) {
+      retry('cannot connect (is this origin allowed by -ws-origin?)');
+      return;
+    }
+    state.session = session;
+    state.retryMs = 1000;
+    session.lost.addEventListener('abort', () => lost(session), { once: true });
+    setStatus('connected', 'connected');
+    try {
+      if (await signIn()) await startSession();
+    } catch (e) { /* lost: lost() reports it */ }
   }
 
-  // send runs one command and resolves to its whole reply ("" when the
-  // protocol answers with nothing).
-  function send(cmd) {
-    return new Promise((resolve, reject) => {
-      const ws = state.ws;
-      if (!ws || ws.readyState !== WebSocket.OPEN) {
-        reject(new Error('not connected'));
-        return;
-      }
-      state.pending.push({ resolve, reject });
-      ws.send(cmd);
-    });
+  // lost runs when the session's connection is gone: closed, or silent for
+  // longer than its timeout. The server releases the page's locks.
+  function lost(session) {
+    if (state.session !== session) return;
+    state.session = null;
+    state.ready = false;
+    if (state.mine.size > 0) {
+      showReply('Connection lost: the server released the locks this page held.', false);
+      state.mine.clear();
+      renderMine();
+    }
+    retry('disconnected');
+  }
+
+  function retry(why) {
+    const wait = state.retryMs;
+    state.retryMs = Math.min(state.retryMs * 2, 10000);
+    setStatus('disconnected', why + ' — retrying in ' + Math.round(wait / 1000) + ' s');
+    $('whoami').textContent = '';
+    setTimeout(connect, wait);
+  }
+
+  // send runs one command and resolves to its whole reply, each line ending
+  // in "\n" ("" when the protocol answers with nothing).
+  async function send(cmd) {
+    const session = state.session;
+    if (!session) throw new Error('not connected');
+    return (await session.command(cmd)).map((line) => line + '\n').join('');
+  }
+
+  // auth signs the session in: true when the token is accepted, false when
+  // it is refused.
+  async function auth(token) {
+    const session = state.session;
+    if (!session) throw new Error('not connected');
+    try {
+      await session.auth(token);
+      return true;
+    } catch (e) {
+      if (e instanceof AuthFailed) return false;
+      throw e;
+    }
   }
 
   // --- identity ----------------------------------------------------------
@@ -103,7 +120,7 @@
       return true;
     }
     if (state.token !== null) {
-      if ((await send('auth ' + state.token)) === '1 ok\n') return true;
+      if (await auth(state.token)) return true;
       state.token = null;
       showLogin('The token was refused.');
       return false;
@@ -133,17 +150,17 @@
       return;
     }
     $('login-button').disabled = true;
-    let reply;
+    let ok;
     try {
-      reply = await send('auth ' + token);
+      ok = await auth(token);
     } catch (e) {
-      loginError('Not connected.');
+      loginError(state.session ? e.message : 'Not connected.');
       return;
     } finally {
       $('login-button').disabled = false;
     }
-    if (reply !== '1 ok\n') {
-      loginError(reply === '0 Auth Failure\n' ? 'Wrong token.' : reply.trim());
+    if (!ok) {
+      loginError('Wrong token.');
       return;
     }
     state.token = token;
@@ -151,7 +168,7 @@
     loginError('');
     try {
       await startSession();
-    } catch (e) { /* the close handler reports it */ }
+    } catch (e) { /* lost: lost() reports it */ }
   }
 
   // startSession learns who this page is and what it may do, then polls.
@@ -240,7 +257,7 @@
   // --- polling ---------------------------------------------------------
 
   async function refresh() {
-    if (state.refreshing || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    if (state.refreshing || !state.session) return;
     if (!state.ready || !canInspect()) return; // not signed in, or nothing this identity may see
     state.refreshing = true;
     try {
@@ -261,7 +278,7 @@
       }
       $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
     } catch (e) {
-      // Disconnected mid-refresh: the close handler shows it.
+      // Disconnected mid-refresh: lost() shows it.
     } finally {
       state.refreshing = false;
     }
@@ -575,23 +592,42 @@
       showReply(state.perms.identity + ' may not lock ' + JSON.stringify(normalise(name)) + '.', false);
       return;
     }
-    const verb = { acquire: { exclusive: 'g', shared: 'sg' }, release: { exclusive: 'r', shared: 'sr' } }[action][kind];
-    let reply;
-    try {
-      reply = await send(verb + ' ' + name);
-    } catch (e) {
+    const session = state.session;
+    if (!session) {
       showReply('Not connected.', false);
       return;
     }
-    reply = reply.replace(/\n$/, '');
-    // The reply names the lock as the server normalised it.
-    const i = reply.indexOf(': ');
-    const lock = i < 0 ? name : reply.slice(i + 2);
-    const ok = !reply.startsWith('0 ');
-    const key = kind + '\0' + lock;
-    if (ok && action === 'acquire') state.mine.set(key, { kind, name: lock });
-    if (ok && action === 'release') state.mine.delete(key);
-    showReply(reply, ok);
+    const key = kind + '\0' + normalise(name);
+    const held = state.mine.get(key);
+    let text;
+    let ok = true;
+    try {
+      if (action === 'acquire' && held) {
+        text = 'This page holds ' + JSON.stringify(held.name) + ' already.';
+      } else if (action === 'acquire') {
+        const lock = kind === 'exclusive' ? await session.tryLock(name) : await session.lockShared(name);
+        if (lock === null) {
+          ok = false;
+          text = 'Another connection holds ' + JSON.stringify(normalise(name)) + '.';
+        } else {
+          state.mine.set(kind + '\0' + lock.name, { kind, name: lock.name, lock });
+          text = lock.shared ? 'Took shared ' + JSON.stringify(lock.name) + ' (holders: ' + lock.holders + ').'
+            : 'Took ' + JSON.stringify(lock.name) + ' (fencing token ' + lock.token + ').';
+        }
+      } else if (held) {
+        state.mine.delete(key);
+        await held.lock.unlock();
+        text = 'Released ' + JSON.stringify(held.name) + '.';
+      } else {
+        // Not taken by this page: the server says what it makes of it.
+        text = (await send((kind === 'exclusive' ? 'r ' : 'sr ') + name)).trim();
+        ok = !text.startsWith('0 ');
+      }
+    } catch (e) {
+      ok = false;
+      text = state.session ? e.message : 'Not connected.';
+    }
+    showReply(text, ok);
     renderMine();
     refresh();
   }
@@ -627,4 +663,4 @@
   renderMine();
   connect();
   setInterval(refresh, REFRESH_MS);
-})();
+}

@@ -1,0 +1,3 @@
+import { behaviours } from './behaviours.js';
+
+behaviours('unix', (d) => d.unix);
