@@ -49,12 +49,13 @@ func (l *Lock) Holders() int { return l.holders }
 // by no one, or by someone else. It is the session's Done channel.
 func (l *Lock) Lost() <-chan struct{} { return l.s.done }
 
-// Lock takes the exclusive lock name, waiting for it (gw) until ctx ends.
-// The wait's limit sent to the server is the time left before ctx's
-// deadline, or none without one; when ctx is cancelled first, the wait is
-// cancelled, the session kept, and a grant that crossed the cancellation
-// released, and Lock returns ctx's error. The handle also carries the
-// lock's fencing token, asked for in the same write (t).
+// Lock takes the exclusive lock name, waiting for it until ctx ends, with
+// an asynchronous wait (!gw): the session's other calls, from other
+// goroutines, go on meanwhile. The wait's limit sent to the server is the
+// time left before ctx's deadline, or none without one; when ctx is
+// cancelled first, the wait is cancelled, the session kept, and a grant
+// that crossed the cancellation released, and Lock returns ctx's error. The
+// handle also carries the lock's fencing token, from the grant.
 func (s *Session) Lock(ctx context.Context, name string) (*Lock, error) {
 	return s.lockExclusive(ctx, name, true)
 }
@@ -127,21 +128,17 @@ func (s *Session) lockExclusive(ctx context.Context, name string, wait bool) (*L
 	return &Lock{s: s, name: norm, token: token, holders: 1, st: st}, nil
 }
 
-// take sends g or gw, with t, and returns the token of the lock granted.
-// The caller holds the name's turn.
+// take sends g, with t, or waits with !gw, and returns the token of the lock
+// granted. The caller holds the name's turn.
 func (s *Session) take(ctx context.Context, name string, wait bool) (uint64, error) {
 	if err := s.Err(); err != nil {
 		return 0, err
 	}
+	if wait {
+		return s.waitFor(ctx, name, 0)
+	}
 	get := getCmd(name)
 	capped := false
-	if wait {
-		ms, c, err := untilDeadline(ctx, -1)
-		if err != nil {
-			return 0, err
-		}
-		get, capped = getWaitCmd(ms, name), c
-	}
 	token := tokenCmd(name)
 	granted, n, interrupted, err := s.exchange(ctx, get, token, releaseCmd(name))
 	switch {
@@ -206,6 +203,57 @@ func (s *Session) exchange(ctx context.Context, get command[bool], extra command
 	return granted, val, interrupted, nil
 }
 
+// waitFor takes a lock with an asynchronous wait, !gw (maxHolders 0) or
+// !sgw, until ctx ends, and returns the grant's token (!gw) or holders
+// (!sgw). A wait the server ends early, before ctx does (it refused it, at
+// its limit of waits per connection, or a cancellation of another wait on
+// the same name ended it too), is sent again after a pause. A grant that
+// crossed a cancellation is given back before waitFor returns ctx's error.
+// The caller holds the name's turn.
+func (s *Session) waitFor(ctx context.Context, name string, maxHolders int) (uint64, error) {
+	undo := releaseCmd(name)
+	if maxHolders > 0 {
+		undo = sharedReleaseCmd(name)
+	}
+	pause := 10 * time.Millisecond
+	for {
+		if err := s.Err(); err != nil {
+			return 0, err
+		}
+		ms, _, err := untilDeadline(ctx, -1)
+		if err != nil {
+			return 0, err
+		}
+		granted, n, interrupted, err := s.c.waitAsync(ctx, ms, maxHolders, name)
+		switch {
+		case err != nil:
+			return 0, s.failure(fmt.Errorf("glockd wait for %q: %w", name, err))
+		case granted && interrupted:
+			if err := s.c.undo(undo); err != nil {
+				return 0, s.failure(err)
+			}
+			return 0, ctxCause(ctx)
+		case granted:
+			// Past the timeout, the session is lost even if the
+			// watchdog has not said so yet.
+			if err := s.alive(); err != nil {
+				return 0, err
+			}
+			return n, nil
+		case interrupted:
+			return 0, ctxCause(ctx)
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return 0, ctxCause(ctx)
+		case <-s.done:
+			return 0, s.Err()
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
 // ctxCause is ctx's error, or the deadline's if ctx has not seen it yet.
 func ctxCause(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -256,16 +304,18 @@ func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, w
 		st.holds++
 		return &Lock{s: s, name: norm, shared: true, holders: st.holders, st: st}, nil
 	}
-	var holders int
-	capped := false
-	ms := time.Duration(0)
-	if wait {
-		var err error
-		if ms, capped, err = untilDeadline(ctx, -1); err != nil {
+	if wait && maxHolders > 0 {
+		n, err := s.waitFor(ctx, name, maxHolders)
+		if err != nil {
 			s.leave(s.shared, norm, st)
 			return nil, err
 		}
+		st.holds, st.holders = 1, int(n)
+		return &Lock{s: s, name: norm, shared: true, holders: int(n), st: st}, nil
 	}
+	var holders int
+	capped := false
+	ms := time.Duration(0)
 	get := sharedGet(name, maxHolders, wait, ms, &holders)
 	granted, _, interrupted, err := s.exchange(ctx, get, command[uint64]{}, sharedReleaseCmd(name))
 	switch {

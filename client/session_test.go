@@ -83,23 +83,15 @@ func TestWaitCancelled(t *testing.T) {
 }
 
 // TestSessionLockGrantCrossesCancel is TestWaitGrantCrossesCancel for a
-// session's Lock, which sends t with its gw.
+// session's Lock, which waits with !gw: the grant, out of band, comes after
+// the cancellation's "!cancel 0".
 func TestSessionLockGrantCrossesCancel(t *testing.T) {
-	// The t sent with the gw is answered after it, as the server runs it.
-	var pending bool
-	var deferred string
 	base := cancelScript(func(name string) string {
-		pending = false
-		return "!cancel 0\n1 Lock Get Success: " + name + "\n" + deferred
+		return "!cancel 0\n!gw 1 7 " + name + "\n"
 	})
 	srv := serveLines(t, func(line string) string {
 		verb, name, _ := strings.Cut(line, " ")
-		switch {
-		case verb == "gw":
-			pending = true
-		case verb == "t" && pending:
-			deferred = "7 Lock Token: " + name + "\n"
-		case verb == "t":
+		if verb == "t" {
 			return "8 Lock Token: " + name + "\n"
 		}
 		return base(line)
@@ -124,7 +116,7 @@ func TestSessionLockGrantCrossesCancel(t *testing.T) {
 			got = append(got, line)
 		}
 	}
-	want := []string{"gw -1 x", "t x", "!cancel x", "r x", "g x", "t x"}
+	want := []string{"!gw -1 x", "!cancel x", "r x", "g x", "t x"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("server received %q, want %q", got, want)
 	}
