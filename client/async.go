@@ -141,3 +141,16 @@ func (c *Client) asyncOutcome(reply string) bool {
 	close(w.done)
 	return true
 }
+
+// undoAsync releases a lock granted to an asynchronous wait that was being
+// cancelled. Unlike undo, its caller does not hold the turn: it takes it,
+// waiting at most c.grace, as the wait's other calls would.
+func (c *Client) undoAsync(cmd command[bool]) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.grace)
+	defer cancel()
+	if err := c.takeTurn(ctx); err != nil {
+		return fmt.Errorf("glockd %q: %w", cmd.line, err)
+	}
+	defer c.endTurn()
+	return c.undo(cmd)
+}

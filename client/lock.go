@@ -229,7 +229,7 @@ func (s *Session) waitFor(ctx context.Context, name string, maxHolders int) (uin
 		case err != nil:
 			return 0, s.failure(fmt.Errorf("glockd wait for %q: %w", name, err))
 		case granted && interrupted:
-			if err := s.c.undo(undo); err != nil {
+			if err := s.c.undoAsync(undo); err != nil {
 				return 0, s.failure(err)
 			}
 			return 0, ctxCause(ctx)

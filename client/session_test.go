@@ -344,3 +344,57 @@ func TestSessionDNSName(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSessionUndoWhileOthersCall: a grant that crossed a Lock's
+// cancellation is given back while other goroutines use the session. The
+// release takes its turn like any call (before, it wrote without it, and
+// the race detector caught two writers of the same buffer).
+func TestSessionUndoWhileOthersCall(t *testing.T) {
+	base := cancelScript(func(name string) string {
+		return "!cancel 0\n!gw 1 7 " + name + "\n"
+	})
+	srv := serveLines(t, func(line string) string {
+		verb, name, _ := strings.Cut(line, " ")
+		if verb == "t" {
+			return "8 Lock Token: " + name + "\n"
+		}
+		return base(line)
+	})
+	s, err := client.NewSession(context.Background(), "tcp", []string{srv.ln.Addr().String()}, client.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l, err := s.TryLock(ctxTimeout(t, 5*time.Second), "y")
+			if err != nil {
+				t.Errorf("TryLock: %v", err)
+				return
+			}
+			if err := l.Unlock(ctxTimeout(t, 5*time.Second)); err != nil {
+				t.Errorf("Unlock: %v", err)
+				return
+			}
+		}
+	})
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		if _, err := s.Lock(ctx, "x"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Lock: %v, want a deadline error", err)
+		}
+		cancel()
+	}
+	close(stop)
+	wg.Wait()
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -19,7 +19,6 @@ type asyncWait struct {
 	done   chan struct{} // closed when it ended other than by its grant or timer
 }
 
-
 func asyncRefusal(shared bool, name string) string {
 	if shared {
 		return wire.AsyncSGWOutcome(0, name)
