@@ -238,6 +238,11 @@ func (c *conn) takeOutcomes() (pending int, err error) {
 	pending = o.pending
 	c.outcomes = append(c.outcomes[:0], o.results...)
 	o.out, o.ends, o.results, o.grants = o.out[:0], o.ends[:0], o.results[:0], 0
+	if cap(o.out) > keptReplyBytes {
+		// A burst of outcomes (many waits ending at once) gives its
+		// memory back, as the reply buffers do.
+		o.out, o.ends, o.results = nil, nil, nil
+	}
 	o.mu.Unlock()
 	for _, res := range c.outcomes {
 		c.srv.metrics.observeWait(res)
