@@ -45,8 +45,9 @@ type verbInfo struct {
 	original bool
 	// outOfBand: run as soon as it is read, even while a wait is pending,
 	// instead of after the commands before it. Its reply starts with "!",
-	// which no other reply does, so that a client can tell it apart from
-	// the replies it is waiting for in order. Not counted in q.
+	// as only the outcome lines of !gw and !sgw also do, so that a client
+	// can tell it apart from the replies it is waiting for in order. Not
+	// counted in q.
 	outOfBand bool
 	access    access // what an identity needs to run it, with -acl-file
 }

@@ -19,8 +19,9 @@ type metrics struct {
 	// read in one go (usually one), and the hot path can afford one
 	// observation per round trip but not one per pipelined command.
 	batchSeconds prometheus.Histogram
-	// waitGranted and waitTimeout are observed when a wait (gw, sgw, !gw, !sgw) that had to
-	// queue ends; a waiter that disconnects is not observed.
+	// waitGranted and waitTimeout are observed when a wait (gw, sgw, !gw,
+	// !sgw) that had to queue ends; a waiter that disconnects is not
+	// observed.
 	waitGranted prometheus.Observer
 	waitTimeout prometheus.Observer
 
