@@ -137,10 +137,7 @@ func (s *Session) take(ctx context.Context, name string, wait bool) (uint64, err
 	if wait {
 		return s.waitFor(ctx, name, 0)
 	}
-	get := getCmd(name)
-	capped := false
-	token := tokenCmd(name)
-	granted, n, interrupted, err := s.exchange(ctx, get, token, releaseCmd(name))
+	granted, n, interrupted, err := s.exchange(ctx, getCmd(name), tokenCmd(name), releaseCmd(name))
 	switch {
 	case err != nil:
 		return 0, err
@@ -148,20 +145,16 @@ func (s *Session) take(ctx context.Context, name string, wait bool) (uint64, err
 		return n, nil
 	case interrupted:
 		return 0, ctxCause(ctx)
-	case !wait:
-		return 0, ErrLocked
-	case capped:
-		return 0, ctxCause(ctx)
 	}
-	return 0, fmt.Errorf("glockd %q: the wait ended without the lock", get.line)
+	return 0, ErrLocked
 }
 
-// exchange sends a command that takes a lock, followed by extra (t or
-// nothing), and returns whether the lock was granted and extra's value.
-// When ctx ends, waits are cancelled and every reply still read (for up to
-// the session timeout); a grant that crossed the cancellation is released
-// with undo before anything else is sent, and reported as not granted but
-// interrupted.
+// exchange sends a command that takes a lock without waiting (g, sg, sgw
+// 0; the session waits with !gw and !sgw, in waitFor), followed by extra (t
+// or nothing), and returns whether the lock was granted and extra's value.
+// When ctx ends once they are sent, every reply is still read (for up to
+// the session timeout); a grant is then released with undo before anything
+// else is sent, and reported as not granted but interrupted.
 func (s *Session) exchange(ctx context.Context, get command[bool], extra command[uint64], undo command[bool]) (granted bool, val uint64, interrupted bool, err error) {
 	c := s.c
 	if err := c.takeTurn(ctx); err != nil {
@@ -262,18 +255,13 @@ func ctxCause(ctx context.Context) error {
 	return context.DeadlineExceeded
 }
 
-// sharedGet is sg or sgw as a command that reports a grant, keeping the
-// holder count for the handle.
-func sharedGet(name string, maxHolders int, wait bool, ms time.Duration, holders *int) command[bool] {
-	var cmd command[int]
-	switch {
-	case maxHolders <= 0:
-		cmd = sharedGetCmd(name)
-	case wait:
-		cmd = sharedGetWaitCmd(ms, maxHolders, name)
-	default:
+// sharedGet is sg, or sgw 0 (which never waits), as a command that
+// reports a grant, keeping the holder count for the handle.
+func sharedGet(name string, maxHolders int, holders *int) command[bool] {
+	cmd := sharedGetCmd(name)
+	if maxHolders > 0 {
 		cmd = sharedGetWaitCmd(0, maxHolders, name)
-		cmd.wait = false // sgw 0 never waits
+		cmd.wait = false
 	}
 	return command[bool]{line: cmd.line, wait: cmd.wait, name: cmd.name, err: cmd.err,
 		parse: func(lines []string) (bool, error) {
@@ -283,8 +271,8 @@ func sharedGet(name string, maxHolders int, wait bool, ms time.Duration, holders
 		}}
 }
 
-// lockShared takes a shared lock: with maxHolders 0 by sg, else by sgw,
-// waiting or not.
+// lockShared takes a shared lock: with maxHolders 0 by sg, else by !sgw
+// (waiting) or sgw 0.
 func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, wait bool) (*Lock, error) {
 	probe, norm := nameCommand[bool]("sg", name)
 	if probe.err != nil {
@@ -314,10 +302,7 @@ func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, w
 		return &Lock{s: s, name: norm, shared: true, holders: int(n), st: st}, nil
 	}
 	var holders int
-	capped := false
-	ms := time.Duration(0)
-	get := sharedGet(name, maxHolders, wait, ms, &holders)
-	granted, _, interrupted, err := s.exchange(ctx, get, command[uint64]{}, sharedReleaseCmd(name))
+	granted, _, interrupted, err := s.exchange(ctx, sharedGet(name, maxHolders, &holders), command[uint64]{}, sharedReleaseCmd(name))
 	switch {
 	case err != nil:
 	case granted:
@@ -325,12 +310,8 @@ func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, w
 		return &Lock{s: s, name: norm, shared: true, holders: holders, st: st}, nil
 	case interrupted:
 		err = ctxCause(ctx)
-	case !wait:
-		err = ErrLocked
-	case capped:
-		err = ctxCause(ctx)
 	default:
-		err = fmt.Errorf("glockd %q: the wait ended without the lock", get.line)
+		err = ErrLocked
 	}
 	s.leave(s.shared, norm, st)
 	return nil, err
