@@ -255,6 +255,17 @@ func (s *chaosSession) do(cmd string) (string, error) {
 	return s.r.ReadString('\n')
 }
 
+// next reads one more reply: a line, or a websocket message.
+func (s *chaosSession) next() (string, error) {
+	s.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if s.ws != nil {
+		var msg string
+		err := websocket.Message.Receive(s.ws, &msg)
+		return msg, err
+	}
+	return s.r.ReadString('\n')
+}
+
 // cancelled reads the second reply of "gw ...\n!cancel ..." after first,
 // and returns the wait's reply; the !cancel reply must be "!cancel 1" before
 // a timeout, or "!cancel 0" with a grant.
@@ -366,6 +377,14 @@ func (m *chaosModel) kill(s *chaosSession, how string) {
 		}
 	case "mid-pipeline":
 		s.send("g x1\nsg s1\ng x2\nsgw 500 2 s2\ngw 500 x3")
+	case "mid-async":
+		// Asynchronous waits pending on the connection as it vanishes:
+		// none of them may be granted to it afterwards.
+		s.send("!gw 2000 " + chaosLocks[0] + "\n!gw -1 " + chaosLocks[1] + "\n!sgw 2000 1 " + chaosSems[0])
+		m.counts.killsWaiting.Add(1)
+		if tc, ok := s.nc.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
 	}
 	s.nc.Close()
 }
@@ -374,7 +393,7 @@ func (m *chaosModel) kill(s *chaosSession, how string) {
 // it is doing.
 func (m *chaosModel) killer(slots []*chaosSlot, stop chan struct{}) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	modes := []string{"close", "rst", "mid-wait", "mid-pipeline"}
+	modes := []string{"close", "rst", "mid-wait", "mid-pipeline", "mid-async"}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -532,7 +551,8 @@ var chaosOps = []struct {
 	{15, (*chaosStep).get},
 	{30, (*chaosStep).release},
 	{37, (*chaosStep).inspect},
-	{50, (*chaosStep).getWait},
+	{44, (*chaosStep).getWait},
+	{50, (*chaosStep).asyncWait},
 	{72, (*chaosStep).sharedGet},
 	{82, (*chaosStep).sharedRelease},
 	{88, (*chaosStep).sharedInspect},
@@ -581,7 +601,16 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	exclBefore, sharedBefore := m.claims()
 	m.counts.commands.Add(1)
 	reply, err := s.do(cmd)
-	if err == nil && strings.Contains(cmd, "\n!cancel ") {
+	switch {
+	case err != nil:
+	case strings.HasPrefix(cmd, "!"):
+		// An asynchronous wait and the command after it: two replies,
+		// the outcome and the other's, in either order.
+		var second string
+		if second, err = s.next(); err == nil {
+			reply += second
+		}
+	case strings.Contains(cmd, "\n!cancel "):
 		reply, err = s.cancelled(reply)
 	}
 	if err != nil {
@@ -690,6 +719,99 @@ func (st *chaosStep) getWait() (cmd string, check chaosCheck) {
 			}
 		default:
 			return "bad reply"
+		}
+		return ""
+	}
+	return cmd, check
+}
+
+// asyncWait sends !gw or !sgw (sometimes with a !cancel of it) and an i of
+// another lock: i is answered in order, and the wait's outcome out of band,
+// in either order. A grant obeys what get and sgw obey.
+func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
+	m, s, rng := st.m, st.s, st.rng
+	name, ms := st.name, st.ms
+	shared := rng.IntN(3) == 0
+	maxHolders := 1 + rng.IntN(2)
+	if shared {
+		name = chaosSems[rng.IntN(len(chaosSems))]
+	}
+	held := m.holds(s, name, shared)
+	verb := "!gw"
+	wait := fmt.Sprintf("!gw %d %s", ms, name)
+	if shared {
+		verb = "!sgw"
+		wait = fmt.Sprintf("!sgw %d %d %s", ms, maxHolders, name)
+	}
+	probe := chaosLocks[len(chaosLocks)-1]
+	cmd = wait + "\ni " + probe
+	cancel := rng.IntN(6) == 0
+	if cancel {
+		// Given up at once: the first reply is the !cancel's, then the
+		// outcome (a grant, if it came first, in either order).
+		cmd = strings.Replace(wait, fmt.Sprint(ms), "-1", 1) + "\n!cancel " + name
+	}
+	grantRE := regexp.MustCompile(`^!gw 1 ([1-9][0-9]*) ` + regexp.QuoteMeta(name) + "\n$")
+	check = func(reply string, stable, stableShared map[string][]chaosClaim) string {
+		var outcome string
+		for _, l := range strings.SplitAfter(reply, "\n") {
+			switch {
+			case l == "":
+			case strings.HasPrefix(l, verb+" "):
+				if outcome != "" {
+					return "two outcomes"
+				}
+				outcome = l
+			case l == replyCancelled || l == replyNothingPending:
+				if !cancel {
+					return "a !cancel reply to no !cancel"
+				}
+			case l == wire.Reply(1, wire.IsLocked, probe) || l == wire.Reply(0, wire.NotLocked, probe):
+				if cancel {
+					return "an i reply to no i"
+				}
+			default:
+				return "bad reply"
+			}
+		}
+		granted := false
+		switch {
+		case outcome == "":
+			return "no outcome"
+		case !shared && outcome == wire.AsyncGWOutcome(false, 0, name):
+		case !shared && grantRE.MatchString(outcome):
+			if others(stable, name, s) > 0 {
+				return "granted a lock another client held throughout"
+			}
+			granted = true
+		case shared && outcome == wire.AsyncSGWOutcome(0, name):
+		case shared:
+			n, err := strconv.Atoi(strings.Fields(outcome)[1])
+			if err != nil || n < others(stableShared, name, s)+1 {
+				return "fewer holders than hold it"
+			}
+			if !held && n > maxHolders {
+				return "over MAX"
+			}
+			granted = true
+		default:
+			return "bad outcome"
+		}
+		if cancel && granted == strings.Contains(reply, replyCancelled) {
+			return "!cancel 1 with a grant, or !cancel 0 without one"
+		}
+		if !granted {
+			if held {
+				return "refused a lock it holds"
+			}
+			m.counts.contended.Add(1)
+			if ms > 0 && !cancel {
+				m.counts.timeouts.Add(1)
+			}
+			return ""
+		}
+		if !held {
+			m.claim(s, name, shared)
 		}
 		return ""
 	}

@@ -686,3 +686,91 @@ func TestClientDetails(t *testing.T) {
 		t.Fatalf("dl job: %+v, want job with token %d", details, token)
 	}
 }
+
+// TestSessionManyWaiters: one session serves many goroutines at once. 100
+// goroutines each Lock one of 10 contended names for 10 ms and unlock it;
+// meanwhile a TryLock of a free name returns at once, and a TryLock of a
+// name behind another goroutine's Lock is not held back by that wait.
+// Before !gw, a Lock's wait held back every later call of its session.
+func TestSessionManyWaiters(t *testing.T) {
+	for _, tr := range []string{"tcp", "websocket"} {
+		t.Run(tr, func(t *testing.T) {
+			srv := startServer(t, nil)
+			network, addr := "tcp", srv.TCPAddr().String()
+			if tr == "websocket" {
+				network, addr = "ws", "ws://"+srv.WSAddr().String()+"/"
+			}
+			s := newSession(t, network, []string{addr}, lockclient.SessionOptions{})
+			other := newSession(t, network, []string{addr}, lockclient.SessionOptions{})
+			held, err := other.Lock(bg(t), "held")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitCtx, cancelWait := context.WithCancel(bg(t))
+			waitDone := make(chan error, 1)
+			go func() {
+				_, err := s.Lock(waitCtx, "held")
+				waitDone <- err
+			}()
+
+			var wg sync.WaitGroup
+			errs := make(chan error, 100)
+			for i := range 100 {
+				wg.Go(func() {
+					name := "hot" + string(rune('0'+i%10))
+					l, err := s.Lock(bg(t), name)
+					if err != nil {
+						errs <- err
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+					errs <- l.Unlock(bg(t))
+				})
+			}
+			time.Sleep(20 * time.Millisecond) // the waits are queued
+			start := time.Now()
+			free, err := s.TryLock(bg(t), "free")
+			took := time.Since(start)
+			if err != nil {
+				t.Fatalf("TryLock of a free name: %v", err)
+			}
+			t.Logf("TryLock of a free name during the waits: %v", took)
+			// The issue asks under 50 ms; generous here for a loaded machine.
+			if took > time.Second {
+				t.Fatalf("TryLock took %v behind the session's waits", took)
+			}
+			if _, err := s.TryLock(bg(t), "held"); !errors.Is(err, lockclient.ErrLocked) {
+				// The session's own Lock of "held" has the name's turn.
+				t.Fatalf("TryLock of a name the session waits for: %v, want ErrLocked", err)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := free.Unlock(bg(t)); err != nil {
+				t.Fatal(err)
+			}
+			cancelWait()
+			if err := <-waitDone; !errors.Is(err, context.Canceled) {
+				t.Fatalf("the cancelled Lock: %v", err)
+			}
+			if err := s.Err(); err != nil {
+				t.Fatalf("session: %v", err)
+			}
+			// The cancelled wait is gone at the server: the release hands
+			// "held" to no one.
+			if err := held.Unlock(bg(t)); err != nil {
+				t.Fatal(err)
+			}
+			waitersQueued(t, srv, 0, "no waiter left")
+			if l, err := s.TryLock(bg(t), "held"); err != nil {
+				t.Fatalf("TryLock after the release: %v", err)
+			} else if l.Token() <= held.Token() {
+				t.Fatalf("token %d after %d", l.Token(), held.Token())
+			}
+		})
+	}
+}

@@ -31,6 +31,8 @@ const (
 	verbKill       // kill CONN: closes a connection (admin)
 	verbKillHolder // kill-holder NAME: closes the holder of a lock (admin)
 	verbPerms      // perms: what the connection's identity may do
+	verbAsyncGW    // !gw MS NAME: a wait whose outcome comes out of band
+	verbAsyncSGW   // !sgw MS MAX NAME: the same for a semaphore
 	numVerbs
 )
 
@@ -43,8 +45,9 @@ type verbInfo struct {
 	original bool
 	// outOfBand: run as soon as it is read, even while a wait is pending,
 	// instead of after the commands before it. Its reply starts with "!",
-	// which no other reply does, so that a client can tell it apart from
-	// the replies it is waiting for in order. Not counted in q.
+	// as only the outcome lines of !gw and !sgw also do, so that a client
+	// can tell it apart from the replies it is waiting for in order. Not
+	// counted in q.
 	outOfBand bool
 	access    access // what an identity needs to run it, with -acl-file
 }
@@ -80,6 +83,10 @@ var verbs = [numVerbs]verbInfo{
 	verbKill:       {word: "kill", access: accessIdentified},
 	verbKillHolder: {word: "kill-holder", access: accessIdentified},
 	verbPerms:      {word: "perms", access: accessIdentified},
+	// In order like gw (so a pending gw holds them back), but answered
+	// only by their outcome line, out of band (asyncwait.go).
+	verbAsyncGW:  {word: "!gw", access: accessLock},
+	verbAsyncSGW: {word: "!sgw", access: accessLock},
 }
 
 // access is what an identity needs to run a verb (see acl.go).
@@ -97,6 +104,9 @@ const (
 func (v verb) String() string { return verbs[v].word }
 
 func (v verb) outOfBand() bool { return verbs[v].outOfBand }
+
+// async reports whether the verb is an asynchronous wait, !gw or !sgw.
+func (v verb) async() bool { return v == verbAsyncGW || v == verbAsyncSGW }
 
 // original reports whether q lists the verb's counter from start-up.
 func (v verb) original() bool { return verbs[v].original }
@@ -154,6 +164,10 @@ func lookupVerb(word []byte) verb {
 		return verbKillHolder
 	case "perms":
 		return verbPerms
+	case "!gw":
+		return verbAsyncGW
+	case "!sgw":
+		return verbAsyncSGW
 	}
 	return verbInvalid
 }
@@ -177,6 +191,9 @@ type batch struct {
 	// authFailed: cmds[next-1] is an auth with a wrong token, which the
 	// connection answers after a delay.
 	authFailed bool
+	// noReply: the command just run has no reply in order, not even an
+	// empty websocket message (!gw, !sgw: their outcome comes out of band).
+	noReply bool
 }
 
 // runBatch runs commands until the batch ends or one of them leaves its reply
@@ -187,6 +204,10 @@ func (m *manager) runBatch(c *connState, b *batch) {
 		b.next++
 		if !m.runCommand(c, cmd, b) {
 			break
+		}
+		if b.noReply {
+			b.noReply = false
+			continue
 		}
 		b.ends = append(b.ends, len(b.out))
 		if len(b.out) >= maxReplyBuffer {
@@ -213,7 +234,7 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		return true
 	}
 	m.stats.commands[cmd.verb]++
-	if m.sec.acl != nil && m.denied(c, cmd, b) {
+	if m.sec.acl != nil && !cmd.verb.async() && m.denied(c, cmd, b) {
 		return true
 	}
 	switch cmd.verb {
@@ -257,6 +278,8 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 	case verbPerms:
 		b.out = m.appendPerms(c, b.out)
 		return true
+	case verbAsyncGW, verbAsyncSGW:
+		return m.asyncWait(c, cmd, b)
 	}
 	panic("glockd: no handler for verb " + cmd.verb.String())
 }
@@ -290,8 +313,11 @@ func (m *manager) sg(c *connState, cmd *command, b *batch) bool {
 	n, res := m.takeShared(c, cmd.name)
 	if res == lockTooMany {
 		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
-	} else {
-		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
+		return true
+	}
+	b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
+	if len(c.asyncWaits) > 0 {
+		m.tookShared(c, cmd.name, n)
 	}
 	return true
 }
@@ -371,11 +397,19 @@ func (m *manager) nowPing(_ *connState, _ *command, b *batch) bool {
 	return true
 }
 
-// nowCancel runs !cancel: the pending wait (if it waits for NAME, when one
-// is given) ends now, as a timeout.
+// nowCancel runs !cancel: the pending waits (those for NAME, when one is
+// given) end now, as timeouts: the gw or sgw in order, and the asynchronous
+// ones, whose outcome lines follow this reply.
 func (m *manager) nowCancel(c *connState, cmd *command, b *batch) bool {
+	cancelled := false
 	if w := c.waiter; w != nil && (len(cmd.name) == 0 || w.name == string(cmd.name)) {
 		m.expire(w)
+		cancelled = true
+	}
+	if len(c.asyncWaits) > 0 && m.cancelAsync(c, cmd.name) {
+		cancelled = true
+	}
+	if cancelled {
 		b.out = append(b.out, replyCancelled...)
 	} else {
 		b.out = append(b.out, replyNothingPending...)
@@ -397,10 +431,12 @@ func (m *manager) gw(c *connState, cmd *command, b *batch) bool {
 	case res == lockTooMany || c.lockCount() >= m.maxLocksPerConn:
 		// At its limit, c could not take the lock it would be handed.
 		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
-	case cmd.ms == 0 || c.inputEnded:
+	case cmd.ms == 0 || c.inputEnded || c.asyncWaiting(cmd.name, false):
+		// A connection does not queue twice for one lock: its gw would
+		// only wait for the !gw before it.
 		b.out = appendReply(b.out, 0, textGetTimeout, cmd.name)
 	default:
-		m.wait(c, string(cmd.name), false, 0, cmd.ms)
+		m.wait(c, string(cmd.name), false, 0, cmd.ms, false)
 		b.waitStarted = true
 		return false
 	}
@@ -424,10 +460,10 @@ func (m *manager) sgw(c *connState, cmd *command, b *batch) bool {
 	case int64(m.sharedCount(cmd.name)) < cmd.max && m.sharedQueueEmpty(cmd.name):
 		n := m.sharedGrantName(c, cmd.name)
 		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
-	case cmd.ms == 0 || c.inputEnded:
+	case cmd.ms == 0 || c.inputEnded || c.asyncWaiting(cmd.name, true):
 		b.out = appendReply(b.out, 0, textSharedGetTimeout, cmd.name)
 	default:
-		m.wait(c, string(cmd.name), true, cmd.max, cmd.ms)
+		m.wait(c, string(cmd.name), true, cmd.max, cmd.ms, false)
 		b.waitStarted = true
 		return false
 	}

@@ -52,6 +52,12 @@ type conn struct {
 	drain    []command     // the wait goroutine's commands, parsed from queue
 	scratch  []byte        // the wait goroutine's normalised arguments
 	now      []command     // out-of-band commands to run at once
+
+	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
+	// delivering; deliverDone is closed when it exits.
+	delivering  bool
+	deliverDone chan struct{}
+	outcomes    []waitResult // outcomes taken from the outbox, for metrics
 }
 
 const (
@@ -112,15 +118,17 @@ func (c *conn) finish() {
 	if done != nil {
 		<-done
 	}
+	c.awaitDelivery()
 	c.srv.manager.send(request{kind: requestDisconnect, conn: c.state})
 }
 
 // endOfInput handles a clean end of input (a close, or a shutdown of the
 // client's write side: the server cannot tell them apart). A pending wait
 // ends at once, as a timeout, and so does any wait among the commands queued
-// behind it: a client that has gone must never be granted a lock later. The
-// replies of everything read before the end are still written, as they are
-// without a wait, before the connection closes.
+// behind it: a client that has gone must never be granted a lock later. So
+// do its asynchronous waits. The replies of everything read before the end,
+// and the outcomes of those waits, are still written, as they are without a
+// wait, before the connection closes.
 func (c *conn) endOfInput() {
 	c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
 	c.mu.Lock()
@@ -129,6 +137,7 @@ func (c *conn) endOfInput() {
 	if done != nil {
 		<-done
 	}
+	c.awaitDelivery()
 }
 
 // keepCommands empties a batch's slice for the next batch, or drops it when
@@ -201,6 +210,11 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		start := time.Now()
 		c.srv.manager.execute(c.state, b)
 		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
+		if c.state.box != nil {
+			if _, err := c.takeOutcomes(); err != nil {
+				return err
+			}
+		}
 		if b.dump != nil {
 			c.appendDump()
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -38,7 +39,7 @@ type modelCommand struct {
 }
 
 var (
-	modelVerbs = []string{"g", "r", "i", "sg", "sr", "si", "me", "iam", "who", "d", "sd", "dump", "q", "gw", "sgw", "t", "ping", "!ping", "!cancel", "auth", "kill", "kill-holder", "perms", "dl"}
+	modelVerbs = []string{"g", "r", "i", "sg", "sr", "si", "me", "iam", "who", "d", "sd", "dump", "q", "gw", "sgw", "t", "ping", "!ping", "!cancel", "auth", "kill", "kill-holder", "perms", "dl", "!gw", "!sgw"}
 	integerRE  = regexp.MustCompile(`^-?[0-9]{1,18}$`)
 )
 
@@ -68,12 +69,12 @@ func modelParse(line string, maxLine int) modelCommand {
 		return n, err == nil
 	}
 	switch word {
-	case "gw":
+	case "gw", "!gw":
 		var ok bool
 		mc.ms, ok = integer(0)
 		mc.bad = !ok || mc.ms < -1
 		mc.name = strings.Join(fields[min(1, len(fields)):], " ")
-	case "sgw":
+	case "sgw", "!sgw":
 		var okMS, okMax bool
 		mc.ms, okMS = integer(0)
 		mc.max, okMax = integer(1)
@@ -208,7 +209,7 @@ func checkParsed(t *testing.T, line string, cmd command) {
 	if name != mc.name || cmd.ms != mc.ms || cmd.max != mc.max {
 		t.Fatalf("%q: name %q ms %d max %d, want %q %d %d", line, name, cmd.ms, cmd.max, mc.name, mc.ms, mc.max)
 	}
-	if cmd.verb != verbGW && cmd.verb != verbSGW && name != mc.arg {
+	if cmd.verb != verbGW && cmd.verb != verbSGW && !cmd.verb.async() && name != mc.arg {
 		t.Fatalf("%q: name %q, want strings.Fields's %q", line, name, mc.arg)
 	}
 }
@@ -379,6 +380,10 @@ func FuzzCommandPath(f *testing.F) {
 		"g a\nsg b\ndl\ndl a\ndl busy\niam x y\ndl\n",
 		"sgw -1 1 sbusy\n!cancel sbusy\nd\ngw -1 busy\n!cancel other\n!ping\n",
 		"auth x\nperms\nkill fuzz:1\nkill-holder busy\nq\n",
+		"!gw -1 busy\ni a\n!gw 0 a\nt a\n!gw 5 busy\n!sgw -1 1 sbusy\nq\n",
+		"!gw 10 busy\ngw -1 x\n!cancel busy\n!gw x y\n!sgw 0 0 s\n!gw 0 a b\nr a b\n",
+		"gw -1 busy\n!gw -1 busy\nr busy\ni busy\ndl busy\n!cancel\n",
+		"g a\ng b\ng c\n!gw -1 busy\n!gw 0 d\n!sgw 0 2 e\nsg sbusy\n!sgw 1 1 sbusy\n",
 	} {
 		f.Add([]byte(s), uint16(0))
 		f.Add([]byte(s), uint16(7))
@@ -517,11 +522,23 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 	}
 	slices.Reverse(inOrder)
 	var gotInOrder, gotOutOfBand []string
+	outcomes := map[string][]string{} // the outcome lines of !gw and !sgw, by "VERB NAME"
+	waited := map[string]bool{}       // "VERB NAME" of every !gw and !sgw
+	for _, mc := range inOrder {
+		if mc.verb == "!gw" || mc.verb == "!sgw" {
+			waited[mc.verb+" "+mc.name] = true
+		}
+	}
 	for _, r := range rt.replies {
 		switch r {
 		case replyNowPong, replyCancelled, replyNothingPending:
 			gotOutOfBand = append(gotOutOfBand, r)
 		default:
+			// (A d line of a lock named "!gw 1 2 x" looks like one too.)
+			if key, ok := outcomeKey(r); ok && waited[key] {
+				outcomes[key] = append(outcomes[key], r)
+				continue
+			}
 			gotInOrder = append(gotInOrder, r)
 		}
 	}
@@ -536,8 +553,31 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 		}
 	}
 	model := newConnModel()
+	next := 0
 	for i, mc := range inOrder {
-		model.check(t, i, mc, gotInOrder[i])
+		got := ""
+		if mc.verb == "!gw" || mc.verb == "!sgw" {
+			// Its outcome: outcomes on one name come in the order their
+			// waits were decided, which for any name but busy and sbusy
+			// (the only ones that can queue) is the order of the lines.
+			key := mc.verb + " " + mc.name
+			if len(outcomes[key]) == 0 {
+				t.Fatalf("line %d %q: no outcome line; outcomes %q", i, mc.line, outcomes)
+			}
+			got, outcomes[key] = outcomes[key][0], outcomes[key][1:]
+		} else {
+			if next >= len(gotInOrder) {
+				t.Fatalf("line %d %q: no reply left; replies %q", i, mc.line, gotInOrder)
+			}
+			got = gotInOrder[next]
+			next++
+		}
+		model.check(t, i, mc, got)
+	}
+	for key, left := range outcomes {
+		if len(left) > 0 {
+			t.Fatalf("outcome lines %q of no %s", left, key)
+		}
 	}
 
 	snap, ok := m.askStats(10 * time.Second)
@@ -547,10 +587,12 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 	if snap.connections != 0 || snap.locks != 0 || snap.sharedLocks != 0 || snap.waiters != 0 {
 		t.Fatalf("after both connections ended: %+v", snap)
 	}
-	if wantOrphans := uint64(1 + len(model.held)); snap.orphans != wantOrphans {
+	// A !gw busy or !sgw sbusy may have been granted when the other
+	// connection left, and orphaned in the end: one more orphan allowed.
+	if wantOrphans := uint64(1 + len(model.held)); snap.orphans != wantOrphans && !(model.asyncBusy && snap.orphans == wantOrphans+1) {
 		t.Fatalf("orphans = %d, want %d (busy and %v)", snap.orphans, wantOrphans, model.held)
 	}
-	if wantOrphans := uint64(1 + len(model.sheld)); snap.sharedOrphans != wantOrphans {
+	if wantOrphans := uint64(1 + len(model.sheld)); snap.sharedOrphans != wantOrphans && !(model.asyncSbusy && snap.sharedOrphans == wantOrphans+1) {
 		t.Fatalf("shared orphans = %d, want %d (sbusy and %v)", snap.sharedOrphans, wantOrphans, model.sheld)
 	}
 }
@@ -562,6 +604,11 @@ type connModel struct {
 	held, sheld map[string]bool
 	reg         string
 	registered  bool
+	// asyncBusy, asyncSbusy: a !gw busy (!sgw sbusy) was sent that may be
+	// granted at a moment the model cannot know (when the other connection
+	// leaves). From then on the model allows both states of that name, and
+	// keeps it out of held (sheld).
+	asyncBusy, asyncSbusy bool
 }
 
 func newConnModel() *connModel {
@@ -569,6 +616,50 @@ func newConnModel() *connModel {
 }
 
 func (cm *connModel) count() int { return len(cm.held) + len(cm.sheld) }
+
+// variants are the states the connection may be in: itself, or, while a
+// grant of an asynchronous wait on busy or sbusy may have come, copies with
+// the name held and not.
+func (cm *connModel) variants() []*connModel {
+	vs := []*connModel{cm}
+	if !cm.asyncBusy && !cm.asyncSbusy {
+		return vs
+	}
+	vs = nil
+	for _, busy := range []bool{false, true} {
+		for _, sbusy := range []bool{false, true} {
+			if (busy && !cm.asyncBusy) || (sbusy && !cm.asyncSbusy) {
+				continue
+			}
+			v := &connModel{held: maps.Clone(cm.held), sheld: maps.Clone(cm.sheld), reg: cm.reg, registered: cm.registered,
+				asyncBusy: cm.asyncBusy, asyncSbusy: cm.asyncSbusy}
+			if busy {
+				v.held["busy"] = true
+			}
+			if sbusy {
+				v.sheld["sbusy"] = true
+			}
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// adopt takes the state of the variant v whose reply matched, the names
+// still in doubt excepted.
+func (cm *connModel) adopt(v *connModel) {
+	if v == cm {
+		return
+	}
+	cm.held, cm.sheld, cm.reg, cm.registered = v.held, v.sheld, v.reg, v.registered
+	cm.asyncBusy, cm.asyncSbusy = v.asyncBusy, v.asyncSbusy
+	if cm.asyncBusy {
+		delete(cm.held, "busy")
+	}
+	if cm.asyncSbusy {
+		delete(cm.sheld, "sbusy")
+	}
+}
 
 func (cm *connModel) display() string {
 	if cm.registered {
@@ -641,6 +732,8 @@ var checkers = map[string]func(*connModel, *replyCheck){
 	"kill":        (*connModel).checkDisabled,
 	"kill-holder": (*connModel).checkDisabled,
 	"perms":       (*connModel).checkDisabled,
+	"!gw":         (*connModel).checkAsyncGw,
+	"!sgw":        (*connModel).checkAsyncSgw,
 }
 
 // check compares a reply with those the model allows for its command, and
@@ -651,19 +744,20 @@ func (cm *connModel) check(t *testing.T, i int, mc modelCommand, got string) {
 	if checker == nil {
 		t.Fatalf("line %d: the model does not know %q", i, mc.verb)
 	}
-	rc := &replyCheck{cm: cm, mc: mc, got: got}
-	checker(cm, rc)
-	for _, a := range rc.alts {
-		if a.reply == got {
-			if a.apply != nil {
-				a.apply()
-			}
-			return
-		}
-	}
 	var want []string
-	for _, a := range rc.alts {
-		want = append(want, a.reply)
+	for _, v := range cm.variants() {
+		rc := &replyCheck{cm: v, mc: mc, got: got}
+		checker(v, rc)
+		for _, a := range rc.alts {
+			if a.reply == got {
+				if a.apply != nil {
+					a.apply()
+				}
+				cm.adopt(v)
+				return
+			}
+			want = append(want, a.reply)
+		}
 	}
 	t.Fatalf("line %d %q (verb %q, name %q, holding %v and shared %v): reply %q, want one of %q", i, mc.line, mc.verb, mc.name, sortedKeys(cm.held), sortedKeys(cm.sheld), got, want)
 }
@@ -714,11 +808,63 @@ func (cm *connModel) checkGw(rc *replyCheck) {
 		add(modelReply(0, textTooManyLocks, n), nil)
 	case n == "busy":
 		add(modelReply(1, textGetSuccess, n), take)
-		if waitMayTimeOut(mc.ms) || mc.cancellable {
+		// With a !gw busy pending, gw busy times out at once.
+		if waitMayTimeOut(mc.ms) || mc.cancellable || cm.asyncBusy {
 			add(modelReply(0, textGetTimeout, n), nil)
 		}
 	default:
 		add(modelReply(1, textGetSuccess, n), take)
+	}
+}
+
+// asyncGrantRE matches a grant of !gw, whose token the model does not know.
+var asyncGrantRE = regexp.MustCompile(`^!gw 1 [1-9][0-9]* `)
+
+// checkAsyncGw checks the outcome line of a !gw. A wait on busy may queue
+// and end any way, at a time the model cannot know; any other name is
+// decided at once.
+func (cm *connModel) checkAsyncGw(rc *replyCheck) {
+	n, mc, add := rc.mc.name, rc.mc, rc.add
+	refused := wire.AsyncGWOutcome(false, 0, n)
+	grant := func(take func()) {
+		if asyncGrantRE.MatchString(rc.got) && strings.TrimPrefix(rc.got, asyncGrantRE.FindString(rc.got)) == n+"\n" {
+			add(rc.got, take)
+		}
+	}
+	switch {
+	case mc.bad:
+		add(refused, nil)
+	case cm.held[n]:
+		grant(nil)
+	case n == "busy":
+		add(refused, func() { cm.asyncBusy = true })
+		grant(func() { cm.asyncBusy = true })
+	case rc.full():
+		add(refused, nil)
+	default:
+		grant(func() { cm.held[n] = true })
+	}
+}
+
+// checkAsyncSgw checks the outcome line of a !sgw, as checkAsyncGw does.
+func (cm *connModel) checkAsyncSgw(rc *replyCheck) {
+	n, mc, add := rc.mc.name, rc.mc, rc.add
+	refused := wire.AsyncSGWOutcome(0, n)
+	switch {
+	case mc.bad:
+		add(refused, nil)
+	case cm.sheld[n]:
+		for _, o := range rc.otherShared() {
+			add(wire.AsyncSGWOutcome(1+o, n), nil)
+		}
+	case n == "sbusy":
+		for _, holders := range []int{0, 1, 2} {
+			add(wire.AsyncSGWOutcome(holders, n), func() { cm.asyncSbusy = true })
+		}
+	case rc.full():
+		add(refused, nil)
+	default:
+		add(wire.AsyncSGWOutcome(1, n), func() { cm.sheld[n] = true })
 	}
 }
 
@@ -790,7 +936,7 @@ func (cm *connModel) checkSg(rc *replyCheck) {
 			add(modelReply(1+o, textSharedGetSuccess, n), stake)
 		}
 	}
-	if mc.verb == "sgw" && n == "sbusy" && mc.max == 1 && (waitMayTimeOut(mc.ms) || mc.cancellable) {
+	if mc.verb == "sgw" && n == "sbusy" && (mc.max == 1 && (waitMayTimeOut(mc.ms) || mc.cancellable) || cm.asyncSbusy) {
 		add(modelReply(0, textSharedGetTimeout, n), nil)
 	}
 }
@@ -955,7 +1101,26 @@ func (cm *connModel) table(mc modelCommand, withOther bool) string {
 	return out.String()
 }
 
-var statLineRE = regexp.MustCompile(`^[a-z_-]+: [0-9]+$`)
+var statLineRE = regexp.MustCompile(`^[a-z_!-]+: [0-9]+$`)
+
+// outcomeKey is "VERB NAME" of an outcome line of !gw or !sgw.
+func outcomeKey(r string) (string, bool) {
+	line, ok := strings.CutSuffix(r, "\n")
+	if !ok || strings.Contains(line, "\n") {
+		return "", false
+	}
+	if rest, ok := strings.CutPrefix(line, "!gw "); ok {
+		if f := strings.SplitN(rest, " ", 3); len(f) == 3 {
+			return "!gw " + f[2], true
+		}
+	}
+	if rest, ok := strings.CutPrefix(line, "!sgw "); ok {
+		if f := strings.SplitN(rest, " ", 2); len(f) == 2 {
+			return "!sgw " + f[1], true
+		}
+	}
+	return "", false
+}
 
 // checkStats checks the form of q's reply: "key: N" lines sorted by key,
 // the original's 16 keys among them.

@@ -324,6 +324,11 @@ func (m *manager) fence(t *term) {
 			for !q.empty() {
 				w := q.pop()
 				m.finishWait(w)
+				if w.async {
+					// Its connection is closed with the others.
+					w.conn.box.drop()
+					continue
+				}
 				if l.dropped == nil {
 					l.dropped = make(map[*connState]bool)
 				}

@@ -72,10 +72,13 @@ func (m *manager) passOn(ref lockRef) {
 	m.holds[exclusiveHold].observe(m.now - l.since)
 	m.exclusive.unage(ref)
 	name := l.name
-	if q := m.waiters[name]; q != nil {
+	for q := m.waiters[name]; q != nil; q = m.waiters[name] {
 		w := popWaiter(m.waiters, q, name)
+		if !m.mayTake(w) {
+			continue
+		}
 		m.grant(w.conn, ref)
-		m.resolve(w, waitResult{granted: true, holders: 1})
+		m.resolve(w, waitResult{granted: true, holders: 1, token: l.token})
 		return
 	}
 	m.exclusive.remove(ref)

@@ -17,6 +17,7 @@ type manager struct {
 	registryEnabled bool
 	dumpEnabled     bool
 	maxLocksPerConn int
+	maxWaitsPerConn int          // pending !gw and !sgw of one connection
 	log             *slog.Logger // nil unless -verbose
 
 	exclusive lockTable
@@ -38,7 +39,7 @@ type manager struct {
 	holds            [2]holdHistogram // how long locks were held, by holdKind
 	conns            int              // live connections
 	connsByTransport map[string]int
-	waiterCount      int // connections in a wait queue
+	waiterCount      int // waiters in the wait queues
 
 	// orphaning holds connections that ended holding more locks than one
 	// step releases; run interleaves their release with other requests.
@@ -62,9 +63,11 @@ type connState struct {
 	held       []lockRef // exclusive locks, for orphaning
 	sharedHeld []lockRef // shared holds (sharedTable holder records), for release and orphaning
 	regName    string
-	regSeq     uint64 // 0 when not registered; else the order of registration
-	waiter     *waiter
-	inputEnded bool // the client will send nothing more: no wait may begin
+	regSeq     uint64              // 0 when not registered; else the order of registration
+	waiter     *waiter             // the pending gw or sgw
+	asyncWaits map[waitKey]*waiter // the pending !gw and !sgw (asyncwait.go)
+	box        *asyncOutbox        // their outcomes; nil until the first
+	inputEnded bool                // the client will send nothing more: no wait may begin
 
 	// Access control (acl.go, admin.go). certName and kill are set before
 	// the manager first sees the connection; ident is the manager's.
@@ -127,6 +130,7 @@ func newManager(cfg Config) *manager {
 		registryEnabled:  cfg.Registry,
 		dumpEnabled:      cfg.Dump,
 		maxLocksPerConn:  cfg.MaxLocksPerConn,
+		maxWaitsPerConn:  cfg.MaxWaitsPerConn,
 		exclusive:        newLockTable(),
 		waiters:          make(map[string]*waitQueue),
 		shared:           newSharedTable(),
@@ -198,6 +202,9 @@ func (m *manager) handle(req request) bool {
 		if w := req.conn.waiter; w != nil {
 			m.expire(w)
 		}
+		if len(req.conn.asyncWaits) > 0 {
+			m.cancelAsync(req.conn, nil)
+		}
 	case requestWaitExpired:
 		m.expire(req.waiter)
 	case requestStats:
@@ -245,14 +252,17 @@ func (m *manager) logEvent(event string, c *connState, args ...any) {
 	}
 }
 
-// disconnect forgets a connection that has ended: its wait, its registration
-// and, as orphans, its locks.
+// disconnect forgets a connection that has ended: its waits, its
+// registration and, as orphans, its locks.
 func (m *manager) disconnect(c *connState) {
 	m.conns--
 	m.connsByTransport[c.transport]--
 	m.logEvent("disconnect", c, "locks", len(c.held), "shared_locks", len(c.sharedHeld))
 	if w := c.waiter; w != nil {
 		m.unqueue(w)
+	}
+	for _, w := range c.asyncWaits {
+		m.unqueue(w) // deletes it from c.asyncWaits
 	}
 	m.registry.remove(c)
 	if c.lockCount() <= orphanStep {

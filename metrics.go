@@ -19,8 +19,9 @@ type metrics struct {
 	// read in one go (usually one), and the hot path can afford one
 	// observation per round trip but not one per pipelined command.
 	batchSeconds prometheus.Histogram
-	// waitGranted and waitTimeout are observed when a gw or sgw that had to
-	// queue ends; a waiter that disconnects is not observed.
+	// waitGranted and waitTimeout are observed when a wait (gw, sgw, !gw,
+	// !sgw) that had to queue ends; a waiter that disconnects is not
+	// observed.
 	waitGranted prometheus.Observer
 	waitTimeout prometheus.Observer
 
@@ -47,7 +48,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 	})
 	wait := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "glockd_wait_duration_seconds",
-		Help: "How long gw and sgw commands that had to queue waited, by outcome (granted or timeout).",
+		Help: "How long waits (gw, sgw, !gw, !sgw) that had to queue waited, by outcome (granted or timeout).",
 		Buckets: []float64{
 			1e-3, 5e-3, 10e-3, 50e-3, 100e-3, 250e-3, 500e-3,
 			1, 2.5, 5, 10, 30, 60, 300,
@@ -135,13 +136,13 @@ func newStatsCollector(m *manager) *statsCollector {
 		sharedLocks: prometheus.NewDesc("glockd_shared_locks",
 			"Names with at least one shared holder now (shared_locks of q).", nil, nil),
 		waiters: prometheus.NewDesc("glockd_waiters",
-			"Connections queued in gw or sgw now.", nil, nil),
+			"Waits queued now: gw, sgw, !gw and !sgw.", nil, nil),
 		holdSeconds: prometheus.NewDesc("glockd_lock_hold_duration_seconds",
 			"How long locks were held, observed when released or orphaned, by kind (exclusive, or shared: one observation per holder).", []string{"kind"}, nil),
 		oldestHold: prometheus.NewDesc("glockd_oldest_hold_seconds",
 			"Age of the oldest lock held now, by kind; 0 when none is held.", []string{"kind"}, nil),
 		oldestWait: prometheus.NewDesc("glockd_oldest_wait_seconds",
-			"How long the longest current gw or sgw has waited; 0 when none waits.", nil, nil),
+			"How long the longest current wait (gw, sgw, !gw, !sgw) has waited; 0 when none waits.", nil, nil),
 		managerUp: prometheus.NewDesc("glockd_manager_up",
 			"1 when the lock manager answered this scrape in time; 0 when it did not, and the other glockd_ gauges and counters are then missing from the scrape.", nil, nil),
 	}

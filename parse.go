@@ -49,11 +49,11 @@ func parseInto(cmd *command, line, scratch []byte) []byte {
 	}
 	cmd.name, scratch = normaliseArgument(line[end:], scratch)
 	switch cmd.verb {
-	case verbGW:
+	case verbGW, verbAsyncGW:
 		var ok bool
 		cmd.ms, cmd.name, ok = cutInteger(cmd.name)
 		cmd.bad = !ok || cmd.ms < noWait
-	case verbSGW:
+	case verbSGW, verbAsyncSGW:
 		var okMS, okMax bool
 		cmd.ms, cmd.name, okMS = cutInteger(cmd.name)
 		cmd.max, cmd.name, okMax = cutInteger(cmd.name)

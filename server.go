@@ -35,6 +35,7 @@ type Config struct {
 	MaxLine         int // longest command line, in bytes
 	MaxConns        int // live connections over all transports
 	MaxLocksPerConn int // exclusive plus shared locks one connection may hold
+	MaxWaitsPerConn int // pending !gw and !sgw of one connection
 
 	// MaxHTTPConns bounds the HTTP connections (on WSAddr and MetricsAddr)
 	// that are not websockets: browsers, scrapers, health checks. Over it
@@ -70,6 +71,7 @@ const (
 	DefaultMaxLine         = 64 << 10
 	DefaultMaxConns        = 100000
 	DefaultMaxLocksPerConn = 1000000
+	DefaultMaxWaitsPerConn = 1024
 	DefaultMaxHTTPConns    = 1024
 	DefaultHTTPIdleTimeout = 30 * time.Second
 )
@@ -83,6 +85,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxLocksPerConn <= 0 {
 		cfg.MaxLocksPerConn = DefaultMaxLocksPerConn
+	}
+	if cfg.MaxWaitsPerConn <= 0 {
+		cfg.MaxWaitsPerConn = DefaultMaxWaitsPerConn
 	}
 	if cfg.MaxHTTPConns <= 0 {
 		cfg.MaxHTTPConns = DefaultMaxHTTPConns
@@ -139,7 +144,7 @@ type Server struct {
 // NewServer checks cfg and makes a server; Start opens its listeners.
 func NewServer(cfg Config) (*Server, error) {
 	// Zero means the default; less is a mistake.
-	if cfg.MaxLine < 0 || cfg.MaxConns < 0 || cfg.MaxLocksPerConn < 0 || cfg.MaxHTTPConns < 0 || cfg.HTTPIdleTimeout < 0 {
+	if cfg.MaxLine < 0 || cfg.MaxConns < 0 || cfg.MaxLocksPerConn < 0 || cfg.MaxWaitsPerConn < 0 || cfg.MaxHTTPConns < 0 || cfg.HTTPIdleTimeout < 0 {
 		return nil, errors.New("glockd: negative limit in Config")
 	}
 	cfg = cfg.withDefaults()
@@ -352,8 +357,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// answerWaiters ends the pending waits of conns as timeouts, as at the end
-// of a client's input, and gives their replies up to grace to be written:
+// answerWaiters ends the pending waits of conns (asynchronous ones too) as
+// timeouts, as at the end of a client's input, and gives their replies up to
+// grace to be written:
 // a client waiting when the server stops learns that it did not get the
 // lock before its connection closes. A connection busy writing to a client
 // that does not read holds its mutex: it is looked at again until grace
@@ -371,15 +377,20 @@ func answerWaiters(conns []*conn, grace time.Duration) {
 				busy = append(busy, c)
 				continue
 			}
-			waiting, done := c.waiting, c.waitDone
-			c.mu.Unlock()
-			if !waiting {
-				continue
+			var done []chan struct{}
+			if c.waiting {
+				done = append(done, c.waitDone)
 			}
-			select {
-			case <-done:
-			case <-time.After(time.Until(deadline)):
-				return
+			if c.delivering {
+				done = append(done, c.deliverDone) // outcomes of !gw and !sgw
+			}
+			c.mu.Unlock()
+			for _, d := range done {
+				select {
+				case <-d:
+				case <-time.After(time.Until(deadline)):
+					return
+				}
 			}
 		}
 		conns = busy

@@ -358,6 +358,9 @@ func (m *manager) admitSharedWaiters(name string) {
 	ref := m.shared.findString(name)
 	for !q.empty() && (ref == noRef || int(m.shared.name(ref).count) < q.head.max) {
 		w := popWaiter(m.sharedWaiters, q, name)
+		if !m.mayTake(w) {
+			continue
+		}
 		if ref == noRef {
 			ref = m.shared.addName(name, uint32(maphash.String(m.shared.seed, name)>>32))
 		}

@@ -5,21 +5,26 @@ import (
 	"time"
 )
 
-// waitResult is how a wait ended: granted, with the holder count for sgw, or
-// timed out.
+// waitResult is how a wait ended: granted, with the holder count for sgw and
+// the fencing token for gw, or timed out.
 type waitResult struct {
 	granted bool
 	holders int
+	token   uint64
 	waited  time.Duration
 }
 
-// waiter is a connection queued on a lock by gw or sgw. A connection waits for
-// at most one lock at a time, because the commands after a wait run after it.
+// waiter is a connection queued on a lock by gw, sgw, !gw or !sgw. A
+// connection has at most one gw or sgw pending (connState.waiter), because
+// the commands after it run after it, and any number of !gw and !sgw, one per
+// name and kind (connState.asyncWaits, asyncwait.go). All of them queue
+// alike: FIFO per lock, across connections.
 type waiter struct {
 	conn     *connState
 	name     string
 	shared   bool
-	max      int // sgw: granted while the lock has fewer holders than this
+	async    bool // !gw or !sgw: the outcome goes to the connection's outbox
+	max      int  // sgw: granted while the lock has fewer holders than this
 	timer    *time.Timer
 	started  time.Time
 	resolved bool // granted, timed out or cancelled; the timer's message is then stale
@@ -109,8 +114,8 @@ func (m *manager) queues(shared bool) map[string]*waitQueue {
 // wait queues c for name. The timer belongs to the manager: expiry arrives as
 // a request, so the manager alone decides between grant and timeout and never
 // grants a lock to a waiter that it has told about a timeout.
-func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64) {
-	w := &waiter{conn: c, name: name, shared: shared, max: int(maxHolders), started: time.Now()}
+func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64, async bool) {
+	w := &waiter{conn: c, name: name, shared: shared, async: async, max: int(maxHolders), started: time.Now()}
 	m.waiterCount++
 	table := m.queues(shared)
 	q := table[name]
@@ -120,7 +125,11 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	}
 	q.push(w)
 	m.waitAges.push(w)
-	c.waiter = w
+	if async {
+		c.addAsync(w)
+	} else {
+		c.waiter = w
+	}
 	// An MS too large for a time.Duration (292 years) waits without a limit.
 	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {
 		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
@@ -155,19 +164,34 @@ func (m *manager) unqueue(w *waiter) {
 func (m *manager) finishWait(w *waiter) {
 	w.resolved = true
 	m.waitAges.remove(w)
-	w.conn.waiter = nil
+	if w.async {
+		delete(w.conn.asyncWaits, waitKey{w.name, w.shared})
+	} else {
+		w.conn.waiter = nil
+	}
 	if w.timer != nil {
 		w.timer.Stop()
 	}
 	m.waiterCount--
 }
 
-// resolve tells the waiting connection how its wait ended. grants has room
-// for one result and a connection has one wait at a time, so this never
-// blocks the manager.
+// resolve ends a waiter already taken out of its queue and tells its
+// connection how.
 func (m *manager) resolve(w *waiter, res waitResult) {
 	m.finishWait(w)
+	m.tell(w, res)
+}
+
+// tell tells the connection how its wait w ended. grants has room for one
+// result and a connection has one gw or sgw at a time; an asynchronous
+// wait's outcome goes to the outbox, which only appends: this never blocks
+// the manager.
+func (m *manager) tell(w *waiter, res waitResult) {
 	res.waited = time.Since(w.started)
+	if w.async {
+		w.conn.box.put(w.shared, w.name, res, true)
+		return
+	}
 	w.conn.grants <- res
 }
 
@@ -177,7 +201,19 @@ func (m *manager) expire(w *waiter) {
 	}
 	m.unqueue(w)
 	m.logEvent("wait timeout", w.conn, "lock", w.name, "shared", w.shared)
-	w.conn.grants <- waitResult{waited: time.Since(w.started)}
+	m.tell(w, waitResult{})
+}
+
+// mayTake reports whether w's connection has room for the lock it waits
+// for. A gw or sgw checked that when it began, but the connection's !gw and
+// !sgw may have been granted since; a waiter without room is told no, as on
+// a timeout, and the next one is served.
+func (m *manager) mayTake(w *waiter) bool {
+	if w.conn.lockCount() < m.maxLocksPerConn {
+		return true
+	}
+	m.resolve(w, waitResult{})
+	return false
 }
 
 // popWaiter removes the oldest waiter of name from table.

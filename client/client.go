@@ -58,11 +58,12 @@ type Client struct {
 	pending   []*inflight // calls sent and not answered in full, oldest first
 	unclaimed []string    // replies that came when no call was pending
 	arrived   chan struct{}
-	pings     []ping    // heartbeats not yet answered, oldest first
-	cancels   int       // cancellations not yet answered
-	cancelled [2]int    // cancellations answered "!cancel 0" and "!cancel 1"
-	alive     time.Time // when the latest command or heartbeat answered was sent
-	err       error     // why the connection ended; set once
+	pings     []ping                  // heartbeats not yet answered, oldest first
+	cancels   int                     // cancellations not yet answered
+	cancelled [2]int                  // cancellations answered "!cancel 0" and "!cancel 1"
+	waits     map[asyncKey]*asyncWait // !gw and !sgw awaiting their outcome (async.go)
+	alive     time.Time               // when the latest command or heartbeat answered was sent
+	err       error                   // why the connection ended; set once
 	dead      chan struct{}
 	// closed is apart from err so that Close is seen at once by every call.
 	closed     atomic.Bool

@@ -415,10 +415,15 @@ func (c *Client) readLoop() {
 }
 
 // outOfBand takes a reply to a heartbeat or a cancellation, which the
-// server sends at once rather than in order. One that was not asked for
-// (sent with Send) is left to the stream. c.mu is held.
+// server sends at once rather than in order, and the outcome of an
+// asynchronous wait. One that was not asked for (sent with Send) is left to
+// the stream. c.mu is held.
 func (c *Client) outOfBand(reply string) bool {
-	switch strings.TrimSuffix(reply, "\n") {
+	reply = strings.TrimSuffix(reply, "\n")
+	if strings.HasPrefix(reply, "!gw ") || strings.HasPrefix(reply, "!sgw ") {
+		return c.asyncOutcome(reply)
+	}
+	switch reply {
 	case pong:
 		if len(c.pings) == 0 {
 			return false

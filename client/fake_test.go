@@ -13,8 +13,9 @@ import (
 )
 
 // fakeServer is a small glockd for this package's tests and examples: the
-// lock verbs (g r i t sg sr si gw sgw ping d), and the out-of-band !ping
-// and !cancel, which it answers at once while a wait is pending. It keeps
+// lock verbs (g r i t sg sr si gw sgw ping d), the asynchronous waits !gw
+// and !sgw, and the out-of-band !ping and !cancel, which it answers at once
+// while a wait is pending. It keeps
 // one mutex over its tables, one goroutine per connection to run commands
 // in order and one to read, so that it can see !ping behind a wait.
 type fakeServer struct {
@@ -37,7 +38,14 @@ type fakeConn struct {
 	nc   net.Conn
 	w    *bufio.Writer
 	name string
+
+	// The asynchronous waits: owned by the connection's goroutine, which
+	// writes their outcomes as they come.
+	async    map[string]*fakeWaiter // by "!gw NAME" or "!sgw NAME"
+	outcomes chan fakeOutcome
 }
+
+type fakeOutcome struct{ key, line string }
 
 type fakeWaiter struct {
 	c       *fakeConn
@@ -72,7 +80,8 @@ func newFake() (*fakeServer, error) {
 			if err != nil {
 				return
 			}
-			c := &fakeConn{nc: nc, w: bufio.NewWriter(nc), name: nc.RemoteAddr().String()}
+			c := &fakeConn{nc: nc, w: bufio.NewWriter(nc), name: nc.RemoteAddr().String(),
+				async: map[string]*fakeWaiter{}, outcomes: make(chan fakeOutcome, 1024)}
 			s.mu.Lock()
 			s.conns[c] = true
 			s.mu.Unlock()
@@ -126,6 +135,9 @@ func (s *fakeServer) serve(c *fakeConn) {
 			result = wait.result
 		}
 		select {
+		case o := <-c.outcomes:
+			delete(c.async, o.key)
+			c.w.WriteString(o.line)
 		case granted := <-result:
 			s.reply(c, wait, granted)
 			wait = nil
@@ -143,6 +155,12 @@ func (s *fakeServer) serve(c *fakeConn) {
 					}
 					wait = nil
 				}
+				for key, w := range c.async {
+					if s.expire(w) {
+						c.w.WriteString(asyncRefusal(key))
+						w.result <- false // its goroutine ends
+					}
+				}
 				c.w.Flush()
 				return
 			}
@@ -154,10 +172,20 @@ func (s *fakeServer) serve(c *fakeConn) {
 			case verb == "!ping" && !s.noOOB.Load():
 				c.w.WriteString("!pong\n")
 			case verb == "!cancel" && !s.noOOB.Load():
+				cancelled := false
 				if wait != nil && (arg == "" || arg == wait.name) && s.expire(wait) {
-					c.w.WriteString("!cancel 1\n")
 					s.reply(c, wait, false)
 					wait = nil
+					cancelled = true
+				}
+				for _, w := range c.async {
+					if (arg == "" || w.name == arg) && s.expire(w) {
+						w.result <- false // its goroutine reports the outcome
+						cancelled = true
+					}
+				}
+				if cancelled {
+					c.w.WriteString("!cancel 1\n")
 				} else {
 					c.w.WriteString("!cancel 0\n")
 				}
@@ -294,6 +322,8 @@ func (s *fakeServer) run(c *fakeConn, line string) *fakeWaiter {
 		default:
 			return s.enqueue(c, s.waiters, name, 0, ms)
 		}
+	case "!gw", "!sgw":
+		s.runAsync(c, verb, f)
 	case "sgw":
 		if len(f) < 3 {
 			break
@@ -311,6 +341,75 @@ func (s *fakeServer) run(c *fakeConn, line string) *fakeWaiter {
 		}
 	}
 	return nil
+}
+
+// runAsync runs !gw or !sgw: an outcome line now, or a wait whose outcome
+// a goroutine hands to the connection's. s.mu is held.
+func (s *fakeServer) runAsync(c *fakeConn, verb string, f []string) {
+	shared := verb == "!sgw"
+	at := 2
+	if shared {
+		at = 3
+	}
+	if len(f) < at {
+		return
+	}
+	ms, _ := strconv.Atoi(f[1])
+	most := 0
+	if shared {
+		most, _ = strconv.Atoi(f[2])
+	}
+	name := strings.Join(f[at:], " ")
+	key := verb + " " + name
+	outcome := func() string {
+		if shared {
+			if n := len(s.shared[name]); s.holds(c, name) {
+				return fmt.Sprintf("!sgw %d %s\n", n, name)
+			}
+			return asyncRefusal(key)
+		}
+		if s.holder[name] == c {
+			return fmt.Sprintf("!gw 1 %d %s\n", s.token[name], name)
+		}
+		return asyncRefusal(key)
+	}
+	switch {
+	case c.async[key] != nil:
+		c.w.WriteString(asyncRefusal(key))
+	case !shared && s.grab(c, name):
+		c.w.WriteString(outcome())
+	case shared && (s.holds(c, name) || len(s.shared[name]) < most && len(s.sems[name]) == 0):
+		s.join(c, name)
+		c.w.WriteString(outcome())
+	case ms == 0:
+		c.w.WriteString(asyncRefusal(key))
+	default:
+		table := s.waiters
+		if shared {
+			table = s.sems
+		}
+		w := s.enqueue(c, table, name, most, ms)
+		c.async[key] = w
+		s.wg.Go(func() {
+			granted := <-w.result
+			line := asyncRefusal(key)
+			if granted {
+				s.mu.Lock()
+				line = outcome()
+				s.mu.Unlock()
+			}
+			c.outcomes <- fakeOutcome{key, line}
+		})
+	}
+}
+
+// asyncRefusal is the 0 outcome of the wait key, "!gw NAME" or "!sgw NAME".
+func asyncRefusal(key string) string {
+	verb, name, _ := strings.Cut(key, " ")
+	if verb == "!sgw" {
+		return "!sgw 0 " + name + "\n"
+	}
+	return "!gw 0 0 " + name + "\n"
 }
 
 func (s *fakeServer) enqueue(c *fakeConn, table map[string][]*fakeWaiter, name string, most, ms int) *fakeWaiter {
@@ -407,6 +506,7 @@ func (s *fakeServer) orphan(c *fakeConn) {
 					w.done = true
 					w.expires.Stop()
 					s.dequeue(w)
+					w.result <- false // an asynchronous wait's goroutine ends
 				}
 			}
 		}

@@ -49,12 +49,13 @@ func (l *Lock) Holders() int { return l.holders }
 // by no one, or by someone else. It is the session's Done channel.
 func (l *Lock) Lost() <-chan struct{} { return l.s.done }
 
-// Lock takes the exclusive lock name, waiting for it (gw) until ctx ends.
-// The wait's limit sent to the server is the time left before ctx's
-// deadline, or none without one; when ctx is cancelled first, the wait is
-// cancelled, the session kept, and a grant that crossed the cancellation
-// released, and Lock returns ctx's error. The handle also carries the
-// lock's fencing token, asked for in the same write (t).
+// Lock takes the exclusive lock name, waiting for it until ctx ends, with
+// an asynchronous wait (!gw): the session's other calls, from other
+// goroutines, go on meanwhile. The wait's limit sent to the server is the
+// time left before ctx's deadline, or none without one; when ctx is
+// cancelled first, the wait is cancelled, the session kept, and a grant
+// that crossed the cancellation released, and Lock returns ctx's error. The
+// handle also carries the lock's fencing token, from the grant.
 func (s *Session) Lock(ctx context.Context, name string) (*Lock, error) {
 	return s.lockExclusive(ctx, name, true)
 }
@@ -127,23 +128,16 @@ func (s *Session) lockExclusive(ctx context.Context, name string, wait bool) (*L
 	return &Lock{s: s, name: norm, token: token, holders: 1, st: st}, nil
 }
 
-// take sends g or gw, with t, and returns the token of the lock granted.
-// The caller holds the name's turn.
+// take sends g, with t, or waits with !gw, and returns the token of the lock
+// granted. The caller holds the name's turn.
 func (s *Session) take(ctx context.Context, name string, wait bool) (uint64, error) {
 	if err := s.Err(); err != nil {
 		return 0, err
 	}
-	get := getCmd(name)
-	capped := false
 	if wait {
-		ms, c, err := untilDeadline(ctx, -1)
-		if err != nil {
-			return 0, err
-		}
-		get, capped = getWaitCmd(ms, name), c
+		return s.waitFor(ctx, name, 0)
 	}
-	token := tokenCmd(name)
-	granted, n, interrupted, err := s.exchange(ctx, get, token, releaseCmd(name))
+	granted, n, interrupted, err := s.exchange(ctx, getCmd(name), tokenCmd(name), releaseCmd(name))
 	switch {
 	case err != nil:
 		return 0, err
@@ -151,20 +145,16 @@ func (s *Session) take(ctx context.Context, name string, wait bool) (uint64, err
 		return n, nil
 	case interrupted:
 		return 0, ctxCause(ctx)
-	case !wait:
-		return 0, ErrLocked
-	case capped:
-		return 0, ctxCause(ctx)
 	}
-	return 0, fmt.Errorf("glockd %q: the wait ended without the lock", get.line)
+	return 0, ErrLocked
 }
 
-// exchange sends a command that takes a lock, followed by extra (t or
-// nothing), and returns whether the lock was granted and extra's value.
-// When ctx ends, waits are cancelled and every reply still read (for up to
-// the session timeout); a grant that crossed the cancellation is released
-// with undo before anything else is sent, and reported as not granted but
-// interrupted.
+// exchange sends a command that takes a lock without waiting (g, sg, sgw
+// 0; the session waits with !gw and !sgw, in waitFor), followed by extra (t
+// or nothing), and returns whether the lock was granted and extra's value.
+// When ctx ends once they are sent, every reply is still read (for up to
+// the session timeout); a grant is then released with undo before anything
+// else is sent, and reported as not granted but interrupted.
 func (s *Session) exchange(ctx context.Context, get command[bool], extra command[uint64], undo command[bool]) (granted bool, val uint64, interrupted bool, err error) {
 	c := s.c
 	if err := c.takeTurn(ctx); err != nil {
@@ -206,6 +196,57 @@ func (s *Session) exchange(ctx context.Context, get command[bool], extra command
 	return granted, val, interrupted, nil
 }
 
+// waitFor takes a lock with an asynchronous wait, !gw (maxHolders 0) or
+// !sgw, until ctx ends, and returns the grant's token (!gw) or holders
+// (!sgw). A wait the server ends early, before ctx does (it refused it, at
+// its limit of waits per connection, or a cancellation of another wait on
+// the same name ended it too), is sent again after a pause. A grant that
+// crossed a cancellation is given back before waitFor returns ctx's error.
+// The caller holds the name's turn.
+func (s *Session) waitFor(ctx context.Context, name string, maxHolders int) (uint64, error) {
+	undo := releaseCmd(name)
+	if maxHolders > 0 {
+		undo = sharedReleaseCmd(name)
+	}
+	pause := 10 * time.Millisecond
+	for {
+		if err := s.Err(); err != nil {
+			return 0, err
+		}
+		ms, _, err := untilDeadline(ctx, -1)
+		if err != nil {
+			return 0, err
+		}
+		granted, n, interrupted, err := s.c.waitAsync(ctx, ms, maxHolders, name)
+		switch {
+		case err != nil:
+			return 0, s.failure(fmt.Errorf("glockd wait for %q: %w", name, err))
+		case granted && interrupted:
+			if err := s.c.undoAsync(undo); err != nil {
+				return 0, s.failure(err)
+			}
+			return 0, ctxCause(ctx)
+		case granted:
+			// Past the timeout, the session is lost even if the
+			// watchdog has not said so yet.
+			if err := s.alive(); err != nil {
+				return 0, err
+			}
+			return n, nil
+		case interrupted:
+			return 0, ctxCause(ctx)
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return 0, ctxCause(ctx)
+		case <-s.done:
+			return 0, s.Err()
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
 // ctxCause is ctx's error, or the deadline's if ctx has not seen it yet.
 func ctxCause(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -214,18 +255,13 @@ func ctxCause(ctx context.Context) error {
 	return context.DeadlineExceeded
 }
 
-// sharedGet is sg or sgw as a command that reports a grant, keeping the
-// holder count for the handle.
-func sharedGet(name string, maxHolders int, wait bool, ms time.Duration, holders *int) command[bool] {
-	var cmd command[int]
-	switch {
-	case maxHolders <= 0:
-		cmd = sharedGetCmd(name)
-	case wait:
-		cmd = sharedGetWaitCmd(ms, maxHolders, name)
-	default:
+// sharedGet is sg, or sgw 0 (which never waits), as a command that
+// reports a grant, keeping the holder count for the handle.
+func sharedGet(name string, maxHolders int, holders *int) command[bool] {
+	cmd := sharedGetCmd(name)
+	if maxHolders > 0 {
 		cmd = sharedGetWaitCmd(0, maxHolders, name)
-		cmd.wait = false // sgw 0 never waits
+		cmd.wait = false
 	}
 	return command[bool]{line: cmd.line, wait: cmd.wait, name: cmd.name, err: cmd.err,
 		parse: func(lines []string) (bool, error) {
@@ -235,8 +271,8 @@ func sharedGet(name string, maxHolders int, wait bool, ms time.Duration, holders
 		}}
 }
 
-// lockShared takes a shared lock: with maxHolders 0 by sg, else by sgw,
-// waiting or not.
+// lockShared takes a shared lock: with maxHolders 0 by sg, else by !sgw
+// (waiting) or sgw 0.
 func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, wait bool) (*Lock, error) {
 	probe, norm := nameCommand[bool]("sg", name)
 	if probe.err != nil {
@@ -256,18 +292,17 @@ func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, w
 		st.holds++
 		return &Lock{s: s, name: norm, shared: true, holders: st.holders, st: st}, nil
 	}
-	var holders int
-	capped := false
-	ms := time.Duration(0)
-	if wait {
-		var err error
-		if ms, capped, err = untilDeadline(ctx, -1); err != nil {
+	if wait && maxHolders > 0 {
+		n, err := s.waitFor(ctx, name, maxHolders)
+		if err != nil {
 			s.leave(s.shared, norm, st)
 			return nil, err
 		}
+		st.holds, st.holders = 1, int(n)
+		return &Lock{s: s, name: norm, shared: true, holders: int(n), st: st}, nil
 	}
-	get := sharedGet(name, maxHolders, wait, ms, &holders)
-	granted, _, interrupted, err := s.exchange(ctx, get, command[uint64]{}, sharedReleaseCmd(name))
+	var holders int
+	granted, _, interrupted, err := s.exchange(ctx, sharedGet(name, maxHolders, &holders), command[uint64]{}, sharedReleaseCmd(name))
 	switch {
 	case err != nil:
 	case granted:
@@ -275,12 +310,8 @@ func (s *Session) lockShared(ctx context.Context, name string, maxHolders int, w
 		return &Lock{s: s, name: norm, shared: true, holders: holders, st: st}, nil
 	case interrupted:
 		err = ctxCause(ctx)
-	case !wait:
-		err = ErrLocked
-	case capped:
-		err = ctxCause(ctx)
 	default:
-		err = fmt.Errorf("glockd %q: the wait ended without the lock", get.line)
+		err = ErrLocked
 	}
 	s.leave(s.shared, norm, st)
 	return nil, err

@@ -53,11 +53,14 @@ type SessionOptions struct {
 // locks and semaphores are counted once per session, however many handles
 // it has on them.
 //
-// While a Lock or Acquire waits, the server runs the session's later
-// commands only after the wait; so the session's other calls, an Unlock
-// too, wait for their turn (each gives up when its context ends). A
-// goroutine that waits for locks while another holds some should use a
-// session of its own.
+// A Session is safe for many goroutines at once, as etcd's
+// concurrency.Session is: Lock and Acquire wait with asynchronous waits
+// (!gw, !sgw), whose outcome the server reports out of band, so one
+// goroutine's wait holds back none of the others' calls, an Unlock or a
+// TryLock included, and many goroutines may wait for many names on one
+// session. The server bounds the waits pending on one connection
+// (-max-waits-per-conn, 1024 by default); a wait past it is sent again
+// after a pause, until its context ends.
 type Session struct {
 	c    *Client
 	opts SessionOptions

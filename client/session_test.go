@@ -83,23 +83,15 @@ func TestWaitCancelled(t *testing.T) {
 }
 
 // TestSessionLockGrantCrossesCancel is TestWaitGrantCrossesCancel for a
-// session's Lock, which sends t with its gw.
+// session's Lock, which waits with !gw: the grant, out of band, comes after
+// the cancellation's "!cancel 0".
 func TestSessionLockGrantCrossesCancel(t *testing.T) {
-	// The t sent with the gw is answered after it, as the server runs it.
-	var pending bool
-	var deferred string
 	base := cancelScript(func(name string) string {
-		pending = false
-		return "!cancel 0\n1 Lock Get Success: " + name + "\n" + deferred
+		return "!cancel 0\n!gw 1 7 " + name + "\n"
 	})
 	srv := serveLines(t, func(line string) string {
 		verb, name, _ := strings.Cut(line, " ")
-		switch {
-		case verb == "gw":
-			pending = true
-		case verb == "t" && pending:
-			deferred = "7 Lock Token: " + name + "\n"
-		case verb == "t":
+		if verb == "t" {
 			return "8 Lock Token: " + name + "\n"
 		}
 		return base(line)
@@ -124,7 +116,7 @@ func TestSessionLockGrantCrossesCancel(t *testing.T) {
 			got = append(got, line)
 		}
 	}
-	want := []string{"gw -1 x", "t x", "!cancel x", "r x", "g x", "t x"}
+	want := []string{"!gw -1 x", "!cancel x", "r x", "g x", "t x"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("server received %q, want %q", got, want)
 	}
@@ -349,6 +341,60 @@ func TestSessionDNSName(t *testing.T) {
 		t.Fatalf("connected to %s, want %s", got, srv.addr())
 	}
 	if _, err := s.Lock(ctxTimeout(t, 5*time.Second), "dns"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSessionUndoWhileOthersCall: a grant that crossed a Lock's
+// cancellation is given back while other goroutines use the session. The
+// release takes its turn like any call (before, it wrote without it, and
+// the race detector caught two writers of the same buffer).
+func TestSessionUndoWhileOthersCall(t *testing.T) {
+	base := cancelScript(func(name string) string {
+		return "!cancel 0\n!gw 1 7 " + name + "\n"
+	})
+	srv := serveLines(t, func(line string) string {
+		verb, name, _ := strings.Cut(line, " ")
+		if verb == "t" {
+			return "8 Lock Token: " + name + "\n"
+		}
+		return base(line)
+	})
+	s, err := client.NewSession(context.Background(), "tcp", []string{srv.ln.Addr().String()}, client.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l, err := s.TryLock(ctxTimeout(t, 5*time.Second), "y")
+			if err != nil {
+				t.Errorf("TryLock: %v", err)
+				return
+			}
+			if err := l.Unlock(ctxTimeout(t, 5*time.Second)); err != nil {
+				t.Errorf("Unlock: %v", err)
+				return
+			}
+		}
+	})
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		if _, err := s.Lock(ctx, "x"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Lock: %v, want a deadline error", err)
+		}
+		cancel()
+	}
+	close(stop)
+	wg.Wait()
+	if err := s.Err(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -25,6 +25,7 @@ func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&opts.LeaseTTL, "lease-ttl", opts.LeaseTTL, "the nodes' -lease-ttl")
 	fs.DurationVar(&opts.TakeoverDelay, "takeover-delay", opts.TakeoverDelay, "the nodes' -takeover-delay")
 	fs.IntVar(&opts.Sessions, "sessions", opts.Sessions, "client sessions at a time")
+	fs.IntVar(&opts.SharedWorkers, "shared-workers", opts.SharedWorkers, "one more client whose session this many goroutines use at once, so it has many asynchronous waits (!gw) pending (0: none)")
 	fs.IntVar(&opts.Locks, "locks", opts.Locks, "hot lock names")
 	fs.DurationVar(&opts.SessionTimeout, "session-timeout", opts.SessionTimeout, "the sessions' timeout")
 	fs.DurationVar(&opts.Interval, "interval", 0, "the sessions' heartbeat interval (0: a quarter of -session-timeout)")

@@ -49,6 +49,34 @@ const (
 	NothingPending = "!cancel 0\n"
 )
 
+// The verbs of the asynchronous waits, which start their outcome lines.
+const (
+	AsyncGW  = "!gw"
+	AsyncSGW = "!sgw"
+)
+
+// AsyncGWOutcome is the line that ends a "!gw MS NAME": "!gw 1 TOKEN NAME"
+// when granted, "!gw 0 0 NAME" when not.
+func AsyncGWOutcome(granted bool, token uint64, name string) string {
+	if !granted {
+		token = 0
+	}
+	return AsyncGW + " " + b2s(granted) + " " + strconv.FormatUint(token, 10) + " " + name + "\n"
+}
+
+// AsyncSGWOutcome is the line that ends a "!sgw MS MAX NAME": "!sgw N NAME"
+// with N holders including this one, or "!sgw 0 NAME" when not granted.
+func AsyncSGWOutcome(holders int, name string) string {
+	return AsyncSGW + " " + strconv.Itoa(holders) + " " + name + "\n"
+}
+
+func b2s(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
 // Reply is the line "<n> <text>: <name>\n".
 func Reply(n uint64, text, name string) string {
 	return strconv.FormatUint(n, 10) + " " + text + ": " + name + "\n"

@@ -41,6 +41,7 @@ type Options struct {
 	TakeoverDelay time.Duration // glockd -takeover-delay
 
 	Sessions       int           // clients, each a session at a time
+	SharedWorkers  int           // one more client whose session this many goroutines use at once; 0 for none
 	Locks          int           // hot lock names
 	SessionTimeout time.Duration // client.SessionOptions.Timeout
 	Interval       time.Duration // heartbeat interval; 0 is SessionTimeout/4
@@ -67,7 +68,7 @@ func Defaults() Options {
 	return Options{
 		Nodes: 2, EtcdMembers: 3,
 		LeaseTTL: 2 * time.Second, TakeoverDelay: 2 * time.Second,
-		Sessions: 8, Locks: 3,
+		Sessions: 8, Locks: 3, SharedWorkers: 8,
 		SessionTimeout: time.Second,
 		LockWait:       2 * time.Second,
 		ReleaseWait:    time.Second,
@@ -97,6 +98,9 @@ func (o *Options) fill() error {
 	}
 	if o.Sessions < 1 || o.Locks < 1 {
 		return fmt.Errorf("want at least one session and one lock")
+	}
+	if o.SharedWorkers < 0 {
+		return fmt.Errorf("-shared-workers %d: want 0 or more", o.SharedWorkers)
 	}
 	if o.LeaseTTL < time.Second || o.LeaseTTL%time.Second != 0 {
 		return fmt.Errorf("-lease-ttl %v: want whole seconds, at least 1s", o.LeaseTTL)

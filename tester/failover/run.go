@@ -85,8 +85,8 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	if err := r.startNodes(bin, dir); err != nil {
 		return Result{}, err
 	}
-	fmt.Fprintf(out, "failover: %d etcd members, %d glockd nodes (-lease-ttl %v -takeover-delay %v), %d sessions on %d locks (-session-timeout %v -interval %v)\n",
-		opts.EtcdMembers, opts.Nodes, opts.LeaseTTL, opts.TakeoverDelay, opts.Sessions, opts.Locks, opts.SessionTimeout, opts.Interval)
+	fmt.Fprintf(out, "failover: %d etcd members, %d glockd nodes (-lease-ttl %v -takeover-delay %v), %d sessions and one shared by %d goroutines on %d locks (-session-timeout %v -interval %v)\n",
+		opts.EtcdMembers, opts.Nodes, opts.LeaseTTL, opts.TakeoverDelay, opts.Sessions, opts.SharedWorkers, opts.Locks, opts.SessionTimeout, opts.Interval)
 
 	r.t0 = time.Now()
 	r.mon = newMonitor(r.nodes)
@@ -113,6 +113,10 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	for i := range opts.Sessions {
 		seed := opts.Seed*1000003 + uint64(i)
 		clients.Go(func() { w.run(wctx, seed) })
+	}
+	if opts.SharedWorkers > 0 {
+		seed := opts.Seed*1000003 + uint64(opts.Sessions)
+		clients.Go(func() { w.runShared(wctx, seed, opts.SharedWorkers) })
 	}
 
 	runErr := r.faults(ctx)
@@ -402,8 +406,14 @@ func (r *run) result(end time.Time) Result {
 	for _, k := range slices.Sorted(maps.Keys(r.rec.lostWhy)) {
 		why = append(why, fmt.Sprintf("%s %d", k, r.rec.lostWhy[k]))
 	}
-	fmt.Fprintf(r.out, "sessions %d started, %d lost (%s), %d given up after a Lock that hung; %d writes to the fenced register\n",
-		res.Sessions, res.SessionsLost, strings.Join(why, ", "), r.rec.abandons, res.Writes)
+	shared := 0
+	for _, b := range r.rec.beliefs {
+		if b.shared {
+			shared++
+		}
+	}
+	fmt.Fprintf(r.out, "sessions %d started, %d lost (%s), %d given up after a Lock that hung; %d writes to the fenced register; %d grants through the shared session\n",
+		res.Sessions, res.SessionsLost, strings.Join(why, ", "), r.rec.abandons, res.Writes, shared)
 	const maxShown = 20
 	for i, v := range res.Violations {
 		if i == maxShown {

@@ -21,6 +21,7 @@ type belief struct {
 	start   time.Time // Lock returned
 	end     time.Time // zero while it lasts
 	how     string    // how it ended: "released", "lost", "run over"
+	shared  bool      // taken through the session shared by many goroutines
 }
 
 // rejection is a write the fenced register refused while its writer still
@@ -154,7 +155,33 @@ func (w *workload) run(ctx context.Context, seed uint64) {
 		if sess == nil {
 			return
 		}
-		w.useSession(ctx, rng, sess, node, w.rec.newSession())
+		var once sync.Once
+		w.useSession(ctx, rng, sess, node, w.rec.newSession(), &once, false)
+		sess.Close()
+	}
+}
+
+// runShared is one client whose session many goroutines use at once, as a
+// service's goroutines share an etcd session: each takes locks as run's
+// client does, so the session has several asynchronous waits (!gw) pending
+// at a time, one per name. When the session is lost they all stop, and the
+// client starts another.
+func (w *workload) runShared(ctx context.Context, seed uint64, workers int) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	for ctx.Err() == nil {
+		sess, node := w.connect(ctx, rng)
+		if sess == nil {
+			return
+		}
+		id := w.rec.newSession()
+		var once sync.Once // the loss is counted once, not per goroutine
+		var wg sync.WaitGroup
+		for range workers {
+			wrng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
+			wg.Go(func() { w.useSession(ctx, wrng, sess, node, id, &once, true) })
+		}
+		wg.Wait()
+		sess.Close()
 	}
 }
 
@@ -198,8 +225,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-func (w *workload) useSession(ctx context.Context, rng *rand.Rand, sess *client.Session, node string, id int) {
-	defer sess.Close()
+// useSession takes locks through sess until it is lost, the run is over
+// or (unless shared with other goroutines) the client churns. once counts
+// the loss once.
+func (w *workload) useSession(ctx context.Context, rng *rand.Rand, sess *client.Session, node string, id int, once *sync.Once, shared bool) {
 	for ctx.Err() == nil {
 		name := w.locks[rng.IntN(len(w.locks))]
 		lctx, cancel := context.WithTimeout(ctx, w.opts.LockWait)
@@ -215,15 +244,15 @@ func (w *workload) useSession(ctx context.Context, rng *rand.Rand, sess *client.
 		giveUp.Stop()
 		cancel()
 		if err != nil {
-			if w.lost(sess) {
+			if w.lost(sess, once) {
 				return
 			}
 			continue // the wait ran out, or the run is over
 		}
-		b := &belief{lock: name, session: id, node: node, token: l.Token(), start: time.Now()}
+		b := &belief{lock: name, session: id, node: node, token: l.Token(), start: time.Now(), shared: shared}
 		w.rec.granted(b)
 		if !w.hold(ctx, rng, l, b) {
-			w.lost(sess)
+			w.lost(sess, once)
 			return
 		}
 		uctx, cancel := context.WithTimeout(context.Background(), w.opts.ReleaseWait)
@@ -233,25 +262,28 @@ func (w *workload) useSession(ctx context.Context, rng *rand.Rand, sess *client.
 			// An Unlock that got no reply fails the connection: the session is
 			// lost, or about to be. Otherwise the client gives it up.
 			sleepUntil(sess.Done(), w.opts.ReleaseWait)
-			w.lost(sess)
+			w.lost(sess, once)
 			return
 		}
-		if rng.Float64() < w.opts.Churn {
+		if !shared && rng.Float64() < w.opts.Churn {
 			return
 		}
 	}
 }
 
-// lost reports whether the session was lost, and counts it once if so.
-func (w *workload) lost(sess *client.Session) bool {
+// lost reports whether the session was lost, and counts it, through once,
+// if so.
+func (w *workload) lost(sess *client.Session, once *sync.Once) bool {
 	select {
 	case <-sess.Done():
 	default:
 		return false
 	}
-	if err := sess.Err(); errors.Is(err, client.ErrSessionLost) {
-		w.rec.sessionLost(lossKind(err))
-	}
+	once.Do(func() {
+		if err := sess.Err(); errors.Is(err, client.ErrSessionLost) {
+			w.rec.sessionLost(lossKind(err))
+		}
+	})
 	return true
 }
 

@@ -29,7 +29,7 @@ type Options struct {
 
 	Dump     bool // the server runs with -dump=true (d, sd, dump, who)
 	Registry bool // the server runs with -registry=true (iam, who)
-	Ext      bool // check the extension verbs: gw, sgw, t, ping, dl, !ping, !cancel
+	Ext      bool // check the extension verbs: gw, sgw, t, ping, dl, !ping, !cancel, !gw, !sgw
 
 	// Exclusive says no one else uses the server during the run: counters
 	// are checked for exact rather than minimum changes, and the tables for
@@ -100,6 +100,9 @@ func checks() []check {
 		{"ext/oob-cancel", checkOutOfBandCancel, ext},
 		{"ext/gw-end-of-input", checkEndOfInputDuringWait, func(o Options) bool { return o.Ext && lineProto(o) }},
 		{"ext/dl", checkDetailed, ext},
+		{"ext/async-gw", checkAsyncWait, ext},
+		{"ext/async-cancel", checkAsyncCancel, ext},
+		{"ext/async-many", checkAsyncMany, ext},
 	}
 }
 

@@ -95,6 +95,14 @@ func TestFaultyFakes(t *testing.T) {
 		{"end-of-input-drops-replies", fake.Faults{EOFDropsReplies: true}, "ext/gw-end-of-input", []string{
 			`FAIL ext/gw-end-of-input: B gw -1, i, g, then end of input: got "" before the close`}},
 		{"dl-no-waiters", fake.Faults{DetailNoWaiters: true}, "ext/dl", []string{"FAIL ext/dl: dl: line 1 is "}},
+		{"async-in-order", fake.Faults{AsyncInOrder: true}, "ext/async-gw", []string{
+			"FAIL ext/async-gw: B: i sent after B's !gw 60000 on A's lock (answered at once, not after the wait): no reply within 1s"}},
+		{"async-cancel-quiet", fake.Faults{AsyncCancelQuiet: true}, "ext/async-cancel", []string{
+			`FAIL ext/async-cancel: B: the cancelled !gw's 0 line, after "!cancel 1": no reply within 1s`}},
+		{"async-wrong-token", fake.Faults{AsyncWrongToken: true}, "ext/async-gw", []string{
+			"FAIL ext/async-gw: B: B t after the grant of its !gw (the token the grant said): got "}},
+		{"async-one-at-a-time", fake.Faults{AsyncOneAtATime: true}, "ext/async-many", []string{
+			`FAIL ext/async-many: B: i after B's three !gw -1 (all three pending, none answered): got "!gw 0 0 `}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

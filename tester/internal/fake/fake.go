@@ -28,6 +28,11 @@ type Faults struct {
 	CancelReplyLate bool // "!cancel 1" comes after the cancelled wait's reply, not before
 	EOFDropsReplies bool // end of input during a wait closes the connection unanswered
 	DetailNoWaiters bool // dl says waiters=0 whoever waits
+
+	AsyncInOrder     bool // !gw and !sgw hold back the commands after them, as gw does
+	AsyncCancelQuiet bool // !cancel ends an asynchronous wait without its 0 line
+	AsyncWrongToken  bool // a !gw grant reports a token one above the lock's
+	AsyncOneAtATime  bool // a !gw or !sgw while another is pending is refused
 }
 
 // Config says what the server runs with, as glockd's flags do.
@@ -168,7 +173,10 @@ func (s *Server) serveLines(c *conn, nc net.Conn) {
 	items := make(chan item, 64)
 	go readLines(nc, items, c.gone)
 	w := bufio.NewWriter(nc)
+	var wmu sync.Mutex // the outcomes of asynchronous waits are written from their goroutines
 	c.in = &input{items: items, now: func(reply string) {
+		wmu.Lock()
+		defer wmu.Unlock()
 		w.WriteString(reply)
 		w.Flush()
 	}}
@@ -181,13 +189,16 @@ func (s *Server) serveLines(c *conn, nc net.Conn) {
 		if c.in.discard {
 			break
 		}
+		wmu.Lock()
 		if ok {
 			w.WriteString(reply)
 		}
 		if c.in.idle() && w.Flush() != nil {
 			nc.Close() // ends the reader, which closes items
 		}
+		wmu.Unlock()
 	}
+	s.state.endOfInput(c)
 	nc.Close()
 	for range items { // let the reader end
 	}
@@ -246,13 +257,14 @@ func (s *Server) serveWebsocket(ws *websocket.Conn) {
 		if c.in.discard {
 			break
 		}
-		if c.dropped {
+		if c.dropped || c.replied {
 			continue
 		}
 		if websocket.Message.Send(ws, reply) != nil {
 			ws.Close() // ends the reader, which closes items
 		}
 	}
+	s.state.endOfInput(c)
 	ws.Close()
 	for range items { // let the reader end
 	}
@@ -263,6 +275,7 @@ func (s *Server) serveWebsocket(ws *websocket.Conn) {
 func (s *Server) reply(c *conn, it item) (string, bool) {
 	c.n++
 	c.dropped = s.cfg.DropReply > 0 && c.n == s.cfg.DropReply
+	c.replied = false
 	var reply string
 	var ok bool
 	if it.tooLong {

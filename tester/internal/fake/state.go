@@ -24,9 +24,11 @@ type conn struct {
 	gone    chan struct{} // closed once the client has gone
 	n       int           // commands received
 	dropped bool          // the current command's reply is being dropped
+	replied bool          // the current command wrote what it answers itself (!gw, !cancel)
 	in      *input        // only its serving goroutine touches it
 	excl    map[string]bool
 	shared  map[string]bool
+	async   map[string]*asyncWait // queued !gw and !sgw, by "VERB NAME"
 }
 
 type waiter struct {
@@ -79,7 +81,7 @@ func newState(cfg Config) *state {
 
 func (st *state) connect(name string, closer io.Closer) *conn {
 	c := &conn{name: name, closer: closer, gone: make(chan struct{}),
-		excl: map[string]bool{}, shared: map[string]bool{}}
+		excl: map[string]bool{}, shared: map[string]bool{}, async: map[string]*asyncWait{}}
 	st.mu.Lock()
 	st.conns[c] = true
 	st.mu.Unlock()
@@ -100,6 +102,7 @@ func (st *state) disconnect(c *conn) {
 	defer st.mu.Unlock()
 	delete(st.conns, c)
 	st.unregister(c)
+	st.endAsync(c, "") // nobody reads their lines now
 	if st.cfg.NoOrphans {
 		return
 	}
@@ -110,6 +113,17 @@ func (st *state) disconnect(c *conn) {
 	for name := range c.shared {
 		st.counters["shared_orphans"]++
 		st.sharedRelease(c, name)
+	}
+}
+
+// endOfInput ends c's asynchronous waits, as timeouts, when its input has
+// ended: their 0 lines are written before the connection closes.
+func (st *state) endOfInput(c *conn) {
+	st.mu.Lock()
+	lines, _ := st.endAsync(c, "")
+	st.mu.Unlock()
+	for _, l := range lines {
+		c.in.now(l)
 	}
 }
 
@@ -135,7 +149,7 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 	defer st.mu.Unlock()
 	switch verb {
 	case "!ping", "!cancel": // not counted
-	case "g", "r", "i", "sg", "sr", "si", "d", "sd", "dump", "q", "me", "iam", "who", "gw", "sgw", "t", "ping", "dl":
+	case "g", "r", "i", "sg", "sr", "si", "d", "sd", "dump", "q", "me", "iam", "who", "gw", "sgw", "t", "ping", "dl", "!gw", "!sgw":
 		st.counters["command_"+verb]++
 	default:
 		st.counters["invalid_commands"]++
@@ -205,7 +219,25 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 	case "!ping": // no wait is pending, or this would not run
 		return wire.NowPong, true
 	case "!cancel":
-		return wire.NothingPending, true
+		lines, any := st.endAsync(c, arg)
+		if !any {
+			return wire.NothingPending, true
+		}
+		c.in.now(wire.Cancelled)
+		c.replied = true
+		if !st.cfg.AsyncCancelQuiet {
+			for _, l := range lines {
+				c.in.now(l)
+			}
+		}
+		return "", false
+	case "!gw", "!sgw":
+		if st.cfg.AsyncInOrder {
+			return st.asyncInOrder(c, verb == "!sgw", line, arg)
+		}
+		st.asyncWait(c, verb == "!sgw", arg)
+		c.replied = true
+		return "", false
 	case "q":
 		return st.stats(), true
 	case "gw":
