@@ -293,7 +293,7 @@ func serveDNS(t *testing.T, addrs ...[4]byte) string {
 		pc.Close()
 		wg.Wait()
 	})
-	wg.Go(func() {
+	goWait(&wg, func() {
 		buf := make([]byte, 1500)
 		for {
 			n, from, err := pc.ReadFrom(buf)
