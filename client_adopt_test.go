@@ -18,7 +18,9 @@ import (
 func TestClientWebsocketOriginPolicy(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	url := "ws://" + addr + "/"
-	srv := startServer(t, func(c *Config) { c.WSAddr, c.WSOrigins = addr, []string{"http://localhost:" + strconv.Itoa(freePort(t)), "http://" + addr} })
+	srv := startServer(t, func(c *Config) {
+		c.WSAddr, c.WSOrigins = addr, []string{"http://localhost:" + strconv.Itoa(freePort(t)), "http://" + addr}
+	})
 	ctx := bg(t)
 	var out strings.Builder
 	passed, failed := suite.Run(ctx, suite.Options{Network: "ws", Addr: url, Dump: true, Registry: true, Ext: true, Exclusive: true, Fresh: true, Out: &out})
