@@ -257,9 +257,17 @@ func (m *manager) disconnect(c *connState) {
 	m.registry.remove(c)
 	if c.lockCount() <= orphanStep {
 		m.orphanLocks(c, orphanStep)
+		m.released(c)
 		return
 	}
 	m.orphaning = append(m.orphaning, c)
+}
+
+// released runs when an ended connection's locks are all released.
+func (m *manager) released(c *connState) {
+	if len(m.sec.kills) > 0 {
+		m.killReleased(c)
+	}
 }
 
 // orphanStep releases up to orphanStep locks of the oldest ended connection.
@@ -272,6 +280,7 @@ func (m *manager) orphanStep() {
 	if m.orphanLocks(c, orphanStep) {
 		m.orphaning[0] = nil
 		m.orphaning = m.orphaning[1:]
+		m.released(c)
 	}
 }
 
