@@ -236,12 +236,17 @@ func (m *manager) execute(c *connState, b *batch) {
 	<-c.done
 }
 
-// logEvent logs an event with -verbose. Its ...any arguments are allocated by
-// the caller whether or not they are logged, so calls on a per-command path
-// check m.log first.
+// logEvent logs an event with -verbose: the connection's address and, once
+// it has registered one with iam, its name. Its ...any arguments are
+// allocated by the caller whether or not they are logged, so calls on a
+// per-command path check m.log first.
 func (m *manager) logEvent(event string, c *connState, args ...any) {
 	if m.log != nil {
-		m.log.Info(event, append([]any{"conn", c.name}, args...)...)
+		who := []any{"conn", c.name}
+		if c.regSeq != 0 {
+			who = append(who, "name", c.regName)
+		}
+		m.log.Info(event, append(who, args...)...)
 	}
 }
 
