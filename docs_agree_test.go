@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -134,6 +135,31 @@ func TestOperatingMetricsTable(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("metrics %s*: in docs/operating.md's metrics table, but none on /metrics", p)
+		}
+	}
+}
+
+// TestNoDocSaysSIGHUPKills: glockd reloads on SIGHUP (TestReloadOnSIGHUP),
+// so no sentence of the docs, the unit or the Dockerfile may say that it
+// stops, kills or is not handled.
+func TestNoDocSaysSIGHUPKills(t *testing.T) {
+	files, err := filepath.Glob("docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	contrib, _ := filepath.Glob("contrib/*")
+	files = append(append(files, contrib...), "README.md", "CHANGELOG.md", "tester/README.md", "Dockerfile")
+	wrong := regexp.MustCompile(`(?i)\b(kills?|exits?|stops?|not handled|does not handle|no reload)\b`)
+	sentenceEnd := regexp.MustCompile(`[.;:]\s|\n\s*\n`)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sentenceEnd.Split(string(data), -1) {
+			if strings.Contains(s, "SIGHUP") && wrong.MatchString(s) {
+				t.Errorf("%s: %q says SIGHUP stops glockd; it reloads", f, strings.Join(strings.Fields(s), " "))
+			}
 		}
 	}
 }
