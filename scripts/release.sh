@@ -80,6 +80,6 @@ if [ "${RELEASE_DOCKER:-1}" = 1 ] && command -v docker >/dev/null && docker info
 	echo "== docker image glockd:$version"
 	docker build --build-arg VERSION="$version" --build-arg REVISION="$revision" -t "glockd:$version" .
 else
-	echo "== no docker daemon here: build the image with"
+	echo "== docker image not built here: build it with"
 	echo "   docker build --build-arg VERSION=$version --build-arg REVISION=$revision -t glockd:$version ."
 fi
