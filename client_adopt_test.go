@@ -16,10 +16,12 @@ import (
 // README's safe setting; refused, the client says with which status and,
 // for 403, that the origin policy refused it.
 func TestClientWebsocketOriginPolicy(t *testing.T) {
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	port := strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + port
 	url := "ws://" + addr + "/"
+	// The README's safe setting, on the test's port.
 	srv := startServer(t, func(c *Config) {
-		c.WSAddr, c.WSOrigins = addr, []string{"http://localhost:" + strconv.Itoa(freePort(t)), "http://" + addr}
+		c.WSAddr, c.WSOrigins = addr, []string{"http://localhost:" + port, "http://" + addr}
 	})
 	ctx := bg(t)
 	var out strings.Builder
