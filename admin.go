@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -15,6 +16,23 @@ type managerSecurity struct {
 	log       *slog.Logger // kills, reloads: logged whatever -verbose says
 	// byName finds a connection for kill; kept only when kill can be used.
 	byName map[string]*connState
+	// kills are the kill and kill-holder commands waiting for their
+	// victim's locks to be released; rare, so a slice.
+	kills []*pendingKill
+}
+
+// killBound is how long kill and kill-holder wait for the victim's locks
+// to be released before answering that the release is still pending.
+const killBound = time.Second
+
+// pendingKill is a kill waiting for its victim's release. The killer's
+// connection waits for its batch meanwhile, as during a dump in steps.
+type pendingKill struct {
+	killer *connState
+	b      *batch
+	victim *connState
+	arg    []byte      // the command's argument, for the reply at the bound
+	timer  *time.Timer // answers at killBound
 }
 
 func newManagerSecurity(cfg Config, acl *accessList) managerSecurity {
@@ -57,27 +75,35 @@ func (m *manager) secureDisconnect(c *connState) {
 // kill runs kill CONN and kill-holder NAME: it asks the victim's connection
 // to close, and the victim's own goroutine then ends it as on any disconnect,
 // which orphans its locks. A lock is never taken from a live holder behind
-// its back: the holder learns by the disconnect.
-func (m *manager) kill(c *connState, cmd *command, out []byte) []byte {
+// its back: the holder learns by the disconnect. The reply waits until the
+// manager has seen that disconnect and released the victim's locks, so that
+// a command pipelined after the kill sees them free; it reports false when
+// the reply is left pending that way (see killReleased and killBound).
+func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 	switch {
 	case m.sec.acl != nil:
 		if c.ident.perms&permAdmin == 0 { // denied() has answered an unidentified one
-			return append(out, replyPermissionDenied...)
+			b.out = append(b.out, replyPermissionDenied...)
+			return true
 		}
 	case !m.sec.adminUnix:
-		return append(out, replyDisabled...)
+		b.out = append(b.out, replyDisabled...)
+		return true
 	case c.transport != "unix":
-		return append(out, replyPermissionDenied...)
+		b.out = append(b.out, replyPermissionDenied...)
+		return true
 	}
 	var victim *connState
 	if cmd.verb == verbKill {
 		if victim = m.sec.byName[string(cmd.name)]; victim == nil {
-			return appendReply(out, 0, textNoSuchConnection, cmd.name)
+			b.out = appendReply(b.out, 0, textNoSuchConnection, cmd.name)
+			return true
 		}
 	} else {
 		l, held := m.inspect(cmd.name)
 		if !held {
-			return appendReply(out, 0, textNotLocked, cmd.name)
+			b.out = appendReply(b.out, 0, textNotLocked, cmd.name)
+			return true
 		}
 		victim = l.owner
 	}
@@ -90,10 +116,58 @@ func (m *manager) kill(c *connState, cmd *command, out []byte) []byte {
 		args = append(args, "holder_of", string(cmd.name))
 	}
 	m.sec.log.Warn("kill", args...)
-	if victim.kill != nil {
-		victim.kill()
+	// A connection that kills itself cannot see its own disconnect while
+	// it waits for this reply, and one that cannot be cut short never ends.
+	if victim == c || victim.kill == nil {
+		if victim.kill != nil {
+			victim.kill()
+		}
+		b.out = append(b.out, replyOK...)
+		return true
 	}
-	return append(out, replyOK...)
+	victim.kill()
+	pk := &pendingKill{killer: c, b: b, victim: victim, arg: append([]byte(nil), cmd.name...)}
+	pk.timer = time.AfterFunc(killBound, func() {
+		select {
+		case m.requests <- request{kind: requestCall, fn: func(m *manager) { m.answerKill(pk, false) }}:
+		case <-m.stopped:
+		}
+	})
+	m.sec.kills = append(m.sec.kills, pk)
+	b.killPending = true
+	return false
+}
+
+// killReleased answers the kills of c, whose locks have all been released
+// after its disconnect.
+func (m *manager) killReleased(c *connState) {
+	for i := 0; i < len(m.sec.kills); {
+		if pk := m.sec.kills[i]; pk.victim == c {
+			m.answerKill(pk, true) // removes it from kills
+			continue
+		}
+		i++
+	}
+}
+
+// answerKill ends a pending kill: "1 ok" once the victim's locks are
+// released, "1 Kill Pending: ARG" at killBound. It does nothing if the kill
+// was answered already.
+func (m *manager) answerKill(pk *pendingKill, released bool) {
+	i := slices.Index(m.sec.kills, pk)
+	if i < 0 {
+		return
+	}
+	m.sec.kills = slices.Delete(m.sec.kills, i, i+1)
+	pk.timer.Stop()
+	b := pk.b
+	if released {
+		b.out = append(b.out, replyOK...)
+	} else {
+		b.out = appendReply(b.out, 1, textKillPending, pk.arg)
+	}
+	b.ends = append(b.ends, len(b.out))
+	pk.killer.done <- struct{}{}
 }
 
 // abortFunc returns what cuts a connection short from another goroutine

@@ -147,3 +147,57 @@ func TestKillWithACL(t *testing.T) {
 	unix.expectOne("kill "+holder.name, "1 ok\n")
 	expectClosed(t, holder)
 }
+
+// TestKillAnswersAfterRelease: kill and kill-holder answer once the
+// victim's locks are released, so that commands pipelined right after them
+// see the locks free, over every transport the admin may use.
+func TestKillAnswersAfterRelease(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.Security.Admin = true })
+	admin := dial(t, srv, "unix")
+	for i, tr := range []string{"tcp", "websocket", "unix"} {
+		for _, verb := range []string{"kill-holder", "kill"} {
+			n := fmt.Sprintf("k%d-%s", i, verb)
+			victim := dial(t, srv, tr)
+			victim.expect("g "+n, "1 Lock Get Success: "+n+"\n")
+			victim.expect("sg s"+n, "1 Shared Lock Get Success: s"+n+"\n")
+			arg := n
+			if verb == "kill" {
+				arg = victim.name
+			}
+			admin.send(verb + " " + arg + "\ni " + n + "\nsi s" + n + "\n")
+			for _, want := range []string{"1 ok\n", "0 Lock Not Locked: " + n + "\n", "0 Shared Lock Not Locked: s" + n + "\n"} {
+				if got := admin.line(); got != want {
+					t.Fatalf("%s over %s, pipelined: got %q, want %q", verb, tr, got, want)
+				}
+			}
+			expectClosed(t, victim)
+		}
+	}
+}
+
+// TestKillBound: a victim whose goroutine cannot see its own end for a
+// while (here it sleeps through a wrong auth's delay) does not hold up
+// the admin for longer than killBound, and the reply says the release is
+// pending.
+func TestKillBound(t *testing.T) {
+	srv, _ := aclServer(t, "", func(c *Config) { c.Security.AuthFailureDelay = 3 * killBound })
+	admin := rawClient(t, srv, "tcp")
+	admin.expectOne("auth "+opsToken, "1 ok\n")
+	victim := rawClient(t, srv, "tcp")
+	victim.expectOne("auth "+billingToken, "1 ok\n")
+	victim.expectOne("g billing/slow", "1 Lock Get Success: billing/slow\n")
+	victim.send("auth wrong\n")
+	time.Sleep(100 * time.Millisecond) // let its goroutine reach the delay
+	start := time.Now()
+	admin.send("kill-holder billing/slow\ni billing/slow\n")
+	if got := admin.line(); got != "1 Kill Pending: billing/slow\n" {
+		t.Fatalf("kill-holder of a slow victim: %q", got)
+	}
+	if waited := time.Since(start); waited < killBound {
+		t.Errorf("answered after %v, before the bound of %v", waited, killBound)
+	}
+	if got := admin.line(); got != "1 Lock Is Locked: billing/slow\n" {
+		t.Fatalf("i after a pending kill: %q", got)
+	}
+	eventually(t, "billing/slow released", func() bool { return admin.one("i billing/slow") == "0 Lock Not Locked: billing/slow\n" })
+}

@@ -194,6 +194,9 @@ type batch struct {
 	// noReply: the command just run has no reply in order, not even an
 	// empty websocket message (!gw, !sgw: their outcome comes out of band).
 	noReply bool
+	// killPending: cmds[next-1] is a kill that the manager answers once
+	// its victim's locks are released (admin.go).
+	killPending bool
 }
 
 // runBatch runs commands until the batch ends or one of them leaves its reply
@@ -214,8 +217,8 @@ func (m *manager) runBatch(c *connState, b *batch) {
 			break // the connection writes, then sends the rest
 		}
 	}
-	if b.dumpPending {
-		b.dumpPending = false
+	if b.dumpPending || b.killPending {
+		b.dumpPending, b.killPending = false, false
 		return
 	}
 	c.done <- struct{}{}
@@ -273,8 +276,7 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 	case verbAuth:
 		return m.auth(c, cmd, b)
 	case verbKill, verbKillHolder:
-		b.out = m.kill(c, cmd, b.out)
-		return true
+		return m.kill(c, cmd, b)
 	case verbPerms:
 		b.out = m.appendPerms(c, b.out)
 		return true

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"html"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 )
 
@@ -35,13 +37,20 @@ type consoleAsset struct {
 }
 
 // consoleHandler serves the console: index.html on "/", its other files
-// under /console/.
-func consoleHandler() http.Handler {
+// under /console/. The page's footer names the build.
+func consoleHandler(build buildInfo) http.Handler {
+	footer := strings.NewReplacer(
+		"{{version}}", html.EscapeString(build.Version),
+		"{{revision}}", html.EscapeString(build.Revision),
+		"{{goversion}}", html.EscapeString(build.GoVersion))
 	assets := make(map[string]consoleAsset)
 	for name, src := range consoleSources {
 		body, err := consoleFiles.ReadFile(src)
 		if err != nil {
 			panic(err) // embedded at build time: cannot happen
+		}
+		if name == "index.html" {
+			body = []byte(footer.Replace(string(body)))
 		}
 		sum := sha256.Sum256(body)
 		assets[name] = consoleAsset{

@@ -116,8 +116,9 @@ func TestSystemdUnit(t *testing.T) {
 	} else if vs := unit.values("Service", "DynamicUser"); vs != nil && vs[len(vs)-1] != "yes" {
 		t.Errorf("[Service] DynamicUser=%s, want yes", vs[len(vs)-1])
 	}
-	if unit.values("Service", "ExecReload") != nil {
-		t.Error("[Service] has ExecReload=, but glockd does not handle SIGHUP: a reload would kill it")
+	// glockd reloads on SIGHUP (docs/operating.md, "Signals").
+	if got := one("ExecReload"); got != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("[Service] ExecReload=%s, want /bin/kill -HUP $MAINPID", got)
 	}
 
 	exec := strings.Fields(one("ExecStart"))

@@ -25,7 +25,9 @@ func main() {
 
 // options are the flags that do not end up in Config.
 type options struct {
-	pidfile string
+	pidfile     string
+	version     bool   // print the build and exit
+	healthcheck string // ask this URL and exit: 0 if it answered 200
 }
 
 func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
@@ -40,7 +42,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		unixMode  = fs.String("unix-mode", "0666", "permissions of the -unix socket file, octal")
 		wsOrigins = fs.String("ws-origin", "*", "comma-separated browser origins (scheme://host[:port]) allowed to open a websocket, or * for any")
 		verbose   = fs.Bool("verbose", false, "log connects, disconnects, acquisitions, releases and orphans")
+		logFormat = fs.String("log-format", "text", "log format: text or json (log/slog's handlers)")
 	)
+	fs.BoolVar(&opts.version, "version", false, "print the version, VCS revision and Go version, and exit")
+	fs.StringVar(&opts.healthcheck, "healthcheck", "", "GET this URL (e.g. http://127.0.0.1:9998/healthz) and exit 0 if it answers 200, 1 otherwise: a container's HEALTHCHECK")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "also serve /metrics and /healthz on this host:port (empty: only on -ws)")
 	fs.StringVar(&cfg.UnixPath, "unix", "", "path of a unix socket for the line protocol (empty disables)")
 	fs.StringVar(&opts.pidfile, "pidfile", "", "write the pid here and hold an exclusive flock on it (empty: none)")
@@ -134,12 +139,24 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		return cfg, opts, err
 	}
 	cfg.Verbose = *verbose
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	switch *logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
+	default:
+		return cfg, opts, fmt.Errorf("-log-format %q: want text or json", *logFormat)
+	}
 	return cfg, opts, nil
 }
 
 // run is main without the exit, so that tests can drive it.
 func run(args []string, stderr io.Writer) int {
+	return runTo(args, os.Stdout, stderr)
+}
+
+// runTo is run with the standard output too (-version writes there).
+func runTo(args []string, stdout, stderr io.Writer) int {
 	cfg, opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -147,6 +164,17 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "glockd:", err)
 		return 2
+	}
+	switch {
+	case opts.version:
+		fmt.Fprint(stdout, readBuildInfo())
+		return 0
+	case opts.healthcheck != "":
+		if err := healthcheck(opts.healthcheck); err != nil {
+			fmt.Fprintln(stderr, "glockd: healthcheck:", err)
+			return 1
+		}
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -176,10 +204,11 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
+	build := srv.build.logAttrs()
 	if cfg.HA != nil { // the lock listeners open when it is elected
-		cfg.Logger.Info("glockd started as a standby", "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))
+		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
 	} else {
-		cfg.Logger.Info("glockd listening", "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))
+		cfg.Logger.Info("glockd listening", append(build, "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))...)
 	}
 	reloadOnHangup(ctx, srv, hangups)
 	cfg.Logger.Info("glockd shutting down")

@@ -243,12 +243,17 @@ func (m *manager) execute(c *connState, b *batch) {
 	<-c.done
 }
 
-// logEvent logs an event with -verbose. Its ...any arguments are allocated by
-// the caller whether or not they are logged, so calls on a per-command path
-// check m.log first.
+// logEvent logs an event with -verbose: the connection's address and, once
+// it has registered one with iam, its name. Its ...any arguments are
+// allocated by the caller whether or not they are logged, so calls on a
+// per-command path check m.log first.
 func (m *manager) logEvent(event string, c *connState, args ...any) {
 	if m.log != nil {
-		m.log.Info(event, append([]any{"conn", c.name}, args...)...)
+		who := []any{"conn", c.name}
+		if c.regSeq != 0 {
+			who = append(who, "name", c.regName)
+		}
+		m.log.Info(event, append(who, args...)...)
 	}
 }
 
@@ -267,9 +272,17 @@ func (m *manager) disconnect(c *connState) {
 	m.registry.remove(c)
 	if c.lockCount() <= orphanStep {
 		m.orphanLocks(c, orphanStep)
+		m.released(c)
 		return
 	}
 	m.orphaning = append(m.orphaning, c)
+}
+
+// released runs when an ended connection's locks are all released.
+func (m *manager) released(c *connState) {
+	if len(m.sec.kills) > 0 {
+		m.killReleased(c)
+	}
 }
 
 // orphanStep releases up to orphanStep locks of the oldest ended connection.
@@ -282,6 +295,7 @@ func (m *manager) orphanStep() {
 	if m.orphanLocks(c, orphanStep) {
 		m.orphaning[0] = nil
 		m.orphaning = m.orphaning[1:]
+		m.released(c)
 	}
 }
 

@@ -37,7 +37,7 @@ const (
 	healthzTimeout = time.Second
 )
 
-func newMetrics(m *manager, maxConns int) *metrics {
+func newMetrics(m *manager, maxConns int, build buildInfo) *metrics {
 	batch := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "glockd_command_batch_duration_seconds",
 		Help: "Time from handing a batch of commands to the lock manager until it answered: one observation per batch (every command a connection read in one go, usually one).",
@@ -69,6 +69,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
+		build.collector(),
 		limit,
 		newStatsCollector(m),
 		batch,

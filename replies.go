@@ -25,6 +25,7 @@ const (
 	textInvalidArgument      = wire.InvalidArgument
 	textPermissionDenied     = wire.PermissionDeniedText
 	textNoSuchConnection     = wire.NoSuchConnection
+	textKillPending          = wire.KillPending
 
 	replyDisabled         = wire.Disabled
 	replyOK               = wire.OK

@@ -115,6 +115,7 @@ type Server struct {
 	ws   net.Listener
 	http *http.Server
 
+	build       buildInfo // what this binary is: version.go
 	metrics     *metrics
 	metricsLn   net.Listener
 	metricsHTTP *http.Server
@@ -159,11 +160,13 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	m := newManager(cfg)
 	m.sec = newManagerSecurity(cfg, acl)
+	build := readBuildInfo()
 	s := &Server{
 		cfg:       cfg,
 		sec:       sec,
 		manager:   m,
-		metrics:   newMetrics(m, cfg.MaxConns),
+		build:     build,
+		metrics:   newMetrics(m, cfg.MaxConns, build),
 		conns:     make(map[*conn]struct{}),
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
 		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
@@ -519,7 +522,7 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 // /healthz.
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	console := consoleHandler()
+	console := consoleHandler(s.build)
 	mux.Handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.Header.Get("Upgrade") == "" {
 			console.ServeHTTP(w, r)

@@ -58,3 +58,28 @@ func TestVerboseLogging(t *testing.T) {
 		}
 	}
 }
+
+// TestVerboseLogsRegisteredName: once a connection has registered a name
+// with iam, -verbose logs it beside the address, in text and in JSON.
+func TestVerboseLogsRegisteredName(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		var logs syncBuffer
+		cfg, _, err := parseFlags([]string{"-verbose", "-log-format", format}, &logs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := startServer(t, func(c *Config) { c.Verbose, c.Logger = true, cfg.Logger })
+		a := dial(t, srv, "tcp")
+		a.expect("iam worker-1", "1 ok\n")
+		a.expect("g job", "1 Lock Get Success: job\n")
+		a.close()
+		want := `msg=acquire conn=` + a.name + ` name=worker-1 lock=job`
+		if format == "json" {
+			want = `"msg":"acquire","conn":"` + a.name + `","name":"worker-1","lock":"job"`
+		}
+		eventually(t, "disconnect logged", func() bool { return strings.Contains(logs.String(), "disconnect") })
+		if got := logs.String(); !strings.Contains(got, want) {
+			t.Errorf("-log-format %s: log lacks %s:\n%s", format, want, got)
+		}
+	}
+}

@@ -77,12 +77,13 @@ type Client struct {
 // Dial connects to a glockd server, trying addrs in order and returning
 // the first connection made. Network is "tcp" (or "tcp4", "tcp6") or "unix"
 // with each addr a host:port or a socket path, or "ws" with each addr a
-// websocket URL such as "ws://127.0.0.1:9998/". A host name that resolves
-// to several addresses is tried address by address. When ctx has a
-// deadline, each address gets a share of the time left. The context bounds
-// the connection set-up only.
+// websocket URL such as "ws://127.0.0.1:9998/" or "wss://host:9998/" (TLS
+// with the system's roots; [NewSession] takes a TLS configuration). A host
+// name that resolves to several addresses is tried address by address. When
+// ctx has a deadline, each address gets a share of the time left. The
+// context bounds the connection set-up only.
 func Dial(ctx context.Context, network string, addrs ...string) (*Client, error) {
-	return dialFirst(ctx, &net.Dialer{}, network, addrs, nil)
+	return dialFirst(ctx, &net.Dialer{}, nil, network, addrs, nil)
 }
 
 // New returns a Client speaking the line protocol over conn, which it then

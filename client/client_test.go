@@ -40,13 +40,13 @@ func serveLines(t *testing.T, s script) *lineServer {
 		ln.Close()
 		wg.Wait()
 	})
-	wg.Go(func() {
+	goWait(&wg, func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
+			goWait(&wg, func() {
 				defer c.Close()
 				r := bufio.NewScanner(c)
 				r.Buffer(nil, 1<<20)
@@ -417,7 +417,7 @@ func TestWebsocket(t *testing.T) {
 			mu.Lock()
 			messages = append(messages, msg)
 			mu.Unlock()
-			for line := range strings.SplitSeq(strings.TrimSuffix(msg, "\n"), "\n") {
+			for _, line := range strings.Split(strings.TrimSuffix(msg, "\n"), "\n") {
 				reply := echoGet(line)
 				if line == "me" {
 					reply = "1 " + ws.Request().RemoteAddr + " " + ws.Request().RemoteAddr + "\n"

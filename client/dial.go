@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,7 +16,7 @@ const minShare = 2 * time.Second
 
 // dialFirst connects to the first of addrs that accepts and, if accept is
 // set, passes it; accept gets the address's share of the time.
-func dialFirst(ctx context.Context, d *net.Dialer, network string, addrs []string,
+func dialFirst(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, network string, addrs []string,
 	accept func(context.Context, *Client) error) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("glockd client: no address to dial")
@@ -23,7 +24,7 @@ func dialFirst(ctx context.Context, d *net.Dialer, network string, addrs []strin
 	var errs []error
 	for i, addr := range addrs {
 		actx, cancel := share(ctx, len(addrs)-i)
-		c, err := dialOne(actx, d, network, addr)
+		c, err := dialOne(actx, d, tlsConf, network, addr)
 		if err == nil && accept != nil {
 			if err = accept(actx, c); err != nil {
 				c.Close()
@@ -57,13 +58,30 @@ func share(ctx context.Context, left int) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, part)
 }
 
-func dialOne(ctx context.Context, d *net.Dialer, network, addr string) (*Client, error) {
+// dialOne connects to one address; over TCP with TLS when tlsConf is set
+// (a ws URL uses TLS when it is wss).
+func dialOne(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, network, addr string) (*Client, error) {
 	if network == "ws" {
-		return dialWebsocket(ctx, d, addr)
+		return dialWebsocket(ctx, d, tlsConf, addr)
+	}
+	if tlsConf != nil && network != "tcp" && network != "tcp4" && network != "tcp6" {
+		return nil, fmt.Errorf("glockd client: TLS over %q: want tcp", network)
 	}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	return New(conn), nil
+	if tlsConf == nil {
+		return New(conn), nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	tc, err := tlsHandshake(ctx, conn, tlsConf, host)
+	if err != nil {
+		return nil, err
+	}
+	return New(tc), nil
 }

@@ -13,8 +13,14 @@
 // again behind the caller's back; after a loss, start a new Session.
 //
 // Every reply is checked for its exact form: [Client.Get] on "foo" accepts
-// only "1 Lock Get Success: foo" or "0 Lock Get Failure: foo". Anything else is
-// a [*ReplyError] quoting the bytes received.
+// only "1 Lock Get Success: foo" or "0 Lock Get Failure: foo". The refusals
+// of access control and admission are errors for errors.Is:
+// [ErrPermissionDenied] (a [*PermissionError] with the name),
+// [ErrAuthRequired], [ErrAuthFailed], [ErrTooManyConnections]. Anything else
+// is a [*ReplyError] quoting the bytes received.
+//
+// The package is a module of its own, github.com/glockd/glockd/client,
+// tagged client/vX.Y.Z, that needs Go 1.23 and not the daemon's module.
 //
 // The server answers commands in order. A Client pipelines the calls of
 // several goroutines on its connection, and one goroutine of its own reads

@@ -266,7 +266,7 @@ func (c *Client) await(ctx context.Context, cl *inflight, finish bool) (interrup
 	if ok {
 		// On another goroutine: a server that stopped reading would block
 		// the write, and the timer below is what gives up on it.
-		cl.cancelling.Go(func() { c.cancelWait(name) })
+		goWait(&cl.cancelling, func() { c.cancelWait(name) })
 	}
 	c.mu.Unlock()
 	defer cl.cancelling.Wait()
@@ -394,6 +394,11 @@ func (c *Client) readLoop() {
 			c.fail(err)
 			return
 		}
+		if strings.TrimSuffix(reply, "\n") == tooManyConnections {
+			// The server's refusal at admission; it closes the connection.
+			c.fail(fmt.Errorf("glockd client: the server refused the connection: %w", ErrTooManyConnections))
+			return
+		}
 		c.mu.Lock()
 		switch {
 		case c.outOfBand(reply):
@@ -475,7 +480,7 @@ func (c *Client) fill(reply string) {
 		if name, ok := c.nextWait(cl); ok {
 			// Not on this goroutine: a write may wait for the server,
 			// which may wait for this goroutine to read.
-			cl.cancelling.Go(func() { c.cancelWait(name) })
+			goWait(&cl.cancelling, func() { c.cancelWait(name) })
 		}
 	}
 	if cl.next == len(cl.reqs) {
@@ -526,10 +531,14 @@ func splitMessage(dst []string, msg string) []string {
 	if msg == "" {
 		return dst
 	}
-	for line := range strings.SplitSeq(msg, "\n") {
+	for {
+		line, rest, more := strings.Cut(msg, "\n")
 		dst = append(dst, strings.TrimSuffix(line, "\r"))
+		if !more {
+			return dst
+		}
+		msg = rest
 	}
-	return dst
 }
 
 // Send writes raw command lines, as one write (over a websocket, as one

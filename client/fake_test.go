@@ -74,7 +74,7 @@ func newFake() (*fakeServer, error) {
 	s := &fakeServer{ln: ln, holder: map[string]*fakeConn{}, token: map[string]uint64{},
 		waiters: map[string][]*fakeWaiter{}, shared: map[string][]*fakeConn{},
 		sems: map[string][]*fakeWaiter{}, conns: map[*fakeConn]bool{}}
-	s.wg.Go(func() {
+	goWait(&s.wg, func() {
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
@@ -85,7 +85,7 @@ func newFake() (*fakeServer, error) {
 			s.mu.Lock()
 			s.conns[c] = true
 			s.mu.Unlock()
-			s.wg.Go(func() { s.serve(c) })
+			goWait(&s.wg, func() { s.serve(c) })
 		}
 	})
 	return s, nil
@@ -114,7 +114,7 @@ func (s *fakeServer) dropAll() {
 
 func (s *fakeServer) serve(c *fakeConn) {
 	lines := make(chan string, 64)
-	s.wg.Go(func() {
+	goWait(&s.wg, func() {
 		defer close(lines)
 		sc := bufio.NewScanner(c.nc)
 		for sc.Scan() {
@@ -390,7 +390,7 @@ func (s *fakeServer) runAsync(c *fakeConn, verb string, f []string) {
 		}
 		w := s.enqueue(c, table, name, most, ms)
 		c.async[key] = w
-		s.wg.Go(func() {
+		goWait(&s.wg, func() {
 			granted := <-w.result
 			line := asyncRefusal(key)
 			if granted {

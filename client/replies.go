@@ -96,7 +96,12 @@ func nameCommand[T any](verb, name string) (command[T], string) {
 	return cmd, Normalize(name)
 }
 
+// replyError is the error of a reply the command does not expect: a
+// refusal of access control or admission (errors.go), or a *ReplyError.
 func (cmd command[T]) replyError(lines []string) error {
+	if err := refusal(cmd.line, lines); err != nil {
+		return err
+	}
 	return &ReplyError{Cmd: cmd.line, Lines: append([]string(nil), lines...)}
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +34,16 @@ type SessionOptions struct {
 	// Dialer connects to the server; nil means a zero net.Dialer. Its
 	// Resolver, if set, resolves host names.
 	Dialer *net.Dialer
+	// TLSConfig, if set, makes "tcp" connections TLS (the server's
+	// -tls-port), and configures wss:// URLs (which use TLS with the
+	// system's roots without it). Its ServerName defaults to the host of
+	// each address; a client certificate (Certificates) is the identity
+	// for a server with -tls-client-ca.
+	TLSConfig *tls.Config
+	// Token, if set, is sent with auth on every connection the session
+	// makes, before anything else: for a server with -acl-file. A wrong
+	// token fails with ErrAuthFailed.
+	Token string
 }
 
 // Session is one connection to a glockd server that knows when it is
@@ -101,9 +112,14 @@ func NewSession(ctx context.Context, network string, addrs []string, opts Sessio
 	if d == nil {
 		d = &net.Dialer{}
 	}
-	c, err := dialFirst(ctx, d, network, addrs, func(ctx context.Context, c *Client) error {
+	c, err := dialFirst(ctx, d, opts.TLSConfig, network, addrs, func(ctx context.Context, c *Client) error {
 		ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 		defer cancel()
+		if opts.Token != "" {
+			if err := c.Auth(ctx, opts.Token); err != nil {
+				return err
+			}
+		}
 		return c.pingWait(ctx)
 	})
 	if err != nil {
@@ -119,7 +135,7 @@ func NewSession(ctx context.Context, network string, addrs []string, opts Sessio
 	s.mu.Lock()
 	s.watchdog = time.AfterFunc(opts.Timeout, s.check)
 	s.mu.Unlock()
-	s.pinger.Go(s.heartbeat)
+	goWait(&s.pinger, s.heartbeat)
 	return s, nil
 }
 

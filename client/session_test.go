@@ -285,7 +285,7 @@ func serveDNS(t *testing.T, addrs ...[4]byte) string {
 		pc.Close()
 		wg.Wait()
 	})
-	wg.Go(func() {
+	goWait(&wg, func() {
 		buf := make([]byte, 1500)
 		for {
 			n, from, err := pc.ReadFrom(buf)
@@ -367,7 +367,7 @@ func TestSessionUndoWhileOthersCall(t *testing.T) {
 	defer s.Close()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() {
+	goWait(&wg, func() {
 		for {
 			select {
 			case <-stop:

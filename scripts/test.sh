@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go test -race -count=1 -timeout 20m ./...
+(cd client && go test -race -count=1 -timeout 5m ./...) # a module of its own
 go test -count=1 -run 'IdleConnStack' .

@@ -28,6 +28,7 @@ const (
 	InvalidArgument      = "Invalid Argument"
 	PermissionDeniedText = "Permission Denied"
 	NoSuchConnection     = "No Such Connection"
+	KillPending          = "Kill Pending" // kill's victim not yet released after a second
 )
 
 // Replies that are always the same line.

@@ -299,7 +299,9 @@ func (r *run) batches(ctx context.Context, w *worker, c *client.Client, local *h
 			}
 		}
 		var replyErr *client.ReplyError
-		if err != nil && !errors.As(err, &replyErr) && !errors.Is(err, client.ErrDisabled) {
+		// A refusal of access control is a reply too: the connection stands.
+		refused := errors.Is(err, client.ErrPermissionDenied) || errors.Is(err, client.ErrAuthRequired)
+		if err != nil && !errors.As(err, &replyErr) && !errors.Is(err, client.ErrDisabled) && !refused {
 			// The connection is gone: its replies are not mismatches, and
 			// its ops were not done.
 			r.unclaim(n)

@@ -54,7 +54,13 @@ func checkWebsocketMessages(t *checkRun) {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	cfg, err := websocket.NewConfig(t.opts.Addr, "http://"+u.Host+"/")
+	// The origin as a browser sends it, scheme://host[:port]: a server
+	// with -ws-origin compares it exactly.
+	origin := "http://" + u.Host
+	if u.Scheme == "wss" {
+		origin = "https://" + u.Host
+	}
+	cfg, err := websocket.NewConfig(t.opts.Addr, origin)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
