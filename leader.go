@@ -240,10 +240,7 @@ func (m *manager) admit(req request) bool {
 		}
 		// No reply, not even to the commands before this batch; the
 		// step-down closes the connection.
-		b := req.batch
-		b.next = len(b.cmds)
-		b.out, b.ends = b.out[:0], b.ends[:0]
-		req.conn.done <- struct{}{}
+		refuseBatch(req.conn, req.batch)
 		return false
 	case requestWaitExpired:
 		m.mayServe()
@@ -261,6 +258,43 @@ func (m *manager) admit(req request) bool {
 		}
 	}
 	return true
+}
+
+// mayGrant is the check before every grant with -etcd: a granting command
+// of a batch (g, sg, gw or sgw), a lock handed over to a waiter, an orphan
+// passed on. admit checked the deadline before the request, but a request
+// can run for a while (a batch of maxBatch commands, a pause of the process
+// in the middle of it): the term must still be valid at the moment of each
+// grant. Past the deadline it fences the manager, as admit would, and
+// reports false: nothing is granted. Always true without -etcd.
+func (m *manager) mayGrant() bool {
+	l := m.leader
+	if l == nil {
+		return true
+	}
+	if t := l.current.Load(); t != nil && t == l.seen && !l.fenced && t.valid() {
+		return true
+	}
+	m.fence(l.seen)
+	return false
+}
+
+// grantsAtOnce reports whether a command can grant a lock as it runs.
+func grantsAtOnce(v verb) bool {
+	return v == verbG || v == verbSG || v == verbGW || v == verbSGW
+}
+
+// errNotServing ends a connection whose replies came back from the manager
+// after the term ended: the connection closes without writing them.
+var errNotServing = errors.New("the term ended before the replies were written")
+
+// refuseBatch drops every reply of b, even those of the commands run before
+// its deadline passed, and answers it: the connection writes nothing, and
+// the step-down closes it. As admit does with a batch past the deadline.
+func refuseBatch(c *connState, b *batch) {
+	b.next = len(b.cmds)
+	b.out, b.ends = b.out[:0], b.ends[:0]
+	c.done <- struct{}{}
 }
 
 // mayServe reports whether the current term allows serving, takes a new

@@ -72,7 +72,7 @@ func (m *manager) passOn(ref lockRef) {
 	m.holds[exclusiveHold].observe(m.now - l.since)
 	m.exclusive.unage(ref)
 	name := l.name
-	if q := m.waiters[name]; q != nil {
+	if q := m.waiters[name]; q != nil && m.mayGrant() {
 		w := popWaiter(m.waiters, q, name)
 		m.grant(w.conn, ref)
 		m.resolve(w, waitResult{granted: true, holders: 1})
