@@ -241,4 +241,3 @@ func TestDeadlineAtWrite(t *testing.T) {
 		})
 	}
 }
-
