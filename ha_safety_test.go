@@ -2,15 +2,21 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // startLoggedHANode is startHANode with -verbose and a log that can be read
@@ -205,4 +211,139 @@ func TestHAPausedMidBatch(t *testing.T) {
 		t.Errorf("the old leader's client received %d grant replies after the new leader's first grant, from %q to %q",
 			len(late), late[0], late[len(late)-1])
 	}
+}
+
+// leaseFaults wraps the etcd client's lease API of an in-process node, to
+// make one keep-alive path fail and not the other: KeepAlive (the loop a
+// concurrency.Session runs) or KeepAliveOnce (the node's own renewals),
+// and Revoke.
+type leaseFaults struct {
+	clientv3.Lease
+	keepAlive, keepAliveOnce, revoke atomic.Bool // set: fails
+}
+
+func (l *leaseFaults) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	if l.keepAlive.Load() {
+		ch := make(chan *clientv3.LeaseKeepAliveResponse)
+		close(ch) // as the loop does when it gives up
+		return ch, nil
+	}
+	return l.Lease.KeepAlive(ctx, id)
+}
+
+func (l *leaseFaults) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+	if l.keepAliveOnce.Load() {
+		return nil, errors.New("test: renewal lost")
+	}
+	return l.Lease.KeepAliveOnce(ctx, id)
+}
+
+func (l *leaseFaults) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
+	if l.revoke.Load() {
+		return nil, errors.New("test: revoke lost")
+	}
+	return l.Lease.Revoke(ctx, id)
+}
+
+// startFaultyLeaseNode runs an in-process HA node on etcd with TTL ttl and
+// no takeover delay, its lease calls going through the returned faults.
+func startFaultyLeaseNode(t *testing.T, etcd string, ttl time.Duration, edit func(*Config)) (*Server, *leaseFaults) {
+	t.Helper()
+	cfg := Config{
+		TCPAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Registry: true, Dump: true,
+		HA: &HAConfig{Endpoints: []string{etcd}, Prefix: "/glockd/" + strings.ReplaceAll(t.Name(), "/", "-") + "/",
+			LeaseTTL: ttl, Advertise: "127.0.0.1:1"},
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faults := &leaseFaults{Lease: srv.ha.client.Lease}
+	srv.ha.client.Lease = faults
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, faults
+}
+
+// electionKeys lists the keys of a node's election in etcd.
+func electionKeys(t *testing.T, cli *clientv3.Client, srv *Server) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, srv.ha.electionPrefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, string(kv.Key))
+	}
+	return keys
+}
+
+// TestHAOneKeepAlive: the term's lease has one keep-alive loop, the node's.
+// When the library's loop (a concurrency.Session's) would fail and the
+// node's renewals work, the node goes on serving. When the node's renewals
+// fail and the library's would work, the node steps down at its deadline,
+// and its election key goes when the lease expires, a TTL after the last
+// renewal at most: nothing else keeps it alive, even though the revoke of
+// the lease failed too.
+func TestHAOneKeepAlive(t *testing.T) {
+	etcd := endpoints(startEtcd(t, 1))
+	const ttl = 4 * time.Second
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	t.Run("library loop fails", func(t *testing.T) {
+		srv, faults := startFaultyLeaseNode(t, etcd, ttl, nil)
+		faults.keepAlive.Store(true)
+		eventually(t, "the node serving", func() bool { return srv.TCPAddr() != nil })
+		time.Sleep(2 * ttl)
+		if srv.TCPAddr() == nil || !srv.manager.serving() {
+			t.Fatal("the node stopped serving though its own renewals work")
+		}
+		if n := scrape(t, srv.MetricsAddr().String())["glockd_step_downs_total"]; n != 0 {
+			t.Fatalf("%v step-downs", n)
+		}
+	})
+
+	t.Run("node renewals fail", func(t *testing.T) {
+		srv, faults := startFaultyLeaseNode(t, etcd, ttl, nil)
+		eventually(t, "the node serving", func() bool { return srv.TCPAddr() != nil })
+		keys := electionKeys(t, cli, srv)
+		if len(keys) != 1 {
+			t.Fatalf("election keys %q, want the node's", keys)
+		}
+		faults.keepAliveOnce.Store(true)
+		faults.revoke.Store(true)
+		lost := time.Now()
+		deadline := srv.ha.lead.current.Load().deadlineTime()
+		// It campaigns again at once, and wins: the step-down is in the
+		// metrics rather than in the listener, which it opens again.
+		eventually(t, "the node stepping down", func() bool {
+			return scrape(t, srv.MetricsAddr().String())["glockd_step_downs_total"] >= 1
+		})
+		down := time.Now()
+		if late := down.Sub(deadline); late > time.Second {
+			t.Errorf("stepped down %v after its deadline", late)
+		}
+		// The last renewal was sent before lost; etcd expires leases in
+		// rounds of half a second.
+		for slices.Contains(electionKeys(t, cli, srv), keys[0]) {
+			if time.Since(lost) > ttl+time.Second {
+				t.Fatalf("the election key of the term that ended is still in etcd %v after the renewals stopped (stepped down after %v)",
+					time.Since(lost).Round(time.Millisecond), down.Sub(lost).Round(time.Millisecond))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("renewals lost: stepped down after %v, election key gone after %v", down.Sub(lost).Round(time.Millisecond), time.Since(lost).Round(time.Millisecond))
+	})
 }

@@ -608,18 +608,14 @@ func (n *haNode) runTerm() error {
 		n.keepLease(tctx, t, grant.ID, leaseTTL)
 	}()
 
-	session, err := concurrency.NewSession(n.client, concurrency.WithLease(grant.ID),
-		concurrency.WithTTL(int(leaseTTL/time.Second)), concurrency.WithContext(tctx))
+	session, err := n.electionSession(grant.ID, leaseTTL)
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
 	}
-	defer session.Orphan()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		select {
-		case <-session.Done():
-			t.end("etcd session ended")
 		case <-n.ctx.Done():
 			t.end("shutting down")
 		case <-t.over:
@@ -682,6 +678,21 @@ func (n *haNode) runTerm() error {
 		return nil
 	}
 	return errors.New(t.reason)
+}
+
+// electionSession wraps the term's lease in the concurrency.Session that
+// an Election needs, without the keep-alive loop such a session runs: the
+// lease has exactly one, keepLease, which knows when each renewal was sent.
+// A second loop would keep the lease (and so the election key) alive in
+// etcd after keepLease gave up, holding up the standby, and its failures
+// would end terms that keepLease still renews. The session's context is
+// over before it starts, so its loop ends at once; only the lease ID and
+// the client of the session are used.
+func (n *haNode) electionSession(id clientv3.LeaseID, ttl time.Duration) (*concurrency.Session, error) {
+	over, cancel := context.WithCancel(context.Background())
+	cancel()
+	return concurrency.NewSession(n.client, concurrency.WithLease(id),
+		concurrency.WithTTL(int(ttl/time.Second)), concurrency.WithContext(over))
 }
 
 // revoke ends a lease at once rather than at its expiry, so that a standby
