@@ -347,3 +347,61 @@ func TestHAOneKeepAlive(t *testing.T) {
 		t.Logf("renewals lost: stepped down after %v, election key gone after %v", down.Sub(lost).Round(time.Millisecond), time.Since(lost).Round(time.Millisecond))
 	})
 }
+
+// TestHATLSAddrRace: with -etcd and -tls-port, the TLS listener is opened
+// again at each election while TLSAddr may be read; run with -race. The
+// node's election key is deleted once, so that it steps down and is
+// elected again.
+func TestHATLSAddrRace(t *testing.T) {
+	etcd := endpoints(startEtcd(t, 1))
+	ca := newTestCA(t, "glockd test CA")
+	cert := ca.issue(certOpts{cn: "glockd test server"})
+	srv, _ := startFaultyLeaseNode(t, etcd, 2*time.Second, func(c *Config) {
+		c.Security.TLSAddr = "127.0.0.1:0"
+		c.Security.CertFile, c.Security.KeyFile = cert.certFile, cert.keyFile
+	})
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	readers.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				srv.TLSAddr()
+			}
+		}
+	})
+	defer func() {
+		close(stop)
+		readers.Wait()
+	}()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for term := range 2 {
+		eventually(t, "the node serving over TLS", func() bool {
+			m := scrape(t, srv.MetricsAddr().String())
+			return m["glockd_leader"] == 1 && m["glockd_elections_won_total"] == float64(term+1) && srv.TLSAddr() != nil
+		})
+		c := tlsClient(t, srv, ca.clientTLS())
+		c.expect("g x", "1 Lock Get Success: x\n")
+		if term == 0 {
+			keys := electionKeys(t, cli, srv)
+			if len(keys) != 1 {
+				t.Fatalf("election keys %q", keys)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := cli.Delete(ctx, keys[0])
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the node stepping down", func() bool {
+				return scrape(t, srv.MetricsAddr().String())["glockd_step_downs_total"] >= 1
+			})
+		}
+	}
+}
