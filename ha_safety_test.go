@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -403,5 +404,95 @@ func TestHATLSAddrRace(t *testing.T) {
 				return scrape(t, srv.MetricsAddr().String())["glockd_step_downs_total"] >= 1
 			})
 		}
+	}
+}
+
+// tokenLine is the reply of t for a lock held with token.
+func tokenLine(token uint64, name string) string {
+	return strconv.FormatUint(token, 10) + " Lock Token: " + name + "\n"
+}
+
+// nsToken asks c for the token of name, which it holds.
+func nsToken(t *testing.T, c *nsClient, name string) uint64 {
+	t.Helper()
+	c.send("t " + name)
+	l := c.line(20 * time.Second)
+	token, err := strconv.ParseUint(strings.Fields(l)[0], 10, 64)
+	if err != nil || l != tokenLine(token, name) {
+		t.Fatalf("%s: t %s: %q", c.name, name, l)
+	}
+	return token
+}
+
+// TestHALeaderRejoins: a leader cut off from etcd (and from the other
+// node) steps down, the other takes over; when the partition heals, the
+// cut-off node comes back as a standby, the new leader goes on serving the
+// same connections, and tokens never go backwards: not when the other node
+// takes over, nor when the node that was cut off leads again.
+func TestHALeaderRejoins(t *testing.T) {
+	p := makeNetns(t)
+	bin := etcdBinary(t)
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	etcdURL := "http://" + netnsServerIP + ":2379"
+	etcdCmd := append([]string{"netns", "exec", p.srv, bin}, etcdArgs("e0", t.TempDir(),
+		etcdURL+",http://127.0.0.1:2379", etcdURL, "http://127.0.0.1:2380", "e0=http://127.0.0.1:2380")...)
+	runDaemon(t, exec.Command("ip", etcdCmd...))
+	haArgs := []string{"-bind", "127.0.0.1", "-metrics-addr", "127.0.0.1:9101",
+		"-lease-ttl", haTTL.String(), "-takeover-delay", "0s", "-advertise", "127.0.0.1:" + netnsPort}
+	startNetnsDaemon(t, p.cli, append([]string{"-etcd", etcdURL}, haArgs...)...)
+	clientA := startNSClient(t, "client of a", p.cli, "127.0.0.1:"+netnsPort)
+	clientA.expect("g held", "1 Lock Get Success: held\n")
+	tokenA := nsToken(t, clientA, "held")
+	b := startNetnsDaemon(t, p.srv, append([]string{"-etcd", "http://127.0.0.1:2379"}, haArgs...)...)
+	time.Sleep(haTTL)
+
+	p.cut(t)
+	clientB := startNSClient(t, "client of b", p.srv, "127.0.0.1:"+netnsPort)
+	clientB.expect("g held", "1 Lock Get Success: held\n")
+	tokenB := nsToken(t, clientB, "held")
+	if tokenB <= tokenA {
+		t.Fatalf("b's token %d is not above a's %d", tokenB, tokenA)
+	}
+	for range clientA.lines { // a closed its client when it stepped down
+	}
+
+	if _, err := ipCmd("-n", p.cli, "link", "set", p.cliIf, "up"); err != nil {
+		t.Fatal(err)
+	}
+	healed := time.Now()
+	// a reaches etcd again and campaigns; it must wait as a standby.
+	var role string
+	for role != "role: standby\n" {
+		if time.Since(healed) > 10*haTTL {
+			t.Fatalf("a's /healthz after the partition healed: %q, want a standby", role)
+		}
+		time.Sleep(haTTL / 2)
+		h := startNSClient(t, "healthz of a", p.cli, "127.0.0.1:9101")
+		h.send("GET /healthz HTTP/1.0\r")
+		h.send("\r")
+		for l := range h.lines {
+			if strings.HasPrefix(l, "role: ") {
+				role = l
+			}
+		}
+	}
+	t.Logf("a is a standby %.2fs after the partition healed", time.Since(healed).Seconds())
+	// b went on serving, the same connection and lock, and its tokens go on
+	// growing.
+	if got := nsToken(t, clientB, "held"); got != tokenB {
+		t.Fatalf("b's client: token %d, then %d", tokenB, got)
+	}
+	clientB.expect("g after-heal", "1 Lock Get Success: after-heal\n")
+	tokenB2 := nsToken(t, clientB, "after-heal")
+	if tokenB2 <= tokenB {
+		t.Fatalf("b's token after the heal %d is not above %d", tokenB2, tokenB)
+	}
+
+	// b dies: a, back from the partition, leads again, above every token.
+	b.cmd.Process.Kill()
+	clientA2 := startNSClient(t, "client of a again", p.cli, "127.0.0.1:"+netnsPort)
+	clientA2.expect("g held", "1 Lock Get Success: held\n")
+	if tokenA2 := nsToken(t, clientA2, "held"); tokenA2 <= tokenB2 {
+		t.Fatalf("a's token when it leads again %d is not above b's %d", tokenA2, tokenB2)
 	}
 }
