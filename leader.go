@@ -14,9 +14,10 @@ package main
 // its etcd lease moves it to the time the renewal was sent + TTL − margin.
 // etcd counts the TTL from when it received the renewal, so the deadline
 // always comes before etcd lets the lease expire and another node is
-// elected. The manager checks the deadline before every request it runs;
-// past it the node answers nothing, closes its listeners and connections,
-// and campaigns again. A newly elected node waits -takeover-delay before it
+// elected. The manager checks the deadline before every request it runs
+// and again before every grant in it (mayGrant), and a connection checks it
+// once more before it writes replies; past it the node answers nothing,
+// closes its listeners and connections, and campaigns again. A newly elected node waits -takeover-delay before it
 // opens its listeners, so that clients of a leader that could not be told
 // (paused, or cut off from them) have given up their session first.
 

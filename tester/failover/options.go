@@ -92,10 +92,12 @@ func Defaults() Options {
 }
 
 // Short returns opts changed to the CI form: each kind of fault once, and
-// the leader killed and paused once more, in well under two minutes.
+// the leader killed and paused once more, in well under two minutes, with
+// two raw clients rather than four.
 func Short(opts Options) Options {
 	opts.Faults = []string{FaultKill, FaultPause, FaultEtcd, FaultRestart}
 	opts.Rounds = 6
+	opts.RawClients = min(opts.RawClients, 2)
 	return opts
 }
 
