@@ -17,9 +17,10 @@ package main
 // elected. The manager checks the deadline before every request it runs
 // and again before every grant in it (mayGrant), and a connection checks it
 // once more before it writes replies; past it the node answers nothing,
-// closes its listeners and connections, and campaigns again. A newly elected node waits -takeover-delay before it
-// opens its listeners, so that clients of a leader that could not be told
-// (paused, or cut off from them) have given up their session first.
+// closes its listeners and connections, and campaigns again. A newly
+// elected node waits -takeover-delay before it opens its listeners, so
+// that clients of a leader that could not be told (paused, or cut off from
+// them) have given up their session first.
 
 import (
 	"context"

@@ -27,8 +27,7 @@ type rawRound struct {
 	client     int
 	node       string // the address it was sent to
 	sent       time.Time
-	done       bool // every reply read, or the connection ended
-	grants     int  // grant replies received
+	grants     int // grant replies received
 	firstGrant time.Time
 	lastGrant  time.Time
 }
@@ -124,7 +123,6 @@ func (r *record) rawGrant(round *rawRound, at time.Time) {
 func (r *record) rawDone(round *rawRound) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	round.done = true
 	if r.rawPending[round.client] == round {
 		delete(r.rawPending, round.client)
 	}

@@ -101,7 +101,7 @@ func TestLateGrants(t *testing.T) {
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	const a, b = "127.0.0.1:1", "127.0.0.1:2"
 	round := func(client int, node string, sent, first, last, grants int) *rawRound {
-		return &rawRound{client: client, node: node, sent: at(sent), done: true, grants: grants, firstGrant: at(first), lastGrant: at(last)}
+		return &rawRound{client: client, node: node, sent: at(sent), grants: grants, firstGrant: at(first), lastGrant: at(last)}
 	}
 	d := []deposal{{fault: "fault 1/1 pause", node: a, name: "node a", at: at(1000), standby: at(8000)}}
 	r := newRecord()
