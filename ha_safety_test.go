@@ -296,6 +296,8 @@ func electionKeys(t *testing.T, cli *clientv3.Client, srv *Server) []string {
 // the lease failed too.
 func TestHAOneKeepAlive(t *testing.T) {
 	etcd := endpoints(startEtcd(t, 1))
+	// Long enough that a lease renewed by another loop until the step-down
+	// would outlive the bound below.
 	const ttl = 4 * time.Second
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd}, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -304,10 +306,10 @@ func TestHAOneKeepAlive(t *testing.T) {
 	defer cli.Close()
 
 	t.Run("library loop fails", func(t *testing.T) {
-		srv, faults := startFaultyLeaseNode(t, etcd, ttl, nil)
+		srv, faults := startFaultyLeaseNode(t, etcd, haTTL, nil)
 		faults.keepAlive.Store(true)
 		eventually(t, "the node serving", func() bool { return srv.TCPAddr() != nil })
-		time.Sleep(2 * ttl)
+		time.Sleep(2 * haTTL)
 		if srv.TCPAddr() == nil || !srv.manager.serving() {
 			t.Fatal("the node stopped serving though its own renewals work")
 		}
