@@ -123,7 +123,7 @@ func TestHAPausedMidBatch(t *testing.T) {
 	expectStandby(t, b, a)
 
 	// Each attempt pipelines a batch of batchLen g on fresh names and
-	// stops a a random moment later, until the stop lands inside the batch:
+	// stops a at a random moment after, until the stop lands inside the batch:
 	// some of its names acquired, not all. An attempt that misses resumes
 	// a at once, well within its deadline.
 	const batchLen, attempts = 1000, 100
@@ -173,7 +173,7 @@ func TestHAPausedMidBatch(t *testing.T) {
 		case n == 0:
 			delay += delay / 2 // stopped before the batch began: later
 		case n == batchLen || answered:
-			delay -= delay / 3 // after it ended: sooner
+			delay = max(delay-delay/3, 50*time.Microsecond) // after it ended: sooner
 		}
 		if n > 0 && n < batchLen && !answered {
 			t.Logf("attempt %d: stopped after %d of the batch's %d acquisitions", attempt, n, batchLen)
