@@ -362,3 +362,15 @@ func BenchmarkOrphan(b *testing.B) {
 		b.ReportMetric(float64(rtts[len(rtts)-1].Microseconds()), "probe-max-µs")
 	}
 }
+
+// BenchmarkMayGrant is the deadline check made before each grant with
+// -etcd (leader.go): a read of the monotonic clock and a comparison.
+func BenchmarkMayGrant(b *testing.B) {
+	m := newManager(Config{}.withDefaults())
+	benchLeader(m)
+	for b.Loop() {
+		if !m.mayGrant() {
+			b.Fatal("the term ended")
+		}
+	}
+}
