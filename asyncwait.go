@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"errors"
 	"slices"
 	"sync"
 
@@ -213,10 +212,6 @@ func (m *manager) cancelAsync(c *connState, name []byte) bool {
 	}
 	return len(ws) > 0
 }
-
-// errNotServing ends a connection that would be told of a grant after this
-// node's leadership ended.
-var errNotServing = errors.New("glockd: grant after the end of leadership")
 
 // takeOutcomes moves the outcome lines in the outbox after the replies in
 // c.b, and starts the delivery goroutine if waits remain pending and it does

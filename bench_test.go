@@ -90,19 +90,24 @@ func BenchmarkManager(b *testing.B) {
 		setup  []string // run once first, by the same connection
 		lines  []string
 		others []string // run once first, by another connection
+		etcd   bool     // as the leader of an -etcd group (leader.go)
 	}{
-		{"g+r", nil, []string{"g k1", "r k1"}, nil},
-		{"g-held", []string{"g k1"}, []string{"g k1"}, nil},
-		{"i", []string{"g k1"}, []string{"i k1"}, nil},
-		{"t", []string{"g k1"}, []string{"t k1"}, nil},
-		{"sg+sr", nil, []string{"sg s", "sr s"}, nil},
-		{"sg+sr-held", nil, []string{"sg s", "sr s"}, []string{"sg s"}}, // s held by another connection
-		{"g-busy", nil, []string{"g other"}, nil},                       // held by another connection
-		{"ping", nil, []string{"ping"}, nil},
-		{"q", nil, []string{"q"}, nil},
+		{"g+r", nil, []string{"g k1", "r k1"}, nil, false},
+		{"g+r-etcd", nil, []string{"g k1", "r k1"}, nil, true},
+		{"g-held", []string{"g k1"}, []string{"g k1"}, nil, false},
+		{"i", []string{"g k1"}, []string{"i k1"}, nil, false},
+		{"t", []string{"g k1"}, []string{"t k1"}, nil, false},
+		{"sg+sr", nil, []string{"sg s", "sr s"}, nil, false},
+		{"sg+sr-held", nil, []string{"sg s", "sr s"}, []string{"sg s"}, false}, // s held by another connection
+		{"g-busy", nil, []string{"g other"}, nil, false},                       // held by another connection
+		{"ping", nil, []string{"ping"}, nil, false},
+		{"q", nil, []string{"q"}, nil, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			m := newManager(Config{}.withDefaults())
+			if tc.etcd {
+				benchLeader(m)
+			}
 			c := newConnState("127.0.0.1:1", "tcp")
 			other := newConnState("127.0.0.1:2", "tcp")
 			runBenchBatch(m, other, benchBatch(append([]string{"g other"}, tc.others...)...))
@@ -118,21 +123,45 @@ func BenchmarkManager(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(tc.lines)), "ns/cmd")
 		})
 	}
-	b.Run("pipeline64", func(b *testing.B) {
-		m := newManager(Config{}.withDefaults())
-		c := newConnState("127.0.0.1:1", "tcp")
-		var lines []string
-		for i := range 32 {
-			lines = append(lines, "g k"+strconv.Itoa(i), "r k"+strconv.Itoa(i))
+	for _, etcd := range []bool{false, true} {
+		name := "pipeline64"
+		if etcd {
+			name += "-etcd"
 		}
-		bt := benchBatch(lines...)
+		b.Run(name, func(b *testing.B) { benchPipeline64(b, etcd) })
+	}
+}
+
+// benchPipeline64 is 32 g and their r in one batch.
+func benchPipeline64(b *testing.B, etcd bool) {
+	m := newManager(Config{}.withDefaults())
+	if etcd {
+		benchLeader(m)
+	}
+	c := newConnState("127.0.0.1:1", "tcp")
+	var lines []string
+	for i := range 32 {
+		lines = append(lines, "g k"+strconv.Itoa(i), "r k"+strconv.Itoa(i))
+	}
+	bt := benchBatch(lines...)
+	runBenchBatch(m, c, bt)
+	b.ReportAllocs()
+	for b.Loop() {
 		runBenchBatch(m, c, bt)
-		b.ReportAllocs()
-		for b.Loop() {
-			runBenchBatch(m, c, bt)
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/cmd")
-	})
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/cmd")
+}
+
+// benchLeader makes m run as the leader of an -etcd group, in a term that
+// lasts an hour, with tokens enough for any benchmark.
+func benchLeader(m *manager) {
+	l := &leadership{base: time.Now()}
+	tm := newTerm(l)
+	tm.first = tokenBlock{start: 1 << 40, end: maxToken}
+	tm.deadline.Store(int64(time.Hour))
+	l.current.Store(tm)
+	m.leader = l
+	m.mayServe()
 }
 
 // BenchmarkExecute is a batch's round trip to the manager goroutine and back,
@@ -331,5 +360,17 @@ func BenchmarkOrphan(b *testing.B) {
 		}
 		b.ReportMetric(at(0.99), "probe-p99-µs")
 		b.ReportMetric(float64(rtts[len(rtts)-1].Microseconds()), "probe-max-µs")
+	}
+}
+
+// BenchmarkMayGrant is the deadline check made before each grant with
+// -etcd (leader.go): a read of the monotonic clock and a comparison.
+func BenchmarkMayGrant(b *testing.B) {
+	m := newManager(Config{}.withDefaults())
+	benchLeader(m)
+	for b.Loop() {
+		if !m.mayGrant() {
+			b.Fatal("the term ended")
+		}
 	}
 }

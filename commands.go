@@ -204,6 +204,10 @@ type batch struct {
 func (m *manager) runBatch(c *connState, b *batch) {
 	for b.next < len(b.cmds) {
 		cmd := &b.cmds[b.next]
+		if m.leader != nil && grantsAtOnce(cmd.verb) && !m.mayGrant() {
+			refuseBatch(c, b) // HA: the deadline passed within the batch (leader.go)
+			return
+		}
 		b.next++
 		if !m.runCommand(c, cmd, b) {
 			break

@@ -254,7 +254,14 @@ func (c *conn) appendDump() {
 // ones: an idle connection keeps small buffers whatever it did before.
 func (c *conn) flush() error {
 	b := &c.b
-	err := c.t.write(b.out, b.ends)
+	err := errNotServing
+	if c.srv.manager.serving() {
+		err = c.t.write(b.out, b.ends)
+	} else {
+		// HA: the term ended after the manager ran the commands (a
+		// pause, say); their grants must not be announced (leader.go).
+		c.t.close()
+	}
 	b.out, b.ends = b.out[:0], b.ends[:0]
 	if cap(b.out) > keptReplyBytes {
 		b.out = nil

@@ -14,11 +14,13 @@ package main
 // its etcd lease moves it to the time the renewal was sent + TTL − margin.
 // etcd counts the TTL from when it received the renewal, so the deadline
 // always comes before etcd lets the lease expire and another node is
-// elected. The manager checks the deadline before every request it runs;
-// past it the node answers nothing, closes its listeners and connections,
-// and campaigns again. A newly elected node waits -takeover-delay before it
-// opens its listeners, so that clients of a leader that could not be told
-// (paused, or cut off from them) have given up their session first.
+// elected. The manager checks the deadline before every request it runs
+// and again before every grant in it (mayGrant), and a connection checks it
+// once more before it writes replies; past it the node answers nothing,
+// closes its listeners and connections, and campaigns again. A newly
+// elected node waits -takeover-delay before it opens its listeners, so
+// that clients of a leader that could not be told (paused, or cut off from
+// them) have given up their session first.
 
 import (
 	"context"
@@ -240,10 +242,7 @@ func (m *manager) admit(req request) bool {
 		}
 		// No reply, not even to the commands before this batch; the
 		// step-down closes the connection.
-		b := req.batch
-		b.next = len(b.cmds)
-		b.out, b.ends = b.out[:0], b.ends[:0]
-		req.conn.done <- struct{}{}
+		refuseBatch(req.conn, req.batch)
 		return false
 	case requestWaitExpired:
 		m.mayServe()
@@ -261,6 +260,43 @@ func (m *manager) admit(req request) bool {
 		}
 	}
 	return true
+}
+
+// mayGrant is the check before every grant with -etcd: a granting command
+// of a batch (g, sg, gw or sgw), a lock handed over to a waiter, an orphan
+// passed on. admit checked the deadline before the request, but a request
+// can run for a while (a batch of maxBatch commands, a pause of the process
+// in the middle of it): the term must still be valid at the moment of each
+// grant. Past the deadline it fences the manager, as admit would, and
+// reports false: nothing is granted. Always true without -etcd.
+func (m *manager) mayGrant() bool {
+	l := m.leader
+	if l == nil {
+		return true
+	}
+	if t := l.current.Load(); t != nil && t == l.seen && !l.fenced && t.valid() {
+		return true
+	}
+	m.fence(l.seen)
+	return false
+}
+
+// grantsAtOnce reports whether a command can grant a lock as it runs.
+func grantsAtOnce(v verb) bool {
+	return v == verbG || v == verbSG || v == verbGW || v == verbSGW || v.async()
+}
+
+// errNotServing ends a connection whose replies came back from the manager
+// after the term ended: the connection closes without writing them.
+var errNotServing = errors.New("the term ended before the replies were written")
+
+// refuseBatch drops every reply of b, even those of the commands run before
+// its deadline passed, and answers it: the connection writes nothing, and
+// the step-down closes it. As admit does with a batch past the deadline.
+func refuseBatch(c *connState, b *batch) {
+	b.next = len(b.cmds)
+	b.out, b.ends = b.out[:0], b.ends[:0]
+	c.done <- struct{}{}
 }
 
 // mayServe reports whether the current term allows serving, takes a new
@@ -579,18 +615,14 @@ func (n *haNode) runTerm() error {
 		n.keepLease(tctx, t, grant.ID, leaseTTL)
 	}()
 
-	session, err := concurrency.NewSession(n.client, concurrency.WithLease(grant.ID),
-		concurrency.WithTTL(int(leaseTTL/time.Second)), concurrency.WithContext(tctx))
+	session, err := n.electionSession(grant.ID, leaseTTL)
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
 	}
-	defer session.Orphan()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		select {
-		case <-session.Done():
-			t.end("etcd session ended")
 		case <-n.ctx.Done():
 			t.end("shutting down")
 		case <-t.over:
@@ -653,6 +685,21 @@ func (n *haNode) runTerm() error {
 		return nil
 	}
 	return errors.New(t.reason)
+}
+
+// electionSession wraps the term's lease in the concurrency.Session that
+// an Election needs, without the keep-alive loop such a session runs: the
+// lease has exactly one, keepLease, which knows when each renewal was sent.
+// A second loop would keep the lease (and so the election key) alive in
+// etcd after keepLease gave up, holding up the standby, and its failures
+// would end terms that keepLease still renews. The session's context is
+// over before it starts, so its loop ends at once; only the lease ID and
+// the client of the session are used.
+func (n *haNode) electionSession(id clientv3.LeaseID, ttl time.Duration) (*concurrency.Session, error) {
+	over, cancel := context.WithCancel(context.Background())
+	cancel()
+	return concurrency.NewSession(n.client, concurrency.WithLease(id),
+		concurrency.WithTTL(int(ttl/time.Second)), concurrency.WithContext(over))
 }
 
 // revoke ends a lease at once rather than at its expiry, so that a standby

@@ -72,10 +72,11 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the term did not end")
 	}
-	expectSilence(t, other)
 	if s, _ := srv.manager.askStats(time.Second); s.locks != 1 {
 		t.Fatalf("%d locks after the refused batch, want 1", s.locks)
 	}
+	// The connection finds the term over and closes without a reply.
+	expectClosedUnanswered(t, other)
 
 	holder.close()
 	eventually(t, "x orphaned", func() bool {
@@ -94,6 +95,8 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 
 	// A deadline that moves again does not revive the term.
 	tm.deadline.Store(int64(l.now() + time.Hour))
+	nc, _ := rawDial(t, srv, "tcp")
+	other = streamClient(t, nc)
 	other.send("g z\n")
 	expectSilence(t, other)
 

@@ -72,7 +72,7 @@ func (m *manager) passOn(ref lockRef) {
 	m.holds[exclusiveHold].observe(m.now - l.since)
 	m.exclusive.unage(ref)
 	name := l.name
-	for q := m.waiters[name]; q != nil; q = m.waiters[name] {
+	for q := m.waiters[name]; q != nil && m.mayGrant(); q = m.waiters[name] {
 		w := popWaiter(m.waiters, q, name)
 		if !m.mayTake(w) {
 			continue

@@ -113,7 +113,7 @@ func (s *Server) listenSecure(lc *net.ListenConfig) error {
 }
 
 // TLSAddr is the address of the -tls-port listener, nil when disabled.
-func (s *Server) TLSAddr() net.Addr { return listenerAddr(s.sec.tlsLn) }
+func (s *Server) TLSAddr() net.Addr { return s.listenerAddr(&s.sec.tlsLn) }
 
 // Reload reads the TLS certificate, key and client CA, and the ACL file,
 // again. Connections are not touched, except those whose identity the new

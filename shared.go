@@ -356,7 +356,7 @@ func (m *manager) admitSharedWaiters(name string) {
 		return
 	}
 	ref := m.shared.findString(name)
-	for !q.empty() && (ref == noRef || int(m.shared.name(ref).count) < q.head.max) {
+	for !q.empty() && (ref == noRef || int(m.shared.name(ref).count) < q.head.max) && m.mayGrant() {
 		w := popWaiter(m.sharedWaiters, q, name)
 		if !m.mayTake(w) {
 			continue

@@ -52,6 +52,13 @@ type Options struct {
 	LongHoldEvery  int
 	Churn          float64 // chance that a client ends its session after a release
 
+	// Raw clients: no session, no heartbeat; each pipelines batches of
+	// RawBatchMin to RawBatchMax g, sg and t (and their releases), with
+	// up to RawGap between batches.
+	RawClients               int
+	RawBatchMin, RawBatchMax int
+	RawGap                   time.Duration
+
 	Faults []string      // the schedule, cycled through
 	Rounds int           // how many faults
 	Pause  time.Duration // how long a paused leader stays stopped; 0 is max(3 × TTL, TTL + takeover + 2s)
@@ -75,6 +82,10 @@ func Defaults() Options {
 		Hold:           100 * time.Millisecond,
 		LongHoldEvery:  8,
 		Churn:          0.05,
+		RawClients:     4,
+		RawBatchMin:    100,
+		RawBatchMax:    1000,
+		RawGap:         5 * time.Millisecond,
 		Faults:         FaultKinds(),
 		Rounds:         8,
 		Settle:         time.Second,
@@ -82,10 +93,12 @@ func Defaults() Options {
 }
 
 // Short returns opts changed to the CI form: each kind of fault once, and
-// the leader killed and paused once more, in well under two minutes.
+// the leader killed and paused once more, in well under two minutes, with
+// two raw clients rather than four.
 func Short(opts Options) Options {
 	opts.Faults = []string{FaultKill, FaultPause, FaultEtcd, FaultRestart}
 	opts.Rounds = 6
+	opts.RawClients = min(opts.RawClients, 2)
 	return opts
 }
 
@@ -107,6 +120,9 @@ func (o *Options) fill() error {
 	}
 	if o.SessionTimeout <= 0 {
 		return fmt.Errorf("-session-timeout %v: want more than 0", o.SessionTimeout)
+	}
+	if o.RawClients < 0 || (o.RawClients > 0 && (o.RawBatchMin < 1 || o.RawBatchMax < o.RawBatchMin)) {
+		return fmt.Errorf("raw clients %d with batches of %d to %d: want 0 clients, or batches of 1 or more", o.RawClients, o.RawBatchMin, o.RawBatchMax)
 	}
 	if o.Interval <= 0 {
 		o.Interval = o.SessionTimeout / 4
@@ -147,7 +163,12 @@ type Result struct {
 	Sessions     int // sessions started
 	SessionsLost int
 	Writes       int64 // to the fenced register
-	Violations   []Violation
+	RawBatches   int   // batches the raw clients sent
+	RawGrants    int   // grant replies they received
+	// RawInFlight holds, per pause, the raw batches sent to the leader
+	// and not yet answered when it was stopped.
+	RawInFlight []int
+	Violations  []Violation
 	// FailoverTimes holds, per kind of fault, the time from each fault to
 	// the first grant by the node that took over.
 	FailoverTimes map[string][]time.Duration

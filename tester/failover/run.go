@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,10 @@ type run struct {
 	rec   *record
 	mon   *monitor
 	times map[string][]time.Duration
+	rng   *mrand.Rand // of the faults' timing
+
+	deposals []deposal
+	inFlight []int // raw batches caught by each pause
 }
 
 // Run starts etcd and the nodes, runs the clients and the faults, stops
@@ -72,7 +77,8 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 			return Result{}, err
 		}
 	}
-	r := &run{opts: opts, out: out, rec: newRecord(), times: map[string][]time.Duration{}}
+	r := &run{opts: opts, out: out, rec: newRecord(), times: map[string][]time.Duration{},
+		rng: mrand.New(mrand.NewPCG(opts.Seed, opts.Seed^0x853c49e6748fea9b))}
 	if r.etcd, err = startEtcd(ctx, etcdBin, dir, opts.EtcdMembers); err != nil {
 		return Result{}, err
 	}
@@ -85,8 +91,9 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	if err := r.startNodes(bin, dir); err != nil {
 		return Result{}, err
 	}
-	fmt.Fprintf(out, "failover: %d etcd members, %d glockd nodes (-lease-ttl %v -takeover-delay %v), %d sessions and one shared by %d goroutines on %d locks (-session-timeout %v -interval %v)\n",
-		opts.EtcdMembers, opts.Nodes, opts.LeaseTTL, opts.TakeoverDelay, opts.Sessions, opts.SharedWorkers, opts.Locks, opts.SessionTimeout, opts.Interval)
+	fmt.Fprintf(out, "failover: %d etcd members, %d glockd nodes (-lease-ttl %v -takeover-delay %v), %d sessions and one shared by %d goroutines on %d locks (-session-timeout %v -interval %v), %d raw clients (batches of %d to %d)\n",
+		opts.EtcdMembers, opts.Nodes, opts.LeaseTTL, opts.TakeoverDelay, opts.Sessions, opts.SharedWorkers, opts.Locks, opts.SessionTimeout, opts.Interval,
+		opts.RawClients, opts.RawBatchMin, opts.RawBatchMax)
 
 	r.t0 = time.Now()
 	r.mon = newMonitor(r.nodes)
@@ -117,6 +124,10 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	if opts.SharedWorkers > 0 {
 		seed := opts.Seed*1000003 + uint64(opts.Sessions)
 		clients.Go(func() { w.runShared(wctx, seed, opts.SharedWorkers) })
+	}
+	for i := range opts.RawClients {
+		seed := opts.Seed*1000033 + uint64(i)
+		clients.Go(func() { w.runRaw(wctx, i+1, seed) })
 	}
 
 	runErr := r.faults(ctx)
@@ -295,11 +306,16 @@ func (r *run) pauseLeader(ctx context.Context, prefix string) (time.Time, error)
 	if err != nil {
 		return time.Time{}, err
 	}
+	// At a random instant: the raw clients' batches are then caught at
+	// every stage, in the socket, in the lock manager, before the write.
+	sleep(ctx, randDuration(r.rng, time.Second))
 	t := time.Now()
 	if err := old.signal(syscall.SIGSTOP); err != nil {
 		return t, err
 	}
-	fmt.Fprintf(r.out, "%s SIGSTOP the leader, %s, at %s for %v\n", prefix, old.name, r.since(t), r.opts.Pause)
+	inFlight := r.rec.rawInFlight(old.addr)
+	r.inFlight = append(r.inFlight, inFlight)
+	fmt.Fprintf(r.out, "%s SIGSTOP the leader, %s, at %s for %v (%d raw batches in flight)\n", prefix, old.name, r.since(t), r.opts.Pause, inFlight)
 	next, err := r.waitLeader(ctx, old, r.failoverWithin())
 	sleep(ctx, time.Until(t.Add(r.opts.Pause)))
 	if cerr := old.signal(syscall.SIGCONT); err == nil {
@@ -321,6 +337,7 @@ func (r *run) pauseLeader(ctx context.Context, prefix string) (time.Time, error)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	r.deposals = append(r.deposals, deposal{fault: strings.TrimSuffix(prefix, ":"), node: old.addr, name: old.name, at: t, standby: time.Now()})
 	return t, nil
 }
 
@@ -391,8 +408,13 @@ func (r *run) result(end time.Time) Result {
 		Sessions:      r.rec.sessions,
 		SessionsLost:  r.rec.lost,
 		Writes:        r.rec.writes,
-		Violations:    verify(r.t0, r.rec.beliefs, r.rec.rejections),
+		Violations:    append(verify(r.t0, r.rec.beliefs, r.rec.rejections), r.rec.lateGrants(r.t0, r.deposals)...),
 		FailoverTimes: r.times,
+		RawBatches:    len(r.rec.rawRounds),
+		RawInFlight:   r.inFlight,
+	}
+	for _, round := range r.rec.rawRounds {
+		res.RawGrants += round.grants
 	}
 	for _, kind := range FaultKinds() {
 		ts := r.times[kind]
@@ -414,6 +436,16 @@ func (r *run) result(end time.Time) Result {
 	}
 	fmt.Fprintf(r.out, "sessions %d started, %d lost (%s), %d given up after a Lock that hung; %d writes to the fenced register; %d grants through the shared session\n",
 		res.Sessions, res.SessionsLost, strings.Join(why, ", "), r.rec.abandons, res.Writes, shared)
+	if r.opts.RawClients > 0 {
+		caught := 0
+		for _, n := range r.inFlight {
+			if n > 0 {
+				caught++
+			}
+		}
+		fmt.Fprintf(r.out, "raw clients: %d batches, %d grant replies; %d of %d pauses caught raw batches in flight\n",
+			res.RawBatches, res.RawGrants, caught, len(r.inFlight))
+	}
 	const maxShown = 20
 	for i, v := range res.Violations {
 		if i == maxShown {

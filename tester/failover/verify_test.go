@@ -91,3 +91,42 @@ func TestRecordWrite(t *testing.T) {
 		t.Fatalf("rejections %+v, want one with count 2", r.rejections)
 	}
 }
+
+// TestLateGrants: after a pause of node A, grant replies received from A
+// before node B's first grant are fine, any received after it is a late
+// grant, raw or by a session; B's own grants, and A's once it was seen a
+// standby again, are not.
+func TestLateGrants(t *testing.T) {
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	const a, b = "127.0.0.1:1", "127.0.0.1:2"
+	round := func(client int, node string, sent, first, last, grants int) *rawRound {
+		return &rawRound{client: client, node: node, sent: at(sent), grants: grants, firstGrant: at(first), lastGrant: at(last)}
+	}
+	d := []deposal{{fault: "fault 1/1 pause", node: a, name: "node a", at: at(1000), standby: at(8000)}}
+	r := newRecord()
+	r.rawRounds = []*rawRound{
+		round(1, a, 900, 950, 1100, 300),  // answered before b's first grant
+		round(2, b, 5000, 5010, 5020, 10), // b's first grant, at 5.010s
+		round(3, a, 999, 7000, 7100, 0),   // no grant in it
+	}
+	r.beliefs = []*belief{{lock: "hot-1", session: 4, node: a, token: 7, start: at(990)}}
+	if v := r.lateGrants(t0, d); len(v) != 0 {
+		t.Fatalf("violations in a clean run: %v", v)
+	}
+
+	r.rawRounds = append(r.rawRounds, round(5, a, 999, 6500, 6600, 40), round(6, a, 9000, 9100, 9200, 5))
+	r.beliefs = append(r.beliefs, &belief{lock: "hot-2", session: 7, node: a, token: 3, start: at(6000)})
+	v := r.lateGrants(t0, d)
+	if len(v) != 2 {
+		t.Fatalf("violations %v, want raw client 5's and session 7's", v)
+	}
+	for i, want := range []string{
+		"VIOLATION late grant: fault 1/1 pause: raw client 5 received grant replies from node a until 6.600s (the batch was sent at 0.999s, 40 grants in it), after another node's first grant at 5.010s",
+		"VIOLATION late grant: fault 1/1 pause: session 7 was granted lock hot-2 by node a at 6.000s (token 3), after another node's first grant at 5.010s",
+	} {
+		if !strings.Contains(v[i].String(), want) {
+			t.Errorf("violation %d: %s\nwant %s", i, v[i], want)
+		}
+	}
+}

@@ -48,10 +48,13 @@ type record struct {
 	lostWhy    map[string]int
 	highest    map[string]uint64 // the fenced register: the highest token written per lock
 	writes     int64
+
+	rawRounds  []*rawRound
+	rawPending map[int]*rawRound // by raw client: its batch in flight
 }
 
 func newRecord() *record {
-	return &record{highest: map[string]uint64{}, lostWhy: map[string]int{}, refused: map[*belief]*rejection{}}
+	return &record{highest: map[string]uint64{}, lostWhy: map[string]int{}, refused: map[*belief]*rejection{}, rawPending: map[int]*rawRound{}}
 }
 
 func (r *record) newSession() int {
