@@ -250,15 +250,33 @@ func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
 }
 
 // auth runs "auth TOKEN". A wrong token is answered by the connection, after
-// a delay (see conn.failedAuth), so that the manager never sleeps.
+// a delay (see conn.failAuth), so that the manager never sleeps. An auth read
+// while an earlier failure's delay ran (b.refuseAuth), or that finds the
+// failure buckets of its address or of the server empty, is refused without
+// the token being tried (authlimit.go).
 func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
 	if m.sec.acl == nil {
 		b.out = append(b.out, replyDisabled...)
 		return true
 	}
+	if b.refuseAuth {
+		m.sec.authRefused.Inc()
+		b.out = append(b.out, replyAuthFailure...)
+		return true
+	}
+	addr := sourceAddr(c)
+	if !m.sec.limiter.allow(addr, m.now) {
+		m.sec.authRefused.Inc()
+		m.sec.authLog.warn("auth refused: too many failures", "conn", c.name, "transport", c.transport, "addr", addr)
+		b.authFailed = authLimited
+		return false
+	}
 	id := m.sec.acl.byToken(cmd.name)
 	if id == nil {
-		b.authFailed = true
+		m.sec.limiter.failed(addr, m.now)
+		m.sec.authFailures.Inc()
+		m.sec.authLog.warn("auth failure", "conn", c.name, "transport", c.transport)
+		b.authFailed = authWrong
 		return false
 	}
 	m.identify(c, id)

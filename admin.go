@@ -3,6 +3,8 @@ package main
 import (
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // managerSecurity is the manager's share of access control: all of it owned
@@ -15,10 +17,19 @@ type managerSecurity struct {
 	log       *slog.Logger // kills, reloads: logged whatever -verbose says
 	// byName finds a connection for kill; kept only when kill can be used.
 	byName map[string]*connState
+
+	// Failed auths (authlimit.go): their buckets, their sampled log and
+	// their counters (set by NewServer once the metrics exist).
+	limiter                   *authLimiter
+	authLog                   *logSampler
+	authFailures, authRefused prometheus.Counter
 }
 
 func newManagerSecurity(cfg Config, acl *accessList) managerSecurity {
-	sec := managerSecurity{acl: acl, adminUnix: cfg.Security.Admin, log: cfg.Logger}
+	sec := managerSecurity{acl: acl, adminUnix: cfg.Security.Admin, log: cfg.Logger,
+		limiter: newAuthLimiter(cfg.Security.AuthFailuresPerAddr, cfg.Security.AuthFailuresPerSecond),
+		authLog: newLogSampler(cfg.Logger, "auth failures not logged", authLogFirst, authLogInterval),
+	}
 	if acl != nil || sec.adminUnix {
 		sec.byName = make(map[string]*connState)
 	}
@@ -120,17 +131,3 @@ func (s *Server) needsKill() bool {
 	return s.cfg.Security.ACLFile != "" || s.cfg.Security.Admin
 }
 
-// failedAuth answers a wrong auth token after a fixed delay, on the
-// connection's own goroutine: the commands after it wait, so a guesser gets
-// one guess per delay on each connection, and the manager never sleeps.
-//
-//go:noinline
-func (c *conn) failedAuth() {
-	b := &c.b
-	b.authFailed = false
-	c.srv.metrics.authFailures.Inc()
-	c.srv.cfg.Logger.Warn("auth failure", "conn", c.state.name, "transport", c.state.transport)
-	time.Sleep(c.srv.cfg.Security.AuthFailureDelay)
-	b.out = append(b.out, replyAuthFailure...)
-	b.ends = append(b.ends, len(b.out))
-}

@@ -52,6 +52,11 @@ type conn struct {
 	drain    []command     // the wait goroutine's commands, parsed from queue
 	scratch  []byte        // the wait goroutine's normalised arguments
 	now      []command     // out-of-band commands to run at once
+
+	// A failed auth is a wait for a timer (authlimit.go): authTimer runs
+	// while its delay does; authFailures counts the failures.
+	authTimer    *time.Timer
+	authFailures int
 }
 
 const (
@@ -124,6 +129,7 @@ func (c *conn) finish() {
 func (c *conn) endOfInput() {
 	c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
 	c.mu.Lock()
+	c.endAuthDelayLocked()
 	done := c.waitDone
 	c.mu.Unlock()
 	if done != nil {
@@ -204,8 +210,8 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		if b.dump != nil {
 			c.appendDump()
 		}
-		if b.authFailed {
-			c.failedAuth()
+		if b.authFailed != authOK {
+			b.cmds, b.next = c.failAuth(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
 		}
 		if b.waitStarted {
 			b.waitStarted = false
@@ -291,7 +297,9 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		var res waitResult
 		select {
 		case res = <-c.state.grants:
-			c.srv.metrics.observeWait(res)
+			if !res.authFailure {
+				c.srv.metrics.observeWait(res)
+			}
 		case <-c.ended:
 			return
 		}
@@ -302,13 +310,19 @@ func (c *conn) awaitWaits(done chan struct{}) {
 			return
 		}
 		c.mu.Lock()
-		c.b.out = appendWaitReply(c.b.out, &c.pending, res)
-		c.b.ends = append(c.b.ends, len(c.b.out))
-		c.pending = command{}
-		c.waiting = false
-		err := c.runQueue()
+		var err error
+		if res.authFailure {
+			err = c.answerAuthFailure()
+		} else {
+			c.b.out = appendWaitReply(c.b.out, &c.pending, res)
+			c.b.ends = append(c.b.ends, len(c.b.out))
+			c.pending = command{}
+			c.waiting = false
+			err = c.runQueue()
+		}
 		waiting := c.waiting
 		if !waiting {
+			c.b.refuseAuth = false
 			c.queue.release()
 			c.drain, c.scratch = nil, nil
 		}

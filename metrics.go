@@ -26,6 +26,7 @@ type metrics struct {
 
 	// Security (docs/security.md).
 	authFailures         prometheus.Counter
+	authRefused          prometheus.Counter
 	tlsHandshakeFailures prometheus.Counter
 }
 
@@ -60,7 +61,11 @@ func newMetrics(m *manager, maxConns int) *metrics {
 	limit.Set(float64(maxConns))
 	authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "glockd_auth_failures_total",
-		Help: "auth commands with a wrong token (each also logged with the client's address).",
+		Help: "auth commands whose token was tried and found wrong (the first few of each 10 s logged with the client's address, the rest counted in the log).",
+	})
+	authRefused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_auth_refused_total",
+		Help: "auth commands refused without trying the token: read during an earlier failure's delay, or over the failure rate of the client's address or of the server.",
 	})
 	handshakeFailures := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "glockd_tls_handshake_failures_total",
@@ -73,6 +78,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		batch,
 		wait,
 		authFailures,
+		authRefused,
 		handshakeFailures,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -84,6 +90,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		waitTimeout:  wait.WithLabelValues("timeout"),
 
 		authFailures:         authFailures,
+		authRefused:          authRefused,
 		tlsHandshakeFailures: handshakeFailures,
 	}
 }

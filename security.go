@@ -28,6 +28,9 @@ type SecurityConfig struct {
 	Admin   bool   // without ACLFile: allow kill and kill-holder on the unix socket
 
 	AuthFailureDelay time.Duration // before "0 Auth Failure"; 0 means DefaultAuthFailureDelay
+	// Failed auths allowed per second from one source address, and in
+	// all (authlimit.go); 0 means the defaults.
+	AuthFailuresPerAddr, AuthFailuresPerSecond float64
 	HandshakeTimeout time.Duration // 0 means DefaultHandshakeTimeout
 }
 
@@ -41,6 +44,12 @@ func (sc SecurityConfig) withDefaults() SecurityConfig {
 	}
 	if sc.HandshakeTimeout <= 0 {
 		sc.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if sc.AuthFailuresPerAddr <= 0 {
+		sc.AuthFailuresPerAddr = DefaultAuthFailuresPerAddr
+	}
+	if sc.AuthFailuresPerSecond <= 0 {
+		sc.AuthFailuresPerSecond = DefaultAuthFailuresPerSecond
 	}
 	return sc
 }

@@ -163,6 +163,7 @@ func NewServer(cfg Config) (*Server, error) {
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
 		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}
+	m.sec.authFailures, m.sec.authRefused = s.metrics.authFailures, s.metrics.authRefused
 	if cfg.HA != nil {
 		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
 			return nil, err
@@ -349,6 +350,7 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	s.manager.send(request{kind: requestStop})
 	<-s.manager.stopped
+	s.manager.sec.authLog.stop()
 	return nil
 }
 
@@ -371,6 +373,7 @@ func answerWaiters(conns []*conn, grace time.Duration) {
 				busy = append(busy, c)
 				continue
 			}
+			c.endAuthDelayLocked()
 			waiting, done := c.waiting, c.waitDone
 			c.mu.Unlock()
 			if !waiting {

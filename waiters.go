@@ -11,6 +11,8 @@ type waitResult struct {
 	granted bool
 	holders int
 	waited  time.Duration
+	// authFailure: not a wait but a failed auth's delay, ended (authlimit.go).
+	authFailure bool
 }
 
 // waiter is a connection queued on a lock by gw or sgw. A connection waits for
