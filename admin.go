@@ -130,4 +130,3 @@ func abortFunc(t transport) func() {
 func (s *Server) needsKill() bool {
 	return s.cfg.Security.ACLFile != "" || s.cfg.Security.Admin
 }
-

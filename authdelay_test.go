@@ -189,4 +189,3 @@ func metricValue(t *testing.T, body, name string) float64 {
 	t.Errorf("no %s in metrics", name)
 	return 0
 }
-

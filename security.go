@@ -31,7 +31,7 @@ type SecurityConfig struct {
 	// Failed auths allowed per second from one source address, and in
 	// all (authlimit.go); 0 means the defaults.
 	AuthFailuresPerAddr, AuthFailuresPerSecond float64
-	HandshakeTimeout time.Duration // 0 means DefaultHandshakeTimeout
+	HandshakeTimeout                           time.Duration // 0 means DefaultHandshakeTimeout
 }
 
 // DefaultAuthFailureDelay slows a guesser down to one guess a second per
