@@ -310,10 +310,13 @@ func (m *manager) appendPerms(c *connState, out []byte) []byte {
 }
 
 // setACL swaps in a reloaded ACL file. Identified connections take the
-// permissions of their identity's new line at once; one whose identity is
-// gone (or is no longer of the kind that identified it) is closed, as Redis
-// does on ACL changes, so that it learns it by the disconnect and its locks
-// are orphaned as on any other.
+// permissions of their identity's new line at once; one whose credential no
+// longer identifies it is closed, as Redis does on ACL changes, so that it
+// learns it by the disconnect and its locks are orphaned as on any other:
+// its identity is gone, its token was changed (rotated: whoever holds the
+// old one must not keep the identity), or it is no longer of the kind that
+// identified it (a certificate identity that became a token, or the other
+// way round).
 func (m *manager) setACL(acl *accessList) {
 	m.sec.acl = acl
 	for c := range m.registry.members {
@@ -321,8 +324,19 @@ func (m *manager) setACL(acl *accessList) {
 			continue
 		}
 		id := acl.byName[c.ident.name]
-		if id == nil || id.cert != c.ident.cert {
-			m.sec.log.Warn("closing a connection whose identity the reloaded ACL file no longer has", "conn", c.name, "identity", c.ident.name)
+		reason := ""
+		switch {
+		case id == nil:
+			reason = "identity removed"
+		case id.cert != c.ident.cert && id.cert:
+			reason = "identity now needs a certificate"
+		case id.cert != c.ident.cert:
+			reason = "identity now needs a token"
+		case !id.cert && id.hash != c.ident.hash:
+			reason = "token changed"
+		}
+		if reason != "" {
+			m.sec.log.Warn("reload: closing a connection whose credential the ACL file no longer accepts", "conn", c.name, "identity", c.ident.name, "reason", reason)
 			c.ident = nil
 			if c.kill != nil {
 				c.kill()

@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/websocket"
 )
 
 const (
@@ -92,15 +90,7 @@ func TestACLUnauthenticated(t *testing.T) {
 			c.expectOne("auth", "0 Auth Failure\n")
 			// The third failure closes the connection, after its reply.
 			c.expectOne("auth "+tokenHash(billingToken), "0 Auth Failure\n") // the hash is not the token
-			c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if c.ws != nil {
-				var msg string
-				if err := websocket.Message.Receive(c.ws, &msg); err == nil {
-					t.Fatalf("connection open after 3 failures: %q", msg)
-				}
-			} else if s, err := c.r.ReadString('\n'); err == nil {
-				t.Fatalf("connection open after 3 failures: %q", s)
-			}
+			expectClosed(t, c)
 			c = rawClient(t, srv, tr)
 			if c.ws != nil {
 				c.expectOne("xx", "") // unknown: silence, as without an ACL
@@ -400,7 +390,7 @@ func TestACLReload(t *testing.T) {
 	n := rawClient(t, srv, "tcp")
 	n.expectOne("auth "+billingToken, "0 Auth Failure\n")
 	n.expectOne("auth "+newbieToken, "1 ok\n")
-	if !strings.Contains(logs.String(), "no longer has") || !strings.Contains(logs.String(), "identity=billing") {
+	if !strings.Contains(logs.String(), "no longer accepts") || !strings.Contains(logs.String(), "identity=billing") {
 		t.Errorf("closing billing not logged:\n%s", logs.String())
 	}
 
@@ -414,5 +404,50 @@ func TestACLReload(t *testing.T) {
 	r.expectOne("g r/2", "1 Lock Get Success: r/2\n")
 	if !strings.Contains(logs.String(), "reload failed") {
 		t.Errorf("bad reload not logged:\n%s", logs.String())
+	}
+}
+
+// TestACLReloadRotation: a reload that changes an identity's token closes
+// the connections that authenticated with the old one (it may have leaked),
+// and one whose certificate identity has become a token identity; the
+// others keep their identity.
+func TestACLReloadRotation(t *testing.T) {
+	var logs logBuffer
+	ca := newTestCA(t, "glockd-test")
+	clients := newTestCA(t, "glockd-clients")
+	aclPath := writeFile(t, "acl", testACL)
+	srv, _ := tlsServer(t, ca, func(c *Config) {
+		c.Security.ClientCAFile = clients.file
+		c.Security.ACLFile = aclPath
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	svc := tlsClient(t, srv, ca.clientTLS(clients.issue(certOpts{dns: []string{"svc.example"}, client: true}).cert))
+	svc.expectOne("g svc/1", "1 Lock Get Success: svc/1\n")
+	old := rawClient(t, srv, "tcp")
+	old.expectOne("auth "+billingToken, "1 ok\n")
+	old.expectOne("g billing/before-rotation", "1 Lock Get Success: billing/before-rotation\n")
+	reader := rawClient(t, srv, "tcp")
+	reader.expectOne("auth "+readerToken, "1 ok\n")
+
+	rotated := "billing-rotated-41"
+	svcToken := "svc-token-77"
+	os.WriteFile(aclPath, []byte(strings.NewReplacer(
+		tokenHash(billingToken), tokenHash(rotated),
+		"svc.example cert", "svc.example "+tokenHash(svcToken),
+	).Replace(testACL)), 0o600)
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, old)
+	expectClosed(t, svc)
+	reader.expectOne("i billing/before-rotation", "0 Lock Not Locked: billing/before-rotation\n")
+	reader.expectOne("perms", "1 reader inspect\n")
+	n := rawClient(t, srv, "tcp")
+	n.expectOne("auth "+rotated, "1 ok\n")
+	n.expectOne("g billing/after-rotation", "1 Lock Get Success: billing/after-rotation\n")
+	for _, want := range []string{"identity=billing reason=\"token changed\"", "identity=svc.example reason=\"identity now needs a token\""} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, logs.String())
+		}
 	}
 }
