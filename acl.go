@@ -288,6 +288,7 @@ func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
 // connection's name, so that d, sd, who and me show it.
 func (m *manager) identify(c *connState, id *identity) {
 	c.ident = id
+	c.identified.Store(true)
 	m.registry.register(c, id.name)
 }
 
@@ -338,6 +339,7 @@ func (m *manager) setACL(acl *accessList) {
 		if reason != "" {
 			m.sec.log.Warn("reload: closing a connection whose credential the ACL file no longer accepts", "conn", c.name, "identity", c.ident.name, "reason", reason)
 			c.ident = nil
+			c.identified.Store(false)
 			if c.kill != nil {
 				c.kill()
 			}

@@ -116,6 +116,7 @@ func TestAuthFailureRate(t *testing.T) {
 	srv, _ := aclServer(t, "", func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		c.MaxConns = 2 * conns
+		c.Security.MaxUnauthConns = 2 * conns
 	})
 	start := time.Now()
 	var wg sync.WaitGroup

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"container/list"
 	"errors"
 	"io"
 	"sync"
@@ -57,6 +58,12 @@ type conn struct {
 	// while its delay does; authFailures counts the failures.
 	authTimer    *time.Timer
 	authFailures int
+
+	// Admission (unauth.go): unauthElem and evicted are guarded by the
+	// server's mu; listedUnauth, by mu, says unauthElem may be set.
+	unauthElem   *list.Element
+	evicted      bool
+	listedUnauth bool
 }
 
 const (
@@ -82,6 +89,15 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 	}
 	if srv.needsKill() {
 		c.state.kill = abortFunc(t)
+	}
+	if srv.cfg.Security.ACLFile != "" {
+		// Small buffers until it authenticates (unauth.go).
+		switch t := t.(type) {
+		case *streamTransport:
+			t.identified = &c.state.identified
+		case *websocketTransport:
+			t.identified = &c.state.identified
+		}
 	}
 	return c
 }
@@ -185,7 +201,7 @@ func (c *conn) queueBehindWait(cmds []command) bool {
 	if now := c.queueAfterWait(cmds); len(now) > 0 && c.runAndReply(now, false) != nil {
 		return false
 	}
-	if c.queue.size() > max(maxQueued, 2*c.srv.cfg.MaxLine) {
+	if c.queue.size() > c.maxQueued() {
 		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
 		return false
 	}
@@ -207,6 +223,9 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		start := time.Now()
 		c.srv.manager.execute(c.state, b)
 		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
+		if c.listedUnauth {
+			c.noteIdentified()
+		}
 		if b.dump != nil {
 			c.appendDump()
 		}

@@ -27,6 +27,7 @@ type metrics struct {
 	// Security (docs/security.md).
 	authFailures         prometheus.Counter
 	authRefused          prometheus.Counter
+	unauthClosed         *prometheus.CounterVec
 	tlsHandshakeFailures prometheus.Counter
 }
 
@@ -67,6 +68,10 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		Name: "glockd_auth_refused_total",
 		Help: "auth commands refused without trying the token: read during an earlier failure's delay, or over the failure rate of the client's address or of the server.",
 	})
+	unauthClosed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "glockd_unauthenticated_closed_total",
+		Help: "Connections closed before they authenticated (with -acl-file), by reason: evicted (the oldest, to make room for a new connection) or auth_timeout.",
+	}, []string{"reason"})
 	handshakeFailures := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "glockd_tls_handshake_failures_total",
 		Help: "TLS handshakes of line-protocol connections that failed or timed out (refused client certificates among them).",
@@ -79,6 +84,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		wait,
 		authFailures,
 		authRefused,
+		unauthClosed,
 		handshakeFailures,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -91,6 +97,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 
 		authFailures:         authFailures,
 		authRefused:          authRefused,
+		unauthClosed:         unauthClosed,
 		tlsHandshakeFailures: handshakeFailures,
 	}
 }

@@ -31,7 +31,15 @@ type SecurityConfig struct {
 	// Failed auths allowed per second from one source address, and in
 	// all (authlimit.go); 0 means the defaults.
 	AuthFailuresPerAddr, AuthFailuresPerSecond float64
-	HandshakeTimeout                           time.Duration // 0 means DefaultHandshakeTimeout
+
+	HandshakeTimeout time.Duration // 0 means DefaultHandshakeTimeout
+
+	// With ACLFile, a connection that has not authenticated within
+	// AuthTimeout is closed (0 means DefaultAuthTimeout), and at most
+	// MaxUnauthConns are unauthenticated at once (0 means a quarter of
+	// MaxConns); see unauth.go.
+	AuthTimeout    time.Duration
+	MaxUnauthConns int
 }
 
 // DefaultAuthFailureDelay slows a guesser down to one guess a second per
@@ -44,6 +52,9 @@ func (sc SecurityConfig) withDefaults() SecurityConfig {
 	}
 	if sc.HandshakeTimeout <= 0 {
 		sc.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if sc.AuthTimeout <= 0 {
+		sc.AuthTimeout = DefaultAuthTimeout
 	}
 	if sc.AuthFailuresPerAddr <= 0 {
 		sc.AuthFailuresPerAddr = DefaultAuthFailuresPerAddr
@@ -194,7 +205,15 @@ func securityFlags(fs *flag.FlagSet, sc *SecurityConfig) func(bind string) error
 	fs.StringVar(&sc.ACLFile, "acl-file", "", "identities and their permissions (see docs/security.md); clients must then auth (reloaded on SIGHUP)")
 	fs.BoolVar(&sc.Admin, "admin", false, "without -acl-file: allow kill and kill-holder on the -unix socket (never over the network)")
 	fs.DurationVar(&sc.AuthFailureDelay, "auth-failure-delay", DefaultAuthFailureDelay, "delay before answering a wrong auth token")
+	fs.DurationVar(&sc.AuthTimeout, "auth-timeout", DefaultAuthTimeout, "with -acl-file: close a connection that has not authenticated within this long")
+	fs.IntVar(&sc.MaxUnauthConns, "max-unauth-conns", 0, "with -acl-file: most connections not yet authenticated; a new one closes the oldest (default a quarter of -max-conns)")
 	return func(bind string) error {
+		if sc.AuthTimeout <= 0 {
+			return errors.New("-auth-timeout must be positive")
+		}
+		if sc.MaxUnauthConns < 0 {
+			return errors.New("-max-unauth-conns must not be negative")
+		}
 		if *tlsPort < 0 || *tlsPort > 65535 {
 			return fmt.Errorf("-tls-port %d out of range", *tlsPort)
 		}

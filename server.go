@@ -119,6 +119,8 @@ type Server struct {
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
+	live    int // conns less those closed to make room (unauth.go)
+	unauth  unauthConns
 	started bool
 	closed  bool
 	wg      sync.WaitGroup // accept loops and connections
@@ -164,6 +166,11 @@ func NewServer(cfg Config) (*Server, error) {
 		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}
 	m.sec.authFailures, m.sec.authRefused = s.metrics.authFailures, s.metrics.authRefused
+	s.unauth.max = cfg.Security.MaxUnauthConns
+	if s.unauth.max <= 0 {
+		s.unauth.max = max(1, cfg.MaxConns/unauthShare)
+	}
+	s.metrics.registry.MustRegister(s.unauthGauge())
 	if cfg.HA != nil {
 		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
 			return nil, err
@@ -436,10 +443,20 @@ func (s *Server) track(c *conn) refusal {
 	switch {
 	case s.closed, !s.lockOpen: // HA: lockOpen is false on a standby
 		return refusedClose
-	case len(s.conns) >= s.cfg.MaxConns:
+	}
+	acl := s.cfg.Security.ACLFile != ""
+	if acl {
+		s.admitUnauth(func() bool { return s.live >= s.cfg.MaxConns })
+	}
+	if s.live >= s.cfg.MaxConns {
 		return refusedFull
 	}
 	s.conns[c] = struct{}{}
+	s.live++
+	if acl {
+		c.unauthElem = s.unauth.list.PushBack(c)
+		c.listedUnauth = true
+	}
 	s.wg.Add(1)
 	return admitted
 }
@@ -464,6 +481,9 @@ func (s *Server) admit(c *conn) bool {
 // handshake, for a TLS one) and forgets it.
 func (s *Server) serveAdmitted(c *conn, nc net.Conn) {
 	defer s.untrack(c)
+	if s.cfg.Security.ACLFile != "" {
+		defer c.startAuthTimer().Stop()
+	}
 	if nc == nil || s.handshake(c, nc) {
 		c.serve()
 	}
@@ -472,6 +492,10 @@ func (s *Server) serveAdmitted(c *conn, nc net.Conn) {
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.forgetUnauth(c)
+	if !c.evicted {
+		s.live--
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -19,7 +20,10 @@ type streamTransport struct {
 	// discarding is set after a too-long line was answered: the rest of it,
 	// up to its newline, is dropped as it arrives, never buffered.
 	discarding bool
-	filled     bool   // the last read filled buf
+	filled     bool // the last read filled buf
+	// identified, with an ACL file: until it is set, lines are at most
+	// unauthMaxLine and the buffer never grows (unauth.go).
+	identified *atomic.Bool
 	scratch    []byte // normalised arguments of the current batch
 
 	// An empty buffer is not kept between reads: it goes back to pool, and
@@ -174,7 +178,7 @@ func (t *streamTransport) makeRoom() {
 		t.start, t.end = 0, 0
 		switch {
 		case t.buf == nil:
-		case !t.filled:
+		case !t.filled, !t.mayGrow():
 			t.releaseBuffer()
 		case len(t.buf) < maxReadBuffer:
 			size := 2 * len(t.buf)
@@ -192,7 +196,7 @@ func (t *streamTransport) makeRoom() {
 		// One incomplete line fills the buffer. parse has already answered
 		// one longer than max-line, "\r" and "\n" could be, so this one may
 		// still be valid: grow towards that size.
-		grown := make([]byte, min(2*len(t.buf), t.maxLine+2))
+		grown := make([]byte, min(2*len(t.buf), t.lineLimit()+2))
 		t.end = copy(grown, t.buf[t.start:t.end])
 		t.start = 0
 		t.releaseBuffer()
@@ -216,7 +220,7 @@ func (t *streamTransport) parse(cmds []command) []command {
 			continue
 		}
 		if i < 0 {
-			if len(data) > t.maxLine+1 { // too long even if a "\r\n" comes next
+			if len(data) > t.lineLimit()+1 { // too long even if a "\r\n" comes next
 				cmds = append(cmds, command{verb: verbTooLong})
 				t.discarding = true
 				t.start = t.end
@@ -234,7 +238,7 @@ func (t *streamTransport) appendLine(cmds []command, line []byte) []command {
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
 	}
-	if len(line) > t.maxLine {
+	if len(line) > t.lineLimit() {
 		return append(cmds, command{verb: verbTooLong})
 	}
 	cmds = append(cmds, command{})
@@ -276,6 +280,21 @@ func (t *streamTransport) writeReady(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// mayGrow reports whether the read buffer may grow past the pooled one:
+// not before authentication.
+func (t *streamTransport) mayGrow() bool {
+	return t.identified == nil || t.identified.Load()
+}
+
+// lineLimit is the longest line: -max-line, or before authentication
+// unauthMaxLine.
+func (t *streamTransport) lineLimit() int {
+	if t.identified != nil && !t.identified.Load() {
+		return min(t.maxLine, unauthMaxLine)
+	}
+	return t.maxLine
 }
 
 func (t *streamTransport) close() error { return t.nc.Close() }

@@ -56,6 +56,9 @@ func (t *websocketTransport) receive() error {
 	}
 	t.own = t.own[:0]
 	limit := int64(maxMessage(t.maxLine))
+	if t.identified != nil && !t.identified.Load() {
+		limit = unauthBuffer
+	}
 	tooLarge, inMessage := false, false
 	for {
 		h, err := t.readHeader()

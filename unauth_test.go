@@ -1,0 +1,98 @@
+package main
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestUnauthCannotCrowdOut: twice -max-conns connections that never
+// authenticate do not keep out a client with a token.
+func TestUnauthCannotCrowdOut(t *testing.T) {
+	const maxConns = 50
+	srv, _ := aclServer(t, "", func(c *Config) { c.MaxConns = maxConns })
+	var strangers []net.Conn
+	for range 2 * maxConns {
+		nc, err := net.Dial("tcp", srv.TCPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		strangers = append(strangers, nc)
+	}
+	t.Cleanup(func() {
+		for _, nc := range strangers {
+			nc.Close()
+		}
+	})
+	// The strangers are all admitted (or turned away) before the client.
+	eventually(t, "the strangers admitted", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.unauth.list.Len() > 0
+	})
+	time.Sleep(100 * time.Millisecond)
+	c := rawClient(t, srv, "tcp")
+	c.expectOne("auth "+billingToken, "1 ok\n")
+	c.expectOne("g billing/in", "1 Lock Get Success: billing/in\n")
+	// Another stranger now takes an unauthenticated one's place, not the
+	// client's.
+	s := rawClient(t, srv, "tcp")
+	s.expectOne("ping", "1 pong\n")
+	c.expectOne("i billing/in", "1 Lock Is Locked: billing/in\n")
+}
+
+// TestAuthTimeout: a connection that has not authenticated within
+// -auth-timeout is closed; one that has is not.
+func TestAuthTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	srv, _ := aclServer(t, "", func(c *Config) { c.Security.AuthTimeout = timeout })
+	var wg sync.WaitGroup
+	for _, tr := range []string{"tcp", "unix"} {
+		stranger := rawClient(t, srv, tr)
+		stranger.expectOne("ping", "1 pong\n")
+		member := rawClient(t, srv, tr)
+		member.expectOne("auth "+readerToken, "1 ok\n")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			expectClosed(t, stranger)
+			if d := time.Since(start); d < timeout/2 {
+				t.Errorf("%s: closed after %v, before the timeout", tr, d)
+			}
+		}()
+		defer func() {
+			time.Sleep(2 * timeout)
+			member.expectOne("ping", "1 pong\n")
+		}()
+	}
+	wg.Wait()
+}
+
+// TestUnauthSmallBuffers: before it authenticates, a connection's lines and
+// websocket messages are kept small; after, -max-line applies.
+func TestUnauthSmallBuffers(t *testing.T) {
+	srv, _ := aclServer(t, "", nil)
+	long := "i " + strings.Repeat("n", 2<<10)
+	c := rawClient(t, srv, "tcp")
+	c.expectOne(long, "0 Line Too Long\n")
+	c.expectOne("auth "+readerToken, "1 ok\n")
+	c.expectOne(long, "0 Lock Not Locked: "+long[2:]+"\n")
+
+	w := rawClient(t, srv, "websocket")
+	msg := strings.Repeat("ping\n", 2000) // 10,000 bytes: 2,000 commands
+	w.send(msg)
+	w.expectOne("ping", "0 Line Too Long\n") // the message, refused whole
+	if got := w.line(); got != "1 pong\n" {
+		t.Fatalf("got %q", got)
+	}
+	w.expectOne("auth "+readerToken, "1 ok\n")
+	w.send(msg)
+	for range 2000 {
+		if got := w.line(); got != "1 pong\n" {
+			t.Fatalf("got %q", got)
+		}
+	}
+}
