@@ -29,6 +29,7 @@ type metrics struct {
 	authRefused          prometheus.Counter
 	unauthClosed         *prometheus.CounterVec
 	tlsHandshakeFailures prometheus.Counter
+	tlsHandshakesEvicted prometheus.Counter
 }
 
 // Timeouts for asking the manager for its counters: a scrape may take a
@@ -76,6 +77,10 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		Name: "glockd_tls_handshake_failures_total",
 		Help: "TLS handshakes of line-protocol connections that failed or timed out (refused client certificates among them).",
 	})
+	handshakesEvicted := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_tls_handshakes_evicted_total",
+		Help: "TLS handshakes of line-protocol connections closed, the oldest under way, to make room for a new one past the handshake budget.",
+	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		limit,
@@ -86,6 +91,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		authRefused,
 		unauthClosed,
 		handshakeFailures,
+		handshakesEvicted,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -99,6 +105,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		authRefused:          authRefused,
 		unauthClosed:         unauthClosed,
 		tlsHandshakeFailures: handshakeFailures,
+		tlsHandshakesEvicted: handshakesEvicted,
 	}
 }
 

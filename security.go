@@ -33,6 +33,7 @@ type SecurityConfig struct {
 	AuthFailuresPerAddr, AuthFailuresPerSecond float64
 
 	HandshakeTimeout time.Duration // 0 means DefaultHandshakeTimeout
+	MaxHandshakes    int           // TLS handshakes under way at once; 0 means DefaultMaxHandshakes
 
 	// With ACLFile, a connection that has not authenticated within
 	// AuthTimeout is closed (0 means DefaultAuthTimeout), and at most
@@ -52,6 +53,9 @@ func (sc SecurityConfig) withDefaults() SecurityConfig {
 	}
 	if sc.HandshakeTimeout <= 0 {
 		sc.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if sc.MaxHandshakes <= 0 {
+		sc.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if sc.AuthTimeout <= 0 {
 		sc.AuthTimeout = DefaultAuthTimeout
@@ -85,8 +89,9 @@ func (sc SecurityConfig) check(cfg Config) error {
 
 // serverSecurity is a Server's TLS state.
 type serverSecurity struct {
-	tls   *tlsStore    // nil without TLS
-	tlsLn net.Listener // -tls-port
+	tls        *tlsStore    // nil without TLS
+	tlsLn      net.Listener // -tls-port
+	handshakes pendingHandshakes
 }
 
 // newSecurity checks cfg's security settings and loads their files.
@@ -103,6 +108,7 @@ func newSecurity(cfg Config) (serverSecurity, *accessList, error) {
 		}
 		sec.tls = st
 	}
+	sec.handshakes.max = sc.MaxHandshakes
 	var acl *accessList
 	if sc.ACLFile != "" {
 		var err error
@@ -208,7 +214,10 @@ func securityFlags(fs *flag.FlagSet, sc *SecurityConfig) func(bind string) error
 	fs.DurationVar(&sc.AuthTimeout, "auth-timeout", DefaultAuthTimeout, "with -acl-file: close a connection that has not authenticated within this long")
 	fs.IntVar(&sc.MaxUnauthConns, "max-unauth-conns", 0, "with -acl-file: most connections not yet authenticated; a new one closes the oldest (default a quarter of -max-conns)")
 	return func(bind string) error {
-		if sc.AuthTimeout <= 0 {
+		if sc.MaxHandshakes <= 0 {
+		sc.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if sc.AuthTimeout <= 0 {
 			return errors.New("-auth-timeout must be positive")
 		}
 		if sc.MaxUnauthConns < 0 {

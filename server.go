@@ -347,6 +347,7 @@ func (s *Server) Close() error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	s.closeHandshakes()
 	s.mu.Unlock()
 
 	s.closeListeners()
@@ -477,16 +478,13 @@ func (s *Server) admit(c *conn) bool {
 	return false
 }
 
-// serveAdmitted serves an admitted connection to its end (after the TLS
-// handshake, for a TLS one) and forgets it.
-func (s *Server) serveAdmitted(c *conn, nc net.Conn) {
+// serveAdmitted serves an admitted connection to its end and forgets it.
+func (s *Server) serveAdmitted(c *conn) {
 	defer s.untrack(c)
 	if s.cfg.Security.ACLFile != "" {
 		defer c.startAuthTimer().Stop()
 	}
-	if nc == nil || s.handshake(c, nc) {
-		c.serve()
-	}
+	c.serve()
 }
 
 func (s *Server) untrack(c *conn) {
@@ -523,9 +521,13 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 			unixSeq++
 			name = fmt.Sprintf("unix:%d", unixSeq)
 		}
+		if tc, ok := nc.(*tlsConn); ok {
+			s.startHandshake(tc) // admitted once it completes (tls.go)
+			continue
+		}
 		c := newConn(s, name, transportName, newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers))
 		if s.admit(c) {
-			go s.serveAdmitted(c, nc)
+			go s.serveAdmitted(c)
 		}
 	}
 }
@@ -572,7 +574,7 @@ func (s *Server) serveWebsocket(ws *websocket.Conn, t *websocketTransport) {
 		c.state.certName = peerName(*tls)
 	}
 	if s.admit(c) {
-		s.serveAdmitted(c, nil)
+		s.serveAdmitted(c)
 	}
 }
 

@@ -300,10 +300,10 @@ func (t *streamTransport) lineLimit() int {
 func (t *streamTransport) close() error { return t.nc.Close() }
 
 // refuse sends reply with a deadline, so that a client that does not read
-// cannot hold up the accept loop, and closes. A TLS connection gets no
-// reply: that would need a handshake in the accept loop.
+// cannot hold up the accept loop, and closes. (A TLS connection is admitted
+// once its handshake is done, so it gets the reply too.)
 func (t *streamTransport) refuse(reply string) {
-	if _, isTLS := t.nc.(*tlsConn); !isTLS && reply != "" {
+	if reply != "" {
 		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		t.nc.Write([]byte(reply))
 	}

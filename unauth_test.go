@@ -96,3 +96,35 @@ func TestUnauthSmallBuffers(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentTLSCannotCrowdOut: twice -max-conns connections to the TLS port
+// that never send a ClientHello (client certificates required) keep out
+// neither plain TCP clients nor a TLS client that completes its handshake.
+func TestSilentTLSCannotCrowdOut(t *testing.T) {
+	const maxConns = 50
+	ca := newTestCA(t, "glockd-test")
+	clients := newTestCA(t, "glockd-clients")
+	srv, _ := tlsServer(t, ca, func(c *Config) {
+		c.MaxConns = maxConns
+		c.Security.ClientCAFile = clients.file
+		c.Security.MaxHandshakes = maxConns
+	})
+	var silent []net.Conn
+	for range 2 * maxConns {
+		nc, err := net.Dial("tcp", srv.TLSAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, nc)
+	}
+	t.Cleanup(func() {
+		for _, nc := range silent {
+			nc.Close()
+		}
+	})
+	time.Sleep(200 * time.Millisecond) // the silent ones accepted first
+	c := dial(t, srv, "tcp")
+	c.expect("g in", "1 Lock Get Success: in\n")
+	tc := tlsClient(t, srv, ca.clientTLS(clients.issue(certOpts{cn: "svc", client: true}).cert))
+	tc.expect("g tls-in", "1 Lock Get Success: tls-in\n")
+}
