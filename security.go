@@ -215,9 +215,9 @@ func securityFlags(fs *flag.FlagSet, sc *SecurityConfig) func(bind string) error
 	fs.IntVar(&sc.MaxUnauthConns, "max-unauth-conns", 0, "with -acl-file: most connections not yet authenticated; a new one closes the oldest (default a quarter of -max-conns)")
 	return func(bind string) error {
 		if sc.MaxHandshakes <= 0 {
-		sc.MaxHandshakes = DefaultMaxHandshakes
-	}
-	if sc.AuthTimeout <= 0 {
+			sc.MaxHandshakes = DefaultMaxHandshakes
+		}
+		if sc.AuthTimeout <= 0 {
 			return errors.New("-auth-timeout must be positive")
 		}
 		if sc.MaxUnauthConns < 0 {
