@@ -210,8 +210,8 @@ func checkFileLimit(cfg Config) {
 	}
 	if limit > 0 && limit < need {
 		allowed := int64(limit) - int64(cfg.MaxHTTPConns) - fdReserve
-		cfg.Logger.Warn("-max-conns is above what the file descriptor limit (RLIMIT_NOFILE) allows; raise the limit or lower -max-conns",
-			"max_conns", cfg.MaxConns, "max_http_conns", cfg.MaxHTTPConns, "nofile", limit, "conns_allowed", max(allowed, 0))
+		cfg.Logger.Warn("-max-conns is above what the file descriptor limit (RLIMIT_NOFILE) allows: connections are capped at conns_allowed (glockd_max_connections); raise the limit or lower -max-conns",
+			"max_conns", cfg.MaxConns, "max_http_conns", cfg.MaxHTTPConns, "nofile", limit, "conns_allowed", max(allowed, 1))
 	}
 }
 

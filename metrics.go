@@ -58,7 +58,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 	}, []string{"outcome"})
 	limit := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "glockd_max_connections",
-		Help: "The -max-conns limit: live connections beyond it are refused.",
+		Help: "The connection limit enforced: -max-conns, or less when the file-descriptor limit (RLIMIT_NOFILE) cannot hold that many. Live connections beyond it are refused.",
 	})
 	limit.Set(float64(maxConns))
 	authFailures := prometheus.NewCounter(prometheus.CounterOpts{

@@ -120,6 +120,9 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	live    int // conns less those closed to make room (unauth.go)
+	// maxConns is -max-conns, or less when the file-descriptor limit
+	// cannot hold that many (fdlimit.go).
+	maxConns int
 	unauth  unauthConns
 	started bool
 	closed  bool
@@ -156,11 +159,13 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	m := newManager(cfg)
 	m.sec = newManagerSecurity(cfg, acl)
+	maxConns := connCap(cfg)
 	s := &Server{
 		cfg:       cfg,
 		sec:       sec,
 		manager:   m,
-		metrics:   newMetrics(m, cfg.MaxConns),
+		maxConns:  maxConns,
+		metrics:   newMetrics(m, maxConns),
 		conns:     make(map[*conn]struct{}),
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
 		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
@@ -168,7 +173,7 @@ func NewServer(cfg Config) (*Server, error) {
 	m.sec.authFailures, m.sec.authRefused = s.metrics.authFailures, s.metrics.authRefused
 	s.unauth.max = cfg.Security.MaxUnauthConns
 	if s.unauth.max <= 0 {
-		s.unauth.max = max(1, cfg.MaxConns/unauthShare)
+		s.unauth.max = max(1, maxConns/unauthShare)
 	}
 	s.metrics.registry.MustRegister(s.unauthGauge())
 	if cfg.HA != nil {
@@ -447,9 +452,9 @@ func (s *Server) track(c *conn) refusal {
 	}
 	acl := s.cfg.Security.ACLFile != ""
 	if acl {
-		s.admitUnauth(func() bool { return s.live >= s.cfg.MaxConns })
+		s.admitUnauth(func() bool { return s.live >= s.maxConns })
 	}
-	if s.live >= s.cfg.MaxConns {
+	if s.live >= s.maxConns {
 		return refusedFull
 	}
 	s.conns[c] = struct{}{}
