@@ -117,16 +117,16 @@ type Server struct {
 
 	ha *haNode // nil without -etcd; see leader.go
 
-	mu      sync.Mutex
-	conns   map[*conn]struct{}
-	live    int // conns less those closed to make room (unauth.go)
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	live  int // conns less those closed to make room (unauth.go)
 	// maxConns is -max-conns, or less when the file-descriptor limit
 	// cannot hold that many (fdlimit.go).
 	maxConns int
-	unauth  unauthConns
-	started bool
-	closed  bool
-	wg      sync.WaitGroup // accept loops and connections
+	unauth   unauthConns
+	started  bool
+	closed   bool
+	wg       sync.WaitGroup // accept loops and connections
 
 	// lockOpen, guarded by mu, is whether the lock listeners are open: with
 	// -etcd, only while this node leads.
