@@ -64,6 +64,10 @@ type conn struct {
 	unauthElem   *list.Element
 	evicted      bool
 	listedUnauth bool
+
+	// What c.queue and c.b.out hold, charged to -max-buffered (budget.go);
+	// guarded by mu.
+	queueMem, outMem charge
 }
 
 const (
@@ -90,6 +94,13 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 	if srv.needsKill() {
 		c.state.kill = abortFunc(t)
 	}
+	c.queueMem.budget, c.outMem.budget = &srv.budget, &srv.budget
+	switch t := t.(type) {
+	case *streamTransport:
+		t.mem.budget = &srv.budget
+	case *websocketTransport:
+		t.mem.budget = &srv.budget
+	}
 	if srv.cfg.Security.ACLFile != "" {
 		// Small buffers until it authenticates (unauth.go).
 		switch t := t.(type) {
@@ -114,6 +125,8 @@ func (c *conn) serve() {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				c.endOfInput()
+			} else if err == errOverBudget {
+				c.tellOverBudget()
 			}
 			return
 		}
@@ -133,6 +146,7 @@ func (c *conn) finish() {
 	if done != nil {
 		<-done
 	}
+	c.releaseCharges()
 	c.srv.manager.send(request{kind: requestDisconnect, conn: c.state})
 }
 
@@ -205,6 +219,11 @@ func (c *conn) queueBehindWait(cmds []command) bool {
 		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
 		return false
 	}
+	if !c.queueMem.set(int64(c.queue.size())) {
+		c.srv.metrics.overBudget.Inc()
+		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+		return false
+	}
 	return true
 }
 
@@ -228,6 +247,11 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		}
 		if b.dump != nil {
 			c.appendDump()
+		}
+		if cap(b.out) > keptReplyBytes {
+			if err := c.chargeReplies(); err != nil {
+				return err
+			}
 		}
 		if b.authFailed != authOK {
 			b.cmds, b.next = c.failAuth(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
@@ -272,6 +296,9 @@ func (c *conn) flush() error {
 	}
 	if cap(b.ends) > keptReplyEnds {
 		b.ends = nil
+	}
+	if c.outMem.n > 0 {
+		c.outMem.set(int64(cap(b.out)))
 	}
 	return err
 }
@@ -343,6 +370,7 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		if !waiting {
 			c.b.refuseAuth = false
 			c.queue.release()
+			c.queueMem.release()
 			c.drain, c.scratch = nil, nil
 		}
 		c.mu.Unlock()

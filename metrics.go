@@ -30,6 +30,7 @@ type metrics struct {
 	unauthClosed         *prometheus.CounterVec
 	tlsHandshakeFailures prometheus.Counter
 	tlsHandshakesEvicted prometheus.Counter
+	overBudget           prometheus.Counter
 }
 
 // Timeouts for asking the manager for its counters: a scrape may take a
@@ -81,6 +82,10 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		Name: "glockd_tls_handshakes_evicted_total",
 		Help: "TLS handshakes of line-protocol connections closed, the oldest under way, to make room for a new one past the handshake budget.",
 	})
+	overBudget := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_over_budget_closed_total",
+		Help: "Connections closed, after \"0 Too Many Queued Commands\", because they asked for more memory than -max-buffered had left.",
+	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		limit,
@@ -92,6 +97,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		unauthClosed,
 		handshakeFailures,
 		handshakesEvicted,
+		overBudget,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -106,6 +112,7 @@ func newMetrics(m *manager, maxConns int) *metrics {
 		unauthClosed:         unauthClosed,
 		tlsHandshakeFailures: handshakeFailures,
 		tlsHandshakesEvicted: handshakesEvicted,
+		overBudget:           overBudget,
 	}
 }
 

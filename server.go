@@ -35,6 +35,9 @@ type Config struct {
 	MaxLine         int // longest command line, in bytes
 	MaxConns        int // live connections over all transports
 	MaxLocksPerConn int // exclusive plus shared locks one connection may hold
+	// MaxBuffered bounds the bytes held for all connections together
+	// (budget.go); 0 means a quarter of the memory available.
+	MaxBuffered int64
 
 	// MaxHTTPConns bounds the HTTP connections (on WSAddr and MetricsAddr)
 	// that are not websockets: browsers, scrapers, health checks. Over it
@@ -87,6 +90,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxHTTPConns <= 0 {
 		cfg.MaxHTTPConns = DefaultMaxHTTPConns
 	}
+	if cfg.MaxBuffered <= 0 {
+		cfg.MaxBuffered = defaultMaxBuffered()
+	}
 	if cfg.HTTPIdleTimeout <= 0 {
 		cfg.HTTPIdleTimeout = DefaultHTTPIdleTimeout
 	}
@@ -132,7 +138,8 @@ type Server struct {
 	// -etcd, only while this node leads.
 	lockOpen bool
 
-	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
+	readBuffers sync.Pool  // stream transports' read buffers, see streamTransport
+	budget      byteBudget // -max-buffered (budget.go)
 
 	// bigDumps admits the sorting and formatting of big dumps, at most
 	// one fewer at once than there are cores: other clients keep a core.
@@ -144,7 +151,7 @@ type Server struct {
 // NewServer checks cfg and makes a server; Start opens its listeners.
 func NewServer(cfg Config) (*Server, error) {
 	// Zero means the default; less is a mistake.
-	if cfg.MaxLine < 0 || cfg.MaxConns < 0 || cfg.MaxLocksPerConn < 0 || cfg.MaxHTTPConns < 0 || cfg.HTTPIdleTimeout < 0 {
+	if cfg.MaxLine < 0 || cfg.MaxConns < 0 || cfg.MaxLocksPerConn < 0 || cfg.MaxHTTPConns < 0 || cfg.HTTPIdleTimeout < 0 || cfg.MaxBuffered < 0 {
 		return nil, errors.New("glockd: negative limit in Config")
 	}
 	cfg = cfg.withDefaults()
@@ -176,6 +183,8 @@ func NewServer(cfg Config) (*Server, error) {
 		s.unauth.max = max(1, maxConns/unauthShare)
 	}
 	s.metrics.registry.MustRegister(s.unauthGauge())
+	s.budget.max = cfg.MaxBuffered
+	s.metrics.registry.MustRegister(s.budgetMetrics()...)
 	if cfg.HA != nil {
 		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
 			return nil, err

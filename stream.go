@@ -24,7 +24,9 @@ type streamTransport struct {
 	// identified, with an ACL file: until it is set, lines are at most
 	// unauthMaxLine and the buffer never grows (unauth.go).
 	identified *atomic.Bool
-	scratch    []byte // normalised arguments of the current batch
+	// mem charges a buffer grown past the pooled one to -max-buffered.
+	mem     charge
+	scratch []byte // normalised arguments of the current batch
 
 	// An empty buffer is not kept between reads: it goes back to pool, and
 	// the read callback takes one only once input has arrived, so that an
@@ -82,7 +84,9 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 		return cmds, nil // lines left over by a batch that was full
 	}
 	for {
-		t.makeRoom()
+		if !t.makeRoom() {
+			return cmds, errOverBudget
+		}
 		n, err := t.fill()
 		t.filled = n > 0 && t.end+n == len(t.buf)
 		t.end += n
@@ -172,20 +176,25 @@ func (t *streamTransport) releaseBuffer() {
 // up, for the read to take a pooled one when input arrives, unless the last
 // read filled it: then a burst is arriving and a buffer twice the size is
 // made for it. An incomplete line is moved to the front, or the buffer grows
-// for it.
-func (t *streamTransport) makeRoom() {
+// for it. A buffer of its own is charged to -max-buffered; makeRoom reports
+// false when growing it would go over.
+func (t *streamTransport) makeRoom() bool {
 	if t.start == t.end {
 		t.start, t.end = 0, 0
 		switch {
 		case t.buf == nil:
 		case !t.filled, !t.mayGrow():
 			t.releaseBuffer()
+			t.mem.release()
 		case len(t.buf) < maxReadBuffer:
 			size := 2 * len(t.buf)
+			if !t.mem.set(int64(size)) {
+				return false
+			}
 			t.releaseBuffer()
 			t.buf = make([]byte, size)
 		}
-		return
+		return true
 	}
 	switch {
 	case t.end < len(t.buf):
@@ -196,12 +205,17 @@ func (t *streamTransport) makeRoom() {
 		// One incomplete line fills the buffer. parse has already answered
 		// one longer than max-line, "\r" and "\n" could be, so this one may
 		// still be valid: grow towards that size.
-		grown := make([]byte, min(2*len(t.buf), t.lineLimit()+2))
+		size := min(2*len(t.buf), t.lineLimit()+2)
+		if !t.mem.set(int64(size)) {
+			return false
+		}
+		grown := make([]byte, size)
 		t.end = copy(grown, t.buf[t.start:t.end])
 		t.start = 0
 		t.releaseBuffer()
 		t.buf = grown
 	}
+	return true
 }
 
 // parse appends the commands of the complete lines in the buffer, up to
