@@ -38,7 +38,9 @@ func TestAuthFailurePipelineBlocksNothing(t *testing.T) {
 		start := time.Now()
 		h.close()
 		eventually(t, "the lock released", func() bool { return ops.one("i billing/closed") == "0 Lock Not Locked: billing/closed\n" })
-		if d := time.Since(start); d > time.Second {
+		d := time.Since(start)
+		t.Logf("lock released %v after its holder closed", d)
+		if d > time.Second {
 			t.Errorf("lock released %v after its holder closed, want under 1s", d)
 		}
 	})
@@ -51,7 +53,9 @@ func TestAuthFailurePipelineBlocksNothing(t *testing.T) {
 		start := time.Now()
 		ops.expectOne("kill-holder billing/killed", "1 ok\n")
 		eventually(t, "the lock released", func() bool { return ops.one("i billing/killed") == "0 Lock Not Locked: billing/killed\n" })
-		if d := time.Since(start); d > time.Second {
+		d := time.Since(start)
+		t.Logf("lock released %v after kill-holder", d)
+		if d > time.Second {
 			t.Errorf("lock released %v after kill-holder, want under 1s", d)
 		}
 	})
@@ -59,7 +63,7 @@ func TestAuthFailurePipelineBlocksNothing(t *testing.T) {
 		h := rawClient(t, srv, "tcp")
 		h.send(wrongAuths(1000))
 		time.Sleep(50 * time.Millisecond)
-		closeWithin(t, srv, 3*time.Second)
+		t.Logf("server closed in %v", closeWithin(t, srv, 3*time.Second))
 	})
 }
 
