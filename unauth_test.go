@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/binary"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -127,4 +129,41 @@ func TestSilentTLSCannotCrowdOut(t *testing.T) {
 	c.expect("g in", "1 Lock Get Success: in\n")
 	tc := tlsClient(t, srv, ca.clientTLS(clients.issue(certOpts{cn: "svc", client: true}).cert))
 	tc.expect("g tls-in", "1 Lock Get Success: tls-in\n")
+}
+
+// TestUnauthWebsocketMemory: websocket clients that never authenticate each
+// start a message of almost 1 MiB and send 16 KiB of it. Before they
+// authenticate a message may be 4 KiB: the server skips these as they
+// arrive instead of holding a 1 MiB buffer for each.
+func TestUnauthWebsocketMemory(t *testing.T) {
+	const (
+		clients = 300
+		size    = 1<<20 - 64
+		sent    = 16 << 10
+		// The whole connection, both sides (this process is both):
+		// goroutines, the HTTP server's buffers, socket state.
+		perConn = 48 << 10
+	)
+	srv, _ := aclServer(t, "", nil)
+	header := []byte{0x81, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} // FIN, text, 64-bit length, zero mask
+	binary.BigEndian.PutUint64(header[2:], size)
+	chunk := append(header, make([]byte, sent)...)
+	rss := watchRSS(t)
+	for i := range clients {
+		status, nc, _ := upgrade(t, srv.WSAddr().String(), "")
+		if status != http.StatusSwitchingProtocols {
+			t.Fatalf("client %d: status %d", i, status)
+		}
+		if _, err := nc.Write(chunk); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the server reads what was sent
+	grew := rss.growth()
+	t.Logf("%d unauthenticated websockets, each %d KiB into a message of 1 MiB: RSS grew %.1f MiB", clients, sent>>10, float64(grew)/(1<<20))
+	if grew > clients*perConn && !raceEnabled() {
+		t.Errorf("RSS grew by %.1f MiB, over %d KiB a connection", float64(grew)/(1<<20), perConn>>10)
+	}
+	w := rawClient(t, srv, "websocket")
+	w.expectOne("auth "+readerToken, "1 ok\n")
 }

@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go test -race -count=1 -timeout 20m ./...
-go test -count=1 -run 'IdleConnStack|MaxBufferedMemory' .
+go test -count=1 -run 'IdleConnStack|MaxBufferedMemory|UnauthWebsocketMemory' .
