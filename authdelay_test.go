@@ -61,9 +61,16 @@ func TestAuthFailurePipelineBlocksNothing(t *testing.T) {
 	})
 	t.Run("close server", func(t *testing.T) {
 		h := rawClient(t, srv, "tcp")
+		h.expectOne("auth "+billingToken, "1 ok\n")
 		h.send(wrongAuths(1000))
 		time.Sleep(50 * time.Millisecond)
 		t.Logf("server closed in %v", closeWithin(t, srv, 3*time.Second))
+		// The pending failure was answered, and the lines behind it.
+		for i := range 1000 {
+			if got := h.line(); got != "0 Auth Failure\n" {
+				t.Fatalf("reply %d: %q", i, got)
+			}
+		}
 	})
 }
 
@@ -91,14 +98,17 @@ func TestAuthFailurePipelineRefused(t *testing.T) {
 	}
 }
 
-// TestAuthFailureSIGTERM: a daemon with a pipeline of 1,000 wrong auths
-// pending stops on SIGTERM within 3 s.
+// TestAuthFailureSIGTERM: a daemon with a pipeline of 1,000 wrong auths of
+// an authenticated client pending stops on SIGTERM within 3 s.
 func TestAuthFailureSIGTERM(t *testing.T) {
 	port := freePort(t)
 	acl := writeFile(t, "acl", testACL)
 	d, logs := loggedDaemon(t, "-bind", "127.0.0.1", "-port", strconv.Itoa(port), "-ws", "0", "-acl-file", acl)
 	nc := dialRetry(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
 	c := streamClient(t, nc)
+	// Authenticated: its queue may hold the 1,000 lines (one that is not
+	// may queue only 4 KiB, and is closed past it).
+	c.expectOne("auth "+billingToken, "1 ok\n")
 	c.send(wrongAuths(1000))
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
