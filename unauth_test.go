@@ -83,6 +83,14 @@ func TestUnauthSmallBuffers(t *testing.T) {
 	c.expectOne("auth "+readerToken, "1 ok\n")
 	c.expectOne(long, "0 Lock Not Locked: "+long[2:]+"\n")
 
+	// Lines queued behind a failed auth: at most 4 KiB.
+	q := rawClient(t, srv, "tcp")
+	q.send(wrongAuths(1000))
+	if got := q.line(); got != replyQueueFull {
+		t.Fatalf("1,000 lines behind a failed auth: %q, want %q", got, replyQueueFull)
+	}
+	expectClosed(t, q)
+
 	w := rawClient(t, srv, "websocket")
 	msg := strings.Repeat("ping\n", 2000) // 10,000 bytes: 2,000 commands
 	w.send(msg)
