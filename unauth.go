@@ -42,10 +42,9 @@ type unauthConns struct {
 
 // admitUnauth makes room for a new unauthenticated connection: it closes the
 // oldest unauthenticated ones while there are too many of them or, with
-// full, while the server is full, and reports whether there is room. It
-// skips (and forgets) those that have authenticated meanwhile. Called with
-// s.mu held.
-func (s *Server) admitUnauth(full func() bool) bool {
+// full, while the server is full. It skips (and forgets) those that have
+// authenticated meanwhile. Called with s.mu held.
+func (s *Server) admitUnauth(full func() bool) {
 	u := &s.unauth
 	for u.list.Len() > 0 && (u.list.Len() >= u.max || full()) {
 		c := u.list.Remove(u.list.Front()).(*conn)
@@ -60,7 +59,6 @@ func (s *Server) admitUnauth(full func() bool) bool {
 			c.state.kill()
 		}
 	}
-	return u.list.Len() < u.max
 }
 
 // forgetUnauth takes c off the list, if it is there. Called with s.mu held.
