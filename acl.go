@@ -250,15 +250,33 @@ func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
 }
 
 // auth runs "auth TOKEN". A wrong token is answered by the connection, after
-// a delay (see conn.failedAuth), so that the manager never sleeps.
+// a delay (see conn.failAuth), so that the manager never sleeps. An auth read
+// while an earlier failure's delay ran (b.refuseAuth), or that finds the
+// failure buckets of its address or of the server empty, is refused without
+// the token being tried (authlimit.go).
 func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
 	if m.sec.acl == nil {
 		b.out = append(b.out, replyDisabled...)
 		return true
 	}
+	if b.refuseAuth {
+		m.sec.authRefused.Inc()
+		b.out = append(b.out, replyAuthFailure...)
+		return true
+	}
+	addr := sourceAddr(c)
+	if !m.sec.limiter.allow(addr, m.now) {
+		m.sec.authRefused.Inc()
+		m.sec.authLog.warn("auth refused: too many failures", "conn", c.name, "transport", c.transport, "addr", addr)
+		b.authFailed = authLimited
+		return false
+	}
 	id := m.sec.acl.byToken(cmd.name)
 	if id == nil {
-		b.authFailed = true
+		m.sec.limiter.failed(addr, m.now)
+		m.sec.authFailures.Inc()
+		m.sec.authLog.warn("auth failure", "conn", c.name, "transport", c.transport)
+		b.authFailed = authWrong
 		return false
 	}
 	m.identify(c, id)
@@ -270,6 +288,7 @@ func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
 // connection's name, so that d, sd, who and me show it.
 func (m *manager) identify(c *connState, id *identity) {
 	c.ident = id
+	c.identified.Store(true)
 	m.registry.register(c, id.name)
 }
 
@@ -292,10 +311,13 @@ func (m *manager) appendPerms(c *connState, out []byte) []byte {
 }
 
 // setACL swaps in a reloaded ACL file. Identified connections take the
-// permissions of their identity's new line at once; one whose identity is
-// gone (or is no longer of the kind that identified it) is closed, as Redis
-// does on ACL changes, so that it learns it by the disconnect and its locks
-// are orphaned as on any other.
+// permissions of their identity's new line at once; one whose credential no
+// longer identifies it is closed, as Redis does on ACL changes, so that it
+// learns it by the disconnect and its locks are orphaned as on any other:
+// its identity is gone, its token was changed (rotated: whoever holds the
+// old one must not keep the identity), or it is no longer of the kind that
+// identified it (a certificate identity that became a token, or the other
+// way round).
 func (m *manager) setACL(acl *accessList) {
 	m.sec.acl = acl
 	for c := range m.registry.members {
@@ -303,9 +325,21 @@ func (m *manager) setACL(acl *accessList) {
 			continue
 		}
 		id := acl.byName[c.ident.name]
-		if id == nil || id.cert != c.ident.cert {
-			m.sec.log.Warn("closing a connection whose identity the reloaded ACL file no longer has", "conn", c.name, "identity", c.ident.name)
+		reason := ""
+		switch {
+		case id == nil:
+			reason = "identity removed"
+		case id.cert != c.ident.cert && id.cert:
+			reason = "identity now needs a certificate"
+		case id.cert != c.ident.cert:
+			reason = "identity now needs a token"
+		case !id.cert && id.hash != c.ident.hash:
+			reason = "token changed"
+		}
+		if reason != "" {
+			m.sec.log.Warn("reload: closing a connection whose credential the ACL file no longer accepts", "conn", c.name, "identity", c.ident.name, "reason", reason)
 			c.ident = nil
+			c.identified.Store(false)
 			if c.kill != nil {
 				c.kill()
 			}

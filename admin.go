@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // managerSecurity is the manager's share of access control: all of it owned
@@ -18,12 +21,19 @@ type managerSecurity struct {
 	byName map[string]*connState
 	// kills are the kill and kill-holder commands waiting for their
 	// victim's locks to be released; rare, so a slice.
-	kills []*pendingKill
+	kills     []*pendingKill
+	killBound time.Duration // SecurityConfig.KillBound
+
+	// Failed auths (authlimit.go): their buckets, their sampled log and
+	// their counters (set by NewServer once the metrics exist).
+	limiter                   *authLimiter
+	authLog                   *logSampler
+	authFailures, authRefused prometheus.Counter
 }
 
-// killBound is how long kill and kill-holder wait for the victim's locks
-// to be released before answering that the release is still pending.
-const killBound = time.Second
+// DefaultKillBound is how long kill and kill-holder wait for the victim's
+// locks to be released before answering that the release is still pending.
+const DefaultKillBound = time.Second
 
 // pendingKill is a kill waiting for its victim's release. The killer's
 // connection waits for its batch meanwhile, as during a dump in steps.
@@ -32,11 +42,15 @@ type pendingKill struct {
 	b      *batch
 	victim *connState
 	arg    []byte      // the command's argument, for the reply at the bound
-	timer  *time.Timer // answers at killBound
+	timer  *time.Timer // answers at the kill bound
 }
 
 func newManagerSecurity(cfg Config, acl *accessList) managerSecurity {
-	sec := managerSecurity{acl: acl, adminUnix: cfg.Security.Admin, log: cfg.Logger}
+	sec := managerSecurity{acl: acl, adminUnix: cfg.Security.Admin, log: cfg.Logger,
+		limiter:   newAuthLimiter(cfg.Security.AuthFailuresPerAddr, cfg.Security.AuthFailuresPerSecond),
+		authLog:   newLogSampler(cfg.Logger, "auth failures not logged", authLogFirst, authLogInterval),
+		killBound: cmp.Or(cfg.Security.KillBound, DefaultKillBound),
+	}
 	if acl != nil || sec.adminUnix {
 		sec.byName = make(map[string]*connState)
 	}
@@ -78,7 +92,7 @@ func (m *manager) secureDisconnect(c *connState) {
 // its back: the holder learns by the disconnect. The reply waits until the
 // manager has seen that disconnect and released the victim's locks, so that
 // a command pipelined after the kill sees them free; it reports false when
-// the reply is left pending that way (see killReleased and killBound).
+// the reply is left pending that way (see killReleased and DefaultKillBound).
 func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 	switch {
 	case m.sec.acl != nil:
@@ -127,7 +141,7 @@ func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 	}
 	victim.kill()
 	pk := &pendingKill{killer: c, b: b, victim: victim, arg: append([]byte(nil), cmd.name...)}
-	pk.timer = time.AfterFunc(killBound, func() {
+	pk.timer = time.AfterFunc(m.sec.killBound, func() {
 		select {
 		case m.requests <- request{kind: requestCall, fn: func(m *manager) { m.answerKill(pk, false) }}:
 		case <-m.stopped:
@@ -151,7 +165,7 @@ func (m *manager) killReleased(c *connState) {
 }
 
 // answerKill ends a pending kill: "1 ok" once the victim's locks are
-// released, "1 Kill Pending: ARG" at killBound. It does nothing if the kill
+// released, "1 Kill Pending: ARG" at the kill bound. It does nothing if the kill
 // was answered already.
 func (m *manager) answerKill(pk *pendingKill, released bool) {
 	i := slices.Index(m.sec.kills, pk)
@@ -192,19 +206,4 @@ func abortFunc(t transport) func() {
 // or a reloaded ACL file may drop an identity.
 func (s *Server) needsKill() bool {
 	return s.cfg.Security.ACLFile != "" || s.cfg.Security.Admin
-}
-
-// failedAuth answers a wrong auth token after a fixed delay, on the
-// connection's own goroutine: the commands after it wait, so a guesser gets
-// one guess per delay on each connection, and the manager never sleeps.
-//
-//go:noinline
-func (c *conn) failedAuth() {
-	b := &c.b
-	b.authFailed = false
-	c.srv.metrics.authFailures.Inc()
-	c.srv.cfg.Logger.Warn("auth failure", "conn", c.state.name, "transport", c.state.transport)
-	time.Sleep(c.srv.cfg.Security.AuthFailureDelay)
-	b.out = append(b.out, replyAuthFailure...)
-	b.ends = append(b.ends, len(b.out))
 }

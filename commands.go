@@ -188,9 +188,12 @@ type batch struct {
 	// dumpPending: the dump is copied in steps, and the manager answers
 	// the batch when it is complete.
 	dumpPending bool
-	// authFailed: cmds[next-1] is an auth with a wrong token, which the
-	// connection answers after a delay.
-	authFailed bool
+	// authFailed: cmds[next-1] is an auth that failed, which the
+	// connection answers after a delay (authlimit.go).
+	authFailed authOutcome
+	// refuseAuth: set by the connection, the auth commands of the batch
+	// are refused untried (they came during a failure's delay).
+	refuseAuth bool
 	// noReply: the command just run has no reply in order, not even an
 	// empty websocket message (!gw, !sgw: their outcome comes out of band).
 	noReply bool

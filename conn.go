@@ -1,6 +1,7 @@
 package main
 
 import (
+	"container/list"
 	"errors"
 	"io"
 	"sync"
@@ -58,6 +59,21 @@ type conn struct {
 	delivering  bool
 	deliverDone chan struct{}
 	outcomes    []waitResult // outcomes taken from the outbox, for metrics
+
+	// A failed auth is a wait for a timer (authlimit.go): authTimer runs
+	// while its delay does; authFailures counts the failures.
+	authTimer    *time.Timer
+	authFailures int
+
+	// Admission (unauth.go): unauthElem and evicted are guarded by the
+	// server's mu; listedUnauth, by mu, says unauthElem may be set.
+	unauthElem   *list.Element
+	evicted      bool
+	listedUnauth bool
+
+	// What c.queue and c.b.out hold, charged to -max-buffered (budget.go);
+	// guarded by mu.
+	queueMem, outMem charge
 }
 
 const (
@@ -84,6 +100,22 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 	if srv.needsKill() {
 		c.state.kill = abortFunc(t)
 	}
+	c.queueMem.budget, c.outMem.budget = &srv.budget, &srv.budget
+	switch t := t.(type) {
+	case *streamTransport:
+		t.mem.budget = &srv.budget
+	case *websocketTransport:
+		t.mem.budget = &srv.budget
+	}
+	if srv.cfg.Security.ACLFile != "" {
+		// Small buffers until it authenticates (unauth.go).
+		switch t := t.(type) {
+		case *streamTransport:
+			t.identified = &c.state.identified
+		case *websocketTransport:
+			t.identified = &c.state.identified
+		}
+	}
 	return c
 }
 
@@ -99,6 +131,8 @@ func (c *conn) serve() {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				c.endOfInput()
+			} else if err == errOverBudget {
+				c.tellOverBudget()
 			}
 			return
 		}
@@ -119,6 +153,7 @@ func (c *conn) finish() {
 		<-done
 	}
 	c.awaitDelivery()
+	c.releaseCharges()
 	c.srv.manager.send(request{kind: requestDisconnect, conn: c.state})
 }
 
@@ -132,6 +167,7 @@ func (c *conn) finish() {
 func (c *conn) endOfInput() {
 	c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
 	c.mu.Lock()
+	c.endAuthDelayLocked()
 	done := c.waitDone
 	c.mu.Unlock()
 	if done != nil {
@@ -188,7 +224,12 @@ func (c *conn) queueBehindWait(cmds []command) bool {
 	if now := c.queueAfterWait(cmds); len(now) > 0 && c.runAndReply(now, false) != nil {
 		return false
 	}
-	if c.queue.size() > max(maxQueued, 2*c.srv.cfg.MaxLine) {
+	if c.queue.size() > c.maxQueued() {
+		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+		return false
+	}
+	if !c.queueMem.set(int64(c.queue.size())) {
+		c.srv.metrics.overBudget.Inc()
 		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
 		return false
 	}
@@ -215,11 +256,19 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 				return err
 			}
 		}
+		if c.listedUnauth {
+			c.noteIdentified()
+		}
 		if b.dump != nil {
 			c.appendDump()
 		}
-		if b.authFailed {
-			c.failedAuth()
+		if cap(b.out) > keptReplyBytes {
+			if err := c.chargeReplies(); err != nil {
+				return err
+			}
+		}
+		if b.authFailed != authOK {
+			b.cmds, b.next = c.failAuth(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
 		}
 		if b.waitStarted {
 			b.waitStarted = false
@@ -269,6 +318,9 @@ func (c *conn) flush() error {
 	if cap(b.ends) > keptReplyEnds {
 		b.ends = nil
 	}
+	if c.outMem.n > 0 {
+		c.outMem.set(int64(cap(b.out)))
+	}
 	return err
 }
 
@@ -312,7 +364,9 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		var res waitResult
 		select {
 		case res = <-c.state.grants:
-			c.srv.metrics.observeWait(res)
+			if !res.authFailure {
+				c.srv.metrics.observeWait(res)
+			}
 		case <-c.ended:
 			return
 		}
@@ -323,14 +377,21 @@ func (c *conn) awaitWaits(done chan struct{}) {
 			return
 		}
 		c.mu.Lock()
-		c.b.out = appendWaitReply(c.b.out, &c.pending, res)
-		c.b.ends = append(c.b.ends, len(c.b.out))
-		c.pending = command{}
-		c.waiting = false
-		err := c.runQueue()
+		var err error
+		if res.authFailure {
+			err = c.answerAuthFailure()
+		} else {
+			c.b.out = appendWaitReply(c.b.out, &c.pending, res)
+			c.b.ends = append(c.b.ends, len(c.b.out))
+			c.pending = command{}
+			c.waiting = false
+			err = c.runQueue()
+		}
 		waiting := c.waiting
 		if !waiting {
+			c.b.refuseAuth = false
 			c.queue.release()
+			c.queueMem.release()
 			c.drain, c.scratch = nil, nil
 		}
 		c.mu.Unlock()

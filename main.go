@@ -57,6 +57,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", DefaultHTTPIdleTimeout, "close an HTTP connection that sends no complete request for this long")
 	fs.IntVar(&cfg.MaxLocksPerConn, "max-locks-per-conn", DefaultMaxLocksPerConn, "most locks (exclusive plus shared) one connection may hold")
 	fs.IntVar(&cfg.MaxWaitsPerConn, "max-waits-per-conn", DefaultMaxWaitsPerConn, "most asynchronous waits (!gw, !sgw) one connection may have pending")
+	fs.Int64Var(&cfg.MaxBuffered, "max-buffered", 0, "bytes held for all connections together (queued lines, partial messages, grown read buffers, pending replies); past it the connection asking for more is closed (0: a quarter of RAM or of the cgroup's memory limit)")
 	fs.DurationVar(&cfg.KeepAlive.Idle, "keepalive-idle", 15*time.Second, "TCP keepalive: idle time before the first probe")
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")
@@ -241,8 +242,8 @@ func checkFileLimit(cfg Config) {
 	}
 	if limit > 0 && limit < need {
 		allowed := int64(limit) - int64(cfg.MaxHTTPConns) - fdReserve
-		cfg.Logger.Warn("-max-conns is above what the file descriptor limit (RLIMIT_NOFILE) allows; raise the limit or lower -max-conns",
-			"max_conns", cfg.MaxConns, "max_http_conns", cfg.MaxHTTPConns, "nofile", limit, "conns_allowed", max(allowed, 0))
+		cfg.Logger.Warn("-max-conns is above what the file descriptor limit (RLIMIT_NOFILE) allows: connections are capped at conns_allowed (glockd_max_connections); raise the limit or lower -max-conns",
+			"max_conns", cfg.MaxConns, "max_http_conns", cfg.MaxHTTPConns, "nofile", limit, "conns_allowed", max(allowed, 1))
 	}
 }
 

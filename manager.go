@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"sync/atomic"
 	"time"
 )
 
@@ -74,6 +75,9 @@ type connState struct {
 	certName string    // the verified client certificate's name, if any
 	kill     func()    // cuts the connection short; nil when kill is off
 	ident    *identity // who the connection is; nil until identified
+	// identified: ident is set. Written by the manager, read by the
+	// connection and the server (unauth.go).
+	identified atomic.Bool
 }
 
 func newConnState(name, transport string) *connState {

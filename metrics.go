@@ -27,7 +27,11 @@ type metrics struct {
 
 	// Security (docs/security.md).
 	authFailures         prometheus.Counter
+	authRefused          prometheus.Counter
+	unauthClosed         *prometheus.CounterVec
 	tlsHandshakeFailures prometheus.Counter
+	tlsHandshakesEvicted prometheus.Counter
+	overBudget           prometheus.Counter
 }
 
 // Timeouts for asking the manager for its counters: a scrape may take a
@@ -56,16 +60,35 @@ func newMetrics(m *manager, maxConns int, build buildInfo) *metrics {
 	}, []string{"outcome"})
 	limit := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "glockd_max_connections",
-		Help: "The -max-conns limit: live connections beyond it are refused.",
+		Help: "The connection limit enforced: -max-conns, or less when the file-descriptor limit (RLIMIT_NOFILE) cannot hold that many. Live connections beyond it are refused.",
 	})
 	limit.Set(float64(maxConns))
 	authFailures := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "glockd_auth_failures_total",
-		Help: "auth commands with a wrong token (each also logged with the client's address).",
+		Help: "auth commands whose token was tried and found wrong (the first few of each 10 s logged with the client's address, the rest counted in the log).",
 	})
+	authRefused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_auth_refused_total",
+		Help: "auth commands refused without trying the token: read during an earlier failure's delay, or over the failure rate of the client's address or of the server.",
+	})
+	unauthClosed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "glockd_unauthenticated_closed_total",
+		Help: "Connections closed before they authenticated (with -acl-file), by reason: evicted (the oldest, to make room for a new connection) or auth_timeout.",
+	}, []string{"reason"})
+	for _, reason := range []string{"evicted", "auth_timeout"} {
+		unauthClosed.WithLabelValues(reason) // exported at 0 from the start, for rate() and alerts
+	}
 	handshakeFailures := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "glockd_tls_handshake_failures_total",
 		Help: "TLS handshakes of line-protocol connections that failed or timed out (refused client certificates among them).",
+	})
+	handshakesEvicted := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_tls_handshakes_evicted_total",
+		Help: "TLS handshakes of line-protocol connections closed, the oldest under way, to make room for a new one past the handshake budget.",
+	})
+	overBudget := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "glockd_over_budget_closed_total",
+		Help: "Connections closed, after \"0 Too Many Queued Commands\", because they asked for more memory than -max-buffered had left.",
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -75,7 +98,11 @@ func newMetrics(m *manager, maxConns int, build buildInfo) *metrics {
 		batch,
 		wait,
 		authFailures,
+		authRefused,
+		unauthClosed,
 		handshakeFailures,
+		handshakesEvicted,
+		overBudget,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -86,7 +113,11 @@ func newMetrics(m *manager, maxConns int, build buildInfo) *metrics {
 		waitTimeout:  wait.WithLabelValues("timeout"),
 
 		authFailures:         authFailures,
+		authRefused:          authRefused,
+		unauthClosed:         unauthClosed,
 		tlsHandshakeFailures: handshakeFailures,
+		tlsHandshakesEvicted: handshakesEvicted,
+		overBudget:           overBudget,
 	}
 }
 

@@ -28,7 +28,24 @@ type SecurityConfig struct {
 	Admin   bool   // without ACLFile: allow kill and kill-holder on the unix socket
 
 	AuthFailureDelay time.Duration // before "0 Auth Failure"; 0 means DefaultAuthFailureDelay
+	// Failed auths allowed per second from one source address, and in
+	// all (authlimit.go); 0 means the defaults.
+	AuthFailuresPerAddr, AuthFailuresPerSecond float64
+
 	HandshakeTimeout time.Duration // 0 means DefaultHandshakeTimeout
+	MaxHandshakes    int           // TLS handshakes under way at once; 0 means DefaultMaxHandshakes
+
+	// With ACLFile, a connection that has not authenticated within
+	// AuthTimeout is closed (0 means DefaultAuthTimeout), and at most
+	// MaxUnauthConns are unauthenticated at once (0 means a quarter of
+	// MaxConns); see unauth.go.
+	AuthTimeout    time.Duration
+	MaxUnauthConns int
+
+	// KillBound is how long kill and kill-holder wait for the victim's
+	// locks to be released before answering that the release is still
+	// pending (admin.go); 0 means DefaultKillBound.
+	KillBound time.Duration
 }
 
 // DefaultAuthFailureDelay slows a guesser down to one guess a second per
@@ -41,6 +58,18 @@ func (sc SecurityConfig) withDefaults() SecurityConfig {
 	}
 	if sc.HandshakeTimeout <= 0 {
 		sc.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if sc.MaxHandshakes <= 0 {
+		sc.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if sc.AuthTimeout <= 0 {
+		sc.AuthTimeout = DefaultAuthTimeout
+	}
+	if sc.AuthFailuresPerAddr <= 0 {
+		sc.AuthFailuresPerAddr = DefaultAuthFailuresPerAddr
+	}
+	if sc.AuthFailuresPerSecond <= 0 {
+		sc.AuthFailuresPerSecond = DefaultAuthFailuresPerSecond
 	}
 	return sc
 }
@@ -65,8 +94,9 @@ func (sc SecurityConfig) check(cfg Config) error {
 
 // serverSecurity is a Server's TLS state.
 type serverSecurity struct {
-	tls   *tlsStore    // nil without TLS
-	tlsLn net.Listener // -tls-port
+	tls        *tlsStore    // nil without TLS
+	tlsLn      net.Listener // -tls-port
+	handshakes pendingHandshakes
 }
 
 // newSecurity checks cfg's security settings and loads their files.
@@ -83,6 +113,7 @@ func newSecurity(cfg Config) (serverSecurity, *accessList, error) {
 		}
 		sec.tls = st
 	}
+	sec.handshakes.max = sc.MaxHandshakes
 	var acl *accessList
 	if sc.ACLFile != "" {
 		var err error
@@ -185,7 +216,18 @@ func securityFlags(fs *flag.FlagSet, sc *SecurityConfig) func(bind string) error
 	fs.StringVar(&sc.ACLFile, "acl-file", "", "identities and their permissions (see docs/security.md); clients must then auth (reloaded on SIGHUP)")
 	fs.BoolVar(&sc.Admin, "admin", false, "without -acl-file: allow kill and kill-holder on the -unix socket (never over the network)")
 	fs.DurationVar(&sc.AuthFailureDelay, "auth-failure-delay", DefaultAuthFailureDelay, "delay before answering a wrong auth token")
+	fs.DurationVar(&sc.AuthTimeout, "auth-timeout", DefaultAuthTimeout, "with -acl-file: close a connection that has not authenticated within this long")
+	fs.IntVar(&sc.MaxUnauthConns, "max-unauth-conns", 0, "with -acl-file: most connections not yet authenticated; a new one closes the oldest (default a quarter of -max-conns)")
 	return func(bind string) error {
+		if sc.MaxHandshakes <= 0 {
+			sc.MaxHandshakes = DefaultMaxHandshakes
+		}
+		if sc.AuthTimeout <= 0 {
+			return errors.New("-auth-timeout must be positive")
+		}
+		if sc.MaxUnauthConns < 0 {
+			return errors.New("-max-unauth-conns must not be negative")
+		}
 		if *tlsPort < 0 || *tlsPort > 65535 {
 			return fmt.Errorf("-tls-port %d out of range", *tlsPort)
 		}

@@ -36,6 +36,9 @@ type Config struct {
 	MaxConns        int // live connections over all transports
 	MaxLocksPerConn int // exclusive plus shared locks one connection may hold
 	MaxWaitsPerConn int // pending !gw and !sgw of one connection
+	// MaxBuffered bounds the bytes held for all connections together
+	// (budget.go); 0 means a quarter of the memory available.
+	MaxBuffered int64
 
 	// MaxHTTPConns bounds the HTTP connections (on WSAddr and MetricsAddr)
 	// that are not websockets: browsers, scrapers, health checks. Over it
@@ -92,6 +95,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxHTTPConns <= 0 {
 		cfg.MaxHTTPConns = DefaultMaxHTTPConns
 	}
+	if cfg.MaxBuffered <= 0 {
+		cfg.MaxBuffered = defaultMaxBuffered()
+	}
 	if cfg.HTTPIdleTimeout <= 0 {
 		cfg.HTTPIdleTimeout = DefaultHTTPIdleTimeout
 	}
@@ -123,17 +129,23 @@ type Server struct {
 
 	ha *haNode // nil without -etcd; see leader.go
 
-	mu      sync.Mutex
-	conns   map[*conn]struct{}
-	started bool
-	closed  bool
-	wg      sync.WaitGroup // accept loops and connections
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	live  int // conns less those closed to make room (unauth.go)
+	// maxConns is -max-conns, or less when the file-descriptor limit
+	// cannot hold that many (fdlimit.go).
+	maxConns int
+	unauth   unauthConns
+	started  bool
+	closed   bool
+	wg       sync.WaitGroup // accept loops and connections
 
 	// lockOpen, guarded by mu, is whether the lock listeners are open: with
 	// -etcd, only while this node leads.
 	lockOpen bool
 
-	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
+	readBuffers sync.Pool  // stream transports' read buffers, see streamTransport
+	budget      byteBudget // -max-buffered (budget.go)
 
 	// bigDumps admits the sorting and formatting of big dumps, at most
 	// one fewer at once than there are cores: other clients keep a core.
@@ -145,7 +157,7 @@ type Server struct {
 // NewServer checks cfg and makes a server; Start opens its listeners.
 func NewServer(cfg Config) (*Server, error) {
 	// Zero means the default; less is a mistake.
-	if cfg.MaxLine < 0 || cfg.MaxConns < 0 || cfg.MaxLocksPerConn < 0 || cfg.MaxWaitsPerConn < 0 || cfg.MaxHTTPConns < 0 || cfg.HTTPIdleTimeout < 0 {
+	if cfg.MaxLine < 0 || cfg.MaxConns < 0 || cfg.MaxLocksPerConn < 0 || cfg.MaxWaitsPerConn < 0 || cfg.MaxHTTPConns < 0 || cfg.HTTPIdleTimeout < 0 || cfg.MaxBuffered < 0 {
 		return nil, errors.New("glockd: negative limit in Config")
 	}
 	cfg = cfg.withDefaults()
@@ -161,16 +173,26 @@ func NewServer(cfg Config) (*Server, error) {
 	m := newManager(cfg)
 	m.sec = newManagerSecurity(cfg, acl)
 	build := readBuildInfo()
+	maxConns := connCap(cfg)
 	s := &Server{
 		cfg:       cfg,
 		sec:       sec,
 		manager:   m,
 		build:     build,
-		metrics:   newMetrics(m, cfg.MaxConns, build),
+		maxConns:  maxConns,
+		metrics:   newMetrics(m, maxConns, build),
 		conns:     make(map[*conn]struct{}),
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
 		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}
+	m.sec.authFailures, m.sec.authRefused = s.metrics.authFailures, s.metrics.authRefused
+	s.unauth.max = cfg.Security.MaxUnauthConns
+	if s.unauth.max <= 0 {
+		s.unauth.max = max(1, maxConns/unauthShare)
+	}
+	s.metrics.registry.MustRegister(s.unauthGauge())
+	s.budget.max = cfg.MaxBuffered
+	s.metrics.registry.MustRegister(s.budgetMetrics()...)
 	if cfg.HA != nil {
 		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
 			return nil, err
@@ -347,6 +369,7 @@ func (s *Server) Close() error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	s.closeHandshakes()
 	s.mu.Unlock()
 
 	s.closeListeners()
@@ -357,6 +380,7 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	s.manager.send(request{kind: requestStop})
 	<-s.manager.stopped
+	s.manager.sec.authLog.stop()
 	return nil
 }
 
@@ -380,6 +404,7 @@ func answerWaiters(conns []*conn, grace time.Duration) {
 				busy = append(busy, c)
 				continue
 			}
+			c.endAuthDelayLocked()
 			var done []chan struct{}
 			if c.waiting {
 				done = append(done, c.waitDone)
@@ -447,10 +472,20 @@ func (s *Server) track(c *conn) refusal {
 	switch {
 	case s.closed, !s.lockOpen: // HA: lockOpen is false on a standby
 		return refusedClose
-	case len(s.conns) >= s.cfg.MaxConns:
+	}
+	acl := s.cfg.Security.ACLFile != ""
+	if acl {
+		s.admitUnauth(func() bool { return s.live >= s.maxConns })
+	}
+	if s.live >= s.maxConns {
 		return refusedFull
 	}
 	s.conns[c] = struct{}{}
+	s.live++
+	if acl {
+		c.unauthElem = s.unauth.list.PushBack(c)
+		c.listedUnauth = true
+	}
 	s.wg.Add(1)
 	return admitted
 }
@@ -471,18 +506,22 @@ func (s *Server) admit(c *conn) bool {
 	return false
 }
 
-// serveAdmitted serves an admitted connection to its end (after the TLS
-// handshake, for a TLS one) and forgets it.
-func (s *Server) serveAdmitted(c *conn, nc net.Conn) {
+// serveAdmitted serves an admitted connection to its end and forgets it.
+func (s *Server) serveAdmitted(c *conn) {
 	defer s.untrack(c)
-	if nc == nil || s.handshake(c, nc) {
-		c.serve()
+	if s.cfg.Security.ACLFile != "" {
+		defer c.startAuthTimer().Stop()
 	}
+	c.serve()
 }
 
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.forgetUnauth(c)
+	if !c.evicted {
+		s.live--
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }
@@ -510,9 +549,13 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 			unixSeq++
 			name = fmt.Sprintf("unix:%d", unixSeq)
 		}
+		if tc, ok := nc.(*tlsConn); ok {
+			s.startHandshake(tc) // admitted once it completes (tls.go)
+			continue
+		}
 		c := newConn(s, name, transportName, newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers))
 		if s.admit(c) {
-			go s.serveAdmitted(c, nc)
+			go s.serveAdmitted(c)
 		}
 	}
 }
@@ -559,7 +602,7 @@ func (s *Server) serveWebsocket(ws *websocket.Conn, t *websocketTransport) {
 		c.state.certName = peerName(*tls)
 	}
 	if s.admit(c) {
-		s.serveAdmitted(c, nil)
+		s.serveAdmitted(c)
 	}
 }
 

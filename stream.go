@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -19,8 +20,13 @@ type streamTransport struct {
 	// discarding is set after a too-long line was answered: the rest of it,
 	// up to its newline, is dropped as it arrives, never buffered.
 	discarding bool
-	filled     bool   // the last read filled buf
-	scratch    []byte // normalised arguments of the current batch
+	filled     bool // the last read filled buf
+	// identified, with an ACL file: until it is set, lines are at most
+	// unauthMaxLine and the buffer never grows (unauth.go).
+	identified *atomic.Bool
+	// mem charges a buffer grown past the pooled one to -max-buffered.
+	mem     charge
+	scratch []byte // normalised arguments of the current batch
 
 	// An empty buffer is not kept between reads: it goes back to pool, and
 	// the read callback takes one only once input has arrived, so that an
@@ -78,7 +84,9 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 		return cmds, nil // lines left over by a batch that was full
 	}
 	for {
-		t.makeRoom()
+		if !t.makeRoom() {
+			return cmds, errOverBudget
+		}
 		n, err := t.fill()
 		t.filled = n > 0 && t.end+n == len(t.buf)
 		t.end += n
@@ -168,20 +176,25 @@ func (t *streamTransport) releaseBuffer() {
 // up, for the read to take a pooled one when input arrives, unless the last
 // read filled it: then a burst is arriving and a buffer twice the size is
 // made for it. An incomplete line is moved to the front, or the buffer grows
-// for it.
-func (t *streamTransport) makeRoom() {
+// for it. A buffer of its own is charged to -max-buffered; makeRoom reports
+// false when growing it would go over.
+func (t *streamTransport) makeRoom() bool {
 	if t.start == t.end {
 		t.start, t.end = 0, 0
 		switch {
 		case t.buf == nil:
-		case !t.filled:
+		case !t.filled, !t.mayGrow():
 			t.releaseBuffer()
+			t.mem.release()
 		case len(t.buf) < maxReadBuffer:
 			size := 2 * len(t.buf)
+			if !t.mem.set(int64(size)) {
+				return false
+			}
 			t.releaseBuffer()
 			t.buf = make([]byte, size)
 		}
-		return
+		return true
 	}
 	switch {
 	case t.end < len(t.buf):
@@ -192,12 +205,17 @@ func (t *streamTransport) makeRoom() {
 		// One incomplete line fills the buffer. parse has already answered
 		// one longer than max-line, "\r" and "\n" could be, so this one may
 		// still be valid: grow towards that size.
-		grown := make([]byte, min(2*len(t.buf), t.maxLine+2))
+		size := min(2*len(t.buf), t.lineLimit()+2)
+		if !t.mem.set(int64(size)) {
+			return false
+		}
+		grown := make([]byte, size)
 		t.end = copy(grown, t.buf[t.start:t.end])
 		t.start = 0
 		t.releaseBuffer()
 		t.buf = grown
 	}
+	return true
 }
 
 // parse appends the commands of the complete lines in the buffer, up to
@@ -216,7 +234,7 @@ func (t *streamTransport) parse(cmds []command) []command {
 			continue
 		}
 		if i < 0 {
-			if len(data) > t.maxLine+1 { // too long even if a "\r\n" comes next
+			if len(data) > t.lineLimit()+1 { // too long even if a "\r\n" comes next
 				cmds = append(cmds, command{verb: verbTooLong})
 				t.discarding = true
 				t.start = t.end
@@ -234,7 +252,7 @@ func (t *streamTransport) appendLine(cmds []command, line []byte) []command {
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
 	}
-	if len(line) > t.maxLine {
+	if len(line) > t.lineLimit() {
 		return append(cmds, command{verb: verbTooLong})
 	}
 	cmds = append(cmds, command{})
@@ -278,13 +296,28 @@ func (t *streamTransport) writeReady(fd uintptr) bool {
 	return true
 }
 
+// mayGrow reports whether the read buffer may grow past the pooled one:
+// not before authentication.
+func (t *streamTransport) mayGrow() bool {
+	return t.identified == nil || t.identified.Load()
+}
+
+// lineLimit is the longest line: -max-line, or before authentication
+// unauthMaxLine.
+func (t *streamTransport) lineLimit() int {
+	if t.identified != nil && !t.identified.Load() {
+		return min(t.maxLine, unauthMaxLine)
+	}
+	return t.maxLine
+}
+
 func (t *streamTransport) close() error { return t.nc.Close() }
 
 // refuse sends reply with a deadline, so that a client that does not read
-// cannot hold up the accept loop, and closes. A TLS connection gets no
-// reply: that would need a handshake in the accept loop.
+// cannot hold up the accept loop, and closes. (A TLS connection is admitted
+// once its handshake is done, so it gets the reply too.)
 func (t *streamTransport) refuse(reply string) {
-	if _, isTLS := t.nc.(*tlsConn); !isTLS && reply != "" {
+	if reply != "" {
 		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		t.nc.Write([]byte(reply))
 	}

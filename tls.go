@@ -1,6 +1,7 @@
 package main
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -93,6 +94,9 @@ type tlsConn struct {
 	// full: the last Read filled its buffer, so crypto/tls may hold more
 	// of the record it decrypted.
 	full bool
+	// pending, guarded by Server.mu, is its place among the handshakes
+	// under way; nil once its handshake is over (or it was closed).
+	pending *list.Element
 }
 
 func (c *tlsConn) Read(p []byte) (int, error) {
@@ -255,7 +259,7 @@ func (c *tlsConn) Close() error {
 }
 
 // tlsListener wraps accepted TCP connections in TLS. The handshake happens
-// on the connection's own goroutine (see Server.handshake), never in the
+// on a goroutine of its own (see Server.startHandshake), never in the
 // accept loop.
 type tlsListener struct {
 	net.Listener
@@ -278,29 +282,87 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 }
 
 // DefaultHandshakeTimeout bounds a TLS handshake: a client that connects and
-// sends nothing must not hold a goroutine and a connection slot for ever.
-const DefaultHandshakeTimeout = 10 * time.Second
+// sends nothing must not hold a goroutine and a handshake slot for long.
+const DefaultHandshakeTimeout = 5 * time.Second
+
+// DefaultMaxHandshakes is how many TLS handshakes of line-protocol
+// connections may be under way at once (0 in SecurityConfig.MaxHandshakes).
+const DefaultMaxHandshakes = 1024
+
+// pendingHandshakes are the TLS handshakes under way, oldest first, guarded
+// by Server.mu. They are not connections yet: they do not count against
+// -max-conns, but against a budget of their own, in which a new handshake
+// closes the oldest to make room, so that clients that connect and send
+// nothing never keep out one that completes its handshake, nor any client
+// of another transport.
+type pendingHandshakes struct {
+	max  int
+	list list.List // of *tlsConn
+}
+
+// startHandshake makes the TLS handshake of a connection the TLS listener
+// accepted, on a goroutine of its own, and then admits and serves it as any
+// other connection.
+func (s *Server) startHandshake(tc *tlsConn) {
+	s.mu.Lock()
+	if s.closed || !s.lockOpen {
+		s.mu.Unlock()
+		tc.raw.Close()
+		return
+	}
+	p := &s.sec.handshakes
+	for p.list.Len() >= p.max {
+		oldest := p.list.Remove(p.list.Front()).(*tlsConn)
+		oldest.pending = nil
+		oldest.raw.Close()
+		s.metrics.tlsHandshakesEvicted.Inc()
+	}
+	tc.pending = p.list.PushBack(tc)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		certName, ok := s.handshake(tc)
+		s.mu.Lock()
+		if tc.pending != nil {
+			p.list.Remove(tc.pending)
+			tc.pending = nil
+		}
+		s.mu.Unlock()
+		if !ok {
+			return
+		}
+		c := newConn(s, tc.RemoteAddr().String(), "tls", newStreamTransport(tc, s.cfg.MaxLine, &s.readBuffers))
+		c.state.certName = certName
+		if s.admit(c) {
+			s.serveAdmitted(c)
+		}
+	}()
+}
+
+// closeHandshakes aborts the handshakes under way, at shutdown. Called with
+// s.mu held.
+func (s *Server) closeHandshakes() {
+	for e := s.sec.handshakes.list.Front(); e != nil; e = e.Next() {
+		e.Value.(*tlsConn).raw.Close()
+	}
+}
 
 // handshake completes the TLS handshake of a line-protocol connection before
-// it is served, and notes the client certificate's identity. A connection
-// that is not TLS passes at once; one whose handshake fails is closed.
-func (s *Server) handshake(c *conn, nc net.Conn) bool {
-	tc, ok := nc.(*tlsConn)
-	if !ok {
-		return true
-	}
+// it is admitted, and returns the client certificate's identity. One whose
+// handshake fails is closed.
+func (s *Server) handshake(tc *tlsConn) (certName string, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Security.HandshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.metrics.tlsHandshakeFailures.Inc()
 		if s.cfg.Verbose {
-			s.cfg.Logger.Info("tls handshake failed", "conn", c.state.name, "err", err)
+			s.cfg.Logger.Info("tls handshake failed", "conn", tc.RemoteAddr().String(), "err", err)
 		}
 		tc.Close()
-		return false
+		return "", false
 	}
-	c.state.certName = peerName(tc.ConnectionState())
-	return true
+	return peerName(tc.ConnectionState()), true
 }
 
 // peerName is the identity of a verified client certificate: its first DNS

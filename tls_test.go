@@ -455,7 +455,10 @@ func (c *packingConn) flush() {
 // still in its handshake, end at once on a kill and on Close.
 func TestTLSKillAndClose(t *testing.T) {
 	ca := newTestCA(t, "glockd-test")
-	srv, _ := tlsServer(t, ca, func(c *Config) { c.Security.Admin = true })
+	srv, _ := tlsServer(t, ca, func(c *Config) {
+		c.Security.Admin = true
+		c.Security.HandshakeTimeout = 30 * time.Second
+	})
 	victim := tlsClient(t, srv, ca.clientTLS())
 	victim.expect("g v", "1 Lock Get Success: v\n")
 	admin := dial(t, srv, "unix")
@@ -470,10 +473,10 @@ func TestTLSKillAndClose(t *testing.T) {
 	defer silent.Close()
 	idle := tlsClient(t, srv, ca.clientTLS())
 	idle.expect("g i", "1 Lock Get Success: i\n")
-	eventually(t, "the silent client admitted", func() bool {
+	eventually(t, "the silent client in its handshake", func() bool {
 		srv.mu.Lock()
 		defer srv.mu.Unlock()
-		return len(srv.conns) == 3
+		return len(srv.conns) == 2 && srv.sec.handshakes.list.Len() == 1
 	})
 	closed := make(chan struct{})
 	go func() {
@@ -482,7 +485,7 @@ func TestTLSKillAndClose(t *testing.T) {
 	}()
 	select {
 	case <-closed:
-	case <-time.After(5 * time.Second): // the handshake timeout is 10 s
+	case <-time.After(5 * time.Second): // the handshake timeout is 30 s
 		t.Fatal("Close waits for a handshake")
 	}
 }

@@ -12,6 +12,8 @@ type waitResult struct {
 	holders int
 	token   uint64
 	waited  time.Duration
+	// authFailure: not a wait but a failed auth's delay, ended (authlimit.go).
+	authFailure bool
 }
 
 // waiter is a connection queued on a lock by gw, sgw, !gw or !sgw. A

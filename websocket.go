@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -34,6 +35,11 @@ type websocketTransport struct {
 	rest    []byte // the lines of msg not yet parsed
 	more    bool   // rest holds at least one more line (maybe empty)
 	scratch []byte
+	// identified, with an ACL file: until it is set, a message is at most
+	// unauthBuffer bytes (unauth.go).
+	identified *atomic.Bool
+	// mem charges the message buffer (own) to -max-buffered.
+	mem charge
 
 	// wmu orders every write to nc: the replies, written by whichever
 	// goroutine runs commands, and the reader's pongs and close frames.
@@ -95,6 +101,7 @@ func (t *websocketTransport) read(cmds []command) ([]command, error) {
 		t.msg = nil
 		if cap(t.own) > keptBuffer {
 			t.own = nil
+			t.mem.release()
 		}
 		err := t.receive()
 		if err == errMessageTooLarge {

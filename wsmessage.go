@@ -56,6 +56,9 @@ func (t *websocketTransport) receive() error {
 	}
 	t.own = t.own[:0]
 	limit := int64(maxMessage(t.maxLine))
+	if t.identified != nil && !t.identified.Load() {
+		limit = unauthBuffer
+	}
 	tooLarge, inMessage := false, false
 	for {
 		h, err := t.readHeader()
@@ -93,6 +96,9 @@ func (t *websocketTransport) receive() error {
 			return nil
 		default:
 			start := len(t.own)
+			if !t.mem.set(int64(start + n)) {
+				return errOverBudget
+			}
 			t.own = append(t.own, make([]byte, n)...)
 			if _, err := io.ReadFull(t.br, t.own[start:]); err != nil {
 				return unexpected(err)

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// One memory budget, -max-buffered, for the bytes held for connections: the
+// lines queued behind a wait or a failed auth's delay, a websocket message
+// being received, a stream's read buffer grown past the pooled one (a burst,
+// a long line) and the replies pending a write. Each holder charges what it
+// holds to the budget before it grows; past the budget, the connection that
+// asked for more is told replyQueueFull and closed (its locks orphaned, as
+// on any disconnect), and nobody else is slowed: the budget is one atomic
+// counter, never a lock, and the manager never touches it.
+//
+// What is not charged is small and bounded per connection: the pooled 4 KiB
+// read buffer (held only while input is there), a batch's commands, the
+// goroutine stacks. docs/security.md gives the overhead in numbers.
+
+// errOverBudget ends a connection that asked for more than -max-buffered had
+// left; it has been told replyQueueFull.
+var errOverBudget = errors.New("over the -max-buffered budget")
+
+// byteBudget is the server-wide budget.
+type byteBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// charge is what one holder has taken from a budget; each is used by one
+// goroutine at a time. A nil budget (tests of a transport alone) charges
+// nothing.
+type charge struct {
+	budget *byteBudget
+	n      int64
+}
+
+// set makes the charge n bytes, and reports false, leaving it as it was,
+// when growing it would go over the budget.
+//
+//go:noinline
+func (c *charge) set(n int64) bool {
+	if c.budget == nil || n == c.n {
+		return true
+	}
+	delta := n - c.n
+	if delta > 0 && c.budget.used.Add(delta) > c.budget.max {
+		c.budget.used.Add(-delta)
+		return false
+	}
+	if delta < 0 {
+		c.budget.used.Add(delta)
+	}
+	c.n = n
+	return true
+}
+
+// release gives the whole charge back.
+func (c *charge) release() { c.set(0) }
+
+// defaultMaxBuffered is -max-buffered's default: a quarter of the memory the
+// process may use, the smaller of the machine's and its cgroup's limit; 1 GiB
+// when neither can be read.
+func defaultMaxBuffered() int64 {
+	limit := memTotal()
+	if cg := cgroupMemoryLimit(); cg > 0 && (limit <= 0 || cg < limit) {
+		limit = cg
+	}
+	if limit <= 0 {
+		return 1 << 30
+	}
+	return limit / 4
+}
+
+// memTotal is MemTotal of /proc/meminfo, in bytes; 0 if unknown.
+func memTotal() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// cgroupMemoryLimit is the memory limit of the process's cgroup (v2: its own
+// as /proc/self/cgroup names it, or the namespace's root; else v1), in bytes;
+// 0 if there is none or it cannot be read.
+func cgroupMemoryLimit() int64 {
+	paths := []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if dir, ok := strings.CutPrefix(line, "0::"); ok && dir != "/" {
+				paths = append([]string{"/sys/fs/cgroup" + dir + "/memory.max"}, paths...)
+			}
+		}
+	}
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= 1<<62 { // "max", or v1's "no limit"
+			return 0
+		}
+		return n
+	}
+	return 0
+}
+
+// tellOverBudget tells the client that its connection ends because its
+// reader asked for more than the budget had left.
+func (c *conn) tellOverBudget() {
+	c.srv.metrics.overBudget.Inc()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+}
+
+// chargeReplies charges the pending replies' buffer, once it is bigger than
+// the one every connection keeps; over the budget, the replies are written,
+// then replyQueueFull, and the connection ends. Called with c.mu held; kept
+// out of line for the idle-stack rule (docs/design.md).
+//
+//go:noinline
+func (c *conn) chargeReplies() error {
+	if c.outMem.set(int64(cap(c.b.out))) {
+		return nil
+	}
+	c.srv.metrics.overBudget.Inc()
+	if err := c.flush(); err != nil {
+		return err
+	}
+	c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+	return errOverBudget
+}
+
+// releaseCharges gives back everything c held, once its goroutines are done.
+func (c *conn) releaseCharges() {
+	c.mu.Lock()
+	c.queueMem.release()
+	c.outMem.release()
+	c.mu.Unlock()
+	switch t := c.t.(type) {
+	case *streamTransport:
+		t.mem.release()
+	case *websocketTransport:
+		t.mem.release()
+	}
+}
+
+// budgetMetrics export the budget and its use.
+func (s *Server) budgetMetrics() []prometheus.Collector {
+	limit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "glockd_max_buffered_bytes",
+		Help: "The -max-buffered budget: bytes that may be held for all connections together.",
+	})
+	limit.Set(float64(s.budget.max))
+	used := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "glockd_buffered_bytes",
+		Help: "Bytes held for connections, charged to -max-buffered: queued lines, websocket messages being received, grown read buffers, pending replies.",
+	}, func() float64 { return float64(s.budget.used.Load()) })
+	return []prometheus.Collector{limit, used}
+}
