@@ -171,9 +171,6 @@ type batch struct {
 	// connection, when that command is a dump or has to wait.
 	dump        *dump
 	waitStarted bool
-	// dumpPending: the dump is copied in steps, and the manager answers
-	// the batch when it is complete.
-	dumpPending bool
 	// authFailed: cmds[next-1] is an auth with a wrong token, which the
 	// connection answers after a delay.
 	authFailed bool
@@ -192,10 +189,6 @@ func (m *manager) runBatch(c *connState, b *batch) {
 		if len(b.out) >= maxReplyBuffer {
 			break // the connection writes, then sends the rest
 		}
-	}
-	if b.dumpPending {
-		b.dumpPending = false
-		return
 	}
 	c.done <- struct{}{}
 }
@@ -336,14 +329,14 @@ func (m *manager) iam(c *connState, cmd *command, b *batch) bool {
 	return true
 }
 
-// listing runs who, d, sd, dump and dl: the connection formats the copy
-// the manager makes (dumps.go).
+// listing runs who, d, sd, dump and dl: the manager copies a step of the
+// table at a time, the connection formats and writes it (dumps.go).
 func (m *manager) listing(c *connState, cmd *command, b *batch) bool {
 	if !m.dumpEnabled || (cmd.verb == verbWho && !m.registryEnabled) {
 		b.out = append(b.out, replyDisabled...)
 		return true
 	}
-	b.dumpPending = m.startDump(c, cmd, b)
+	m.startDump(cmd, b)
 	return false
 }
 

@@ -14,8 +14,13 @@ type transport interface {
 	// it (up to maxBatch) to cmds. They alias the transport's buffers until
 	// the next read.
 	read(cmds []command) ([]command, error)
-	// write sends the replies in out; ends[i] is where reply i ends.
+	// write sends the replies in out; ends[i] is where reply i ends. When
+	// splitsReplies, out may end with the first part of a reply that the
+	// next write continues (a dump, see conn.appendDump).
 	write(out []byte, ends []int) error
+	// splitsReplies reports whether a reply may be written in parts: on a
+	// stream it may, a websocket message is sent whole.
+	splitsReplies() bool
 	close() error
 	// refuse turns the connection away: it sends reply, if any and if it
 	// can within a second, and closes.
@@ -202,7 +207,9 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 		c.srv.manager.execute(c.state, b)
 		c.srv.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 		if b.dump != nil {
-			c.appendDump()
+			if err := c.appendDump(); err != nil {
+				return err
+			}
 		}
 		if b.authFailed {
 			c.failedAuth()
@@ -221,19 +228,38 @@ func (c *conn) runAndReply(cmds []command, inWait bool) error {
 	return c.flush()
 }
 
-// appendDump sorts and formats the dump the manager copied. A big one waits
-// for its turn (see Server.bigDumps) and lets other goroutines run between
-// its parts: on a machine with few cores, dumps of a million locks would
-// otherwise hold up every other client.
-func (c *conn) appendDump() {
+// appendDump formats the dump the manager began, a step at a time: on a
+// stream each step is written, after the replies before it, before the
+// next is asked for. A dump then holds one step, whatever the size of the
+// table, and a client that reads it slowly holds up its own dump only (the
+// write waits, and the manager copies nothing meanwhile). A websocket sends
+// a reply as one message: there the steps are formatted one after the other
+// and the whole dump is written at the end.
+func (c *conn) appendDump() error {
 	b := &c.b
-	if len(b.dump.entries) > dumpStep {
-		c.srv.bigDumps <- struct{}{}
-		defer func() { <-c.srv.bigDumps }()
-	}
-	b.out = b.dump.appendTo(b.out)
-	b.ends = append(b.ends, len(b.out))
+	d := b.dump
 	b.dump = nil
+	for {
+		b.out = d.appendStep(b.out)
+		if d.done() {
+			break
+		}
+		if c.t.splitsReplies() {
+			err := c.t.write(b.out, b.ends)
+			b.out, b.ends = b.out[:0], b.ends[:0]
+			if err != nil {
+				return err
+			}
+		}
+		c.srv.manager.dumpStep(c.state, d)
+	}
+	if d.cut {
+		// The manager stopped serving (-etcd): no more replies.
+		b.out, b.ends, b.next = b.out[:0], b.ends[:0], len(b.cmds)
+		return nil
+	}
+	b.ends = append(b.ends, len(b.out))
+	return nil
 }
 
 // flush writes the pending replies and empties the buffers, giving back big

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -129,10 +128,6 @@ type Server struct {
 
 	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
 
-	// bigDumps admits the sorting and formatting of big dumps, at most
-	// one fewer at once than there are cores: other clients keep a core.
-	bigDumps chan struct{}
-
 	sec serverSecurity // TLS (security.go)
 }
 
@@ -161,7 +156,6 @@ func NewServer(cfg Config) (*Server, error) {
 		metrics:   newMetrics(m, cfg.MaxConns),
 		conns:     make(map[*conn]struct{}),
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
-		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}
 	if cfg.HA != nil {
 		if err := s.enableHA(*cfg.HA); err != nil { // leader.go

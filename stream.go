@@ -278,6 +278,8 @@ func (t *streamTransport) writeReady(fd uintptr) bool {
 	return true
 }
 
+func (t *streamTransport) splitsReplies() bool { return true }
+
 func (t *streamTransport) close() error { return t.nc.Close() }
 
 // refuse sends reply with a deadline, so that a client that does not read
