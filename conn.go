@@ -71,6 +71,9 @@ const (
 	keptCommands   = 64
 	keptReplyBytes = 4 << 10
 	keptReplyEnds  = 128
+	// dumpOutBuffer is the reply buffer a dump borrows on a stream: a
+	// step's lines, at 60 bytes each.
+	dumpOutBuffer = 256 << 10
 )
 
 func newConn(srv *Server, name, transportName string, t transport) *conn {
@@ -239,6 +242,16 @@ func (c *conn) appendDump() error {
 	b := &c.b
 	d := b.dump
 	b.dump = nil
+	defer c.srv.manager.releaseDump(d)
+	if c.t.splitsReplies() && cap(b.out) < dumpOutBuffer {
+		// A buffer for a step's lines, from the server's pool: dumps
+		// in a loop then make next to no garbage (flush gives it back).
+		p, _ := c.srv.dumpBuffers.Get().(*[dumpOutBuffer]byte)
+		if p == nil {
+			p = new([dumpOutBuffer]byte)
+		}
+		b.out = append(p[:0], b.out...)
+	}
 	for {
 		b.out = d.appendStep(b.out)
 		if d.done() {
@@ -269,6 +282,9 @@ func (c *conn) flush() error {
 	err := c.t.write(b.out, b.ends)
 	b.out, b.ends = b.out[:0], b.ends[:0]
 	if cap(b.out) > keptReplyBytes {
+		if cap(b.out) == dumpOutBuffer {
+			c.srv.dumpBuffers.Put((*[dumpOutBuffer]byte)(b.out[:dumpOutBuffer]))
+		}
 		b.out = nil
 	}
 	if cap(b.ends) > keptReplyEnds {

@@ -145,7 +145,11 @@ const dumpStep = 4096
 // step. A dump copied in steps is not a snapshot: a lock held throughout is
 // listed once, one taken or released meanwhile may or may not be.
 func (m *manager) startDump(cmd *command, b *batch) {
-	d := &dump{}
+	d, _ := m.dumps.Get().(*dump)
+	if d == nil {
+		d = &dump{entries: make([]dumpEntry, 0, dumpStep)}
+	}
+	*d = dump{entries: d.entries[:0], details: d.details[:0]}
 	b.dump = d
 	switch {
 	case cmd.verb == verbWho:
@@ -178,6 +182,15 @@ func (m *manager) copyStep(d *dump) {
 	if d.step(dumpStep) {
 		d.step = nil
 	}
+}
+
+// releaseDump keeps a finished dump's buffers for the next one, without
+// the names its last step listed.
+func (m *manager) releaseDump(d *dump) {
+	clear(d.entries)
+	clear(d.details)
+	d.step = nil
+	m.dumps.Put(d)
 }
 
 // dumpStep asks the manager for the next step of d (see conn.appendDump),

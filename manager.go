@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"sync"
 	"math/rand/v2"
 	"runtime"
 	"time"
@@ -43,6 +44,9 @@ type manager struct {
 	// orphaning holds connections that ended holding more locks than one
 	// step releases; run interleaves their release with other requests.
 	orphaning []*connState
+	// dumps keeps finished dumps (*dump) with their step buffers, for the
+	// next (see startDump); connections put them back.
+	dumps sync.Pool
 
 	sec managerSecurity // access control and kill (admin.go)
 }

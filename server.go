@@ -127,6 +127,7 @@ type Server struct {
 	lockOpen bool
 
 	readBuffers sync.Pool // stream transports' read buffers, see streamTransport
+	dumpBuffers sync.Pool // streamed dumps' reply buffers, see conn.appendDump
 
 	sec serverSecurity // TLS (security.go)
 }
