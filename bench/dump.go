@@ -32,7 +32,7 @@ func runDump(cfg *config, p protocol) (result, error) {
 		return nil, err
 	}
 
-	var dumps, short atomic.Int64
+	var dumps, short, listed atomic.Int64
 	halt := make(chan struct{})
 	var wg sync.WaitGroup
 	for range cfg.conns {
@@ -52,7 +52,7 @@ func runDump(cfg *config, p protocol) (result, error) {
 					return
 				default:
 				}
-				n, err := listAll(c, cfg.proto)
+				n, err := listAll(c, cfg.proto, &listed)
 				if err != nil {
 					errs.add("dump: %v", err)
 					return
@@ -82,16 +82,18 @@ func runDump(cfg *config, p protocol) (result, error) {
 		}
 	}()
 	time.Sleep(cfg.warmup)
-	pr, err := startProbe(cfg, p, true)
+	// The probe's lock is held by a connection of its own on glockd, so
+	// that its g and r change no count; Redis's DEL would delete it.
+	pr, err := startProbe(cfg, p, cfg.proto == "glockd")
 	if err != nil {
 		close(halt)
 		wg.Wait()
 		return nil, err
 	}
-	d0, t0 := dumps.Load(), time.Now()
+	d0, l0, t0 := dumps.Load(), listed.Load(), time.Now()
 	time.Sleep(cfg.duration)
 	all, _ := pr.stop()
-	done := dumps.Load() - d0
+	done, entries := dumps.Load()-d0, listed.Load()-l0
 	elapsed := time.Since(t0)
 	close(halt)
 	<-sampled
@@ -109,6 +111,7 @@ func runDump(cfg *config, p protocol) (result, error) {
 	return result{
 		{"locks", cfg.locks}, {"dumpers", cfg.conns},
 		{"dumps", done}, {"dumps_per_s", float64(done) / elapsed.Seconds()},
+		{"entries_per_s", float64(entries) / elapsed.Seconds()},
 		{"probe_p50_us", all.quantile(0.5)}, {"probe_p99_us", all.quantile(0.99)},
 		{"probe_max_us", all.maxUs()}, {"probe_rounds", int64(all.n)},
 		{"rss_before_kb", rss0}, {"rss_max_kb", rssMax.Load()},
@@ -117,18 +120,19 @@ func runDump(cfg *config, p protocol) (result, error) {
 	}, nil
 }
 
-// listAll lists the whole table once and returns how many entries it had.
-func listAll(c *conn, proto string) (int, error) {
+// listAll lists the whole table once and returns how many entries it had,
+// adding them to listed as they come.
+func listAll(c *conn, proto string, listed *atomic.Int64) (int, error) {
 	if proto == "glockd" {
-		return listGlockd(c)
+		return listGlockd(c, listed)
 	}
-	return scanRedis(c)
+	return scanRedis(c, listed)
 }
 
 // listGlockd sends d and a ping, and counts d's lines up to the ping's
 // reply. It reads in big pieces and only counts newlines: on the client's
 // one core, the dumpers must leave the bystander time to run.
-func listGlockd(c *conn) (int, error) {
+func listGlockd(c *conn, listed *atomic.Int64) (int, error) {
 	if err := c.write([]byte("d\nping\n")); err != nil {
 		return 0, err
 	}
@@ -145,7 +149,9 @@ func listGlockd(c *conn) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		n += bytes.Count(buf[:m], []byte{'\n'})
+		lines := bytes.Count(buf[:m], []byte{'\n'})
+		n += lines
+		listed.Add(int64(lines))
 		tail = append(tail, buf[max(0, m-len(pong)):m]...)
 		tail = tail[max(0, len(tail)-len(pong)):]
 		if string(tail) == pong {
@@ -156,7 +162,7 @@ func listGlockd(c *conn) (int, error) {
 
 // scanRedis walks the keys with SCAN cursor COUNT 1000 until the cursor
 // comes back to 0, and counts them.
-func scanRedis(c *conn) (int, error) {
+func scanRedis(c *conn, listed *atomic.Int64) (int, error) {
 	cursor, n := "0", 0
 	for {
 		if err := c.write(appendCommand(nil, "SCAN", cursor, "COUNT", "1000")); err != nil {
@@ -187,6 +193,7 @@ func scanRedis(c *conn) (int, error) {
 			}
 		}
 		n += keys
+		listed.Add(int64(keys))
 		if cursor == "0" {
 			return n, nil
 		}
