@@ -2,9 +2,9 @@ package main
 
 import (
 	"log/slog"
-	"sync"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"time"
 )
 
