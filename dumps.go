@@ -284,9 +284,10 @@ func (m *manager) sharedSteps(add func(ref lockRef) (entries int)) func(int) boo
 
 // registryDump copies the registered connections (those registered as
 // filter, when one is given) into d, in the order of registration.
-func (m *manager) registryDump(d *dump, filter []byte) func(int) bool {
+func (m *manager) registryDump(d *dump, name []byte) func(int) bool {
+	filter := string(name) // name aliases the connection's buffer, which later steps outlive
 	return m.registry.steps(func(c *connState) {
-		if len(filter) == 0 || c.regName == string(filter) {
+		if filter == "" || c.regName == filter {
 			d.entries = append(d.entries, dumpEntry{key: c.name, value: c.regName})
 		}
 	})
