@@ -193,6 +193,12 @@ func abortFunc(t transport) func() {
 	var setDeadline func(time.Time) error
 	switch t := t.(type) {
 	case *streamTransport:
+		if tc, ok := t.nc.(*tlsConn); ok {
+			return func() {
+				tc.killed.Store(true) // before the deadline: see tlsConn.waitInput
+				tc.SetDeadline(time.Unix(1, 0))
+			}
+		}
 		setDeadline = t.nc.SetDeadline
 	case *websocketTransport:
 		setDeadline = t.nc.SetDeadline

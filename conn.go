@@ -70,6 +70,11 @@ type conn struct {
 	authTimer    *time.Timer
 	authFailures int
 
+	// admitted: Server.serveAdmitted serves it, and finish untracks it
+	// and stops authDeadline (-auth-timeout, with -acl-file), if set.
+	admitted     bool
+	authDeadline *time.Timer
+
 	// Admission (unauth.go): unauthElem and evicted are guarded by the
 	// server's mu; listedUnauth, by mu, says unauthElem may be set.
 	unauthElem   *list.Element
@@ -133,14 +138,28 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 // serve runs the connection until it ends, then releases everything it held.
 func (c *conn) serve() {
 	c.srv.manager.send(request{kind: requestConnect, conn: c.state})
-	defer c.finish()
+	c.serveInput()
+}
+
+// serveInput reads and runs commands until the connection ends, then
+// finishes it. A TLS connection that has waited tlsRest for input since it
+// last used crypto/tls (errRest, tls.go) goes on waiting on a fresh
+// goroutine instead, and this one ends: crypto/tls grew its stack to 8 KiB,
+// which the runtime shrinks back to 4 KiB only, and the new goroutine waits
+// on the 2 KiB it starts with.
+func (c *conn) serveInput() {
+	rest := false
+	defer c.finishUnlessRested(&rest)
 	for {
 		cmds, err := c.t.read(c.cmds[:0])
 		if len(cmds) > 0 && !c.runOrQueue(cmds) {
 			return
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if err == errRest {
+				rest = true
+				go c.serveInput()
+			} else if errors.Is(err, io.EOF) {
 				c.endOfInput()
 			} else if err == errOverBudget {
 				c.tellOverBudget()
@@ -151,10 +170,26 @@ func (c *conn) serve() {
 	}
 }
 
+// finishUnlessRested is serveInput's deferred end: the connection ends
+// unless another goroutine serves it now.
+func (c *conn) finishUnlessRested(rest *bool) {
+	if !*rest {
+		c.finish()
+	}
+}
+
 // finish closes the connection, waits for its wait goroutine, if any, and
 // has the manager forget it (and orphan its locks). The wait goroutine must
 // be gone first: it may still be running commands for this connection.
+// Then, for an admitted connection, it stops the auth timer and has the
+// server forget it (Server.serveAdmitted).
 func (c *conn) finish() {
+	if c.admitted {
+		defer c.srv.untrack(c)
+		if c.authDeadline != nil {
+			defer c.authDeadline.Stop()
+		}
+	}
 	c.t.close()
 	c.mu.Lock()
 	done := c.waitDone

@@ -501,11 +501,12 @@ func (s *Server) admit(c *conn) bool {
 	return false
 }
 
-// serveAdmitted serves an admitted connection to its end and forgets it.
+// serveAdmitted serves an admitted connection to its end and forgets it
+// (conn.finish; a TLS one may end on another goroutine, conn.serveInput).
 func (s *Server) serveAdmitted(c *conn) {
-	defer s.untrack(c)
+	c.admitted = true
 	if s.cfg.Security.ACLFile != "" {
-		defer c.startAuthTimer().Stop()
+		c.authDeadline = c.startAuthTimer()
 	}
 	c.serve()
 }

@@ -94,27 +94,64 @@ type tlsConn struct {
 	// full: the last Read filled its buffer, so crypto/tls may hold more
 	// of the record it decrypted.
 	full bool
+	// fresh: the goroutine reading it has not used crypto/tls since it
+	// started (see waitInput). Both are the reader goroutine's own.
+	fresh bool
+	// killed is set by a kill (abortFunc) before its deadline: waitInput,
+	// which sets and clears read deadlines, must not undo one.
+	killed atomic.Bool
 	// pending, guarded by Server.mu, is its place among the handshakes
 	// under way; nil once its handshake is over (or it was closed).
 	pending *list.Element
 }
 
 func (c *tlsConn) Read(p []byte) (int, error) {
+	c.fresh = false
 	n, err := c.Conn.Read(p)
 	c.full = n == len(p)
 	return n, err
 }
 
 // waitInput returns once there is input to read, without a buffer and
-// outside crypto/tls, whose read path needs a goroutine stack of 8 KiB where
-// this wait needs 2 (the runtime shrinks an idle goroutine's stack back).
-// It returns at once when input may be buffered already.
+// outside crypto/tls. It returns at once when input may be buffered already.
+//
+// crypto/tls's read and write paths grow the goroutine's stack to 8 KiB, and
+// the runtime shrinks an idle goroutine's stack to 4 KiB, not to the 2 KiB
+// it starts with (it halves a stack only while under a quarter of it is in
+// use, and the frames parked here use more than a quarter of 2 KiB). So a
+// goroutine that has used crypto/tls waits at most tlsRest here, and then
+// returns errRest: conn.serveInput goes on on a fresh goroutine, whose wait
+// has no deadline, and the old one, with its stack, ends. A connection that
+// is busy pays two deadline changes per wait, one that is idle a goroutine
+// start per tlsRest of idleness at most.
 func (c *tlsConn) waitInput() error {
 	if c.reader == nil || c.full || c.reader.buffered() {
 		return nil
 	}
-	return c.reader.fill()
+	if c.fresh {
+		return c.reader.fill()
+	}
+	c.raw.SetReadDeadline(time.Now().Add(tlsRest))
+	err := c.reader.fill()
+	c.raw.SetReadDeadline(time.Time{})
+	if c.killed.Load() {
+		// A kill set its deadline, maybe before the line above cleared
+		// it: the connection ends.
+		return os.ErrDeadlineExceeded
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.fresh = true
+		return errRest
+	}
+	return err
 }
+
+// tlsRest is how long a TLS connection's goroutine waits for input after
+// using crypto/tls before a fresh one takes over the wait (waitInput).
+const tlsRest = time.Second
+
+// errRest: the connection goes on on a fresh goroutine (tlsConn.waitInput).
+var errRest = errors.New("tls connection at rest")
 
 // waitForInput is waitInput for the stream transport's connections without
 // a file descriptor: TLS ones wait there, any other reads at once.
@@ -335,7 +372,10 @@ func (s *Server) startHandshake(tc *tlsConn) {
 		c := newConn(s, tc.RemoteAddr().String(), "tls", newStreamTransport(tc, s.cfg.MaxLine, &s.readBuffers))
 		c.state.certName = certName
 		if s.admit(c) {
-			s.serveAdmitted(c)
+			// On a fresh goroutine: the handshake grew this one's
+			// stack (see waitInput).
+			tc.fresh = true
+			go s.serveAdmitted(c)
 		}
 	}()
 }
