@@ -479,8 +479,9 @@ func (c *packingConn) flush() {
 	c.buf = nil
 }
 
-// TestTLSKillAndClose: a TLS connection idle in its wait for input, and one
-// still in its handshake, end at once on a kill and on Close.
+// TestTLSKillAndClose: a TLS connection idle in its wait for input, before
+// and after it rests, and one still in its handshake, end at once on a kill
+// and on Close.
 func TestTLSKillAndClose(t *testing.T) {
 	ca := newTestCA(t, "glockd-test")
 	srv, _ := tlsServer(t, ca, func(c *Config) {
@@ -493,6 +494,13 @@ func TestTLSKillAndClose(t *testing.T) {
 	admin.expect("kill "+victim.name, "1 ok\n")
 	expectClosed(t, victim)
 	eventually(t, "the TLS victim's lock orphaned", func() bool { return admin.do("i v") == "0 Lock Not Locked: v\n" })
+	// One at rest, waiting on a fresh goroutine (tlsConn.waitInput).
+	rested := tlsClient(t, srv, ca.clientTLS())
+	rested.expect("g w", "1 Lock Get Success: w\n")
+	time.Sleep(tlsRest + 500*time.Millisecond)
+	admin.expect("kill "+rested.name, "1 ok\n")
+	expectClosed(t, rested)
+	eventually(t, "the rested victim's lock orphaned", func() bool { return admin.do("i w") == "0 Lock Not Locked: w\n" })
 
 	silent, err := net.Dial("tcp", srv.TLSAddr().String())
 	if err != nil {
