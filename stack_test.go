@@ -16,12 +16,8 @@ import (
 // few more frames or bigger locals on it double the stack of every
 // connection. CI runs it without -race (scripts/test.sh).
 func TestIdleConnStack(t *testing.T) {
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range info.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				t.Skip("the race detector doubles the stack guard: stacks are bigger")
-			}
-		}
+	if raceBuild() {
+		t.Skip("the race detector doubles the stack guard: stacks are bigger")
 	}
 	srv, err := NewServer(Config{TCPAddr: "127.0.0.1:0"})
 	if err != nil {
@@ -57,4 +53,16 @@ func TestIdleConnStack(t *testing.T) {
 	if perConn > 3<<10 {
 		t.Errorf("goroutine stack per idle connection: %d bytes, want at most 3 KiB (2 KiB stacks; 4 KiB means they doubled)", perConn)
 	}
+}
+
+// raceBuild reports whether the test binary was built with -race.
+func raceBuild() bool {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "-race" && s.Value == "true" {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -340,7 +340,9 @@ func TestIdleTLSConnMemory(t *testing.T) {
 	// stack is the 2 KiB it starts with (tlsConn.waitInput). Collections
 	// halve a stack that uses under a quarter of it, and free the old
 	// goroutines' stacks. On a loaded machine the goroutines may take a
-	// while to move: the check is tried until 10 s have passed.
+	// while to move: the check is tried until 10 s have passed. The race
+	// detector doubles the stack guard (see TestIdleConnStack): under it,
+	// the stack is only reported.
 	deadline := time.Now().Add(10 * time.Second)
 	var stack, heap int64
 	for {
@@ -351,12 +353,12 @@ func TestIdleTLSConnMemory(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		stack = (int64(after.StackInuse) - int64(before.StackInuse)) / n
 		heap = (int64(after.HeapInuse) - int64(before.HeapInuse)) / n
-		if stack < 3000 || time.Now().After(deadline) {
+		if stack < 3000 || raceBuild() || time.Now().After(deadline) {
 			break
 		}
 	}
 	t.Logf("per idle TLS connection: server goroutine stack %d bytes; heap of server and client together %d bytes", stack, heap)
-	if stack >= 3000 {
+	if stack >= 3000 && !raceBuild() {
 		t.Errorf("an idle TLS connection's goroutine stack is %d bytes, want the 2 KiB a goroutine starts with", stack)
 	}
 	// The fresh goroutines serve them: each still holds its lock.

@@ -9,5 +9,6 @@ cd "$(dirname "$0")/.."
 go test -race -count=1 -timeout 20m ./...
 (cd client && go test -race -count=1 -timeout 5m ./...) # a module of its own
 go test -count=1 -run 'IdleConnStack' .
+go test -count=1 -run 'IdleTLSConnMemory' . # the TLS one's stack check (tls.go, waitInput)
 # Separate: their connections would still be closing while the stack guard measures.
 go test -count=1 -run 'MaxBufferedMemory|UnauthWebsocketMemory' .
