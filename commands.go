@@ -31,6 +31,7 @@ const (
 	verbKill       // kill CONN: closes a connection (admin)
 	verbKillHolder // kill-holder NAME: closes the holder of a lock (admin)
 	verbPerms      // perms: what the connection's identity may do
+	verbDW         // dw [NAME]: who waits, in queue order
 	numVerbs
 )
 
@@ -80,6 +81,7 @@ var verbs = [numVerbs]verbInfo{
 	verbKill:       {word: "kill", access: accessIdentified},
 	verbKillHolder: {word: "kill-holder", access: accessIdentified},
 	verbPerms:      {word: "perms", access: accessIdentified},
+	verbDW:         {word: "dw", access: accessInspect},
 }
 
 // access is what an identity needs to run a verb (see acl.go).
@@ -154,6 +156,8 @@ func lookupVerb(word []byte) verb {
 		return verbKillHolder
 	case "perms":
 		return verbPerms
+	case "dw":
+		return verbDW
 	}
 	return verbInvalid
 }
@@ -233,7 +237,7 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		return m.me(c, cmd, b)
 	case verbIam:
 		return m.iam(c, cmd, b)
-	case verbWho, verbD, verbSD, verbDump, verbDL:
+	case verbWho, verbD, verbSD, verbDump, verbDL, verbDW:
 		return m.listing(c, cmd, b)
 	case verbQ:
 		return m.q(c, cmd, b)
@@ -336,7 +340,7 @@ func (m *manager) iam(c *connState, cmd *command, b *batch) bool {
 	return true
 }
 
-// listing runs who, d, sd, dump and dl: the connection formats the copy
+// listing runs who, d, sd, dump, dl and dw: the connection formats the copy
 // the manager makes (dumps.go).
 func (m *manager) listing(c *connState, cmd *command, b *batch) bool {
 	if !m.dumpEnabled || (cmd.verb == verbWho && !m.registryEnabled) {
@@ -399,8 +403,10 @@ func (m *manager) gw(c *connState, cmd *command, b *batch) bool {
 		b.out = appendReply(b.out, 0, textTooManyLocks, cmd.name)
 	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textGetTimeout, cmd.name)
+	case m.wait(c, string(cmd.name), false, 0, cmd.ms) == waitRefused:
+		// The wait would close a cycle of waiters (deadlocks.go).
+		b.out = appendReply(b.out, 0, textGetDeadlock, cmd.name)
 	default:
-		m.wait(c, string(cmd.name), false, 0, cmd.ms)
 		b.waitStarted = true
 		return false
 	}
@@ -426,8 +432,10 @@ func (m *manager) sgw(c *connState, cmd *command, b *batch) bool {
 		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
 	case cmd.ms == 0 || c.inputEnded:
 		b.out = appendReply(b.out, 0, textSharedGetTimeout, cmd.name)
+	case m.wait(c, string(cmd.name), true, cmd.max, cmd.ms) == waitRefused:
+		// The wait would close a cycle of waiters (deadlocks.go).
+		b.out = appendReply(b.out, 0, textSharedGetDeadlock, cmd.name)
 	default:
-		m.wait(c, string(cmd.name), true, cmd.max, cmd.ms)
 		b.waitStarted = true
 		return false
 	}

@@ -76,6 +76,7 @@ func (m *manager) passOn(ref lockRef) {
 		w := popWaiter(m.waiters, q, name)
 		m.grant(w.conn, ref)
 		m.resolve(w, waitResult{granted: true, holders: 1})
+		m.holderChanged(w.conn, name, false)
 		return
 	}
 	m.exclusive.remove(ref)

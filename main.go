@@ -51,6 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", DefaultMaxHTTPConns, "most HTTP connections that are not websockets (console, /metrics, /healthz); over it the oldest idle one is closed")
 	fs.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", DefaultHTTPIdleTimeout, "close an HTTP connection that sends no complete request for this long")
 	fs.IntVar(&cfg.MaxLocksPerConn, "max-locks-per-conn", DefaultMaxLocksPerConn, "most locks (exclusive plus shared) one connection may hold")
+	fs.Var(&cfg.Deadlocks, "deadlocks", "a wait that closes a cycle of waiters: break (refuse it with a Deadlock reply) or report (only log and count it)")
 	fs.DurationVar(&cfg.KeepAlive.Idle, "keepalive-idle", 15*time.Second, "TCP keepalive: idle time before the first probe")
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")

@@ -36,6 +36,10 @@ type Config struct {
 	MaxConns        int // live connections over all transports
 	MaxLocksPerConn int // exclusive plus shared locks one connection may hold
 
+	// Deadlocks: what a wait that closes a cycle of waiters gets
+	// (deadlocks.go). The zero value breaks the cycle.
+	Deadlocks DeadlockMode
+
 	// MaxHTTPConns bounds the HTTP connections (on WSAddr and MetricsAddr)
 	// that are not websockets: browsers, scrapers, health checks. Over it
 	// the oldest idle one is closed to make room, or the new one when
