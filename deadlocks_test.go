@@ -253,6 +253,11 @@ func TestDeadlockReport(t *testing.T) {
 	if s := snapshot(t, srv); s.deadlocks != 1 || s.waiters != 2 {
 		t.Fatalf("deadlocks %d waiters %d, want 1 and 2", s.deadlocks, s.waiters)
 	}
+	expectSamples(t, scrape(t, srv.WSAddr().String()), map[string]float64{"glockd_deadlocks_total": 1})
+	// q keeps the original's keys: the count is a metric only.
+	if q := c.do("q"); strings.Contains(q, "deadlock") {
+		t.Fatalf("q: %q", q)
+	}
 	b.send("!cancel\n")
 	if got := b.line(); got != "!cancel 1\n" {
 		t.Fatalf("b: %q", got)
