@@ -223,11 +223,14 @@ func (m *manager) describeCycle(c *deadlockCycle) []string {
 				held = append(held, connLabel(h))
 			}
 		})
-		kind := ""
+		line := connLabel(w.conn) + " waits for " + w.name + " held by " + strings.Join(held, ", ")
 		if w.shared {
-			kind = "shared "
+			line = connLabel(w.conn) + " waits for shared " + w.name + " held by " + strings.Join(held, ", ")
+			if w.prev != nil && in[w.prev.conn] {
+				line += ", behind " + connLabel(w.prev.conn)
+			}
 		}
-		lines = append(lines, connLabel(w.conn)+" waits for "+kind+w.name+" held by "+strings.Join(held, ", "))
+		lines = append(lines, line)
 	}
 	return lines
 }
@@ -255,8 +258,9 @@ func (m *manager) eachHolder(w *waiter, fn func(*connState)) {
 
 // need is how many of the holders of the lock w waits for must go on for w
 // to be granted: one for an exclusive lock; for a semaphore, enough to
-// bring the count under w's MAX, and at least one (a waiter behind one with
-// a smaller MAX waits for a release too).
+// bring the count under w's MAX (at least one for the first waiter, which
+// waits because the count is at its MAX; maybe none for one behind it,
+// which then waits only for the one before it, a wait of its own).
 func (m *manager) need(w *waiter) int32 {
 	if !w.shared {
 		return 1
@@ -265,7 +269,7 @@ func (m *manager) need(w *waiter) int32 {
 	if ref := m.shared.findString(w.name); ref != noRef {
 		holders = int(m.shared.name(ref).count)
 	}
-	return int32(max(1, holders-w.max+1))
+	return int32(max(0, holders-w.max+1))
 }
 
 // node is c's place in the search, added when first seen.
@@ -340,7 +344,7 @@ func (m *manager) stuckWith(w *waiter) []*waiter {
 	}
 	members := []*waiter{w}
 	for _, sw := range d.waits {
-		if sw.w != w && d.nodes[sw.from].reaches && sw.have < sw.need {
+		if d.nodes[sw.from].reaches && sw.have < sw.need && !slices.Contains(members, sw.w) {
 			members = append(members, sw.w)
 		}
 	}
@@ -362,31 +366,61 @@ func (d *deadlocks) explore(m *manager, start int32) (complete bool) {
 			if cut {
 				return
 			}
-			wi := int32(len(d.waits))
-			first := len(d.edges)
-			m.eachHolder(x, func(h *connState) {
-				if cut || len(d.edges) >= deadlockSearchEdges {
+			// A semaphore's waiter is admitted only after the one
+			// before it in the queue: that is a wait of its own.
+			if x.shared && x.prev != nil {
+				if !d.addWait(x, v, 1, func(edge func(*connState) bool) { edge(x.prev.conn) }) {
 					cut = true
 					return
 				}
-				seen := h.searchEpoch == d.epoch
-				to := d.node(h)
-				d.edges = append(d.edges, searchEdge{wait: wi, to: to})
-				if !seen {
-					d.work = append(d.work, to)
-				}
-			})
-			if cut {
-				d.edges = d.edges[:first]
+			}
+			need := m.need(x)
+			if need == 0 {
 				return
 			}
-			d.waits = append(d.waits, searchWait{w: x, from: v, need: m.need(x)})
-			d.nodes[v].pending++
+			if !d.addWait(x, v, need, func(edge func(*connState) bool) {
+				m.eachHolder(x, func(h *connState) {
+					if !cut && !edge(h) {
+						cut = true
+					}
+				})
+			}) {
+				cut = true
+			}
 		})
 		if cut {
 			return false
 		}
 	}
+	return true
+}
+
+// addWait records a wait of node v that needs need of the nodes that edges
+// lists to go on, and reports false, recording nothing, when the bound
+// is reached.
+func (d *deadlocks) addWait(w *waiter, v, need int32, edges func(edge func(*connState) bool)) bool {
+	wi := int32(len(d.waits))
+	first := len(d.edges)
+	complete := true
+	edges(func(h *connState) bool {
+		if !complete || len(d.edges) >= deadlockSearchEdges {
+			complete = false
+			return false
+		}
+		seen := h.searchEpoch == d.epoch
+		to := d.node(h)
+		d.edges = append(d.edges, searchEdge{wait: wi, to: to})
+		if !seen {
+			d.work = append(d.work, to)
+		}
+		return true
+	})
+	if !complete {
+		d.edges = d.edges[:first]
+		return false
+	}
+	d.waits = append(d.waits, searchWait{w: w, from: v, need: need})
+	d.nodes[v].pending++
 	return true
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,4 +270,325 @@ func TestDeadlockReport(t *testing.T) {
 	if dw := c.do("dw"); strings.Contains(dw, "deadlock=") {
 		t.Fatalf("dw still shows the broken cycle:\n%s", dw)
 	}
+}
+
+// TestDeadlockModel runs random g, r, gw -1, sgw -1, sr, !cancel and
+// disconnects by a few clients over every transport, one at a time, against
+// a model of the lock tables, the FIFO queues and semaphore admission. The
+// model finds deadlocks its own way (by repeated passes to a fixpoint, where
+// the manager uses a worklist over a graph it explores) and must agree with
+// the server on every verdict: each wait is granted, queued or refused as a
+// deadlock exactly when the model says so, and every hand-over reaches the
+// waiter the model expects.
+func TestDeadlockModel(t *testing.T) {
+	steps := 600
+	if testing.Short() {
+		steps = 200
+	}
+	srv := startServer(t, nil)
+	md := &deadlockModel{t: t, srv: srv, rng: rand.New(rand.NewPCG(26, 1)),
+		holder: map[string]*modelClient{}, queue: map[string][]*modelClient{},
+		semHolders: map[string][]*modelClient{}, semQueue: map[string][]*modelClient{}}
+	for i := range 6 {
+		md.clients = append(md.clients, md.dial(transports[i%len(transports)]))
+	}
+	for range steps {
+		md.step()
+		if t.Failed() {
+			break
+		}
+	}
+	t.Logf("%d steps: %d grants on the spot, %d waits queued, %d hand-overs, %d deadlocks refused",
+		steps, md.counts.granted, md.counts.queued, md.counts.handedOver, md.counts.deadlocks)
+	if md.counts.deadlocks < 5 || md.counts.handedOver < 20 {
+		t.Errorf("too few deadlocks (%d) or hand-overs (%d): the test did not test much", md.counts.deadlocks, md.counts.handedOver)
+	}
+	if s := snapshot(t, srv); s.deadlocks != uint64(md.counts.deadlocks) {
+		t.Errorf("glockd_deadlocks_total %d, the model refused %d", s.deadlocks, md.counts.deadlocks)
+	}
+}
+
+var (
+	modelLocks = []string{"x0", "x1", "x2", "x3"}
+	modelSems  = []string{"s0", "s1"}
+)
+
+type modelClient struct {
+	*client
+	transport string
+	waiting   string // the lock it waits for, or ""
+	shared    bool   // ... by sgw
+	max       int    // sgw's MAX
+}
+
+type deadlockModel struct {
+	t       *testing.T
+	srv     *Server
+	rng     *rand.Rand
+	clients []*modelClient
+
+	holder     map[string]*modelClient   // exclusive locks
+	queue      map[string][]*modelClient // their waiters, oldest first
+	semHolders map[string][]*modelClient // shared locks, in the order taken
+	semQueue   map[string][]*modelClient
+
+	counts struct{ granted, queued, handedOver, deadlocks int }
+}
+
+// String shows the model's state, for a failure.
+func (md *deadlockModel) String() string {
+	var b strings.Builder
+	stuck := md.stuck()
+	for _, c := range md.clients {
+		fmt.Fprintf(&b, "%s: waits for %q (shared %v, max %d), stuck %v\n", c.name, c.waiting, c.shared, c.max, stuck[c])
+	}
+	for x, h := range md.holder {
+		fmt.Fprintf(&b, "%s held by %s, queue %d\n", x, h.name, len(md.queue[x]))
+	}
+	for s, hs := range md.semHolders {
+		for _, h := range hs {
+			fmt.Fprintf(&b, "%s held by %s\n", s, h.name)
+		}
+	}
+	for s, q := range md.semQueue {
+		for _, w := range q {
+			fmt.Fprintf(&b, "%s waited for by %s\n", s, w.name)
+		}
+	}
+	return b.String()
+}
+
+func (md *deadlockModel) dial(tr string) *modelClient {
+	return &modelClient{client: dial(md.t, md.srv, tr), transport: tr}
+}
+
+// stuck is the model's verdict: the clients that can never go on, found by
+// passes over every client until one changes nothing. A client that waits
+// for nothing can go on; one waiting for an exclusive lock when its holder
+// can; one waiting for a semaphore when the waiter before it in the queue
+// can, and enough holders can to bring the count under its MAX.
+func (md *deadlockModel) stuck() map[*modelClient]bool {
+	free := map[*modelClient]bool{}
+	for changed := true; changed; {
+		changed = false
+		for _, c := range md.clients {
+			if free[c] {
+				continue
+			}
+			ok := false
+			switch {
+			case c.waiting == "":
+				ok = true
+			case !c.shared:
+				ok = free[md.holder[c.waiting]]
+			default:
+				// After the waiter before it, and once enough holders
+				// can go on to bring the count under its MAX.
+				q := md.semQueue[c.waiting]
+				if i := slices.Index(q, c); i > 0 && !free[q[i-1]] {
+					break
+				}
+				n := 0
+				for _, h := range md.semHolders[c.waiting] {
+					if free[h] {
+						n++
+					}
+				}
+				ok = n >= len(md.semHolders[c.waiting])-c.max+1
+			}
+			if ok {
+				free[c], changed = true, true
+			}
+		}
+	}
+	stuck := map[*modelClient]bool{}
+	for _, c := range md.clients {
+		if !free[c] {
+			stuck[c] = true
+		}
+	}
+	return stuck
+}
+
+func (md *deadlockModel) idle() []*modelClient {
+	var idle []*modelClient
+	for _, c := range md.clients {
+		if c.waiting == "" {
+			idle = append(idle, c)
+		}
+	}
+	return idle
+}
+
+func (md *deadlockModel) step() {
+	t := md.t
+	idle := md.idle()
+	op := md.rng.IntN(100)
+	if len(idle) == 0 || op >= 90 {
+		// Someone waiting gives up, or a client goes away.
+		c := md.clients[md.rng.IntN(len(md.clients))]
+		if c.waiting != "" && md.rng.IntN(3) > 0 {
+			md.cancel(c)
+			return
+		}
+		md.disconnect(c)
+		return
+	}
+	c := idle[md.rng.IntN(len(idle))]
+	x := modelLocks[md.rng.IntN(len(modelLocks))]
+	s := modelSems[md.rng.IntN(len(modelSems))]
+	switch {
+	case op < 25:
+		if h := md.holder[x]; h == nil || h == c {
+			c.expect("g "+x, "1 Lock Get Success: "+x+"\n")
+			md.holder[x] = c
+		} else {
+			c.expect("g "+x, "0 Lock Get Failure: "+x+"\n")
+		}
+	case op < 50:
+		if h := md.holder[x]; h == nil || h == c {
+			c.expect("gw -1 "+x, "1 Lock Get Success: "+x+"\n")
+			md.holder[x] = c
+			md.counts.granted++
+			return
+		}
+		c.waiting, c.shared = x, false
+		if md.stuck()[c] {
+			c.waiting = ""
+			c.expect("gw -1 "+x, "0 Lock Get Deadlock: "+x+"\n")
+			md.counts.deadlocks++
+			return
+		}
+		queue(t, md.srv, c.client, "gw -1 "+x)
+		md.queue[x] = append(md.queue[x], c)
+		md.counts.queued++
+	case op < 65:
+		if md.holder[x] == c {
+			c.expect("r "+x, "1 Lock Release Success: "+x+"\n")
+			md.release(x)
+		} else {
+			c.expect("r "+x, "0 Lock Release Failure: "+x+"\n")
+		}
+	case op < 80:
+		maxHolders := 1 + md.rng.IntN(2)
+		holders := md.semHolders[s]
+		cmd := fmt.Sprintf("sgw -1 %d %s", maxHolders, s)
+		switch {
+		case slices.Contains(holders, c):
+			c.expect(cmd, fmt.Sprintf("%d Shared Lock Get Success: %s\n", len(holders), s))
+			return
+		case len(holders) < maxHolders && len(md.semQueue[s]) == 0:
+			md.semHolders[s] = append(holders, c)
+			c.expect(cmd, fmt.Sprintf("%d Shared Lock Get Success: %s\n", len(holders)+1, s))
+			md.counts.granted++
+			return
+		}
+		c.waiting, c.shared, c.max = s, true, maxHolders
+		md.semQueue[s] = append(md.semQueue[s], c)
+		if md.stuck()[c] {
+			c.waiting = ""
+			md.semQueue[s] = md.semQueue[s][:len(md.semQueue[s])-1]
+			c.expect(cmd, "0 Shared Lock Get Deadlock: "+s+"\n")
+			md.counts.deadlocks++
+			return
+		}
+		queue(t, md.srv, c.client, cmd)
+		md.counts.queued++
+	default:
+		if i := slices.Index(md.semHolders[s], c); i >= 0 {
+			c.expect("sr "+s, "1 Shared Lock Release Success: "+s+"\n")
+			md.semHolders[s] = slices.Delete(md.semHolders[s], i, i+1)
+			md.admit(s)
+		} else {
+			c.expect("sr "+s, "0 Shared Lock Release Failure: "+s+"\n")
+		}
+	}
+	if len(md.stuck()) > 0 {
+		t.Fatalf("after op %d the model has a deadlock left standing:\n%s", op, md)
+	}
+}
+
+// release hands x to its oldest waiter, who must be told.
+func (md *deadlockModel) release(x string) {
+	delete(md.holder, x)
+	q := md.queue[x]
+	if len(q) == 0 {
+		return
+	}
+	w := q[0]
+	md.queue[x] = q[1:]
+	md.holder[x], w.waiting = w, ""
+	if got := w.line(); got != "1 Lock Get Success: "+x+"\n" {
+		md.t.Fatalf("%s, handed %s: %q", w.name, x, got)
+	}
+	md.counts.handedOver++
+}
+
+// admit grants s to its oldest waiters while the oldest one's MAX allows.
+func (md *deadlockModel) admit(s string) {
+	for q := md.semQueue[s]; len(q) > 0 && len(md.semHolders[s]) < q[0].max; q = md.semQueue[s] {
+		w := q[0]
+		md.semQueue[s] = q[1:]
+		md.semHolders[s] = append(md.semHolders[s], w)
+		w.waiting = ""
+		want := fmt.Sprintf("%d Shared Lock Get Success: %s\n", len(md.semHolders[s]), s)
+		if got := w.line(); got != want {
+			md.t.Fatalf("%s, admitted to %s: %q, want %q", w.name, s, got, want)
+		}
+		md.counts.handedOver++
+	}
+}
+
+// unwait takes c out of the queue it is in.
+func (md *deadlockModel) unwait(c *modelClient) {
+	if c.shared {
+		q := md.semQueue[c.waiting]
+		head := q[0] == c
+		md.semQueue[c.waiting] = slices.DeleteFunc(q, func(w *modelClient) bool { return w == c })
+		if head {
+			md.admit(c.waiting)
+		}
+	} else {
+		md.queue[c.waiting] = slices.DeleteFunc(md.queue[c.waiting], func(w *modelClient) bool { return w == c })
+	}
+	c.waiting = ""
+}
+
+func (md *deadlockModel) cancel(c *modelClient) {
+	lock, shared := c.waiting, c.shared
+	c.send("!cancel\n")
+	if got := c.line(); got != "!cancel 1\n" {
+		md.t.Fatalf("%s: !cancel: %q", c.name, got)
+	}
+	want := "0 Lock Get Timeout: " + lock + "\n"
+	if shared {
+		want = "0 Shared Lock Get Timeout: " + lock + "\n"
+	}
+	if got := c.line(); got != want {
+		md.t.Fatalf("%s: after !cancel: %q, want %q", c.name, got, want)
+	}
+	md.unwait(c)
+}
+
+// disconnect ends c and replaces it: its wait ends, its locks are handed on.
+func (md *deadlockModel) disconnect(c *modelClient) {
+	before := snapshot(md.t, md.srv).connections
+	c.close()
+	eventually(md.t, "the end of "+c.name+" processed", func() bool { return snapshot(md.t, md.srv).connections < before })
+	if c.waiting != "" {
+		md.unwait(c)
+	}
+	for _, x := range modelLocks {
+		if md.holder[x] == c {
+			md.release(x)
+		}
+	}
+	for _, s := range modelSems {
+		if i := slices.Index(md.semHolders[s], c); i >= 0 {
+			md.semHolders[s] = slices.Delete(md.semHolders[s], i, i+1)
+			md.admit(s)
+		}
+	}
+	i := slices.Index(md.clients, c)
+	md.clients[i] = md.dial(c.transport)
 }
