@@ -166,7 +166,7 @@ func (m *manager) checkCycle(w *waiter) (breakIt bool) {
 	d.found++
 	cycle := &deadlockCycle{id: d.found, waits: members}
 	d.log.Warn("deadlock", "id", cycle.id, "broken", !d.report, "closing_conn", w.conn.name,
-		"closing_lock", w.name, "cycle", m.describeCycle(cycle))
+		"closing_lock", w.name, "cycle", cycleDescription{m, cycle})
 	if !d.report {
 		return true
 	}
@@ -207,6 +207,15 @@ func (m *manager) cycleOf(w *waiter) uint64 {
 	}
 	return 0
 }
+
+// cycleDescription is a cycle as the log shows it, formatted only when it is
+// logged.
+type cycleDescription struct {
+	m     *manager
+	cycle *deadlockCycle
+}
+
+func (c cycleDescription) LogValue() slog.Value { return slog.AnyValue(c.m.describeCycle(c.cycle)) }
 
 // describeCycle names every connection and lock of a cycle, for the log:
 // "unix:2 (bob) waits for x held by unix:1 (alice)".
@@ -342,9 +351,12 @@ func (m *manager) stuckWith(w *waiter) []*waiter {
 	if !closes {
 		return nil // stuck behind a deadlock found before (-deadlocks report)
 	}
+	// A waiter's waits (for the holders, and for the waiter before it in
+	// a semaphore's queue) are recorded one after the other, and start's
+	// first of all.
 	members := []*waiter{w}
 	for _, sw := range d.waits {
-		if d.nodes[sw.from].reaches && sw.have < sw.need && !slices.Contains(members, sw.w) {
+		if d.nodes[sw.from].reaches && sw.have < sw.need && sw.w != members[len(members)-1] {
 			members = append(members, sw.w)
 		}
 	}
@@ -450,7 +462,7 @@ func (d *deadlocks) forget() {
 	clear(d.nodes)
 	clear(d.waits)
 	d.nodes, d.waits = d.nodes[:0], d.waits[:0]
-	if cap(d.nodes) > 1024 {
+	if cap(d.edges) > 4096 {
 		d.nodes, d.waits, d.edges, d.in, d.work = nil, nil, nil, nil, nil
 	}
 }

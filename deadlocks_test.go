@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -591,4 +592,86 @@ func (md *deadlockModel) disconnect(c *modelClient) {
 	}
 	i := slices.Index(md.clients, c)
 	md.clients[i] = md.dial(c.transport)
+}
+
+// BenchmarkDeadlockSearch measures the search that a wait start runs, in
+// the manager, with 10,000 waiters in its way (docs/operating.md):
+//
+//   - chain: 10,000 connections, each holding a lock and waiting for the
+//     next one's; a new wait for the first lock explores all of them and
+//     finds no deadlock (the last one waits for nothing);
+//   - ring: the same chain closed by its last connection's wait for the
+//     first lock, which is refused (with the log line formatted, or not);
+//   - semaphore: 10,000 holders of a semaphore, each waiting for a lock
+//     that a connection holds; its sgw for the semaphore closes a
+//     deadlock through all of them and is refused;
+//   - queue: 10,000 waiters for one lock; one more explores only its
+//     holder.
+func BenchmarkDeadlockSearch(b *testing.B) {
+	const n = 10000
+	name := func(i int) string { return "L" + fmt.Sprint(i) }
+	chain := func(m *manager, closed bool) []*connState {
+		cs := make([]*connState, n)
+		for i := range cs {
+			cs[i] = newConnState(fmt.Sprintf("c:%d", i), "tcp")
+			m.lock(cs[i], []byte(name(i)))
+		}
+		for i := 0; i < n-1; i++ {
+			m.wait(cs[i], name(i+1), false, 0, noWait)
+		}
+		return cs
+	}
+	b.Run("chain", func(b *testing.B) {
+		m := newManager(Config{}.withDefaults())
+		chain(m, false)
+		x := newConnState("x", "tcp")
+		for b.Loop() {
+			if m.wait(x, name(0), false, 0, noWait) != waitInQueue {
+				b.Fatal("refused")
+			}
+			m.unqueue(x.waiter)
+		}
+	})
+	for _, logged := range []bool{false, true} {
+		b.Run(fmt.Sprintf("ring/logged=%v", logged), func(b *testing.B) {
+			cfg := Config{}
+			if logged {
+				cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			}
+			m := newManager(cfg.withDefaults())
+			last := chain(m, true)[n-1]
+			for b.Loop() {
+				if m.wait(last, name(0), false, 0, noWait) != waitRefused {
+					b.Fatal("not refused")
+				}
+			}
+		})
+	}
+	b.Run("semaphore", func(b *testing.B) {
+		m := newManager(Config{}.withDefaults())
+		w := newConnState("w", "tcp")
+		m.lock(w, []byte("Z"))
+		for i := range n {
+			h := newConnState(fmt.Sprintf("h:%d", i), "tcp")
+			m.sharedGrantName(h, []byte("S"))
+			m.wait(h, "Z", false, 0, noWait)
+		}
+		for b.Loop() {
+			if m.wait(w, "S", true, n, noWait) != waitRefused {
+				b.Fatal("not refused")
+			}
+		}
+	})
+	b.Run("queue", func(b *testing.B) {
+		m := newManager(Config{}.withDefaults())
+		m.lock(newConnState("holder", "tcp"), []byte("Q"))
+		for i := range n {
+			m.wait(newConnState(fmt.Sprintf("w:%d", i), "tcp"), "Q", false, 0, noWait)
+		}
+		x := newConnState("x", "tcp")
+		for b.Loop() {
+			m.wait(x, "Q", false, 0, noWait)
+			m.unqueue(x.waiter)
+		}
+	})
 }
