@@ -100,6 +100,9 @@ func checks() []check {
 		{"ext/oob-cancel", checkOutOfBandCancel, ext},
 		{"ext/gw-end-of-input", checkEndOfInputDuringWait, func(o Options) bool { return o.Ext && lineProto(o) }},
 		{"ext/dl", checkDetailed, ext},
+		{"ext/deadlock", checkDeadlock, ext},
+		{"ext/deadlock-semaphore", checkDeadlockSemaphore, ext},
+		{"ext/dw", checkWaiters, ext},
 	}
 }
 

@@ -95,6 +95,10 @@ func TestFaultyFakes(t *testing.T) {
 		{"end-of-input-drops-replies", fake.Faults{EOFDropsReplies: true}, "ext/gw-end-of-input", []string{
 			`FAIL ext/gw-end-of-input: B gw -1, i, g, then end of input: got "" before the close`}},
 		{"dl-no-waiters", fake.Faults{DetailNoWaiters: true}, "ext/dl", []string{"FAIL ext/dl: dl: line 1 is "}},
+		{"no-deadlocks", fake.Faults{NoDeadlocks: true}, "ext/deadlock", []string{
+			`FAIL ext/deadlock: B: "gw -1 `,
+			`FAIL ext/deadlock-semaphore: C: "sgw -1 2 `}},
+		{"dw-newest-first", fake.Faults{WaitersNewestFirst: true}, "ext/dw", []string{"FAIL ext/dw: dw "}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,6 +28,9 @@ type Faults struct {
 	CancelReplyLate bool // "!cancel 1" comes after the cancelled wait's reply, not before
 	EOFDropsReplies bool // end of input during a wait closes the connection unanswered
 	DetailNoWaiters bool // dl says waiters=0 whoever waits
+
+	NoDeadlocks        bool // a wait that closes a cycle of waiters waits like any other
+	WaitersNewestFirst bool // dw lists each queue newest first
 }
 
 // Config says what the server runs with, as glockd's flags do.
