@@ -215,7 +215,9 @@ type cycleDescription struct {
 	cycle *deadlockCycle
 }
 
-func (c cycleDescription) LogValue() slog.Value { return slog.AnyValue(c.m.describeCycle(c.cycle)) }
+func (c cycleDescription) LogValue() slog.Value {
+	return slog.StringValue(strings.Join(c.m.describeCycle(c.cycle), "; "))
+}
 
 // describeCycle names every connection and lock of a cycle, for the log:
 // "unix:2 (bob) waits for x held by unix:1 (alice)".
