@@ -59,9 +59,10 @@ func (d *DeadlockMode) Set(s string) error {
 //
 // A cycle is a deadlock only when nobody in it can ever go on. A connection
 // waiting for an exclusive lock goes on when its holder does; one waiting
-// for a semaphore goes on when enough of the holders do to bring the count
-// under its MAX (one, when the semaphore is just full), so a cycle through a
-// semaphore with a holder outside it is not a deadlock. The search therefore
+// for a semaphore goes on when the waiter before it in the queue does (a
+// semaphore admits in order) and enough of the holders do to bring the
+// count under its MAX (one, when the semaphore is just full), so a cycle
+// through a semaphore with a holder outside it is not a deadlock. The search therefore
 // reduces the graph: from the connections that wait for nothing, which can
 // go on, it marks every wait they can satisfy, until nothing changes; the
 // connections left are stuck for good, and the deadlock is those of them
@@ -70,7 +71,7 @@ func (d *DeadlockMode) Set(s string) error {
 // The search is bounded: it examines at most deadlockSearchEdges edges
 // (holders of locks waited for). A search that reaches the bound treats
 // what it has not seen as able to go on, so it never reports a deadlock
-// that is not one; it counts the miss (searchesCut).
+// that is not one; it counts the miss (searchesCut) and logs it.
 type deadlocks struct {
 	report bool         // -deadlocks report: log and count, do not break
 	log    *slog.Logger // cycles are logged whatever -verbose says
@@ -88,7 +89,7 @@ type deadlocks struct {
 	nodes []searchNode
 	waits []searchWait
 	edges []searchEdge
-	in    []int32 // edges by the node they lead to: in[inStart[v]:inStart[v+1]]
+	in    []int32 // edges by the node they lead to: in[nodes[v].inStart:nodes[v].inEnd]
 	work  []int32
 }
 
@@ -234,12 +235,16 @@ func (m *manager) describeCycle(c *deadlockCycle) []string {
 				held = append(held, connLabel(h))
 			}
 		})
-		line := connLabel(w.conn) + " waits for " + w.name + " held by " + strings.Join(held, ", ")
+		line := connLabel(w.conn) + " waits for "
 		if w.shared {
-			line = connLabel(w.conn) + " waits for shared " + w.name + " held by " + strings.Join(held, ", ")
-			if w.prev != nil && in[w.prev.conn] {
-				line += ", behind " + connLabel(w.prev.conn)
-			}
+			line += "shared "
+		}
+		line += w.name
+		if len(held) > 0 {
+			line += " held by " + strings.Join(held, ", ")
+		}
+		if w.shared && w.prev != nil && in[w.prev.conn] {
+			line += ", behind " + connLabel(w.prev.conn)
 		}
 		lines = append(lines, line)
 	}
@@ -304,6 +309,10 @@ func (m *manager) stuckWith(w *waiter) []*waiter {
 	start := d.node(w.conn)
 	if !d.explore(m, start) {
 		d.searchesCut++
+		if d.searchesCut&(d.searchesCut-1) == 0 { // the 1st, 2nd, 4th, ...
+			d.log.Warn("deadlock search cut short", "edges", deadlockSearchEdges,
+				"closing_conn", w.conn.name, "lock", w.name, "searches_cut", d.searchesCut)
+		}
 	}
 	d.byTarget()
 	// Reduce: the nodes that can go on satisfy the waits on them.

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// waitResult is how a wait ended: granted, with the holder count for sgw, or
-// timed out.
+// waitResult is how a wait ended: granted, with the holder count for sgw,
+// timed out, or refused as a deadlock.
 type waitResult struct {
 	granted  bool
 	deadlock bool // refused: it closed a cycle of waiters (deadlocks.go)
@@ -102,18 +102,14 @@ func (q *waitQueue) empty() bool { return q.head == nil }
 
 // waiting lists the waiters of q, oldest first; none when q is nil.
 func (q *waitQueue) waiting() []*waiter {
-	var list []*waiter
-	for w := q.headOrNil(); w != nil; w = w.next {
-		list = append(list, w)
-	}
-	return list
-}
-
-func (q *waitQueue) headOrNil() *waiter {
 	if q == nil {
 		return nil
 	}
-	return q.head
+	var list []*waiter
+	for w := q.head; w != nil; w = w.next {
+		list = append(list, w)
+	}
+	return list
 }
 
 // queues returns the table of waiters that w belongs in.
