@@ -282,10 +282,7 @@ func TestDeadlockReport(t *testing.T) {
 // deadlock exactly when the model says so, and every hand-over reaches the
 // waiter the model expects.
 func TestDeadlockModel(t *testing.T) {
-	steps := 600
-	if testing.Short() {
-		steps = 200
-	}
+	const steps = 600 // under a second
 	srv := startServer(t, nil)
 	md := &deadlockModel{t: t, srv: srv, rng: rand.New(rand.NewPCG(26, 1)),
 		holder: map[string]*modelClient{}, queue: map[string][]*modelClient{},
