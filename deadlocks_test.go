@@ -672,3 +672,34 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 		}
 	})
 }
+
+// TestDeadlockNewHolderThatWaits drives the manager directly into what
+// in-order waits cannot reach over the wire, and asynchronous waits will: a
+// connection that waits is made a holder, and so closes a cycle through a
+// waiter of the lock it was given, whose wait is then refused with the
+// deadlock result.
+func TestDeadlockNewHolderThatWaits(t *testing.T) {
+	m := newManager(Config{}.withDefaults())
+	p, q, r := newConnState("p", "tcp"), newConnState("q", "tcp"), newConnState("r", "tcp")
+	m.lock(q, []byte("M"))
+	m.takeShared(r, []byte("L"))
+	if m.wait(q, "L", true, 1, noWait) != waitInQueue { // q waits for r, who waits for nothing
+		t.Fatal("q's sgw refused")
+	}
+	if m.wait(p, "M", false, 0, noWait) != waitInQueue { // p waits for q
+		t.Fatal("p's gw refused")
+	}
+	// p, waiting, becomes a holder of L: q now needs p to leave L too.
+	m.takeShared(p, []byte("L"))
+	select {
+	case res := <-q.grants:
+		if !res.deadlock || res.granted {
+			t.Fatalf("q's wait ended with %+v, want the deadlock result", res)
+		}
+	default:
+		t.Fatal("q's wait, which the new holder closed into a cycle, goes on")
+	}
+	if q.waiter != nil || p.waiter == nil || m.deadlocks.found != 1 {
+		t.Fatalf("after: q waits %v, p waits %v, deadlocks %d; want false, true, 1", q.waiter != nil, p.waiter != nil, m.deadlocks.found)
+	}
+}
