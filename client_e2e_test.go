@@ -774,3 +774,38 @@ func TestSessionManyWaiters(t *testing.T) {
 		})
 	}
 }
+
+// TestClientDeadlock: the client reads dw from the daemon, and a wait the
+// daemon refuses as a deadlock is an ErrDeadlock, the client's locks kept.
+func TestClientDeadlock(t *testing.T) {
+	srv := startServer(t, nil)
+	a := dialClient(t, "tcp", srv.TCPAddr().String())
+	b := dialClient(t, "unix", srv.cfg.UnixPath)
+	for c, name := range map[*lockclient.Client]string{a: "x", b: "y"} {
+		if ok, err := c.Get(bg(t), name); !ok || err != nil {
+			t.Fatalf("g %s: %v %v", name, ok, err)
+		}
+	}
+	granted := make(chan error, 1)
+	go func() {
+		ok, err := a.GetWait(bg(t), -1, "y")
+		if err == nil && !ok {
+			err = errors.New("not granted")
+		}
+		granted <- err
+	}()
+	waitersQueued(t, srv, 1, "a waits for y")
+	waiting, err := b.Waiters(bg(t), "")
+	if err != nil || len(waiting) != 1 || waiting[0].Lock != "y" || waiting[0].Shared {
+		t.Fatalf("dw: %+v %v", waiting, err)
+	}
+	if _, err := b.GetWait(bg(t), -1, "x"); !errors.Is(err, lockclient.ErrDeadlock) {
+		t.Fatalf("b's gw x: %v, want ErrDeadlock", err)
+	}
+	if ok, err := b.Release(bg(t), "y"); !ok || err != nil {
+		t.Fatalf("r y: %v %v", ok, err)
+	}
+	if err := <-granted; err != nil {
+		t.Fatalf("a's gw y: %v", err)
+	}
+}

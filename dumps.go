@@ -23,6 +23,7 @@ const (
 	dumpMap                         // dump: map[LOCK:CONN ...]
 	dumpSharedMap                   // dump shared: map[LOCK:[CONN CONN] ...]
 	dumpDetailed                    // dl: a line per exclusive lock and per shared holder, sorted by lock
+	dumpWaiters                     // dw: a line per waiter, sorted by lock, in queue order
 )
 
 // dump is a copy of part of a table, taken by the manager and formatted by
@@ -31,24 +32,28 @@ const (
 type dump struct {
 	format  dumpFormat
 	entries []dumpEntry
-	details []dumpDetail // dl
-	now     int64        // dl: the manager's clock when the copy began
+	details []dumpDetail // dl, dw
+	now     int64        // dl, dw: the manager's clock when the copy began
 }
 
-// dumpDetail is one line of dl: an exclusive lock, or one holder of a shared
-// lock.
+// dumpDetail is one line of dl (an exclusive lock, or one holder of a
+// shared lock) or of dw (a waiter).
 type dumpDetail struct {
 	lock, owner string
 	shared      bool
 	token       uint64 // exclusive
-	since       int64  // when it was granted, on the manager's clock
+	since       int64  // when it was granted (dw: queued), on the manager's clock
 	holders     int    // shared
 	waiters     int
+	cycle       uint64 // dw: the reported deadlock the wait is in, or 0
 }
 
 func (d *dump) appendTo(out []byte) []byte {
 	if d.format == dumpDetailed {
 		return d.appendDetails(out)
+	}
+	if d.format == dumpWaiters {
+		return d.appendWaiters(out)
 	}
 	if d.format == dumpOrdered {
 		slices.SortFunc(d.entries, func(a, b dumpEntry) int { return cmp.Compare(a.order, b.order) })
@@ -179,6 +184,9 @@ func (m *manager) startDump(c *connState, cmd *command, b *batch) (pending bool)
 	case cmd.verb == verbDL:
 		d.format, d.now = dumpDetailed, m.now
 		step = m.detailedDump(d, cmd.name)
+	case cmd.verb == verbDW:
+		d.format, d.now = dumpWaiters, m.now
+		step = m.waitersDump(d, cmd.name)
 	case string(cmd.name) == "shared":
 		d.format = dumpSharedMap
 		step = m.sharedDump(d, nil, connName)
@@ -359,3 +367,86 @@ func (m *manager) detailedDump(d *dump, name []byte) func(int) bool {
 }
 
 func connName(c *connState) string { return c.name }
+
+// waitersDump copies the wait queues (or those of name) into d, a line per
+// waiter in queue order: the exclusive queues, then the shared ones. A queue
+// is copied whole in one step; the steps walk the queues' names.
+func (m *manager) waitersDump(d *dump, name []byte) func(int) bool {
+	add := func(q *waitQueue) int {
+		for w := q.head; w != nil; w = w.next {
+			d.details = append(d.details, dumpDetail{lock: w.name, owner: w.conn.displayName(),
+				shared: w.shared, since: int64(w.started.Sub(m.start)), cycle: m.cycleOf(w)})
+		}
+		return q.length
+	}
+	if len(name) > 0 {
+		for _, table := range []map[string]*waitQueue{m.waiters, m.sharedWaiters} {
+			if q := table[string(name)]; q != nil {
+				add(q)
+			}
+		}
+		return copied
+	}
+	if m.waiterCount <= dumpStep {
+		for _, table := range []map[string]*waitQueue{m.waiters, m.sharedWaiters} {
+			for _, q := range table {
+				add(q)
+			}
+		}
+		return copied
+	}
+	tables := []map[string]*waitQueue{m.waiters, m.sharedWaiters}
+	next, stop := iter.Pull(maps.Keys(tables[0]))
+	return func(n int) bool {
+		for n > 0 {
+			lock, ok := next()
+			if !ok {
+				stop()
+				if tables = tables[1:]; len(tables) == 0 {
+					return true
+				}
+				next, stop = iter.Pull(maps.Keys(tables[0]))
+				continue
+			}
+			// The queue may have gone since the walk began.
+			if q := tables[0][lock]; q != nil {
+				n -= add(q)
+			}
+			n--
+		}
+		return false
+	}
+}
+
+// appendWaiters formats dw: "LOCK: WAITER queued_ms=MS" per waiter, with
+// "shared" before queued_ms for sgw's waiters and " deadlock=N" after it
+// for a wait in a deadlock reported (not broken) as number N; sorted by
+// lock, exclusive queue first, each queue in its order. A waiter's name may
+// hold spaces (iam names do): the fields after it are read from the end.
+func (d *dump) appendWaiters(out []byte) []byte {
+	slices.SortStableFunc(d.details, func(a, b dumpDetail) int {
+		if c := cmp.Compare(a.lock, b.lock); c != 0 {
+			return c
+		}
+		return cmp.Compare(btoi(a.shared), btoi(b.shared))
+	})
+	for i, e := range d.details {
+		if i%dumpStep == dumpStep-1 {
+			runtime.Gosched()
+		}
+		out = append(out, e.lock...)
+		out = append(out, ": "...)
+		out = append(out, e.owner...)
+		if e.shared {
+			out = append(out, " shared"...)
+		}
+		out = append(out, " queued_ms="...)
+		out = appendUint(out, uint64(max(0, d.now-e.since)/1e6))
+		if e.cycle != 0 {
+			out = append(out, " deadlock="...)
+			out = appendUint(out, e.cycle)
+		}
+		out = append(out, '\n')
+	}
+	return out
+}

@@ -13,6 +13,7 @@ const (
 	GetSuccess           = "Lock Get Success"
 	GetFailure           = "Lock Get Failure"
 	GetTimeout           = "Lock Get Timeout"
+	GetDeadlock          = "Lock Get Deadlock" // gw: the wait would close a cycle of waiters
 	ReleaseSuccess       = "Lock Release Success"
 	ReleaseFailure       = "Lock Release Failure"
 	IsLocked             = "Lock Is Locked"
@@ -20,6 +21,7 @@ const (
 	Token                = "Lock Token"
 	SharedGetSuccess     = "Shared Lock Get Success"
 	SharedGetTimeout     = "Shared Lock Get Timeout"
+	SharedGetDeadlock    = "Shared Lock Get Deadlock" // sgw: the wait would close a cycle of waiters
 	SharedReleaseSuccess = "Shared Lock Release Success"
 	SharedReleaseFailure = "Shared Lock Release Failure"
 	SharedIsLocked       = "Shared Lock Is Locked"

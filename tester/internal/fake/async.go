@@ -3,6 +3,7 @@ package fake
 import (
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/glockd/glockd/internal/wire"
 )
@@ -52,7 +53,7 @@ func (st *state) asyncWait(c *conn, shared bool, arg string) {
 		c.in.now(asyncRefusal(shared, name))
 		return
 	}
-	w := &waiter{c: c, granted: make(chan struct{})}
+	w := &waiter{c: c, name: name, shared: shared, since: time.Now(), granted: make(chan struct{})}
 	var queue *[]*waiter
 	if shared {
 		w.max = nums[1]
