@@ -329,9 +329,6 @@ func (m *manager) sg(c *connState, cmd *command, b *batch) bool {
 		return true
 	}
 	b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
-	if len(c.asyncWaits) > 0 {
-		m.tookShared(c, cmd.name, n)
-	}
 	return true
 }
 

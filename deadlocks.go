@@ -119,13 +119,20 @@ type searchWait struct {
 
 type searchEdge struct{ wait, to int32 }
 
-// blocked reports whether c has a pending wait.
-func (c *connState) blocked() bool { return c.waiter != nil }
+// blocked reports whether c has a pending wait: its gw or sgw, or any of
+// its !gw and !sgw.
+func (c *connState) blocked() bool { return c.waiter != nil || len(c.asyncWaits) > 0 }
 
-// eachWait calls fn with every pending wait of c.
+// eachWait calls fn with every pending wait of c: its gw or sgw, and its
+// !gw and !sgw. A connection with asynchronous waits pending is taken to
+// hold its locks until every one of them has ended, as one that waits in
+// order does: the server cannot tell which of its tasks holds what.
 func (c *connState) eachWait(fn func(*waiter)) {
 	if c.waiter != nil {
 		fn(c.waiter)
+	}
+	for _, w := range c.asyncWaits {
+		fn(w)
 	}
 }
 
@@ -150,10 +157,11 @@ func (m *manager) holderChanged(c *connState, name string, shared bool) {
 	}
 }
 
-// refuseWait ends w, which waited already, with the deadlock reply.
+// refuseWait ends w, which waited already, with the deadlock reply (or
+// outcome line, for !gw and !sgw).
 func (m *manager) refuseWait(w *waiter) {
 	m.unqueue(w)
-	w.conn.grants <- waitResult{deadlock: true}
+	m.tell(w, waitResult{deadlock: true})
 }
 
 // checkCycle searches for a deadlock through the wait w; when there is one

@@ -703,3 +703,143 @@ func TestDeadlockNewHolderThatWaits(t *testing.T) {
 		t.Fatalf("after: q waits %v, p waits %v, deadlocks %d; want false, true, 1", q.waiter != nil, p.waiter != nil, m.deadlocks.found)
 	}
 }
+
+// asyncQueue sends an asynchronous wait, which has no reply in order, and
+// waits until the server counts waiting waiters.
+func asyncQueue(t *testing.T, srv *Server, c *client, cmd string, waiting int) {
+	t.Helper()
+	c.send(cmd + "\n")
+	waitersQueued(t, srv, waiting, c.name+": "+cmd)
+}
+
+// TestDeadlockAsync: cycles through asynchronous waits, over every
+// transport. A holds X and B holds Y; A waits for Y with !gw; then B's wait
+// for X closes the cycle: a gw gets "0 Lock Get Deadlock: X", a !gw the
+// outcome "!gw 0 deadlock X", an sgw or !sgw on a full semaphore the
+// shared forms. A still waits, and gets Y when B releases it.
+func TestDeadlockAsync(t *testing.T) {
+	for _, tr := range transports {
+		for _, closing := range []string{"gw", "!gw", "sgw", "!sgw"} {
+			t.Run(tr+"/"+closing, func(t *testing.T) {
+				srv := startServer(t, nil)
+				a, b := dial(t, srv, tr), dial(t, srv, tr)
+				lock, want := "X", map[string]string{
+					"gw":   "0 Lock Get Deadlock: X\n",
+					"!gw":  "!gw 0 deadlock X\n",
+					"sgw":  "0 Shared Lock Get Deadlock: X\n",
+					"!sgw": "!sgw deadlock X\n",
+				}[closing]
+				if strings.HasSuffix(closing, "sgw") {
+					a.expect("sg X", "1 Shared Lock Get Success: X\n")
+				} else {
+					a.expect("g X", "1 Lock Get Success: X\n")
+				}
+				b.expect("g Y", "1 Lock Get Success: Y\n")
+				asyncQueue(t, srv, a, "!gw -1 Y", 1)
+				cmd := closing + " -1 "
+				if strings.HasSuffix(closing, "sgw") {
+					cmd += "1 "
+				}
+				cmd += lock
+				var reply string
+				var took time.Duration
+				if strings.HasPrefix(closing, "!") {
+					// No reply in order: the outcome line, out of band.
+					start := time.Now()
+					b.send(cmd + "\n")
+					reply, took = b.line(), time.Since(start)
+				} else {
+					reply, took = timedDo(b, cmd)
+				}
+				if reply != want {
+					t.Fatalf("b: %s: %q, want %q", cmd, reply, want)
+				}
+				t.Logf("%s refused after %v", closing, took)
+				if took > deadlockPromptly {
+					t.Fatalf("refused after %v", took)
+				}
+				// b goes on, with what it holds; a still waits.
+				b.expect("i Y", "1 Lock Is Locked: Y\n")
+				expectPending(t, srv, a, 1)
+				if s := snapshot(t, srv); s.deadlocks != 1 {
+					t.Fatalf("deadlocks: %d, want 1", s.deadlocks)
+				}
+				b.expect("r Y", "1 Lock Release Success: Y\n")
+				asyncToken(t, a.line(), "Y")
+			})
+		}
+	}
+}
+
+// TestDeadlockAsyncHandOver: a hand-over closes a cycle. A holds X and
+// waits asynchronously for Y (held by B) and Z (held by C); B waits for Z
+// behind A. No cycle yet: C waits for nothing. C releases Z, which goes to
+// A: B's wait for Z now waits for A, which waits for B, and B's gw gets
+// the Deadlock reply at once. A keeps Z and still waits for Y, which B's
+// release then hands it.
+func TestDeadlockAsyncHandOver(t *testing.T) {
+	for _, kind := range []string{"gw", "!gw"} {
+		t.Run(kind, func(t *testing.T) {
+			srv := startServer(t, nil)
+			a, b, c := dial(t, srv, "tcp"), dial(t, srv, "unix"), dial(t, srv, "websocket")
+			a.expect("g X", "1 Lock Get Success: X\n")
+			b.expect("g Y", "1 Lock Get Success: Y\n")
+			c.expect("g Z", "1 Lock Get Success: Z\n")
+			asyncQueue(t, srv, a, "!gw -1 Z", 1)
+			asyncQueue(t, srv, a, "!gw -1 Y", 2)
+			want := "0 Lock Get Deadlock: Z\n"
+			if kind == "gw" {
+				queue(t, srv, b, "gw -1 Z")
+			} else {
+				asyncQueue(t, srv, b, "!gw -1 Z", 3)
+				want = "!gw 0 deadlock Z\n"
+			}
+			c.expect("r Z", "1 Lock Release Success: Z\n")
+			asyncToken(t, a.line(), "Z")
+			if got := b.line(); got != want {
+				t.Fatalf("b: %q, want %q", got, want)
+			}
+			expectPending(t, srv, a, 1)
+			if s := snapshot(t, srv); s.deadlocks != 1 {
+				t.Fatalf("deadlocks: %d, want 1", s.deadlocks)
+			}
+			b.expect("r Y", "1 Lock Release Success: Y\n")
+			asyncToken(t, a.line(), "Y")
+		})
+	}
+}
+
+// TestDeadlockAsyncNewSharedHolder: a connection that waits asynchronously
+// and takes a shared lock with sg becomes a holder that a semaphore's
+// waiter waits for, closing a cycle; and a connection whose own !sgw waits
+// for the semaphore it takes with sg is granted, not taken to wait for
+// itself.
+func TestDeadlockAsyncNewSharedHolder(t *testing.T) {
+	srv := startServer(t, nil)
+	a, b, e := dial(t, srv, "tcp"), dial(t, srv, "unix"), dial(t, srv, "tcp")
+	e.expect("sg S", "1 Shared Lock Get Success: S\n")
+	b.expect("g Y", "1 Lock Get Success: Y\n")
+	asyncQueue(t, srv, a, "!gw -1 Y", 1) // a waits for b
+	queue(t, srv, b, "sgw -1 1 S")       // b waits for e
+	a.expect("sg S", "2 Shared Lock Get Success: S\n")
+	// b now waits for e and a, and a for b.
+	if got := b.line(); got != "0 Shared Lock Get Deadlock: S\n" {
+		t.Fatalf("b: %q", got)
+	}
+	expectPending(t, srv, a, 1)
+	b.expect("r Y", "1 Lock Release Success: Y\n")
+	asyncToken(t, a.line(), "Y")
+
+	// Its own !sgw on the semaphore it takes.
+	c := dial(t, srv, "unix")
+	asyncQueue(t, srv, c, "!sgw -1 1 S", 1)
+	c.send("sg S\n")
+	got := []string{c.line(), c.line()}
+	slices.Sort(got)
+	if want := []string{"!sgw 3 S\n", "3 Shared Lock Get Success: S\n"}; !slices.Equal(got, want) {
+		t.Fatalf("c: %q, want %q", got, want)
+	}
+	if s := snapshot(t, srv); s.deadlocks != 1 {
+		t.Fatalf("deadlocks: %d, want 1", s.deadlocks)
+	}
+}

@@ -180,7 +180,7 @@ func newStatsCollector(m *manager) *statsCollector {
 		oldestWait: prometheus.NewDesc("glockd_oldest_wait_seconds",
 			"How long the longest current wait (gw, sgw, !gw, !sgw) has waited; 0 when none waits.", nil, nil),
 		deadlocks: prometheus.NewDesc("glockd_deadlocks_total",
-			"Cycles of waiters found: each closing gw or sgw was refused with a Deadlock reply (-deadlocks break) or only logged (-deadlocks report).", nil, nil),
+			"Cycles of waiters found: each closing wait (gw, sgw, !gw, !sgw) was refused with a Deadlock reply (-deadlocks break) or only logged (-deadlocks report).", nil, nil),
 		managerUp: prometheus.NewDesc("glockd_manager_up",
 			"1 when the lock manager answered this scrape in time; 0 when it did not, and the other glockd_ gauges and counters are then missing from the scrape.", nil, nil),
 	}

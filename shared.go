@@ -284,6 +284,9 @@ func (m *manager) takeShared(c *connState, name []byte) (holders int, res lockRe
 	}
 	n := m.sharedGrant(c, ref)
 	if c.blocked() {
+		// Its own !sgw on the name, if any, is granted first: it must
+		// not count as a wait for itself.
+		m.tookShared(c, name, n)
 		m.holderChanged(c, m.shared.name(ref).name, true)
 	}
 	return n, lockTaken

@@ -128,7 +128,8 @@ func (m *manager) queues(shared bool) map[string]*waitQueue {
 }
 
 // wait queues c for name, unless the wait would close a deadlock that is to
-// be broken: then it reports so and c does not wait. The timer belongs to
+// be broken: then it reports so and c does not wait (an asynchronous wait's
+// deadlock outcome is in its outbox already). The timer belongs to
 // the manager: expiry arrives as a request, so the manager alone decides
 // between grant and timeout and never grants a lock to a waiter that it has
 // told about a timeout.
@@ -147,10 +148,13 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 		c.addAsync(w)
 	} else {
 		c.waiter = w
-		if m.waitStarts(w) {
-			m.unqueue(w)
-			return waitRefused
+	}
+	if m.waitStarts(w) {
+		m.unqueue(w)
+		if async {
+			m.tell(w, waitResult{deadlock: true})
 		}
+		return waitRefused
 	}
 	// An MS too large for a time.Duration (292 years) waits without a limit.
 	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {

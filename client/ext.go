@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// ErrDeadlock is returned (wrapped) for a wait (gw, sgw) that the server
-// refused because it would have closed a cycle of waiters: each waiting for
-// a lock that the next one holds. The connection keeps every lock it holds;
+// ErrDeadlock is returned (wrapped) for a wait (gw, sgw, and a Session's
+// !gw, !sgw) that the server refused because it would have closed a cycle
+// of waiters: each waiting for a lock that the next one holds. The connection keeps every lock it holds;
 // the usual remedy is to release them and start over.
 var ErrDeadlock = errors.New("glockd: deadlock")
 
@@ -66,7 +66,7 @@ func (c *Client) Waiters(ctx context.Context, name string) ([]Waiter, error) {
 type Waiter struct {
 	Lock   string
 	Waiter string        // its registered name, or its connection name
-	Shared bool          // queued by sgw
+	Shared bool          // queued by sgw or !sgw
 	Queued time.Duration // how long it has waited, to the millisecond
 	// Deadlock is the number of the deadlock the wait is in, found and
 	// left unbroken by a server run with -deadlocks report; 0 when none.

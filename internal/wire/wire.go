@@ -73,6 +73,21 @@ func AsyncSGWOutcome(holders int, name string) string {
 	return AsyncSGW + " " + strconv.Itoa(holders) + " " + name + "\n"
 }
 
+// AsyncDeadlock stands where a failed wait's outcome line has its last
+// number (the token of "!gw 0 0 NAME", the count of "!sgw 0 NAME") when the
+// wait was refused because it would close a cycle of waiters.
+const AsyncDeadlock = "deadlock"
+
+// AsyncGWDeadlock is "!gw 0 deadlock NAME": a !gw refused as a deadlock.
+func AsyncGWDeadlock(name string) string {
+	return AsyncGW + " 0 " + AsyncDeadlock + " " + name + "\n"
+}
+
+// AsyncSGWDeadlock is "!sgw deadlock NAME": a !sgw refused as a deadlock.
+func AsyncSGWDeadlock(name string) string {
+	return AsyncSGW + " " + AsyncDeadlock + " " + name + "\n"
+}
+
 func b2s(b bool) string {
 	if b {
 		return "1"
