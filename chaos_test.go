@@ -113,9 +113,9 @@ func TestChaos(t *testing.T) {
 	}
 
 	c := &m.counts
-	t.Logf("%d rounds in %v: %d commands, %d acquisitions, %d contentions (g failures and wait timeouts: %d), %d waits granted after a wait, at most %d waiters at once, %d kills (%d holding locks, %d while waiting), %d orphans and %d shared orphans, %d deadlocks refused (each checked against the model's possible cycles)",
+	t.Logf("%d rounds in %v: %d commands, %d acquisitions, %d contentions (g failures and wait timeouts: %d), %d waits granted after a wait, at most %d waiters at once, %d kills (%d holding locks, %d while waiting), %d orphans and %d shared orphans, %d deadlocks refused (%d of them !gw/!sgw; each checked against the model's possible cycles)",
 		rounds, time.Since(start).Round(time.Millisecond), c.commands.Load(), c.acquired.Load(), c.contended.Load(), c.timeouts.Load(),
-		c.waitedGrants.Load(), c.maxWaiters.Load(), c.kills.Load(), c.killsHolding.Load(), c.killsWaiting.Load(), st["orphans"], st["shared_orphans"], c.deadlocks.Load())
+		c.waitedGrants.Load(), c.maxWaiters.Load(), c.kills.Load(), c.killsHolding.Load(), c.killsWaiting.Load(), st["orphans"], st["shared_orphans"], c.deadlocks.Load(), c.asyncDeadlocks.Load())
 	// It must not have passed by doing nothing.
 	scale := int64(3) // a loaded 2-core CI machine still does several times this
 	if testing.Short() {
@@ -204,7 +204,7 @@ type chaosModel struct {
 	counts struct {
 		commands, acquired, contended, timeouts, waitedGrants atomic.Int64
 		kills, killsHolding, killsWaiting                     atomic.Int64
-		maxWaiters, deadlocks                                 atomic.Int64
+		maxWaiters, deadlocks, asyncDeadlocks                 atomic.Int64
 	}
 }
 
@@ -491,6 +491,10 @@ func (m *chaosModel) kill(s *chaosSession, how string) {
 	case "mid-async":
 		// Asynchronous waits pending on the connection as it vanishes:
 		// none of them may be granted to it afterwards.
+		for _, n := range []string{chaosLocks[0], chaosLocks[1], "shared " + chaosSems[0]} {
+			m.mayStart(s, false, n)
+			m.mayStart(s, true, n)
+		}
 		s.send("!gw 2000 " + chaosLocks[0] + "\n!gw -1 " + chaosLocks[1] + "\n!sgw 2000 1 " + chaosSems[0])
 		m.counts.killsWaiting.Add(1)
 		if tc, ok := s.nc.(*net.TCPConn); ok {
@@ -886,7 +890,14 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 		cmd = strings.Replace(wait, fmt.Sprint(ms), "-1", 1) + "\n!cancel " + name
 	}
 	grantRE := regexp.MustCompile(`^!gw 1 ([1-9][0-9]*) ` + regexp.QuoteMeta(name) + "\n$")
+	key := name // in the model's maybe
+	if shared {
+		key = "shared " + name
+	}
+	m.mayStart(s, false, key)
+	m.mayStart(s, true, key)
 	check = func(reply string, stable, stableShared map[string][]chaosClaim) string {
+		m.over(s, true, key)
 		var outcome string
 		for _, l := range strings.SplitAfter(reply, "\n") {
 			switch {
@@ -912,6 +923,21 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 		switch {
 		case outcome == "":
 			return "no outcome"
+		case !shared && outcome == wire.AsyncGWDeadlock(name) || shared && outcome == wire.AsyncSGWDeadlock(name):
+			if !held {
+				m.over(s, false, key)
+			}
+			switch {
+			case held:
+				return "a deadlock on a lock it holds"
+			case cancel && !strings.Contains(reply, replyNothingPending):
+				return "!cancel 1 after a wait refused as a deadlock"
+			case !m.possibleCycle(s, key, st.sent):
+				return "a deadlock where no cycle of waiters could have been"
+			}
+			m.counts.deadlocks.Add(1)
+			m.counts.asyncDeadlocks.Add(1)
+			return ""
 		case !shared && outcome == wire.AsyncGWOutcome(false, 0, name):
 		case !shared && grantRE.MatchString(outcome):
 			if others(stable, name, s) > 0 {
@@ -935,6 +961,9 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 			return "!cancel 1 with a grant, or !cancel 0 without one"
 		}
 		if !granted {
+			if !held {
+				m.over(s, false, key)
+			}
 			if held {
 				return "refused a lock it holds"
 			}
