@@ -120,3 +120,33 @@ func checkWaiters(t *checkRun) {
 	none, err := a.c.Waiters(t.ctx, t.name("free"))
 	equal(t, "dw on a lock nobody waits for: waiters", len(try(a, "dw NAME", none, err)), 0)
 }
+
+// checkDeadlockAsync: the same cycles through asynchronous waits. A holds x
+// and a full semaphore s, and waits for y with !gw; B holds y. B's !gw for
+// x and !sgw for s would each close the cycle: their outcome lines are
+// "!gw 0 deadlock x" and "!sgw deadlock s", at once, and A still waits.
+// When B lets y go, A's !gw is granted.
+func checkDeadlockAsync(t *checkRun) {
+	admin := t.quiet()
+	a, b := t.dial("A"), t.dial("B")
+	x, y, s := t.name("x"), t.name("y"), t.name("sem")
+	equal(t, "A g "+x, a.get(x), true)
+	equal(t, "A sgw 0 1 "+s, a.sharedGetWait(0, 1, s), 1)
+	equal(t, "B g "+y, b.get(y), true)
+	before := admin.stats()
+	a.send("!gw -1 " + y)
+	t.waiting(admin, "!gw", before, 1)
+	start := time.Now()
+	b.send("!gw -1 " + x)
+	b.expect("B !gw -1 "+x+" (A waits for B's "+y+")", deadlockPromptly, wire.Line(wire.AsyncGWDeadlock(x)))
+	b.send("!sgw -1 1 " + s)
+	b.expect("B !sgw -1 1 "+s+" (A, its holder, waits for B's "+y+")", deadlockPromptly, wire.Line(wire.AsyncSGWDeadlock(s)))
+	if took := time.Since(start); took > 2*deadlockPromptly {
+		t.Fatalf("the two deadlock outcomes came after %v; want them at once", took)
+	}
+	a.send("i " + x)
+	a.expect("A i "+x+" (its !gw still pending, no outcome before this reply)", t.soon(), wire.ReplyLine(1, wire.IsLocked, x))
+	b.send("r " + y)
+	b.expect("B r "+y+" (B kept it)", t.soon(), wire.ReplyLine(1, wire.ReleaseSuccess, y))
+	a.grantToken("A's !gw after B r", t.soon(), y)
+}

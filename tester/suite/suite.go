@@ -105,6 +105,7 @@ func checks() []check {
 		{"ext/async-many", checkAsyncMany, ext},
 		{"ext/deadlock", checkDeadlock, ext},
 		{"ext/deadlock-semaphore", checkDeadlockSemaphore, ext},
+		{"ext/deadlock-async", checkDeadlockAsync, ext},
 		{"ext/dw", checkWaiters, ext},
 	}
 }

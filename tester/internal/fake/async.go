@@ -64,6 +64,17 @@ func (st *state) asyncWait(c *conn, shared bool, arg string) {
 	*queue = append(*queue, w)
 	aw := &asyncWait{w: w, shared: shared, name: name, done: make(chan struct{})}
 	c.async[key] = aw
+	if st.deadlocked(w, queue, true) {
+		delete(c.async, key)
+		if st.cfg.AsyncDeadlockAsTimeout {
+			c.in.now(asyncRefusal(shared, name))
+		} else if shared {
+			c.in.now(wire.AsyncSGWDeadlock(name))
+		} else {
+			c.in.now(wire.AsyncGWDeadlock(name))
+		}
+		return
+	}
 	timer := waitUntil(nums[0])
 	in := c.in
 	go func() {

@@ -34,8 +34,9 @@ type Faults struct {
 	AsyncWrongToken  bool // a !gw grant reports a token one above the lock's
 	AsyncOneAtATime  bool // a !gw or !sgw while another is pending is refused
 
-	NoDeadlocks        bool // a wait that closes a cycle of waiters waits like any other
-	WaitersNewestFirst bool // dw lists each queue newest first
+	NoDeadlocks            bool // a wait that closes a cycle of waiters waits like any other
+	WaitersNewestFirst     bool // dw lists each queue newest first
+	AsyncDeadlockAsTimeout bool // a !gw or !sgw that closes a cycle gets the 0 line, not the deadlock one
 }
 
 // Config says what the server runs with, as glockd's flags do.

@@ -431,7 +431,7 @@ func (st *state) getWait(c *conn, line, arg string) string {
 		l := st.excl[name]
 		w := &waiter{c: c, name: name, since: time.Now(), granted: make(chan struct{})}
 		l.waiters = append(l.waiters, w)
-		if st.deadlocked(w, &l.waiters) {
+		if st.deadlocked(w, &l.waiters, false) {
 			return wire.Reply(0, wire.GetDeadlock, name)
 		}
 		granted, late := st.wait(c, w, nums[0], name, &l.waiters)
@@ -456,7 +456,7 @@ func (st *state) sharedGetWait(c *conn, line, arg string) string {
 	if ms != 0 {
 		w := &waiter{c: c, name: name, shared: true, max: limit, since: time.Now(), granted: make(chan struct{})}
 		l.waiters = append(l.waiters, w)
-		if st.deadlocked(w, &l.waiters) {
+		if st.deadlocked(w, &l.waiters, false) {
 			return wire.Reply(0, wire.SharedGetDeadlock, name)
 		}
 		granted, late := st.wait(c, w, ms, name, &l.waiters)
@@ -597,36 +597,47 @@ func (st *state) stats() string {
 
 // deadlocked reports whether w, just queued, closes a cycle of waiters; it
 // then takes w out of queue again. Every connection that waits for nothing
-// can go on; then, pass after pass, one waiting for an exclusive lock whose
-// holder can, or for a semaphore when the waiter before it can and enough
-// holders can to bring the count under its MAX. w deadlocks when its
-// connection cannot.
-func (st *state) deadlocked(w *waiter, queue *[]*waiter) bool {
+// can go on; then, pass after pass, one whose every wait (its gw or sgw and
+// its !gw and !sgw) can end: one for an exclusive lock whose holder can go
+// on, or for a semaphore when the waiter before it can and enough holders
+// can to bring the count under its MAX. w deadlocks when its connection
+// cannot. async: w is a !gw or !sgw, already in its connection's async.
+func (st *state) deadlocked(w *waiter, queue *[]*waiter, async bool) bool {
 	if st.cfg.NoDeadlocks {
 		return false
 	}
-	w.c.waiter = w
+	if !async {
+		w.c.waiter = w
+	}
 	free := map[*conn]bool{}
+	canEnd := func(x *waiter) bool {
+		select {
+		case <-x.granted: // granted, its outcome not yet written
+			return true
+		default:
+		}
+		if !x.shared {
+			return free[st.excl[x.name].holder]
+		}
+		l := st.shared[x.name]
+		i := slices.Index(l.waiters, x)
+		n := 0
+		for _, h := range l.holders {
+			if free[h] {
+				n++
+			}
+		}
+		return (i <= 0 || free[l.waiters[i-1].c]) && n >= len(l.holders)-x.max+1
+	}
 	for changed := true; changed; {
 		changed = false
 		for c := range st.conns {
 			if free[c] {
 				continue
 			}
-			ok := c.waiter == nil
-			if x := c.waiter; x != nil && !x.shared {
-				ok = free[st.excl[x.name].holder]
-			}
-			if x := c.waiter; x != nil && x.shared {
-				l := st.shared[x.name]
-				i := slices.Index(l.waiters, x)
-				n := 0
-				for _, h := range l.holders {
-					if free[h] {
-						n++
-					}
-				}
-				ok = (i == 0 || free[l.waiters[i-1].c]) && n >= len(l.holders)-x.max+1
+			ok := c.waiter == nil || canEnd(c.waiter)
+			for _, aw := range c.async {
+				ok = ok && canEnd(aw.w)
 			}
 			if ok {
 				free[c], changed = true, true
@@ -636,7 +647,9 @@ func (st *state) deadlocked(w *waiter, queue *[]*waiter) bool {
 	if free[w.c] {
 		return false
 	}
-	w.c.waiter = nil
+	if !async {
+		w.c.waiter = nil
+	}
 	*queue = slices.DeleteFunc(*queue, func(x *waiter) bool { return x == w })
 	return true
 }
