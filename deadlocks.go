@@ -146,8 +146,13 @@ func (m *manager) waitStarts(w *waiter) (refuse bool) {
 // holderChanged runs when c has become a holder of name (a hand-over, a
 // semaphore admission or sg): if c waits for something itself, each waiter
 // of name now points at a node with edges of its own, and may close a cycle.
+//
+// A cycle closed now goes through c, the only node with new edges into it:
+// when c itself can go on, none is, and one search settles it. Else each
+// waiter of name is checked (a hand-over to a connection that is stuck
+// already: rare).
 func (m *manager) holderChanged(c *connState, name string, shared bool) {
-	if !c.blocked() {
+	if !c.blocked() || m.mayGoOn(c) {
 		return
 	}
 	for _, w := range m.queues(shared)[name].waiting() {
@@ -311,15 +316,36 @@ func (d *deadlocks) node(c *connState) int32 {
 // closes no deadlock.
 func (m *manager) stuckWith(w *waiter) []*waiter {
 	d := &m.deadlocks
+	defer d.forget()
+	start := m.search(w.conn, w.name)
+	if d.nodes[start].pending == 0 {
+		return nil
+	}
+	return d.cycleThrough(w, start)
+}
+
+// mayGoOn reports whether c, and so every wait for what it holds, can go
+// on: whether nothing it waits for is stuck for good.
+func (m *manager) mayGoOn(c *connState) bool {
+	d := &m.deadlocks
+	defer d.forget()
+	return d.nodes[m.search(c, "")].pending == 0
+}
+
+// search adds everything reachable from c to the scratch space and reduces
+// it: afterwards a node's pending is 0 when it can go on. It returns c's
+// node. lock names the lock waited for, for the log. The caller calls
+// d.forget.
+func (m *manager) search(c *connState, lock string) (start int32) {
+	d := &m.deadlocks
 	d.epoch++
 	d.nodes, d.waits, d.edges = d.nodes[:0], d.waits[:0], d.edges[:0]
-	defer d.forget()
-	start := d.node(w.conn)
+	start = d.node(c)
 	if !d.explore(m, start) {
 		d.searchesCut++
 		if d.searchesCut&(d.searchesCut-1) == 0 { // the 1st, 2nd, 4th, ...
 			d.log.Warn("deadlock search cut short", "edges", deadlockSearchEdges,
-				"closing_conn", w.conn.name, "lock", w.name, "searches_cut", d.searchesCut)
+				"closing_conn", c.name, "lock", lock, "searches_cut", d.searchesCut)
 		}
 	}
 	d.byTarget()
@@ -345,9 +371,13 @@ func (m *manager) stuckWith(w *waiter) []*waiter {
 			}
 		}
 	}
-	if d.nodes[start].pending == 0 {
-		return nil
-	}
+	return start
+}
+
+// cycleThrough returns, after a search from w's connection (start) that
+// left it stuck, the waits of the stuck connections that lead back to it, w
+// first; nil when they do not lead back to it.
+func (d *deadlocks) cycleThrough(w *waiter, start int32) []*waiter {
 	// The deadlock: the stuck nodes that lead back to start, found
 	// backwards from it.
 	d.nodes[start].reaches = true
