@@ -55,9 +55,9 @@ func refusesDeadlock[T any](cmd command[T], text string) command[T] {
 	return cmd
 }
 
-// Waiters lists the connections queued for locks (dw), sorted by lock
-// name, each lock's waiters in queue order (exclusive ones before shared
-// ones); with a name, only that lock's.
+// Waiters lists the connections queued for locks (dw): each lock's waiters
+// together and in queue order, the exclusive queues before the shared ones,
+// the locks in no particular order; with a name, only that lock's.
 func (c *Client) Waiters(ctx context.Context, name string) ([]Waiter, error) {
 	return call(ctx, c, waitersCmd(name))
 }

@@ -1034,8 +1034,9 @@ export class Session {
   }
 
   /**
-   * Who waits (dw, or dw NAME): one object per waiter, sorted by lock, each
-   * lock's queue in order (exclusive before shared), {name, waiter, shared,
+   * Who waits (dw, or dw NAME): one object per waiter, each lock's queue
+   * together and in order, exclusive queues before shared ones, the locks in
+   * no particular order; {name, waiter, shared,
    * queuedMs, deadlock}: waiter is its iam name or connection name, deadlock
    * the number of the deadlock it is in (-deadlocks report), or 0. Needs the
    * inspect permission with an ACL.
