@@ -170,7 +170,7 @@ export function behaviours(transport, address, defaults = {}) {
       if (rows.length < 2) await new Promise((r) => setTimeout(r, 10));
     }
     assert.deepEqual(rows.map((r) => [r.name, r.waiter, r.shared, r.deadlock]),
-      [['dw s', secondName, true, 0], ['dw x', 'first waiter', false, 0]]);
+      [['dw x', 'first waiter', false, 0], ['dw s', secondName, true, 0]]); // exclusive queues first
     assert.ok(rows.every((r) => Number.isInteger(r.queuedMs) && r.queuedMs >= 0), JSON.stringify(rows));
     assert.deepEqual((await s.waiters('dw x')).map((r) => r.waiter), ['first waiter']);
     assert.deepEqual(await s.waiters('nobody'), []);
