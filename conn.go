@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,6 +43,8 @@ type conn struct {
 	t     transport
 	cmds  []command     // the reader's batch
 	ended chan struct{} // closed when the reader has seen the connection end
+	// parkAt is set by a hand-over that asks the reader to stop (upgrade.go).
+	parkAt atomic.Pointer[pause]
 
 	// mu is held by whichever goroutine is running commands or writing.
 	mu       sync.Mutex
@@ -133,6 +136,8 @@ func (c *conn) serve() {
 				c.endOfInput()
 			} else if err == errOverBudget {
 				c.tellOverBudget()
+			} else if c.park(err) {
+				continue // a hand-over failed: go on (upgrade.go)
 			}
 			return
 		}

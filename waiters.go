@@ -29,6 +29,7 @@ type waiter struct {
 	max      int  // sgw: granted while the lock has fewer holders than this
 	timer    *time.Timer
 	started  time.Time
+	deadline time.Time // when the timer fires; zero without one (a hand-over carries it: upgrade_state.go)
 	resolved bool // granted, timed out or cancelled; the timer's message is then stale
 
 	prev, next *waiter
@@ -134,6 +135,7 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	}
 	// An MS too large for a time.Duration (292 years) waits without a limit.
 	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {
+		w.deadline = w.started.Add(time.Duration(ms) * time.Millisecond)
 		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
 			select {
 			case m.requests <- request{kind: requestWaitExpired, waiter: w}:
