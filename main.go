@@ -28,8 +28,8 @@ type options struct {
 	args           []string      // the command line's, for a new binary on SIGUSR2
 	upgradeTimeout time.Duration // -upgrade-timeout
 	pidfile        string
-	version     bool   // print the build and exit
-	healthcheck string // ask this URL and exit: 0 if it answered 200
+	version        bool   // print the build and exit
+	healthcheck    string // ask this URL and exit: 0 if it answered 200
 }
 
 func parseFlags(args []string, stderr io.Writer) (Config, options, error) {

@@ -38,7 +38,7 @@ type handoverState struct {
 	pidfile   int    // index of the pidfile's descriptor, or -1
 	listeners []listenerState
 	conns     []connHandover
-	locks     []heldLock   // oldest grant first
+	locks     []heldLock        // oldest grant first
 	shared    []sharedHoldState // oldest grant first
 	waiters   []waiterState
 }

@@ -30,7 +30,7 @@ type waiter struct {
 	timer    *time.Timer
 	started  time.Time
 	deadline time.Time // when the timer fires; zero without one (a hand-over carries it: upgrade_state.go)
-	resolved bool // granted, timed out or cancelled; the timer's message is then stale
+	resolved bool      // granted, timed out or cancelled; the timer's message is then stale
 
 	prev, next *waiter
 	// older and newer link every waiter in the order they began to wait.
