@@ -267,15 +267,64 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 		handed = append(handed, c)
 	}
 	s.mu.Unlock()
-	for _, c := range handed {
-		c.mu.Lock()
-		busy := c.waiting || c.delivering || c.authTimer != nil || len(c.b.out) > 0
-		c.mu.Unlock()
-		if busy {
-			return nil, fmt.Errorf("connection %s has a wait or an auth delay pending: not handed over yet", c.state.name)
+	return handed, nil
+}
+
+// captureConn records what a stopped connection holds besides its input: a
+// pending gw or sgw and the lines queued behind it. Called while the manager
+// is frozen after its snapshot, whose view of the connection it checks: it
+// reports errHandoverBusy when an outcome is decided but not yet written
+// (the snapshot is then taken again), or when the connection is in a failed
+// auth's delay.
+func captureConn(c *conn, h *connHandover) error {
+	if !c.mu.TryLock() {
+		return errHandoverBusy
+	}
+	defer c.mu.Unlock()
+	if c.authTimer != nil || len(c.b.out) > 0 || c.waiting != (c.state.waiter != nil) || len(c.state.grants) > 0 {
+		return errHandoverBusy
+	}
+	if box := c.state.box; box != nil {
+		box.mu.Lock()
+		undelivered := len(box.out)
+		box.mu.Unlock()
+		if undelivered > 0 {
+			return errHandoverBusy
 		}
 	}
-	return handed, nil
+	h.pendingVerb, h.pendingName, h.pendingMS, h.pendingMax, h.queued = "", "", 0, 0, nil
+	if !c.waiting {
+		return nil
+	}
+	h.pendingVerb, h.pendingName = c.pending.verb.String(), string(c.pending.name)
+	h.pendingMS, h.pendingMax = c.pending.ms, c.pending.max
+	q := &c.queue
+	for i := q.next; i < len(q.lines); i++ {
+		start := int32(0)
+		if i > 0 {
+			start = q.lines[i-1].end
+		}
+		h.queued = append(h.queued, queuedLineState{line: string(q.data[start:q.lines[i].end]), tooLong: q.lines[i].tooLong})
+	}
+	return nil
+}
+
+// adoptWait gives an adopted connection its pending gw or sgw and the lines
+// queued behind it; serveAdopted starts the goroutine that delivers it.
+func (c *conn) adoptWait(h *connHandover) {
+	if h.pendingVerb == "" {
+		return
+	}
+	c.waiting = true
+	c.pending = command{verb: lookupVerb([]byte(h.pendingVerb)), name: []byte(h.pendingName), ms: h.pendingMS, max: h.pendingMax}
+	for _, q := range h.queued {
+		cmd := command{verb: verbTooLong}
+		if !q.tooLong {
+			cmd = command{verb: verbInvalid, line: []byte(q.line)} // parsed again when it runs
+		}
+		c.queue.push(&cmd)
+	}
+	c.queueMem.set(int64(c.queue.size()))
 }
 
 // waitUntil polls cond, under mu, until it holds or deadline passes.
@@ -414,10 +463,8 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	pauseStart := time.Now()
 	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
 	var conns []*conn
-	frozen := make(chan struct{}) // closed to let the manager go on
 	defer func() {
 		if !committed {
-			close(frozen)
 			s.resume(p, conns)
 			log.Info("upgrade: resumed serving", "pause", time.Since(pauseStart))
 		}
@@ -467,17 +514,37 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 			input: t.buf[t.start:t.end], discarding: t.discarding, authFailures: c.authFailures}
 		states[i] = c.state
 	}
-	// The snapshot, then the manager waits, frozen, until the outcome.
-	snapped := make(chan error, 1)
+	// The snapshot, then the manager waits, frozen, until the outcome; the
+	// connections' side is checked against it, and a snapshot taken while
+	// an outcome was on its way to a connection is taken again.
+	var frozen chan struct{} // closed to let the manager go on
+	defer func() {
+		if !committed && frozen != nil {
+			close(frozen)
+		}
+	}()
 	for {
+		snapped := make(chan error, 1)
+		hold := make(chan struct{})
 		s.manager.send(request{kind: requestCall, fn: func(m *manager) {
 			err := m.snapshotHandover(st, states)
 			snapped <- err
 			if err == nil {
-				<-frozen
+				<-hold
 			}
 		}})
-		err = <-snapped
+		if err = <-snapped; err == nil {
+			frozen = hold
+			for i, c := range conns {
+				if err = captureConn(c, &st.conns[i]); err != nil {
+					break
+				}
+			}
+			if err != nil {
+				close(frozen)
+				frozen = nil
+			}
+		}
 		if err != errHandoverBusy || time.Since(pauseStart) > req.timeout {
 			break
 		}
@@ -528,6 +595,12 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		"connections", len(conns), "locks", len(st.locks), "shared_holds", len(st.shared),
 		"waiters", len(st.waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
 	return nil
+}
+
+func (o *asyncOutbox) pendingCount() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pending
 }
 
 // rawListener is the listener under l's wrappers: what has the descriptor.
@@ -721,6 +794,7 @@ func (s *Server) adopt(h *heir) (err error) {
 		t.discarding = ch.discarding
 		c := newConn(s, ch.name, ch.transport, t)
 		c.authFailures = ch.authFailures
+		c.adoptWait(&st.conns[i])
 		s.up.adopted = append(s.up.adopted, c)
 		states[i] = c.state
 		if seq, ok := strings.CutPrefix(ch.name, "unix:"); ok {
@@ -751,6 +825,15 @@ func (s *Server) adopt(h *heir) (err error) {
 // calls it with s.mu held, once the listeners are open.
 func (s *Server) serveAdopted() {
 	for _, c := range s.up.adopted {
+		if c.waiting {
+			c.waitDone = make(chan struct{})
+			go c.awaitWaits(c.waitDone)
+		}
+		if box := c.state.box; box != nil && box.pendingCount() > 0 {
+			c.delivering = true
+			c.deliverDone = make(chan struct{})
+			go c.deliverOutcomes(c.deliverDone)
+		}
 		go s.serveAdmitted(c)
 	}
 	s.up.adopted = nil

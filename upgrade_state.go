@@ -60,6 +60,18 @@ type connHandover struct {
 	regSeq          uint64
 	ident           string // the ACL identity's name, if identified
 	authFailures    int
+	// A pending gw or sgw: its verb's word ("" when none), name, MS and
+	// MAX, and the lines that arrived behind it, still to run.
+	pendingVerb string
+	pendingName string
+	pendingMS   int64
+	pendingMax  int64
+	queued      []queuedLineState
+}
+
+type queuedLineState struct {
+	line    string
+	tooLong bool // only its reply is kept
 }
 
 type heldLock struct {
@@ -119,6 +131,15 @@ func (st *handoverState) encode(b []byte) []byte {
 		e.uvarint(c.regSeq)
 		e.string(c.ident)
 		e.uvarint(uint64(c.authFailures))
+		e.string(c.pendingVerb)
+		e.string(c.pendingName)
+		e.varint(c.pendingMS)
+		e.varint(c.pendingMax)
+		e.uvarint(uint64(len(c.queued)))
+		for _, q := range c.queued {
+			e.string(q.line)
+			e.bool(q.tooLong)
+		}
 	}
 	e.uvarint(uint64(len(st.locks)))
 	for _, l := range st.locks {
@@ -166,13 +187,18 @@ func decodeHandoverState(b []byte, fds int) (*handoverState, error) {
 	for n := d.count(3); n > 0; n-- {
 		st.listeners = append(st.listeners, listenerState{kind: d.string(), fd: d.index(fds), path: d.string()})
 	}
-	for n := d.count(9); n > 0; n-- {
-		st.conns = append(st.conns, connHandover{
+	for n := d.count(14); n > 0; n-- {
+		c := connHandover{
 			name: d.string(), transport: d.string(), fd: d.index(fds),
 			input: []byte(d.string()), discarding: d.bool(),
 			regName: d.string(), regSeq: d.uvarint(), ident: d.string(),
 			authFailures: int(d.uvarint()),
-		})
+			pendingVerb:  d.string(), pendingName: d.string(), pendingMS: d.varint(), pendingMax: d.varint(),
+		}
+		for q := d.count(2); q > 0; q-- {
+			c.queued = append(c.queued, queuedLineState{line: d.string(), tooLong: d.bool()})
+		}
+		st.conns = append(st.conns, c)
 	}
 	conns := len(st.conns)
 	if n := d.count(4); d.err == nil {
@@ -330,7 +356,7 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 			h.ident = c.ident.name
 		}
 	}
-	st.locks = make([]heldLock, 0, m.exclusive.count)
+	st.locks, st.shared, st.waiters = make([]heldLock, 0, m.exclusive.count), nil, nil
 	for ref := m.exclusive.oldest; ref != noRef; {
 		l := m.exclusive.record(ref)
 		i, ok := index[l.owner]
@@ -424,6 +450,11 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 			ms = int64((left + time.Millisecond - 1) / time.Millisecond)
 		}
 		c := conns[ws.conn]
+		if ws.async {
+			m.outbox(c)
+		} else if c.waiter != nil {
+			return fmt.Errorf("connection %s handed over with two waits pending", c.name)
+		}
 		m.wait(c, ws.name, ws.shared, int64(ws.max), ms, ws.async)
 		w := c.waiter
 		if ws.async {
