@@ -452,7 +452,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	header = append(header, handoverMagic...)
 	header = binary.AppendUvarint(header, mustFormat())
 	if err := link.send(msgHeader, header, nil); err != nil {
-		return fmt.Errorf("new process %d: %w", pid, err)
+		return fmt.Errorf("new process %d did not get ready: %w", pid, err)
 	}
 	newVersion, err := expect(link, msgReady, time.Now().Add(req.timeout))
 	if err != nil {
