@@ -177,11 +177,17 @@ func TestUpgradeProcess(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("hand-overs are built on Linux")
 	}
-	// The CI's size; GLOCKD_UPGRADE_BIG=1 runs the (see
-	// docs/operating.md for the figures it reports).
+	// The CI's size; GLOCKD_UPGRADE_BIG=1 runs the issue's, and
+	// GLOCKD_UPGRADE_SIZE=CONNS,LOCKS,HANDOVERS any other (see
+	// docs/operating.md for the figures they report).
 	nconns, nlocks, handovers := 100, 10000, 2
 	if os.Getenv("GLOCKD_UPGRADE_BIG") != "" {
 		nconns, nlocks, handovers = 1000, 100000, 5
+	}
+	if size := os.Getenv("GLOCKD_UPGRADE_SIZE"); size != "" {
+		if _, err := fmt.Sscanf(size, "%d,%d,%d", &nconns, &nlocks, &handovers); err != nil || nconns < 5 || nlocks < nconns || handovers < 1 {
+			t.Fatalf("GLOCKD_UPGRADE_SIZE=%q: want CONNS,LOCKS,HANDOVERS (at least 5, CONNS, 1)", size)
+		}
 	}
 	dir := t.TempDir()
 	v1 := buildGlockd(t, dir, "v1", "-X main.version=0.0.1-first")
@@ -363,8 +369,14 @@ func TestUpgradeProcess(t *testing.T) {
 	<-byDone
 	close(stop)
 	rounds := <-loopDone
-	t.Logf("%d hand-overs, %d connections, %d locks: the bystander's longest round trip %v; the looping client ran %d rounds",
-		handovers, nconns, nlocks, longest, rounds)
+	var pauses []string
+	for _, l := range strings.Split(d.logs.String(), "\n") {
+		if _, p, ok := strings.Cut(l, " pause="); ok && strings.Contains(l, "took over") {
+			pauses = append(pauses, strings.Fields(p)[0])
+		}
+	}
+	t.Logf("%d hand-overs, %d connections, %d locks: pauses %s (from the old process stopping to the new one serving); the bystander's longest round trip %v; the looping client ran %d rounds",
+		handovers, nconns, nlocks, strings.Join(pauses, " "), longest, rounds)
 	select {
 	case err := <-errs:
 		t.Fatal(err)
