@@ -185,9 +185,6 @@ type batch struct {
 	// connection, when that command is a dump or has to wait.
 	dump        *dump
 	waitStarted bool
-	// dumpPending: the dump is copied in steps, and the manager answers
-	// the batch when it is complete.
-	dumpPending bool
 	// authFailed: cmds[next-1] is an auth that failed, which the
 	// connection answers after a delay (authlimit.go).
 	authFailed authOutcome
@@ -224,8 +221,8 @@ func (m *manager) runBatch(c *connState, b *batch) {
 			break // the connection writes, then sends the rest
 		}
 	}
-	if b.dumpPending || b.killPending {
-		b.dumpPending, b.killPending = false, false
+	if b.killPending {
+		b.killPending = false
 		return
 	}
 	c.done <- struct{}{}
@@ -371,14 +368,14 @@ func (m *manager) iam(c *connState, cmd *command, b *batch) bool {
 	return true
 }
 
-// listing runs who, d, sd, dump and dl: the connection formats the copy
-// the manager makes (dumps.go).
+// listing runs who, d, sd, dump and dl: the manager copies a step of the
+// table at a time, the connection formats and writes it (dumps.go).
 func (m *manager) listing(c *connState, cmd *command, b *batch) bool {
 	if !m.dumpEnabled || (cmd.verb == verbWho && !m.registryEnabled) {
 		b.out = append(b.out, replyDisabled...)
 		return true
 	}
-	b.dumpPending = m.startDump(c, cmd, b)
+	m.startDump(cmd, b)
 	return false
 }
 

@@ -42,8 +42,8 @@ func TestVerbTable(t *testing.T) {
 			}()
 			m.runBatch(c, b)
 		}()
-		for len(m.dumps) > 0 {
-			m.dumpStepAll()
+		for b.dump != nil && !b.dump.done() {
+			m.copyStep(b.dump)
 		}
 		select {
 		case <-c.done:

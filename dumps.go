@@ -1,38 +1,40 @@
 package main
 
-import (
-	"cmp"
-	"iter"
-	"maps"
-	"runtime"
-	"slices"
-)
-
-// dumpEntry is one "key: value" pair of a table listing; order sorts who's
-// entries.
+// dumpEntry is one "key: value" pair of a table listing.
 type dumpEntry struct {
 	key, value string
-	order      uint64
 }
 
 type dumpFormat uint8
 
 const (
-	dumpLines     dumpFormat = iota // d, sd: "LOCK: OWNER" lines sorted by lock, holders in order
-	dumpOrdered                     // who: "CONN: NAME" lines in the order of registration
+	dumpLines     dumpFormat = iota // d, sd, who: "KEY: VALUE" lines
 	dumpMap                         // dump: map[LOCK:CONN ...]
 	dumpSharedMap                   // dump shared: map[LOCK:[CONN CONN] ...]
-	dumpDetailed                    // dl: a line per exclusive lock and per shared holder, sorted by lock
+	dumpDetailed                    // dl: a line per exclusive lock and per shared holder
 )
 
-// dump is a copy of part of a table, taken by the manager and formatted by
-// the connection, so that sorting and printing a big table does not hold up
-// the manager. Entries of one key keep their order (the holders' order).
+// dump is a listing produced in steps: the manager copies a step of the
+// table (about dumpStep entries) into entries or details, the connection
+// formats and writes it, then asks for the next step (manager.dumpStep).
+// What a dump holds at any time is one step, whatever the size of the
+// table, and the manager is held up by one step at a time. The table is
+// walked in the order of its slab, not sorted: sorting needs the whole table
+// at once. Entries of one shared lock come in one step, in the holders'
+// order.
 type dump struct {
 	format  dumpFormat
 	entries []dumpEntry
 	details []dumpDetail // dl
-	now     int64        // dl: the manager's clock when the copy began
+	now     int64        // dl: the manager's clock when the step was copied
+
+	// step copies the next step into entries or details and reports
+	// whether the dump is then complete. Only the manager calls it; nil
+	// once the dump is complete.
+	step func(n int) (done bool)
+
+	listed bool // dump, dump shared: an entry has been formatted
+	cut    bool // the manager ended the dump unfinished (leader.go)
 }
 
 // dumpDetail is one line of dl: an exclusive lock, or one holder of a shared
@@ -46,77 +48,72 @@ type dumpDetail struct {
 	waiters     int
 }
 
-func (d *dump) appendTo(out []byte) []byte {
-	if d.format == dumpDetailed {
-		return d.appendDetails(out)
-	}
-	if d.format == dumpOrdered {
-		slices.SortFunc(d.entries, func(a, b dumpEntry) int { return cmp.Compare(a.order, b.order) })
-	} else {
-		slices.SortStableFunc(d.entries, func(a, b dumpEntry) int { return cmp.Compare(a.key, b.key) })
-	}
+// done reports whether the dump is complete: its last step is copied.
+func (d *dump) done() bool { return d.step == nil }
+
+// appendStep formats the step copied last, and the end of the reply when
+// it was the last.
+func (d *dump) appendStep(out []byte) []byte {
 	switch d.format {
-	case dumpLines, dumpOrdered:
-		for i, e := range d.entries {
-			if i%dumpStep == dumpStep-1 {
-				runtime.Gosched()
-			}
+	case dumpDetailed:
+		out = d.appendDetails(out)
+	case dumpLines:
+		for _, e := range d.entries {
 			out = append(out, e.key...)
 			out = append(out, ": "...)
 			out = append(out, e.value...)
 			out = append(out, '\n')
 		}
 	case dumpMap:
-		out = append(out, "map["...)
-		for i, e := range d.entries {
-			if i > 0 {
-				out = append(out, ' ')
-			}
+		for _, e := range d.entries {
+			out = d.appendSeparator(out, "map[", " ")
 			out = append(out, e.key...)
 			out = append(out, ':')
 			out = append(out, e.value...)
 		}
-		out = append(out, "]\n"...)
 	case dumpSharedMap:
-		out = append(out, "map["...)
 		for i, e := range d.entries {
-			switch {
-			case i == 0:
-			case e.key == d.entries[i-1].key:
+			if i > 0 && e.key == d.entries[i-1].key {
 				out = append(out, ' ')
 				out = append(out, e.value...)
 				continue
-			default:
-				out = append(out, "] "...)
 			}
+			out = d.appendSeparator(out, "map[", "] ")
 			out = append(out, e.key...)
 			out = append(out, ":["...)
 			out = append(out, e.value...)
 		}
-		if len(d.entries) > 0 {
-			out = append(out, ']')
-		}
+	}
+	if !d.done() || d.cut || (d.format != dumpMap && d.format != dumpSharedMap) {
+		return out
+	}
+	switch {
+	case !d.listed:
+		out = append(out, "map[]\n"...)
+	case d.format == dumpSharedMap:
+		out = append(out, "]]\n"...)
+	default:
 		out = append(out, "]\n"...)
 	}
 	return out
 }
 
+// appendSeparator appends first before a map's first entry, else between.
+func (d *dump) appendSeparator(out []byte, first, between string) []byte {
+	if d.listed {
+		return append(out, between...)
+	}
+	d.listed = true
+	return append(out, first...)
+}
+
 // appendDetails formats dl: "LOCK: OWNER token=T held_ms=MS waiters=W" for
 // an exclusive lock, "LOCK: OWNER shared held_ms=MS holders=N waiters=W"
-// for each holder of a shared lock, sorted by lock, exclusive first, shared
-// holders in the order they took it. An owner may hold spaces (iam names
-// do): the fields after it are read from the end of the line.
+// for each holder of a shared lock, the holders of one lock in the order
+// they took it. An owner may hold spaces (iam names do): the fields after
+// it are read from the end of the line.
 func (d *dump) appendDetails(out []byte) []byte {
-	slices.SortStableFunc(d.details, func(a, b dumpDetail) int {
-		if c := cmp.Compare(a.lock, b.lock); c != 0 {
-			return c
-		}
-		return cmp.Compare(btoi(a.shared), btoi(b.shared))
-	})
-	for i, e := range d.details {
-		if i%dumpStep == dumpStep-1 {
-			runtime.Gosched()
-		}
+	for _, e := range d.details {
 		out = append(out, e.lock...)
 		out = append(out, ": "...)
 		out = append(out, e.owner...)
@@ -138,92 +135,87 @@ func (d *dump) appendDetails(out []byte) []byte {
 	return out
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // dumpStep bounds the entries one step of a dump copies: a dump of a big
 // table is copied in steps interleaved with other requests, as orphaning is,
-// so that it never holds up other clients for long.
+// so that it never holds up other clients for long, and a dump holds one
+// step's entries and their formatted lines at a time.
 const dumpStep = 4096
 
-// dumpJob is a dump being copied: step copies about n more entries and
-// reports whether the copy is complete. The connection that asked for it
-// waits until then. A dump copied in steps is not a snapshot: a lock held
-// throughout is listed once, one taken or released meanwhile may or may not
-// be.
-type dumpJob struct {
-	conn *connState
-	step func(n int) (done bool)
-}
-
-// startDump begins the dump cmd asks for into b.dump and reports whether it
-// is still being copied: then the manager answers the batch when it is.
-func (m *manager) startDump(c *connState, cmd *command, b *batch) (pending bool) {
-	d := &dump{}
+// startDump begins the dump cmd asks for into b.dump and copies its first
+// step. A dump copied in steps is not a snapshot: a lock held throughout is
+// listed once, one taken or released meanwhile may or may not be.
+func (m *manager) startDump(cmd *command, b *batch) {
+	d, _ := m.dumps.Get().(*dump)
+	if d == nil {
+		d = &dump{entries: make([]dumpEntry, 0, dumpStep)}
+	}
+	*d = dump{entries: d.entries[:0], details: d.details[:0]}
 	b.dump = d
-	var step func(int) bool
 	switch {
 	case cmd.verb == verbWho:
-		d.format = dumpOrdered
-		step = m.registryDump(d, cmd.name)
+		d.format = dumpLines
+		d.step = m.registryDump(d, cmd.name)
 	case cmd.verb == verbD:
 		d.format = dumpLines
-		step = m.exclusiveDump(d, cmd.name, (*connState).displayName)
+		d.step = m.exclusiveDump(d, cmd.name, (*connState).displayName)
 	case cmd.verb == verbSD:
 		d.format = dumpLines
-		step = m.sharedDump(d, cmd.name, (*connState).displayName)
+		d.step = m.sharedDump(d, cmd.name, (*connState).displayName)
 	case cmd.verb == verbDL:
-		d.format, d.now = dumpDetailed, m.now
-		step = m.detailedDump(d, cmd.name)
+		d.format = dumpDetailed
+		d.step = m.detailedDump(d, cmd.name)
 	case string(cmd.name) == "shared":
 		d.format = dumpSharedMap
-		step = m.sharedDump(d, nil, connName)
+		d.step = m.sharedDump(d, nil, connName)
 	default:
 		d.format = dumpMap
-		step = m.exclusiveDump(d, nil, connName)
+		d.step = m.exclusiveDump(d, nil, connName)
 	}
-	if step(dumpStep) {
-		return false
-	}
-	m.dumps = append(m.dumps, &dumpJob{conn: c, step: step})
-	return true
+	m.copyStep(d)
 }
 
-// dumpStepAll copies one step of the oldest dump, and answers its
-// connection when that dump is complete; an incomplete one goes to the back,
-// so that dumps share the manager's time.
-func (m *manager) dumpStepAll() {
-	job := m.dumps[0]
-	m.dumps[0] = nil
-	m.dumps = m.dumps[1:]
-	if job.step(dumpStep) {
-		job.conn.done <- struct{}{}
-		return
+// copyStep copies the next step of d, in place of the last one.
+func (m *manager) copyStep(d *dump) {
+	clear(d.entries) // let go of the names the last step listed
+	clear(d.details)
+	d.entries, d.details, d.now = d.entries[:0], d.details[:0], m.now
+	if d.step(dumpStep) {
+		d.step = nil
 	}
-	m.dumps = append(m.dumps, job)
 }
 
-// copied is the step of a dump copied whole when it began.
-func copied(int) bool { return true }
+// releaseDump keeps a finished dump's buffers for the next one, without
+// the names its last step listed.
+func (m *manager) releaseDump(d *dump) {
+	clear(d.entries)
+	clear(d.details)
+	d.step = nil
+	m.dumps.Put(d)
+}
+
+// dumpStep asks the manager for the next step of d (see conn.appendDump),
+// and waits until it is copied.
+func (m *manager) dumpStep(c *connState, d *dump) {
+	m.requests <- request{kind: requestDumpStep, conn: c, dump: d}
+	<-c.done
+}
 
 // exclusiveDump copies the exclusive table, or the entry of name when one is
 // given, into d. owner picks the name shown for the holder. The full table
 // is walked in the order of its slab, where records never move.
 func (m *manager) exclusiveDump(d *dump, name []byte, owner func(*connState) string) func(int) bool {
-	if len(name) > 0 {
-		if l, _, _ := m.exclusive.get(name); l != nil {
-			d.entries = []dumpEntry{{key: l.name, value: owner(l.owner)}}
-		}
-		return copied
-	}
-	d.entries = make([]dumpEntry, 0, m.exclusive.count)
-	steps := m.exclusiveSteps(func(l *exclusiveLock) {
+	add := func(l *exclusiveLock) {
 		d.entries = append(d.entries, dumpEntry{key: l.name, value: owner(l.owner)})
-	})
+	}
+	if len(name) > 0 {
+		return func(int) bool {
+			if l, _, _ := m.exclusive.get(name); l != nil {
+				add(l)
+			}
+			return true
+		}
+	}
+	steps := m.exclusiveSteps(add)
 	return func(n int) bool {
 		_, done := steps(n)
 		return done
@@ -261,17 +253,20 @@ func (m *manager) sharedDump(d *dump, name []byte, owner func(*connState) string
 		return int(n.count)
 	}
 	if len(name) > 0 {
-		if ref, _ := m.shared.find(name); ref != noRef {
-			add(ref)
+		return func(int) bool {
+			if ref, _ := m.shared.find(name); ref != noRef {
+				add(ref)
+			}
+			return true
 		}
-		return copied
 	}
 	return m.sharedSteps(add)
 }
 
 // sharedSteps walks the shared table's names in the order of their slab,
 // where records never move, calling add with each; a step ends once about n
-// entries (or free records) have gone by.
+// entries (or free records) have gone by. A name's holders are added
+// together, in one step.
 func (m *manager) sharedSteps(add func(ref lockRef) (entries int)) func(int) bool {
 	pos := 0
 	return func(n int) bool {
@@ -288,33 +283,14 @@ func (m *manager) sharedSteps(add func(ref lockRef) (entries int)) func(int) boo
 }
 
 // registryDump copies the registered connections (those registered as
-// filter, when one is given) into d, with their order of registration; the
-// connection sorts them.
-func (m *manager) registryDump(d *dump, filter []byte) func(int) bool {
-	add := func(c *connState) {
-		if len(filter) == 0 || c.regName == string(filter) {
-			d.entries = append(d.entries, dumpEntry{key: c.name, value: c.regName, order: c.regSeq})
+// filter, when one is given) into d, in the order of registration.
+func (m *manager) registryDump(d *dump, name []byte) func(int) bool {
+	filter := string(name) // name aliases the connection's buffer, which later steps outlive
+	return m.registry.steps(func(c *connState) {
+		if filter == "" || c.regName == filter {
+			d.entries = append(d.entries, dumpEntry{key: c.name, value: c.regName})
 		}
-	}
-	members := m.registry.members
-	if len(members) <= dumpStep {
-		for c := range members {
-			add(c)
-		}
-		return copied
-	}
-	next, stop := iter.Pull(maps.Keys(members))
-	return func(n int) bool {
-		for ; n > 0; n-- {
-			c, ok := next()
-			if !ok {
-				stop()
-				return true
-			}
-			add(c)
-		}
-		return false
-	}
+	})
 }
 
 // detailedDump copies what dl lists into d: the exclusive table, then the
@@ -340,13 +316,15 @@ func (m *manager) detailedDump(d *dump, name []byte) func(int) bool {
 		return int(n.count)
 	}
 	if len(name) > 0 {
-		if l, _, _ := m.exclusive.get(name); l != nil {
-			addExclusive(l)
+		return func(int) bool {
+			if l, _, _ := m.exclusive.get(name); l != nil {
+				addExclusive(l)
+			}
+			if ref, _ := m.shared.find(name); ref != noRef {
+				addShared(ref)
+			}
+			return true
 		}
-		if ref, _ := m.shared.find(name); ref != noRef {
-			addShared(ref)
-		}
-		return copied
 	}
 	exclusive, shared := m.exclusiveSteps(addExclusive), m.sharedSteps(addShared)
 	return func(n int) bool {

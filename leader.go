@@ -244,6 +244,16 @@ func (m *manager) admit(req request) bool {
 		// step-down closes the connection.
 		refuseBatch(req.conn, req.batch)
 		return false
+	case requestDumpStep:
+		if m.mayServe() {
+			return true
+		}
+		// The dump ends here, unfinished; the step-down closes the
+		// connection.
+		d := req.dump
+		d.step, d.cut, d.entries, d.details = nil, true, d.entries[:0], d.details[:0]
+		req.conn.done <- struct{}{}
+		return false
 	case requestWaitExpired:
 		m.mayServe()
 	case requestDisconnect:

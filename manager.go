@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -45,8 +46,9 @@ type manager struct {
 	// orphaning holds connections that ended holding more locks than one
 	// step releases; run interleaves their release with other requests.
 	orphaning []*connState
-	// dumps are the dumps of big tables being copied in steps.
-	dumps []*dumpJob
+	// dumps keeps finished dumps (*dump) with their step buffers, for the
+	// next (see startDump); connections put them back.
+	dumps sync.Pool
 
 	sec managerSecurity // access control and kill (admin.go)
 }
@@ -110,7 +112,8 @@ const (
 	requestWaitExpired
 	requestStats
 	requestStop
-	requestCall // run fn in the manager: rare work such as a reload
+	requestCall     // run fn in the manager: rare work such as a reload
+	requestDumpStep // copy the next step of a dump (dumps.go)
 )
 
 type request struct {
@@ -120,6 +123,7 @@ type request struct {
 	waiter *waiter
 	stats  chan<- statsSnapshot
 	fn     func(*manager)
+	dump   *dump
 }
 
 // orphanStep bounds how many locks one step of orphaning releases, so that a
@@ -151,12 +155,13 @@ func newManager(cfg Config) *manager {
 }
 
 // run serves requests until a stop request. While connections are being
-// orphaned or big tables dumped it alternates: every request already
-// queued, then one step of each kind of long work.
+// orphaned it alternates: every request already queued, then one step of
+// orphaning. (A dump's steps are requests: its connection asks for the next
+// once it has written the last.)
 func (m *manager) run() {
 	defer close(m.stopped)
 	for {
-		if len(m.orphaning) == 0 && len(m.dumps) == 0 {
+		if len(m.orphaning) == 0 {
 			if !m.handle(<-m.requests) {
 				return
 			}
@@ -167,12 +172,7 @@ func (m *manager) run() {
 				return
 			}
 		}
-		if len(m.orphaning) > 0 {
-			m.orphanStep()
-		}
-		if len(m.dumps) > 0 {
-			m.dumpStepAll()
-		}
+		m.orphanStep()
 		// With one core (GOMAXPROCS=1, as under taskset -c 0) this loop
 		// never blocks, so the connections whose requests it should
 		// interleave would only run when it is preempted, every 10 ms.
@@ -215,6 +215,9 @@ func (m *manager) handle(req request) bool {
 		req.stats <- m.snapshot()
 	case requestCall:
 		req.fn(m)
+	case requestDumpStep:
+		m.copyStep(req.dump)
+		req.conn.done <- struct{}{}
 	case requestStop:
 		return false
 	}

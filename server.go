@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -144,11 +143,8 @@ type Server struct {
 	lockOpen bool
 
 	readBuffers sync.Pool  // stream transports' read buffers, see streamTransport
+	dumpBuffers sync.Pool  // streamed dumps' reply buffers, see conn.appendDump
 	budget      byteBudget // -max-buffered (budget.go)
-
-	// bigDumps admits the sorting and formatting of big dumps, at most
-	// one fewer at once than there are cores: other clients keep a core.
-	bigDumps chan struct{}
 
 	sec serverSecurity // TLS (security.go)
 
@@ -184,7 +180,6 @@ func NewServer(cfg Config) (*Server, error) {
 		metrics:   newMetrics(m, maxConns, build),
 		conns:     make(map[*conn]struct{}),
 		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
-		bigDumps:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 	}
 	m.sec.authFailures, m.sec.authRefused = s.metrics.authFailures, s.metrics.authRefused
 	s.unauth.max = cfg.Security.MaxUnauthConns

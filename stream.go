@@ -311,6 +311,8 @@ func (t *streamTransport) lineLimit() int {
 	return t.maxLine
 }
 
+func (t *streamTransport) splitsReplies() bool { return true }
+
 func (t *streamTransport) close() error { return t.nc.Close() }
 
 // refuse sends reply with a deadline, so that a client that does not read

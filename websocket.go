@@ -191,6 +191,11 @@ func (t *websocketTransport) writeControlLocked(opcode byte, payload []byte) err
 // read must not hold up the end of its connection or a shutdown. The
 // deadline also unblocks a write already stuck on such a client.
 // refuse sends reply as a message, with a deadline, and closes.
+// splitsReplies is false: a reply is one message, whose frame header gives
+// its length before it (golang.org/x/net/websocket's Message.Receive, which
+// our client uses, reads one frame, so a reply is never fragmented).
+func (t *websocketTransport) splitsReplies() bool { return false }
+
 func (t *websocketTransport) refuse(reply string) {
 	if reply != "" {
 		t.nc.SetWriteDeadline(time.Now().Add(time.Second))

@@ -18,7 +18,7 @@ import (
 func runHandover(cfg *config, p protocol) (result, error) {
 	const key = "bench-hot"
 	errs := newErrorLog(cfg)
-	ctl, err := dial(cfg.addr, p, cfg.timeout)
+	ctl, err := dial(cfg, p)
 	if err != nil {
 		return nil, err
 	}

@@ -108,7 +108,7 @@ func deleteKeys(c *conn, prefix string, n int) error {
 // once they close.
 func runHold(cfg *config, p protocol) (result, error) {
 	errs := newErrorLog(cfg)
-	ctl, err := dial(cfg.addr, p, cfg.timeout)
+	ctl, err := dial(cfg, p)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func take(c *conn, pipeline int, k kind, prefix string, n int, ok func(int64) bo
 // round trips of a bystander's g and r.
 func runOrphan(cfg *config, p protocol) (result, error) {
 	errs := newErrorLog(cfg)
-	ctl, err := dial(cfg.addr, p, cfg.timeout)
+	ctl, err := dial(cfg, p)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +210,7 @@ func runOrphan(cfg *config, p protocol) (result, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := dial(cfg.addr, p, cfg.timeout)
+	c, err := dial(cfg, p)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,7 @@ func runSharedOrphan(cfg *config, p protocol) (result, error) {
 		return nil, errors.New("sharedorphan needs -proto glockd: Redis has no shared locks")
 	}
 	errs := newErrorLog(cfg)
-	ctl, err := dial(cfg.addr, p, cfg.timeout)
+	ctl, err := dial(cfg, p)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +268,7 @@ func runSharedOrphan(cfg *config, p protocol) (result, error) {
 	var holders []*conn
 	defer func() { closeAll(holders) }()
 	for i := range 2 {
-		c, err := dial(cfg.addr, p, cfg.timeout)
+		c, err := dial(cfg, p)
 		if err != nil {
 			return nil, err
 		}
@@ -312,7 +312,7 @@ type probe struct {
 // server's lock count does not move) but still take the server's path.
 func startProbe(cfg *config, p protocol, busy bool) (*probe, error) {
 	pr := &probe{halt: make(chan struct{}), done: make(chan struct{}), errs: newErrorLog(cfg)}
-	c, err := dial(cfg.addr, p, cfg.timeout)
+	c, err := dial(cfg, p)
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +321,7 @@ func startProbe(cfg *config, p protocol, busy bool) (*probe, error) {
 	pr.key = key
 	want := int64(1)
 	if busy {
-		holder, err := dial(cfg.addr, p, cfg.timeout)
+		holder, err := dial(cfg, p)
 		if err != nil {
 			closeAll(pr.conns)
 			return nil, err

@@ -245,7 +245,7 @@ func dialAll(cfg *config, p protocol, n int) ([]*conn, error) {
 	for range min(n, 32) {
 		wg.Go(func() {
 			for i := range next {
-				conns[i], errs[i] = dial(cfg.addr, p, cfg.timeout)
+				conns[i], errs[i] = dial(cfg, p)
 			}
 		})
 	}

@@ -17,6 +17,12 @@
 //	              and per extra holder (glockd only)
 //	handover      -conns connections queued on one lock, each hand-over timed, and a
 //	              bystander's lock meanwhile: gw, r (BLPOP, RPUSH of a token)
+//	dump          one connection takes -locks locks, -conns connections list them in a
+//	              loop: a bystander's g/r meanwhile, and the server's RSS growth per
+//	              dumping connection: d (SCAN COUNT 1000 until the cursor is 0)
+//
+// With -tls every connection speaks TLS (glockd's -tls-port; the server's
+// certificate is not verified: loopback only).
 //
 // It runs from a clone of the repository: go run ./bench -h.
 package main
@@ -32,6 +38,7 @@ import (
 
 type config struct {
 	proto, addr, workload string
+	tls                   bool
 	conns, pipeline       int
 	keys, locks           int
 	duration, warmup      time.Duration
@@ -51,11 +58,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.proto, "proto", "glockd", "glockd, or resp (Redis)")
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:9999", "server address: host:port or unix:/path")
-	fs.StringVar(&cfg.workload, "workload", "cycle", "cycle, contend, shared, hold, orphan, sharedorphan or handover")
-	fs.IntVar(&cfg.conns, "conns", 50, "connections (hold: idle holders; handover: the holder and its waiters)")
+	fs.StringVar(&cfg.workload, "workload", "cycle", "cycle, contend, shared, hold, orphan, sharedorphan, handover or dump")
+	fs.BoolVar(&cfg.tls, "tls", false, "connect over TLS (the server's certificate is not verified)")
+	fs.IntVar(&cfg.conns, "conns", 50, "connections (hold: idle holders; handover: the holder and its waiters; dump: the dumping ones)")
 	fs.IntVar(&cfg.pipeline, "pipeline", 1, "commands per write on each connection (orphan: locks per write)")
 	fs.IntVar(&cfg.keys, "keys", 8, "contend: lock names that every connection uses")
-	fs.IntVar(&cfg.locks, "locks", 1000000, "orphan, sharedorphan: locks the connection takes")
+	fs.IntVar(&cfg.locks, "locks", 1000000, "orphan, sharedorphan, dump: locks the connection takes")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "cycle, contend, shared, handover: measured time")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured time before it")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "dial and reply timeout")
@@ -78,6 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	workloads := map[string]func(*config, protocol) (result, error){
 		"cycle": runLoad, "contend": runLoad, "shared": runLoad,
 		"hold": runHold, "orphan": runOrphan, "sharedorphan": runSharedOrphan, "handover": runHandover,
+		"dump": runDump,
 	}
 	w := workloads[cfg.workload]
 	if w == nil {

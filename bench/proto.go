@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -325,16 +326,28 @@ type conn struct {
 	timeout time.Duration
 }
 
-func dial(addr string, p protocol, timeout time.Duration) (*conn, error) {
-	network := "tcp"
+// dial connects to cfg.addr, over TLS with cfg.tls (the handshake done
+// before it returns).
+func dial(cfg *config, p protocol) (*conn, error) {
+	network, addr := "tcp", cfg.addr
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, addr = "unix", path
 	}
-	nc, err := net.DialTimeout(network, addr, timeout)
+	nc, err := net.DialTimeout(network, addr, cfg.timeout)
 	if err != nil {
 		return nil, err
 	}
-	return &conn{nc: nc, r: bufio.NewReader(nc), p: p, timeout: timeout}, nil
+	if cfg.tls {
+		tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+		tc.SetDeadline(time.Now().Add(cfg.timeout))
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		tc.SetDeadline(time.Time{})
+		nc = tc
+	}
+	return &conn{nc: nc, r: bufio.NewReader(nc), p: p, timeout: cfg.timeout}, nil
 }
 
 // send writes ops as one write.

@@ -236,6 +236,14 @@ func (s *Session) waitFor(ctx context.Context, name string, maxHolders int) (uin
 		case interrupted:
 			return 0, ctxCause(ctx)
 		}
+		// Refused early. The outcome line does not say why, so the same
+		// take is tried once in order (g with t, or sgw 0), whose reply
+		// does: a permission denied ends the wait, a lock freed meanwhile
+		// is granted, and a busy one is waited for again.
+		n, done, err := s.tryInOrder(ctx, name, maxHolders)
+		if done || err != nil {
+			return n, err
+		}
 		select {
 		case <-time.After(pause):
 		case <-ctx.Done():
@@ -245,6 +253,28 @@ func (s *Session) waitFor(ctx context.Context, name string, maxHolders int) (uin
 		}
 		pause = min(2*pause, time.Second)
 	}
+}
+
+// tryInOrder takes name without waiting, in order (g and t, or sgw 0 with
+// maxHolders), for waitFor after the server refused its wait early. It
+// reports done with the token or holders when granted, or an error (the
+// server's reply, such as ErrPermissionDenied, or ctx's).
+func (s *Session) tryInOrder(ctx context.Context, name string, maxHolders int) (n uint64, done bool, err error) {
+	var granted, interrupted bool
+	if maxHolders > 0 {
+		var holders int
+		granted, _, interrupted, err = s.exchange(ctx, sharedGet(name, maxHolders, &holders), command[uint64]{}, sharedReleaseCmd(name))
+		n = uint64(holders)
+	} else {
+		granted, n, interrupted, err = s.exchange(ctx, getCmd(name), tokenCmd(name), releaseCmd(name))
+	}
+	switch {
+	case err != nil:
+		return 0, false, err
+	case interrupted:
+		return 0, false, ctxCause(ctx)
+	}
+	return n, granted, nil
 }
 
 // ctxCause is ctx's error, or the deadline's if ctx has not seen it yet.

@@ -24,6 +24,10 @@ func TestGrantAfterSessionLost(t *testing.T) {
 					switch verb {
 					case "!ping":
 						return "!pong\n"
+					case "!gw": // Lock's wait: its outcome line comes late
+						time.Sleep(delay)
+						_, name, _ = strings.Cut(name, " ")
+						return "!gw 1 1099511627776 " + name + "\n"
 					case "g", "gw", "sg":
 						time.Sleep(delay) // nothing more is read meanwhile, heartbeats neither
 						if verb == "sg" {

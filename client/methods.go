@@ -170,29 +170,31 @@ func (c *Client) Who(ctx context.Context, name string) ([]Registration, error) {
 	return call(ctx, c, whoCmd(name))
 }
 
-// Debug lists the exclusive locks and their holders (d), sorted by lock
-// name; with a name, only that lock (so the lock named "" cannot be asked
+// Debug lists the exclusive locks and their holders (d), in no particular
+// order (the server walks its table in steps); with a name, only that lock (so the lock named "" cannot be asked
 // for alone).
 func (c *Client) Debug(ctx context.Context, name string) ([]LockOwner, error) {
 	return call(ctx, c, debugCmd("d", name))
 }
 
-// SharedDebug lists every holder of every shared lock (sd), sorted by lock
-// name and, within a lock, in the order they took it; with a name, only
-// that lock.
+// SharedDebug lists every holder of every shared lock (sd), the locks in no
+// particular order, the holders of one lock together in the order they
+// took it; with a name, only that lock.
 func (c *Client) SharedDebug(ctx context.Context, name string) ([]LockOwner, error) {
 	return call(ctx, c, debugCmd("sd", name))
 }
 
 // Details lists every lock with its owner, hold time and waiters (dl): an
 // entry per exclusive lock (with its token) and per holder of a shared
-// lock, sorted by lock name; with a name, only that lock.
+// lock, in no particular order (the holders of a shared lock together, in
+// the order they took it); with a name, only that lock.
 func (c *Client) Details(ctx context.Context, name string) ([]LockDetail, error) {
 	return call(ctx, c, detailCmd(name))
 }
 
 // Dump returns the exclusive lock table as the server prints it (dump),
-// such as "map[bar:127.0.0.1:5 foo:unix:2]".
+// such as "map[bar:127.0.0.1:5 foo:unix:2]", its entries in no particular
+// order.
 func (c *Client) Dump(ctx context.Context) (string, error) {
 	return call(ctx, c, dumpCmd("dump"))
 }

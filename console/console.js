@@ -303,8 +303,9 @@ import { Session, AuthFailed } from './glockd.js';
 
   // dl: "LOCK: OWNER token=T held_ms=MS waiters=W" per exclusive lock and
   // "LOCK: OWNER shared held_ms=MS holders=N waiters=W" per shared holder,
-  // sorted by lock. An owner may hold spaces: its fields are read from the
-  // end of the line.
+  // the holders of one lock together, the locks in the server's order (the
+  // page sorts). An owner may hold spaces: its fields are read from the end
+  // of the line.
   function parseDetailed(text) {
     const exclusive = [];
     const shared = [];

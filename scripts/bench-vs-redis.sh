@@ -26,7 +26,8 @@
 #   CONNS          connections for cycle, contend, shared (default 50)
 #   HOLD_CONNS     idle connections for hold (default 10000)
 #   WAITERS        connections queued for handover (default 10000)
-#   ORPHAN_LOCKS   locks for orphan and sharedorphan (default 1000000)
+#   ORPHAN_LOCKS   locks for orphan, sharedorphan and dump (default 1000000)
+#   DUMPERS        connections listing the table in a loop for dump (default 3)
 #   KEEP           directory for the raw output (default: a temporary one, removed)
 #
 # Needs go, redis-server (apt-get install -y --no-install-recommends
@@ -44,6 +45,7 @@ CONNS=${CONNS:-50}
 HOLD_CONNS=${HOLD_CONNS:-10000}
 WAITERS=${WAITERS:-10000}
 ORPHAN_LOCKS=${ORPHAN_LOCKS:-1000000}
+DUMPERS=${DUMPERS:-3}
 
 command -v redis-server >/dev/null || {
 	echo "redis-server not found (apt-get install -y --no-install-recommends redis-server)" >&2
@@ -73,6 +75,8 @@ fi
 
 echo "building glockd and bench in $work" >&2
 (cd "$repo" && go build -o "$work/glockd" . && go build -o "$work/bench" ./bench)
+# A certificate for glockd's TLS listener (the tls targets).
+sh "$repo/scripts/make-certs.sh" "$work/certs" >/dev/null 2>&1
 
 # free_port prints a loopback port below the ephemeral range (so that no
 # client connection holds it) that nobody listens on.
@@ -124,6 +128,21 @@ start_glockd() {
 	exit 1
 }
 
+# start_glockdtls starts glockd with its TLS listener on port (and no plain
+# one): the tls targets compare it with start_glockd's plain TCP.
+start_glockdtls() {
+	for _ in 1 2 3 4 5; do
+		port=$(free_port)
+		"${server_cpu[@]}" "$work/glockd" -bind 127.0.0.1 -port 0 -ws 0 -tls-port "$port" \
+			-tls-cert "$work/certs/server.crt" -tls-key "$work/certs/server.key" >>"$work/glockd.log" 2>&1 &
+		pid=$!
+		started && return 0
+		stop_server
+	done
+	echo "glockd with TLS does not start: see $work/glockd.log" >&2
+	exit 1
+}
+
 start_redis() {
 	for _ in 1 2 3 4 5; do
 		port=$(free_port)
@@ -145,12 +164,13 @@ stop_server() {
 
 # run_bench TARGET SERVER ARGS...: one bench run against a fresh server.
 run_bench() {
-	local target=$1 server=$2 proto=glockd out
+	local target=$1 server=$2 proto=glockd out tls=()
 	shift 2
 	[ "$server" = redis ] && proto=resp
+	[ "$server" = glockdtls ] && tls=(-tls)
 	out="$work/$mode.$target.$server.$run.out"
 	"start_$server"
-	"${client_cpu[@]}" "$work/bench" -proto "$proto" -addr "127.0.0.1:$port" -pid "$pid" "$@" >"$out" 2>&1 ||
+	"${client_cpu[@]}" "$work/bench" -proto "$proto" -addr "127.0.0.1:$port" -pid "$pid" "${tls[@]}" "$@" >"$out" 2>&1 ||
 		echo "bench $mode $target $server run $run failed: $(grep -m1 '^bench:' "$out" || tail -1 "$out")" >&2
 	stop_server
 }
@@ -212,10 +232,15 @@ for m in $MODES; do
 		loads "shared$p" "glockd redis" -workload shared -conns "$CONNS" -pipeline "$p" -duration "$DURATION" -warmup "$WARMUP"
 	done
 	loads handover "glockd redis" -workload handover -conns "$WAITERS" -duration "$DURATION" -warmup "$WARMUP" -wait 5m
+	for p in 1 64; do
+		loads "tls$p" "glockdtls glockd" -workload cycle -conns "$CONNS" -pipeline "$p" -duration "$DURATION" -warmup "$WARMUP"
+	done
 	if [ "$m" = "${MODES%% *}" ]; then # memory once, in the first mode
 		loads hold "glockd redis" -workload hold -conns "$HOLD_CONNS"
 		loads orphan "glockd redis" -workload orphan -locks "$ORPHAN_LOCKS" -pipeline 64
 		loads sharedorphan "glockd" -workload sharedorphan -locks "$ORPHAN_LOCKS" -pipeline 64
+		loads dump "glockd redis" -workload dump -conns "$DUMPERS" -locks "$ORPHAN_LOCKS" -duration "$DURATION" -warmup "$WARMUP"
+		loads holdtls "glockdtls glockd" -workload hold -conns "$HOLD_CONNS"
 	fi
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -259,6 +284,12 @@ for m in $MODES; do
 	pair "handover p50 us" handover p50_us "-"
 	pair "handover p99 us" handover p99_us "-"
 	pair "handover: probe's g/r p99 us" handover probe_p99_us "-"
+	for p in 1 64; do
+		g=$(med "tls$p" glockdtls ops_per_s) r=$(med "tls$p" glockd ops_per_s)
+		row "TLS cycle p$p ops/s (vs plain)" "$g" "$r" "$(ratio "$g" "$r")" ">= 0.8 (p64)"
+		g=$(med "tls$p" glockdtls p99_us) r=$(med "tls$p" glockd p99_us)
+		row "TLS cycle p$p p99 us (vs plain)" "$g" "$r" "$(ratio "$g" "$r")" "-"
+	done
 	if [ -f "$work/$m.hold.glockd.1.out" ]; then
 		pair "hold $HOLD_CONNS: RSS bytes/conn" hold bytes_per_conn "glockd <= 6144"
 		pair "hold: release ms" hold release_ms "-"
@@ -270,16 +301,26 @@ for m in $MODES; do
 		pair "shared names: RSS bytes/name" sharedorphan bytes_per_name "glockd <= 128"
 		pair "shared: RSS bytes/extra holder" sharedorphan bytes_per_extra_holder "glockd <= 64"
 		pair "shared names: release ms" sharedorphan release_ms "-"
+		pair "dump $DUMPERS x $ORPHAN_LOCKS: probe p50 us" dump probe_p50_us "-"
+		pair "dump: probe's g/r p99 us" dump probe_p99_us "glockd < 2000"
+		pair "dump: probe's g/r max us" dump probe_max_us "glockd < 20000"
+		pair "dump: dumps/s" dump dumps_per_s "-"
+		pair "dump: RSS growth KB per dumper" dump rss_growth_per_dump_kb "glockd < 1024"
+		g=$(med holdtls glockdtls bytes_per_conn) r=$(med holdtls glockd bytes_per_conn)
+		row "hold over TLS: RSS bytes/conn (vs plain)" "$g" "$r" "$(ratio "$g" "$r")" "-"
 	fi
 	total=0
 	for t in cycle1 cycle64 contend1 contend64 shared1 shared64 handover; do total=$((total + $(errors "$t" "glockd redis"))); done
+	for t in tls1 tls64; do total=$((total + $(errors "$t" "glockdtls glockd"))); done
 	if [ -f "$work/$m.hold.glockd.1.out" ]; then
-		for t in hold orphan; do total=$((total + $(errors "$t" "glockd redis"))); done
+		for t in hold orphan dump; do total=$((total + $(errors "$t" "glockd redis"))); done
+		total=$((total + $(errors holdtls "glockdtls glockd")))
 		total=$((total + $(errors sharedorphan glockd)))
 	fi
 	echo "bench errors over all runs of this table: $total"
 done
 echo
-echo "redis's shared is INCR/DECR of a counter, its handover BLPOP/RPUSH of a one-token list;"
+echo "redis's shared is INCR/DECR of a counter, its handover BLPOP/RPUSH of a one-token list, its dump SCAN COUNT 1000;"
+echo "the TLS rows compare glockd over TLS (left) with glockd over plain TCP (right), not with redis;"
 echo "redis releases nothing at a disconnect (release: na)"
 [ -z "${KEEP:-}" ] || echo "raw output in $work"

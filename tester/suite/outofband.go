@@ -1,10 +1,12 @@
 package suite
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -217,8 +219,9 @@ func parseDetail(line string) (detail, bool) {
 }
 
 // checkDetailed checks dl and dl NAME: owners, tokens, hold times, holder
-// and waiter counts, and the order (by name, exclusive first, shared
-// holders in the order they took the lock); "0 disabled" with -dump=false.
+// and waiter counts, and the order of the shared holders of one lock (the
+// order they took it; the locks come in any order, dl NAME gives the
+// exclusive line first); "0 disabled" with -dump=false.
 func checkDetailed(t *checkRun) {
 	admin := t.quiet()
 	a := t.dial("A")
@@ -263,6 +266,7 @@ func checkDetailed(t *checkRun) {
 		}
 		got, lines = append(got, dt), append(lines, line)
 	}
+	got, lines = sortDetails(got, lines)
 	cOwner, dOwner := c.connName(), d.connName()
 	want := []detail{
 		{lock: x, owner: aOwner, token: token, waiters: 1},
@@ -295,11 +299,17 @@ func checkDetailed(t *checkRun) {
 	equal(t, "C sr", c.sr(s), true)
 	equal(t, "E sgw -1 2 after C sr", await(t, "E sgw -1 2", eGot), 2)
 	eOwner := e.connName()
-	var after []string
+	var afterDetails []detail
+	var afterLines []string
 	for _, line := range a.doLines("dl") {
 		if dt, ok := parseDetail(line); ok && strings.HasPrefix(line, t.prefix) {
-			after = append(after, fmt.Sprintf("%s %s %v %d %d", dt.lock, dt.owner, dt.shared, dt.holders, dt.waiters))
+			afterDetails, afterLines = append(afterDetails, dt), append(afterLines, line)
 		}
+	}
+	afterDetails, _ = sortDetails(afterDetails, afterLines)
+	var after []string
+	for _, dt := range afterDetails {
+		after = append(after, fmt.Sprintf("%s %s %v %d %d", dt.lock, dt.owner, dt.shared, dt.holders, dt.waiters))
 	}
 	wantAfter := []string{
 		x + " " + b.connName() + " false 0 0",
@@ -320,4 +330,32 @@ func formatDetail(d detail) string {
 	}
 	return quote(d.lock + ": " + d.owner + " token=" + strconv.FormatUint(d.token, 10) +
 		" held_ms=" + strconv.FormatInt(d.heldMS, 10) + " waiters=" + strconv.FormatInt(d.waiters, 10))
+}
+
+// sortDetails sorts dl's entries (and their lines) by lock, exclusive
+// first; the sort is stable, so the holders of a shared lock keep the
+// server's order.
+func sortDetails(got []detail, lines []string) ([]detail, []string) {
+	order := make([]int, len(got))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		if c := strings.Compare(got[i].lock, got[j].lock); c != 0 {
+			return c
+		}
+		return cmp.Compare(btoi(got[i].shared), btoi(got[j].shared))
+	})
+	sortedGot, sortedLines := make([]detail, len(got)), make([]string, len(got))
+	for k, i := range order {
+		sortedGot[k], sortedLines[k] = got[i], lines[i]
+	}
+	return sortedGot, sortedLines
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
