@@ -319,7 +319,7 @@ func (d *decoder) index(n int) int {
 	return int(i)
 }
 
-// errHandoverBusy is a snapshot put off: long work (orphaning, a big dump, a
+// errHandoverBusy is a snapshot put off: long work (orphaning, a
 // pending kill) is under way in the manager.
 var errHandoverBusy = errors.New("the manager is busy with long work")
 
@@ -328,7 +328,7 @@ var errHandoverBusy = errors.New("the manager is busy with long work")
 // has stopped at a batch boundary, so nothing changes meanwhile but what
 // timers and the manager do. Run in the manager.
 func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error {
-	if len(m.orphaning) > 0 || len(m.dumps) > 0 || len(m.sec.kills) > 0 {
+	if len(m.orphaning) > 0 || len(m.sec.kills) > 0 {
 		return errHandoverBusy
 	}
 	if m.leader != nil {
