@@ -120,6 +120,7 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 		t.mem.budget = &srv.budget
 	case *websocketTransport:
 		t.mem.budget = &srv.budget
+		t.park = &c.parkAt
 	}
 	if srv.cfg.Security.ACLFile != "" {
 		// Small buffers until it authenticates (unauth.go).

@@ -28,7 +28,7 @@ import (
 //  2. It pauses: the listeners stop accepting and every connection's reader
 //     stops at a batch boundary, once the replies of everything it read are
 //     written (a read deadline in the past ends its read; see conn.park).
-//     TLS and websocket connections are closed (their locks are orphaned).
+//     TLS connections are closed (their locks are orphaned).
 //  3. The manager takes a snapshot, then waits, frozen.
 //  4. The descriptors go by SCM_RIGHTS, then the state; the new process
 //     builds its server from them without serving yet, and confirms.
@@ -197,11 +197,32 @@ func (c *conn) park(err error) bool {
 	return true
 }
 
-// plainFD reports whether c is a plain TCP or unix connection, whose
-// descriptor can be handed over, and returns its transport.
-func plainFD(c *conn) (*streamTransport, bool) {
-	t, ok := c.t.(*streamTransport)
-	return t, ok && t.rc != nil
+// handedConn returns the connection under c's transport when c can be
+// handed over: a plain TCP or unix connection, or a websocket on one. A TLS
+// connection (websockets under -ws-tls too) cannot: its keys stay here.
+func handedConn(c *conn) (net.Conn, bool) {
+	switch t := c.t.(type) {
+	case *streamTransport:
+		return t.nc, t.rc != nil
+	case *websocketTransport:
+		_, ok := t.nc.(syscall.Conn)
+		return t.nc, ok
+	}
+	return nil, false
+}
+
+// unreadInput is what a stopped connection has read and not yet run: a
+// partial line, or a websocket's bytes past the last whole message; and
+// whether it is skipping the rest of a too-long line.
+func unreadInput(c *conn) ([]byte, bool) {
+	switch t := c.t.(type) {
+	case *streamTransport:
+		return t.buf[t.start:t.end], t.discarding
+	case *websocketTransport:
+		p, _ := t.br.Peek(t.br.Buffered())
+		return p, false
+	}
+	return nil, false
 }
 
 // pauseAll stops the listeners and the connections for a hand-over, or
@@ -232,7 +253,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	s.closeHandshakes()
 	var plain, others []*conn
 	for c := range s.conns {
-		if _, ok := plainFD(c); ok {
+		if _, ok := handedConn(c); ok {
 			plain = append(plain, c)
 		} else {
 			others = append(others, c)
@@ -240,9 +261,9 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	}
 	s.mu.Unlock()
 	for _, c := range plain {
-		t, _ := plainFD(c)
+		nc, _ := handedConn(c)
 		c.parkAt.Store(p)
-		t.nc.SetReadDeadline(past)
+		nc.SetReadDeadline(past)
 	}
 	for _, c := range others {
 		u.closed.WithLabelValues(c.state.transport).Inc()
@@ -356,14 +377,14 @@ func (s *Server) resume(p *pause, conns []*conn) {
 	s.up.mu.Unlock()
 	s.mu.Lock()
 	for c := range s.conns {
-		if t, ok := plainFD(c); ok {
-			t.nc.SetReadDeadline(time.Time{})
+		if nc, ok := handedConn(c); ok {
+			nc.SetReadDeadline(time.Time{})
 		}
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		if t, ok := plainFD(c); ok {
-			t.nc.SetReadDeadline(time.Time{})
+		if nc, ok := handedConn(c); ok {
+			nc.SetReadDeadline(time.Time{})
 		}
 	}
 	close(p.gate)
@@ -505,13 +526,14 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	}
 	states := make([]*connState, len(conns))
 	for i, c := range conns {
-		t, _ := plainFD(c)
-		fd, err := addFD(t.nc.(syscall.Conn))
+		nc, _ := handedConn(c)
+		fd, err := addFD(nc.(syscall.Conn))
 		if err != nil {
 			return fmt.Errorf("connection %s: %w", c.state.name, err)
 		}
+		input, discarding := unreadInput(c)
 		st.conns[i] = connHandover{name: c.state.name, transport: c.state.transport, fd: fd,
-			input: t.buf[t.start:t.end], discarding: t.discarding, authFailures: c.authFailures}
+			input: input, discarding: discarding, authFailures: c.authFailures}
 		states[i] = c.state
 	}
 	// The snapshot, then the manager waits, frozen, until the outcome; the
@@ -758,7 +780,8 @@ func (s *Server) adopt(h *heir) (err error) {
 				rawListener(l).Close()
 			}
 			for _, c := range s.up.adopted {
-				c.t.(*streamTransport).nc.Close()
+				nc, _ := handedConn(c)
+				nc.Close() // not c.t.close: no websocket close frame
 			}
 			s.up.inherited, s.up.adopted = nil, nil
 		}
@@ -786,12 +809,18 @@ func (s *Server) adopt(h *heir) (err error) {
 		if err != nil {
 			return fmt.Errorf("connection %s: %w", ch.name, err)
 		}
-		t := newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers)
-		if len(ch.input) > 0 {
-			t.buf = make([]byte, max(pooledReadBuffer, 2*len(ch.input)))
-			t.end = copy(t.buf, ch.input)
+		var t transport
+		if ch.transport == "websocket" {
+			t = newWebsocketTransport(nc, ch.input, s.cfg.MaxLine)
+		} else {
+			st := newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers)
+			if len(ch.input) > 0 {
+				st.buf = make([]byte, max(pooledReadBuffer, 2*len(ch.input)))
+				st.end = copy(st.buf, ch.input)
+			}
+			st.discarding = ch.discarding
+			t = st
 		}
-		t.discarding = ch.discarding
 		c := newConn(s, ch.name, ch.transport, t)
 		c.authFailures = ch.authFailures
 		c.adoptWait(&st.conns[i])

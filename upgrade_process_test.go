@@ -52,16 +52,16 @@ func install(t *testing.T, src, dst string) {
 // through its hand-overs by its pidfile.
 type upgradedDaemon struct {
 	bin, pidPath, sock string
-	port               int
+	port, wsPort       int
 	logs               *logBuffer
 }
 
 func startUpgradable(t *testing.T, dir, first string, extra ...string) *upgradedDaemon {
 	t.Helper()
 	d := &upgradedDaemon{bin: filepath.Join(dir, "glockd"), pidPath: filepath.Join(dir, "pid"),
-		sock: filepath.Join(dir, "s.sock"), port: freePort(t), logs: &logBuffer{}}
+		sock: filepath.Join(dir, "s.sock"), port: freePort(t), wsPort: freePort(t), logs: &logBuffer{}}
 	install(t, first, d.bin)
-	args := append([]string{"-port", strconv.Itoa(d.port), "-ws", "0", "-bind", "127.0.0.1",
+	args := append([]string{"-port", strconv.Itoa(d.port), "-ws", strconv.Itoa(d.wsPort), "-bind", "127.0.0.1",
 		"-unix", d.sock, "-pidfile", d.pidPath}, extra...)
 	cmd := exec.Command(d.bin, args...)
 	cmd.Stderr = d.logs // the new processes inherit it
@@ -134,12 +134,31 @@ type upConn struct {
 
 func dialUp(t testing.TB, network, addr string) *upConn {
 	t.Helper()
+	if network == "websocket" {
+		_, ws, err := dialTransport("websocket", transportAddrs{ws: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return &upConn{nc: ws, r: bufio.NewReader(ws)} // a message per write; the replies' lines read as a stream
+	}
 	nc, err := net.Dial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
 	return &upConn{nc: nc, r: bufio.NewReader(nc)}
+}
+
+// dialNth spreads connections over TCP, unix and websocket.
+func (d *upgradedDaemon) dialNth(t testing.TB, i int) *upConn {
+	switch i % 3 {
+	case 0:
+		return dialUp(t, "tcp", d.addr())
+	case 1:
+		return dialUp(t, "unix", d.sock)
+	}
+	return dialUp(t, "websocket", net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort)))
 }
 
 func (c *upConn) send(s string) error {
@@ -194,7 +213,7 @@ func TestUpgradeProcess(t *testing.T) {
 	v2 := buildGlockd(t, dir, "v2", "-X main.version=0.0.1-second")
 	d := startUpgradable(t, dir, v1)
 
-	// The holders: half over TCP, half over the unix socket, each named,
+	// The holders: over TCP, the unix socket and websockets, each named,
 	// each with exclusive locks of its own and shared ones of its group of
 	// five.
 	perConn := nlocks / nconns
@@ -203,11 +222,7 @@ func TestUpgradeProcess(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, nconns+16)
 	for i := range holders {
-		if i%2 == 0 {
-			holders[i] = dialUp(t, "tcp", d.addr())
-		} else {
-			holders[i] = dialUp(t, "unix", d.sock)
-		}
+		holders[i] = d.dialNth(t, i)
 	}
 	take := func(i int) error {
 		c := holders[i]
@@ -257,20 +272,21 @@ func TestUpgradeProcess(t *testing.T) {
 	}
 	order := make([]*upConn, 3)
 	for i := range order {
-		network, addr := "tcp", d.addr()
-		if i == 1 {
-			network, addr = "unix", d.sock
+		order[i] = d.dialNth(t, i)
+		// A line queued behind the wait, and, but on the websocket
+		// (where a message ends a line), one half sent.
+		half := "pi"
+		if i%3 == 2 {
+			half = ""
 		}
-		order[i] = dialUp(t, network, addr)
-		// A line queued behind the wait, and one half sent.
-		order[i].send("gw 600000 w/order\nping\npi")
+		order[i].send("gw 600000 w/order\nping\n" + half)
 		time.Sleep(50 * time.Millisecond) // queued in this order
 	}
-	forever := dialUp(t, "unix", d.sock)
+	forever := d.dialNth(t, 2)
 	forever.send("gw -1 w/forever\n")
-	timed := dialUp(t, "tcp", d.addr())
-	sem := dialUp(t, "unix", d.sock)
-	async := dialUp(t, "tcp", d.addr())
+	timed := d.dialNth(t, 0)
+	sem := d.dialNth(t, 1)
+	async := d.dialNth(t, 2)
 	const (
 		timeoutMS = 4000
 		semMS     = 4500
@@ -288,7 +304,7 @@ func TestUpgradeProcess(t *testing.T) {
 
 	// The looping client: g, t and r pipelined, ten at a time; every reply
 	// in order, every token above the last.
-	loop := dialUp(t, "tcp", d.addr())
+	loop := d.dialNth(t, 2) // a websocket
 	stop := make(chan struct{})
 	loopDone := make(chan int)
 	go func() {
@@ -437,7 +453,11 @@ func TestUpgradeProcess(t *testing.T) {
 		for _, later := range order[i+1:] {
 			later.silent(t, fmt.Sprintf("a waiter behind waiter %d", i))
 		}
-		if l := c.do(t, "ng"); l != "1 pong\n" {
+		if i%3 == 2 {
+			if l := c.do(t, "ping"); l != "1 pong\n" {
+				t.Fatalf("waiter %d: ping: %q", i, l)
+			}
+		} else if l := c.do(t, "ng"); l != "1 pong\n" {
 			t.Fatalf("waiter %d, its half-sent line: %q", i, l)
 		}
 		if l := c.do(t, "r w/order"); l != "1 Lock Release Success: w/order\n" {
