@@ -495,10 +495,9 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		return err
 	}
 	st := &handoverState{pidfile: -1, conns: make([]connHandover, len(conns))}
-	var fds []int
-	defer func() { closeFDs(fds) }()
+	var fds []int // the listeners', connections' and pidfile's own: never closed here
 	addFD := func(sc syscall.Conn) (int, error) {
-		fd, err := fileFD(sc)
+		fd, err := rawFD(sc)
 		if err != nil {
 			return 0, err
 		}

@@ -156,21 +156,18 @@ func closeFDs(fds []int) {
 	}
 }
 
-// dupFD duplicates a descriptor that the caller keeps, close-on-exec.
-func dupFD(fd int) (int, error) {
-	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-}
-
-// fileFD returns a duplicate of the descriptor behind a listener or
-// connection: what is sent to the new process.
-func fileFD(sc syscall.Conn) (int, error) {
+// rawFD returns the descriptor behind a listener or connection, which stays
+// its owner's: it is sent as it is (sendmsg takes its own reference), never
+// duplicated, since a process with as many connections as its limit on open
+// files allows could not hold a second descriptor for each.
+func rawFD(sc syscall.Conn) (int, error) {
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
-	dup, derr := -1, error(nil)
-	if err := rc.Control(func(fd uintptr) { dup, derr = dupFD(int(fd)) }); err != nil {
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
 		return -1, err
 	}
-	return dup, derr
+	return fd, nil
 }

@@ -383,7 +383,7 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 		ws := waiterState{name: w.name, conn: i, shared: w.shared, async: w.async, max: w.max,
 			remaining: -1, age: int64(time.Since(w.started))}
 		if w.timer != nil {
-			ws.remaining = max(0, int64(w.deadline.Sub(time.Now())))
+			ws.remaining = max(0, int64(time.Until(w.deadline)))
 		}
 		st.waiters = append(st.waiters, ws)
 	}
