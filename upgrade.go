@@ -788,6 +788,8 @@ func (s *Server) adopt(h *heir) (err error) {
 	s.up.inherited = make(map[string]net.Listener)
 	for _, ls := range st.listeners {
 		l, err := net.FileListener(files[ls.fd])
+		files[ls.fd].Close()
+		files[ls.fd] = nil
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", ls.kind, err)
 		}
@@ -805,6 +807,8 @@ func (s *Server) adopt(h *heir) (err error) {
 	states := make([]*connState, len(st.conns))
 	for i, ch := range st.conns {
 		nc, err := net.FileConn(files[ch.fd])
+		files[ch.fd].Close() // FileConn made its own duplicate: one descriptor a connection at a time
+		files[ch.fd] = nil
 		if err != nil {
 			return fmt.Errorf("connection %s: %w", ch.name, err)
 		}
