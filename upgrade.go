@@ -101,6 +101,12 @@ func (u *upgrader) init(s *Server) {
 		Name: "glockd_upgrade_closed_connections_total",
 		Help: "Connections closed, not handed over, at a hand-over to a new binary, by transport (TLS ones: their keys cannot be handed over).",
 	}, []string{"transport"})
+	for _, result := range []string{"done", "failed", "refused"} {
+		u.handovers.WithLabelValues(result) // exported at 0
+	}
+	for _, transport := range []string{"tls", "websocket"} { // the ones that can be closed
+		u.closed.WithLabelValues(transport)
+	}
 	s.metrics.registry.MustRegister(u.handovers, u.closed)
 }
 
