@@ -236,11 +236,17 @@ func (s *Session) waitFor(ctx context.Context, name string, maxHolders int) (uin
 		case interrupted:
 			return 0, ctxCause(ctx)
 		}
-		// Refused early. The outcome line does not say why, so the same
-		// take is tried once in order (g with t, or sgw 0), whose reply
-		// does: a permission denied ends the wait, a lock freed meanwhile
-		// is granted, and a busy one is waited for again.
-		n, done, err := s.tryInOrder(ctx, name, maxHolders)
+		// The wait ended without a grant. At ctx's deadline that is the
+		// timeout. Before it, the server refused the wait, and its line
+		// does not say why, so the same take is tried once in order (g
+		// with t, or sgw 0), whose reply does: a permission denied ends
+		// the wait, a lock freed meanwhile is granted, and a busy one is
+		// waited for again. The try never waits, so ctx's end does not cut
+		// it short (that would cost the session its connection).
+		if ctx.Err() != nil {
+			return 0, ctxCause(ctx)
+		}
+		n, done, err := s.tryInOrder(context.WithoutCancel(ctx), name, maxHolders)
 		if done || err != nil {
 			return n, err
 		}
