@@ -250,7 +250,12 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 			d.SetDeadline(past)
 		}
 	}
-	if !waitUntil(deadline, func() bool { return p.accepts == len(ls) }, &u.mu) {
+	accepting := func() bool {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return p.accepts == len(ls)
+	}
+	if !waitUntil(deadline, accepting) {
 		return nil, errors.New("the listeners did not stop in time")
 	}
 	// Nothing is accepted now; connections being admitted (TLS
@@ -275,9 +280,13 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 		u.closed.WithLabelValues(c.state.transport).Inc()
 		c.t.close()
 	}
+	// Every connection has stopped, or ended. (u.mu is taken inside s.mu,
+	// never the other way round: track does so.)
 	stopped := func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		u.mu.Lock()
+		defer u.mu.Unlock()
 		for c := range s.conns {
 			if _, ok := p.conns[c]; !ok {
 				return false
@@ -285,7 +294,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 		}
 		return true
 	}
-	if !waitUntil(deadline, stopped, &u.mu) {
+	if !waitUntil(deadline, stopped) {
 		return nil, errors.New("connections did not stop at a batch boundary in time (a client that does not read its replies?)")
 	}
 	var handed []*conn
@@ -354,13 +363,10 @@ func (c *conn) adoptWait(h *connHandover) {
 	c.queueMem.set(int64(c.queue.size()))
 }
 
-// waitUntil polls cond, under mu, until it holds or deadline passes.
-func waitUntil(deadline time.Time, cond func() bool, mu *sync.Mutex) bool {
+// waitUntil polls cond until it holds or deadline passes.
+func waitUntil(deadline time.Time, cond func() bool) bool {
 	for {
-		mu.Lock()
-		ok := cond()
-		mu.Unlock()
-		if ok {
+		if cond() {
 			return true
 		}
 		if time.Now().After(deadline) {
