@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -83,6 +84,10 @@ type upgrader struct {
 
 	handovers *prometheus.CounterVec // by result
 	closed    *prometheus.CounterVec // connections closed at a hand-over, by transport
+	// What the two count of done and closed, since the first process:
+	// carried from process to process (guarded by mu).
+	done        uint64
+	closedCount map[string]uint64
 }
 
 // pause is one hand-over's stop of the listeners and connections.
@@ -108,6 +113,17 @@ func (u *upgrader) init(s *Server) {
 		u.closed.WithLabelValues(transport)
 	}
 	s.metrics.registry.MustRegister(u.handovers, u.closed)
+}
+
+// noteClosed counts n connections of transport closed at a hand-over.
+func (u *upgrader) noteClosed(transport string, n uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closedCount == nil {
+		u.closedCount = make(map[string]uint64)
+	}
+	u.closedCount[transport] += n
+	u.closed.WithLabelValues(transport).Add(float64(n))
 }
 
 // pausableListener is a listener whose Accept can be stopped and resumed
@@ -277,7 +293,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 		nc.SetReadDeadline(past)
 	}
 	for _, c := range others {
-		u.closed.WithLabelValues(c.state.transport).Inc()
+		u.noteClosed(c.state.transport, 1)
 		c.t.close()
 	}
 	// Every connection has stopped, or ended. (u.mu is taken inside s.mu,
@@ -507,6 +523,9 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		return err
 	}
 	st := &handoverState{pidfile: -1, conns: make([]connHandover, len(conns))}
+	s.up.mu.Lock()
+	st.upgrades, st.closed = s.up.done+1, maps.Clone(s.up.closedCount)
+	s.up.mu.Unlock()
 	var fds []int // the listeners', connections' and pidfile's own: never closed here
 	addFD := func(sc syscall.Conn) (int, error) {
 		fd, err := rawFD(sc)
@@ -849,6 +868,11 @@ func (s *Server) adopt(h *heir) (err error) {
 	}
 	if err := s.manager.restoreHandover(st, states); err != nil {
 		return err
+	}
+	s.up.done = st.upgrades
+	s.up.handovers.WithLabelValues("done").Add(float64(st.upgrades))
+	for transport, n := range st.closed {
+		s.up.noteClosed(transport, n)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

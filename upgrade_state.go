@@ -35,6 +35,10 @@ type handoverState struct {
 	orphans   uint64
 	sharedOrp uint64
 	regSeq    uint64 // the registry's last sequence number
+	// The upgrade metrics, carried on: hand-overs done (this one
+	// included) and connections closed at them, by transport.
+	upgrades uint64
+	closed   map[string]uint64
 	pidfile   int    // index of the pidfile's descriptor, or -1
 	listeners []listenerState
 	conns     []connHandover
@@ -113,6 +117,12 @@ func (st *handoverState) encode(b []byte) []byte {
 	e.uvarint(st.orphans)
 	e.uvarint(st.sharedOrp)
 	e.uvarint(st.regSeq)
+	e.uvarint(st.upgrades)
+	e.uvarint(uint64(len(st.closed)))
+	for transport, n := range st.closed {
+		e.string(transport)
+		e.uvarint(n)
+	}
 	e.varint(int64(st.pidfile))
 	e.uvarint(uint64(len(st.listeners)))
 	for _, l := range st.listeners {
@@ -180,6 +190,12 @@ func decodeHandoverState(b []byte, fds int) (*handoverState, error) {
 	}
 	st.invalid, st.orphans, st.sharedOrp = d.uvarint(), d.uvarint(), d.uvarint()
 	st.regSeq = d.uvarint()
+	st.upgrades = d.uvarint()
+	st.closed = make(map[string]uint64)
+	for n := d.count(2); n > 0; n-- {
+		transport := d.string()
+		st.closed[transport] = d.uvarint()
+	}
 	st.pidfile = int(d.varint())
 	if st.pidfile < -1 || st.pidfile >= fds {
 		d.fail("pidfile descriptor %d of %d", st.pidfile, fds)

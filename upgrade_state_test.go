@@ -12,6 +12,7 @@ func TestHandoverStateEncoding(t *testing.T) {
 		wall: 1_700_000_000_000_000_000, nextToken: 1 << 40,
 		commands: map[string]uint64{"g": 7, "gw": 2},
 		invalid:  1, orphans: 2, sharedOrp: 3, regSeq: 9, pidfile: 0,
+		upgrades: 2, closed: map[string]uint64{"tls": 3},
 		listeners: []listenerState{{kind: "tcp", fd: 1}, {kind: "unix", fd: 2, path: "/run/glockd/glockd.sock"}},
 		conns: []connHandover{
 			{name: "127.0.0.1:5000", transport: "tcp", fd: 3, input: []byte("g hal"), regName: "a", regSeq: 9},
