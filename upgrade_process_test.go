@@ -2,8 +2,12 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -583,5 +587,71 @@ func TestUpgradeRefused(t *testing.T) {
 	d.upgrade(t, v1)
 	if l := c.do(t, "r kept"); l != "1 Lock Release Success: kept\n" {
 		t.Fatalf("after the hand-over: %q", l)
+	}
+}
+
+// TestUpgradeTLS: a TLS connection is closed at a hand-over, orphaning its
+// locks, and counted; the TLS listener goes over; the counters go on in the
+// new process.
+func TestUpgradeTLS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("hand-overs are built on Linux")
+	}
+	certs := makeCerts(t)
+	dir := t.TempDir()
+	v1 := buildGlockd(t, dir, "v1", "-X main.version=0.0.1-first")
+	tlsPort := freePort(t)
+	d := startUpgradable(t, dir, v1, "-tls-port", strconv.Itoa(tlsPort),
+		"-tls-cert", filepath.Join(certs, "server.crt"), "-tls-key", filepath.Join(certs, "server.key"))
+	caPEM, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	tlsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	dialTLS := func() *upConn {
+		tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tc.Close() })
+		return &upConn{nc: tc, r: bufio.NewReader(tc)}
+	}
+	secure := dialTLS()
+	if l := secure.do(t, "g over-tls"); l != "1 Lock Get Success: over-tls\n" {
+		t.Fatal(l)
+	}
+	plain := dialUp(t, "tcp", d.addr())
+	if l := plain.do(t, "g over-tcp"); l != "1 Lock Get Success: over-tcp\n" {
+		t.Fatal(l)
+	}
+	d.upgrade(t, v1)
+	if l, err := secure.line(10 * time.Second); err == nil {
+		t.Fatalf("the TLS connection got %q after the hand-over, want its end", l)
+	}
+	if l := plain.do(t, "i over-tls"); l != "0 Lock Not Locked: over-tls\n" {
+		t.Errorf("the TLS connection's lock after the hand-over: %q, want orphaned", l)
+	}
+	if l := plain.do(t, "r over-tcp"); l != "1 Lock Release Success: over-tcp\n" {
+		t.Errorf("the TCP connection's lock after the hand-over: %q", l)
+	}
+	again := dialTLS() // the TLS listener went over
+	if l := again.do(t, "g over-tls"); l != "1 Lock Get Success: over-tls\n" {
+		t.Errorf("a new TLS connection: %q", l)
+	}
+	resp, err := http.Get("http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort)) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`glockd_upgrade_closed_connections_total{transport="tls"} 1`,
+		`glockd_upgrades_total{result="done"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics of the new process lacks %s", want)
+		}
 	}
 }
