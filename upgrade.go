@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"maps"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"

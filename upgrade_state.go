@@ -37,9 +37,9 @@ type handoverState struct {
 	regSeq    uint64 // the registry's last sequence number
 	// The upgrade metrics, carried on: hand-overs done (this one
 	// included) and connections closed at them, by transport.
-	upgrades uint64
-	closed   map[string]uint64
-	pidfile   int    // index of the pidfile's descriptor, or -1
+	upgrades  uint64
+	closed    map[string]uint64
+	pidfile   int // index of the pidfile's descriptor, or -1
 	listeners []listenerState
 	conns     []connHandover
 	locks     []heldLock        // oldest grant first
