@@ -24,14 +24,35 @@ import (
 // that differ by their version, the installed one replaced on disk before
 // each SIGUSR2, as a package upgrade does.
 
-// buildGlockd builds the daemon with extra -ldflags into dir/name.
-func buildGlockd(t *testing.T, dir, name, ldflags string) string {
+// glockdBuilds are the binaries built by buildGlockd, by their -ldflags,
+// once per test run.
+var glockdBuilds struct {
+	sync.Mutex
+	bins map[string]string
+}
+
+// buildGlockd builds the daemon with extra -ldflags, or returns the binary
+// already built with them; name is only a label.
+func buildGlockd(t *testing.T, name, ldflags string) string {
 	t.Helper()
-	bin := filepath.Join(dir, name)
+	glockdBuilds.Lock()
+	defer glockdBuilds.Unlock()
+	if bin, ok := glockdBuilds.bins[ldflags]; ok {
+		return bin
+	}
+	dir, err := os.MkdirTemp("", "glockd-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "glockd")
 	out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	if glockdBuilds.bins == nil {
+		glockdBuilds.bins = make(map[string]string)
+	}
+	glockdBuilds.bins[ldflags] = bin
 	return bin
 }
 
@@ -213,8 +234,8 @@ func TestUpgradeProcess(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	v1 := buildGlockd(t, dir, "v1", "-X main.version=0.0.1-first")
-	v2 := buildGlockd(t, dir, "v2", "-X main.version=0.0.1-second")
+	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
+	v2 := buildGlockd(t, "v2", "-X main.version=0.0.1-second")
 	d := startUpgradable(t, dir, v1)
 
 	// The holders: over TCP, the unix socket and websockets, each named,
@@ -541,8 +562,8 @@ func TestUpgradeRefused(t *testing.T) {
 		t.Skip("hand-overs are built on Linux")
 	}
 	dir := t.TempDir()
-	v1 := buildGlockd(t, dir, "v1", "-X main.version=0.0.1-first")
-	other := buildGlockd(t, dir, "other", "-X main.version=0.0.1-other -X main.handoverFormat=999")
+	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
+	other := buildGlockd(t, "other", "-X main.version=0.0.1-other -X main.handoverFormat=999")
 	failing := filepath.Join(dir, "failing")
 	hanging := filepath.Join(dir, "hanging")
 	os.WriteFile(failing, []byte("#!/bin/sh\nexit 1\n"), 0o755)
@@ -599,7 +620,7 @@ func TestUpgradeTLS(t *testing.T) {
 	}
 	certs := makeCerts(t)
 	dir := t.TempDir()
-	v1 := buildGlockd(t, dir, "v1", "-X main.version=0.0.1-first")
+	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
 	tlsPort := freePort(t)
 	d := startUpgradable(t, dir, v1, "-tls-port", strconv.Itoa(tlsPort),
 		"-tls-cert", filepath.Join(certs, "server.crt"), "-tls-key", filepath.Join(certs, "server.key"))
