@@ -676,3 +676,40 @@ func TestUpgradeTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeACL: with an ACL file, an authenticated connection keeps its
+// identity and its lock over a hand-over, and one not yet authenticated
+// still has to authenticate.
+func TestUpgradeACL(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("hand-overs are built on Linux")
+	}
+	acl := writeFile(t, "acl", "svc "+tokenHash("svc-token")+" lock,inspect svc/*\n")
+	dir := t.TempDir()
+	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
+	d := startUpgradable(t, dir, v1, "-acl-file", acl)
+	authed := dialUp(t, "tcp", d.addr())
+	if l := authed.do(t, "auth svc-token"); l != "1 ok\n" {
+		t.Fatalf("auth: %q", l)
+	}
+	if l := authed.do(t, "g svc/a"); l != "1 Lock Get Success: svc/a\n" {
+		t.Fatal(l)
+	}
+	anonymous := dialUp(t, "unix", d.sock)
+	d.upgrade(t, v1)
+	if l := authed.do(t, "perms"); !strings.HasPrefix(l, "1 svc ") {
+		t.Errorf("perms after the hand-over: %q", l)
+	}
+	if l := authed.do(t, "d svc/a"); l != "svc/a: svc\n" {
+		t.Errorf("d after the hand-over: %q", l)
+	}
+	if l := authed.do(t, "r svc/a"); l != "1 Lock Release Success: svc/a\n" {
+		t.Errorf("r after the hand-over: %q", l)
+	}
+	if l := anonymous.do(t, "g svc/b"); l != "0 Auth Required\n" {
+		t.Errorf("an unauthenticated connection after the hand-over: %q", l)
+	}
+	if l := anonymous.do(t, "auth svc-token"); l != "1 ok\n" {
+		t.Errorf("auth after the hand-over: %q", l)
+	}
+}
