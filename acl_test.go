@@ -151,7 +151,7 @@ func TestACLPermissions(t *testing.T) {
 				b.expectOne("sg "+name, "1 Shared Lock Get Success: "+name+"\n")
 			}
 			b.expectOne("gw x billing/x", "0 Invalid Argument: gw x billing/x\n")
-			for _, cmd := range []string{"d", "sd", "dump", "dump shared", "who", "q", "d billing/x"} {
+			for _, cmd := range []string{"d", "sd", "dump", "dump shared", "who", "q", "d billing/x", "dw", "dw billing/x"} {
 				b.expectOne(cmd, "0 Permission Denied\n")
 			}
 			b.expectOne("kill x", "0 Permission Denied\n")

@@ -78,21 +78,28 @@ func (o *asyncOutbox) signal() {
 }
 
 // appendAsyncOutcome formats "!gw 1 TOKEN NAME", "!gw 0 0 NAME",
-// "!sgw N NAME" or "!sgw 0 NAME".
+// "!sgw N NAME" or "!sgw 0 NAME", or for a wait refused as a deadlock
+// "!gw 0 deadlock NAME" or "!sgw deadlock NAME".
 func appendAsyncOutcome(out []byte, shared bool, name string, res waitResult) []byte {
 	if shared {
 		out = append(out, wire.AsyncSGW+" "...)
-		if res.granted {
+		switch {
+		case res.granted:
 			out = appendUint(out, uint64(res.holders))
-		} else {
+		case res.deadlock:
+			out = append(out, wire.AsyncDeadlock...)
+		default:
 			out = append(out, '0')
 		}
 	} else {
 		out = append(out, wire.AsyncGW+" "...)
-		if res.granted {
+		switch {
+		case res.granted:
 			out = append(out, "1 "...)
 			out = appendUint(out, res.token)
-		} else {
+		case res.deadlock:
+			out = append(out, "0 "+wire.AsyncDeadlock...)
+		default:
 			out = append(out, "0 0"...)
 		}
 	}

@@ -91,6 +91,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		m.quiescentCheck(checker, slots)
+		m.forgetMaybe()
 		if t.Failed() {
 			break
 		}
@@ -112,9 +113,9 @@ func TestChaos(t *testing.T) {
 	}
 
 	c := &m.counts
-	t.Logf("%d rounds in %v: %d commands, %d acquisitions, %d contentions (g failures and wait timeouts: %d), %d waits granted after a wait, at most %d waiters at once, %d kills (%d holding locks, %d while waiting), %d orphans and %d shared orphans",
+	t.Logf("%d rounds in %v: %d commands, %d acquisitions, %d contentions (g failures and wait timeouts: %d), %d waits granted after a wait, at most %d waiters at once, %d kills (%d holding locks, %d while waiting), %d orphans and %d shared orphans, %d deadlocks refused (%d of them !gw/!sgw; each checked against the model's possible cycles)",
 		rounds, time.Since(start).Round(time.Millisecond), c.commands.Load(), c.acquired.Load(), c.contended.Load(), c.timeouts.Load(),
-		c.waitedGrants.Load(), c.maxWaiters.Load(), c.kills.Load(), c.killsHolding.Load(), c.killsWaiting.Load(), st["orphans"], st["shared_orphans"])
+		c.waitedGrants.Load(), c.maxWaiters.Load(), c.kills.Load(), c.killsHolding.Load(), c.killsWaiting.Load(), st["orphans"], st["shared_orphans"], c.deadlocks.Load(), c.asyncDeadlocks.Load())
 	// It must not have passed by doing nothing.
 	scale := int64(3) // a loaded 2-core CI machine still does several times this
 	if testing.Short() {
@@ -192,11 +193,112 @@ type chaosModel struct {
 	shared map[string]map[*chaosSession]*chaosClaim
 	seq    uint64
 
+	// maybe is every hold and wait the server may have had since the
+	// round began, a superset of the truth: an entry begins before the
+	// command that may start it is sent and ends (until) once a reply
+	// shows it is over; a killed session's entries never end. A deadlock
+	// the server reports must be a cycle through them (possibleCycle).
+	clock uint64
+	maybe []maybeEntry
+
 	counts struct {
 		commands, acquired, contended, timeouts, waitedGrants atomic.Int64
 		kills, killsHolding, killsWaiting                     atomic.Int64
-		maxWaiters                                            atomic.Int64
+		maxWaiters, deadlocks, asyncDeadlocks                 atomic.Int64
 	}
+}
+
+// maybeEntry is a hold or a wait that the server may have: name is an
+// exclusive lock's, or "shared " and a shared lock's.
+type maybeEntry struct {
+	s     *chaosSession
+	wait  bool
+	name  string
+	until uint64 // when it was seen to be over; 0 while it may last
+}
+
+// tick is the model's clock, for maybe.
+func (m *chaosModel) tick() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clock++
+	return m.clock
+}
+
+// mayStart notes that s may hold (or wait for) name from now on.
+func (m *chaosModel) mayStart(s *chaosSession, wait bool, name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maybe = append(m.maybe, maybeEntry{s: s, wait: wait, name: name})
+}
+
+// over notes that s holds (or waits for) name no more, unless it was killed.
+func (m *chaosModel) over(s *chaosSession, wait bool, name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.dead {
+		return
+	}
+	m.clock++
+	for i := range m.maybe {
+		if e := &m.maybe[i]; e.s == s && e.wait == wait && e.name == name && e.until == 0 {
+			e.until = m.clock
+		}
+	}
+}
+
+// possibleCycle reports whether s's wait for name could have closed a cycle
+// of waiters at some moment since the clock read since: a path from a
+// holder of name, through waits and holds that may have been, back to s.
+func (m *chaosModel) possibleCycle(s *chaosSession, name string, since uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	holders := map[string][]*chaosSession{}
+	waits := map[*chaosSession][]string{}
+	for _, e := range m.maybe {
+		if e.until != 0 && e.until < since {
+			continue
+		}
+		if e.wait {
+			waits[e.s] = append(waits[e.s], e.name)
+		} else {
+			holders[e.name] = append(holders[e.name], e.s)
+		}
+	}
+	seen := map[*chaosSession]bool{}
+	var next []*chaosSession
+	for _, h := range holders[name] {
+		if h != s {
+			next = append(next, h)
+		}
+	}
+	for len(next) > 0 {
+		v := next[len(next)-1]
+		next = next[:len(next)-1]
+		if v == s {
+			return true
+		}
+		if seen[v] {
+			continue
+		}
+		seen[v] = true
+		for _, n := range waits[v] {
+			for _, h := range holders[n] {
+				if h != v {
+					next = append(next, h)
+				}
+			}
+		}
+	}
+	return false
+}
+
+// forgetMaybe keeps, with every client quiet and every end processed, only
+// the holds that may still last.
+func (m *chaosModel) forgetMaybe() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maybe = slices.DeleteFunc(m.maybe, func(e maybeEntry) bool { return e.s.dead || e.wait || e.until != 0 })
 }
 
 func (m *chaosModel) connect(tr string) (*chaosSession, error) {
@@ -286,6 +388,8 @@ func (s *chaosSession) cancelled(first string) (string, error) {
 		return second, nil
 	case second == replyNothingPending && strings.HasPrefix(first, wire.ReplyLine(1, wire.GetSuccess, "")):
 		return first, nil
+	case second == replyNothingPending && strings.HasPrefix(first, wire.ReplyLine(0, wire.GetDeadlock, "")):
+		return first, nil
 	case first == replyNothingPending && strings.HasPrefix(second, wire.ReplyLine(1, wire.GetSuccess, "")):
 		return second, nil
 	}
@@ -370,16 +474,27 @@ func (m *chaosModel) kill(s *chaosSession, how string) {
 		}
 	case "mid-wait":
 		// Queue behind a lock someone probably holds, and vanish.
+		m.mayStart(s, false, chaosLocks[0])
+		m.mayStart(s, true, chaosLocks[0])
 		s.send("gw 2000 " + chaosLocks[0])
 		m.counts.killsWaiting.Add(1)
 		if tc, ok := s.nc.(*net.TCPConn); ok {
 			tc.SetLinger(0)
 		}
 	case "mid-pipeline":
+		for _, n := range []string{"x1", "shared s1", "x2", "shared s2", "x3"} {
+			m.mayStart(s, false, n)
+		}
+		m.mayStart(s, true, "shared s2")
+		m.mayStart(s, true, "x3")
 		s.send("g x1\nsg s1\ng x2\nsgw 500 2 s2\ngw 500 x3")
 	case "mid-async":
 		// Asynchronous waits pending on the connection as it vanishes:
 		// none of them may be granted to it afterwards.
+		for _, n := range []string{chaosLocks[0], chaosLocks[1], "shared " + chaosSems[0]} {
+			m.mayStart(s, false, n)
+			m.mayStart(s, true, n)
+		}
 		s.send("!gw 2000 " + chaosLocks[0] + "\n!gw -1 " + chaosLocks[1] + "\n!sgw 2000 1 " + chaosSems[0])
 		m.counts.killsWaiting.Add(1)
 		if tc, ok := s.nc.(*net.TCPConn); ok {
@@ -505,7 +620,7 @@ func others(stable map[string][]chaosClaim, name string, s *chaosSession) int {
 	return n
 }
 
-var sharedReplyRE = regexp.MustCompile(`^([0-9]+) Shared Lock (Get Success|Is Locked|Not Locked|Get Timeout): (\S+)\n$`)
+var sharedReplyRE = regexp.MustCompile(`^([0-9]+) Shared Lock (Get Success|Is Locked|Not Locked|Get Timeout|Get Deadlock): (\S+)\n$`)
 
 func sharedCount(reply string) (int, string, bool) {
 	mm := sharedReplyRE.FindStringSubmatch(reply)
@@ -532,6 +647,7 @@ type chaosStep struct {
 	name, sname      string   // an exclusive and a shared name to use
 	ms               int      // a wait's MS
 	op               int      // the draw that chose the step, out of 100
+	sent             uint64   // the model's clock before the command was sent
 }
 
 // pick is one of held most of the time, else one of all.
@@ -599,6 +715,7 @@ func (m *chaosModel) step(sl *chaosSlot) {
 	}
 
 	exclBefore, sharedBefore := m.claims()
+	st.sent = m.tick()
 	m.counts.commands.Add(1)
 	reply, err := s.do(cmd)
 	switch {
@@ -635,7 +752,11 @@ func (st *chaosStep) get() (cmd string, check chaosCheck) {
 	name := st.name
 	held := m.holds(s, name, false)
 	cmd = "g " + name
+	m.mayStart(s, false, name)
 	check = func(reply string, stable, _ map[string][]chaosClaim) string {
+		if !held && reply != wire.Reply(1, wire.GetSuccess, name) {
+			m.over(s, false, name)
+		}
 		switch reply {
 		case wire.Reply(1, wire.GetSuccess, name):
 			if others(stable, name, s) > 0 {
@@ -661,8 +782,11 @@ func (st *chaosStep) release() (cmd string, check chaosCheck) {
 	name := st.pick(st.mine, chaosLocks)
 	had := m.unclaim(s, name, false)
 	cmd = "r " + name
-	check = releaseCheck(had, textReleaseSuccess, textReleaseFailure, name)
-	return cmd, check
+	released := releaseCheck(had, textReleaseSuccess, textReleaseFailure, name)
+	return cmd, func(reply string, stable, stableShared map[string][]chaosClaim) string {
+		m.over(s, false, name)
+		return released(reply, stable, stableShared)
+	}
 }
 
 func (st *chaosStep) inspect() (cmd string, check chaosCheck) {
@@ -699,8 +823,22 @@ func (st *chaosStep) getWait() (cmd string, check chaosCheck) {
 		cmd = fmt.Sprintf("gw -1 %s\n!cancel %s", name, name)
 	}
 	start := time.Now()
+	m.mayStart(s, false, name)
+	m.mayStart(s, true, name)
 	check = func(reply string, stable, _ map[string][]chaosClaim) string {
+		m.over(s, true, name)
+		if !held && reply != wire.Reply(1, wire.GetSuccess, name) {
+			m.over(s, false, name)
+		}
 		switch reply {
+		case wire.Reply(0, wire.GetDeadlock, name):
+			if held {
+				return "a deadlock on a lock it holds"
+			}
+			if !m.possibleCycle(s, name, st.sent) {
+				return "a deadlock where no cycle of waiters could have been"
+			}
+			m.counts.deadlocks.Add(1)
 		case wire.Reply(1, wire.GetSuccess, name):
 			if others(stable, name, s) > 0 {
 				return "granted a lock another client held throughout"
@@ -752,7 +890,14 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 		cmd = strings.Replace(wait, fmt.Sprint(ms), "-1", 1) + "\n!cancel " + name
 	}
 	grantRE := regexp.MustCompile(`^!gw 1 ([1-9][0-9]*) ` + regexp.QuoteMeta(name) + "\n$")
+	key := name // in the model's maybe
+	if shared {
+		key = "shared " + name
+	}
+	m.mayStart(s, false, key)
+	m.mayStart(s, true, key)
 	check = func(reply string, stable, stableShared map[string][]chaosClaim) string {
+		m.over(s, true, key)
 		var outcome string
 		for _, l := range strings.SplitAfter(reply, "\n") {
 			switch {
@@ -778,6 +923,21 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 		switch {
 		case outcome == "":
 			return "no outcome"
+		case !shared && outcome == wire.AsyncGWDeadlock(name) || shared && outcome == wire.AsyncSGWDeadlock(name):
+			if !held {
+				m.over(s, false, key)
+			}
+			switch {
+			case held:
+				return "a deadlock on a lock it holds"
+			case cancel && !strings.Contains(reply, replyNothingPending):
+				return "!cancel 1 after a wait refused as a deadlock"
+			case !m.possibleCycle(s, key, st.sent):
+				return "a deadlock where no cycle of waiters could have been"
+			}
+			m.counts.deadlocks.Add(1)
+			m.counts.asyncDeadlocks.Add(1)
+			return ""
 		case !shared && outcome == wire.AsyncGWOutcome(false, 0, name):
 		case !shared && grantRE.MatchString(outcome):
 			if others(stable, name, s) > 0 {
@@ -801,6 +961,9 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 			return "!cancel 1 with a grant, or !cancel 0 without one"
 		}
 		if !granted {
+			if !held {
+				m.over(s, false, key)
+			}
 			if held {
 				return "refused a lock it holds"
 			}
@@ -833,13 +996,24 @@ func (st *chaosStep) sharedGet() (cmd string, check chaosCheck) {
 	cmd = "sg " + sname
 	if sgw {
 		cmd = fmt.Sprintf("sgw %d %d %s", ms, maxHolders, sname)
+		m.mayStart(s, true, "shared "+sname)
 	}
+	m.mayStart(s, false, "shared "+sname)
 	start := time.Now()
 	check = func(reply string, _, stable map[string][]chaosClaim) string {
 		n, kind, ok := sharedCount(reply)
+		m.over(s, true, "shared "+sname)
+		if !held && kind != "Get Success" {
+			m.over(s, false, "shared "+sname)
+		}
 		switch {
 		case !ok:
 			return "bad reply"
+		case kind == "Get Deadlock" && sgw && !held && n == 0:
+			if !m.possibleCycle(s, "shared "+sname, st.sent) {
+				return "a deadlock where no cycle of waiters could have been"
+			}
+			m.counts.deadlocks.Add(1)
 		case kind == "Get Success":
 			if n < others(stable, sname, s)+1 {
 				return "fewer holders than hold it"
@@ -874,8 +1048,11 @@ func (st *chaosStep) sharedRelease() (cmd string, check chaosCheck) {
 	sname := st.pick(st.mineShared, chaosShared)
 	had := m.unclaim(s, sname, true)
 	cmd = "sr " + sname
-	check = releaseCheck(had, textSharedReleaseSuccess, textSharedReleaseFailure, sname)
-	return cmd, check
+	released := releaseCheck(had, textSharedReleaseSuccess, textSharedReleaseFailure, sname)
+	return cmd, func(reply string, stable, stableShared map[string][]chaosClaim) string {
+		m.over(s, false, "shared "+sname)
+		return released(reply, stable, stableShared)
+	}
 }
 
 func (st *chaosStep) sharedInspect() (cmd string, check chaosCheck) {

@@ -776,3 +776,82 @@ func TestSessionManyWaiters(t *testing.T) {
 		})
 	}
 }
+
+// TestClientDeadlock: the client reads dw from the daemon, and a wait the
+// daemon refuses as a deadlock is an ErrDeadlock, the client's locks kept.
+func TestClientDeadlock(t *testing.T) {
+	srv := startServer(t, nil)
+	a := dialClient(t, "tcp", srv.TCPAddr().String())
+	b := dialClient(t, "unix", srv.cfg.UnixPath)
+	for c, name := range map[*lockclient.Client]string{a: "x", b: "y"} {
+		if ok, err := c.Get(bg(t), name); !ok || err != nil {
+			t.Fatalf("g %s: %v %v", name, ok, err)
+		}
+	}
+	granted := make(chan error, 1)
+	go func() {
+		ok, err := a.GetWait(bg(t), -1, "y")
+		if err == nil && !ok {
+			err = errors.New("not granted")
+		}
+		granted <- err
+	}()
+	waitersQueued(t, srv, 1, "a waits for y")
+	waiting, err := b.Waiters(bg(t), "")
+	if err != nil || len(waiting) != 1 || waiting[0].Lock != "y" || waiting[0].Shared {
+		t.Fatalf("dw: %+v %v", waiting, err)
+	}
+	if _, err := b.GetWait(bg(t), -1, "x"); !errors.Is(err, lockclient.ErrDeadlock) {
+		t.Fatalf("b's gw x: %v, want ErrDeadlock", err)
+	}
+	if ok, err := b.Release(bg(t), "y"); !ok || err != nil {
+		t.Fatalf("r y: %v %v", ok, err)
+	}
+	if err := <-granted; err != nil {
+		t.Fatalf("a's gw y: %v", err)
+	}
+}
+
+// TestSessionDeadlock: a Session waits with !gw and !sgw; a wait of its
+// that the daemon refuses as a deadlock ("!gw 0 deadlock NAME", "!sgw
+// deadlock NAME") is an ErrDeadlock, the session and its locks kept.
+func TestSessionDeadlock(t *testing.T) {
+	srv := startServer(t, nil)
+	addr := srv.TCPAddr().String()
+	s := newSession(t, "tcp", []string{addr}, lockclient.SessionOptions{})
+	b := dialClient(t, "unix", srv.cfg.UnixPath)
+	x, err := s.Lock(bg(t), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.Get(bg(t), "y"); !ok || err != nil {
+		t.Fatalf("g y: %v %v", ok, err)
+	}
+	if n, err := b.SharedGet(bg(t), "s"); n != 1 || err != nil {
+		t.Fatalf("sg s: %v %v", n, err)
+	}
+	granted := make(chan error, 1)
+	go func() {
+		ok, err := b.GetWait(bg(t), -1, "x") // b waits for the session
+		if err == nil && !ok {
+			err = errors.New("not granted")
+		}
+		granted <- err
+	}()
+	waitersQueued(t, srv, 1, "b waits for x")
+	if _, err := s.Lock(bg(t), "y"); !errors.Is(err, lockclient.ErrDeadlock) {
+		t.Fatalf("the session's Lock of y: %v, want ErrDeadlock", err)
+	}
+	if _, err := s.Acquire(bg(t), "s", 1); !errors.Is(err, lockclient.ErrDeadlock) {
+		t.Fatalf("the session's Acquire of s: %v, want ErrDeadlock", err)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	if err := x.Unlock(bg(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-granted; err != nil {
+		t.Fatalf("b's gw x: %v", err)
+	}
+}

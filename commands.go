@@ -33,6 +33,7 @@ const (
 	verbPerms      // perms: what the connection's identity may do
 	verbAsyncGW    // !gw MS NAME: a wait whose outcome comes out of band
 	verbAsyncSGW   // !sgw MS MAX NAME: the same for a semaphore
+	verbDW         // dw [NAME]: who waits, in queue order
 	numVerbs
 )
 
@@ -87,6 +88,7 @@ var verbs = [numVerbs]verbInfo{
 	// only by their outcome line, out of band (asyncwait.go).
 	verbAsyncGW:  {word: "!gw", access: accessLock},
 	verbAsyncSGW: {word: "!sgw", access: accessLock},
+	verbDW:       {word: "dw", access: accessInspect},
 }
 
 // access is what an identity needs to run a verb (see acl.go).
@@ -168,6 +170,8 @@ func lookupVerb(word []byte) verb {
 		return verbAsyncGW
 	case "!sgw":
 		return verbAsyncSGW
+	case "dw":
+		return verbDW
 	}
 	return verbInvalid
 }
@@ -261,7 +265,7 @@ func (m *manager) runCommand(c *connState, cmd *command, b *batch) bool {
 		return m.me(c, cmd, b)
 	case verbIam:
 		return m.iam(c, cmd, b)
-	case verbWho, verbD, verbSD, verbDump, verbDL:
+	case verbWho, verbD, verbSD, verbDump, verbDL, verbDW:
 		return m.listing(c, cmd, b)
 	case verbQ:
 		return m.q(c, cmd, b)
@@ -322,9 +326,6 @@ func (m *manager) sg(c *connState, cmd *command, b *batch) bool {
 		return true
 	}
 	b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
-	if len(c.asyncWaits) > 0 {
-		m.tookShared(c, cmd.name, n)
-	}
 	return true
 }
 
@@ -368,8 +369,8 @@ func (m *manager) iam(c *connState, cmd *command, b *batch) bool {
 	return true
 }
 
-// listing runs who, d, sd, dump and dl: the manager copies a step of the
-// table at a time, the connection formats and writes it (dumps.go).
+// listing runs who, d, sd, dump, dl and dw: the manager copies a step of
+// the table at a time, the connection formats and writes it (dumps.go).
 func (m *manager) listing(c *connState, cmd *command, b *batch) bool {
 	if !m.dumpEnabled || (cmd.verb == verbWho && !m.registryEnabled) {
 		b.out = append(b.out, replyDisabled...)
@@ -441,8 +442,10 @@ func (m *manager) gw(c *connState, cmd *command, b *batch) bool {
 		// A connection does not queue twice for one lock: its gw would
 		// only wait for the !gw before it.
 		b.out = appendReply(b.out, 0, textGetTimeout, cmd.name)
+	case m.wait(c, string(cmd.name), false, 0, cmd.ms, false) == waitRefused:
+		// The wait would close a cycle of waiters (deadlocks.go).
+		b.out = appendReply(b.out, 0, textGetDeadlock, cmd.name)
 	default:
-		m.wait(c, string(cmd.name), false, 0, cmd.ms, false)
 		b.waitStarted = true
 		return false
 	}
@@ -468,8 +471,10 @@ func (m *manager) sgw(c *connState, cmd *command, b *batch) bool {
 		b.out = appendReply(b.out, uint64(n), textSharedGetSuccess, cmd.name)
 	case cmd.ms == 0 || c.inputEnded || c.asyncWaiting(cmd.name, true):
 		b.out = appendReply(b.out, 0, textSharedGetTimeout, cmd.name)
+	case m.wait(c, string(cmd.name), true, cmd.max, cmd.ms, false) == waitRefused:
+		// The wait would close a cycle of waiters (deadlocks.go).
+		b.out = appendReply(b.out, 0, textSharedGetDeadlock, cmd.name)
 	default:
-		m.wait(c, string(cmd.name), true, cmd.max, cmd.ms, false)
 		b.waitStarted = true
 		return false
 	}

@@ -317,6 +317,67 @@ func TestConsoleBrowser(t *testing.T) {
 		other.expect("i from-page", "0 Lock Not Locked: from-page\n")
 	})
 
+	t.Run("waiters and deadlocks", func(t *testing.T) {
+		srv := startServer(t, func(c *Config) { c.Deadlocks = DeadlocksReport })
+		ctx := newTab(t, browser)
+		browse(t, ctx, "open the console",
+			chromedp.Navigate("http://"+srv.WSAddr().String()+"/"),
+			chromedp.WaitVisible(chromedp.CSS(`#status[data-state="connected"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#waiting-empty`)),
+		)
+		a, b, c := dial(t, srv, "tcp"), dial(t, srv, "unix"), dial(t, srv, "websocket")
+		a.expect("iam alice", "1 ok\n")
+		a.expect("g X", "1 Lock Get Success: X\n")
+		b.expect("g Y", "1 Lock Get Success: Y\n")
+		queue(t, srv, c, "gw -1 X")
+		queue(t, srv, a, "gw -1 Y")
+		// Who waits for each lock, in queue order, since when; the
+		// waiting connections are marked.
+		waiterRow := func(lock, waiter string) string {
+			return `#waiting tbody tr[data-lock="` + lock + `"][data-waiter="` + waiter + `"]`
+		}
+		browse(t, ctx, "see the waiters",
+			chromedp.WaitVisible(chromedp.CSS(waiterRow("X", c.name))),
+			chromedp.WaitVisible(chromedp.CSS(waiterRow("Y", "alice"))),
+			chromedp.WaitVisible(chromedp.CSS(`#connections tbody tr.is-waiting[data-conn="alice"]`)),
+		)
+		if got := text(t, ctx, waiterRow("Y", "alice")+" td.held"); !strings.HasSuffix(got, " ms") && !strings.HasSuffix(got, " s") {
+			t.Errorf("waiting for %q, want a duration", got)
+		}
+		if got := text(t, ctx, `#connections tbody tr[data-conn="alice"] .badge.waiting`); got != "waiting for Y" {
+			t.Errorf("alice's mark %q", got)
+		}
+		// b closes the cycle a → b → a; with -deadlocks report it stays,
+		// and the console shows it as one until it is broken.
+		queue(t, srv, b, "gw -1 X")
+		browse(t, ctx, "see the deadlock",
+			chromedp.WaitVisible(chromedp.CSS(`#deadlocks li[data-deadlock="1"]`)),
+			chromedp.WaitVisible(chromedp.CSS(waiterRow("X", b.name)+".is-deadlock")),
+			chromedp.WaitVisible(chromedp.CSS(waiterRow("Y", "alice")+".is-deadlock")),
+		)
+		if got := text(t, ctx, waiterRow("X", c.name)+" td.deadlock"); got != "" {
+			t.Errorf("c, outside the cycle, shows %q", got)
+		}
+		if got := text(t, ctx, waiterRow("X", b.name)+" td.place"); got != "2" {
+			t.Errorf("b's place in X's queue %q, want 2", got)
+		}
+		cycle := text(t, ctx, `#deadlocks li[data-deadlock="1"]`)
+		for _, want := range []string{"alice waits for Y, held by " + b.name, b.name + " waits for X, held by alice"} {
+			if !strings.Contains(cycle, want) {
+				t.Errorf("deadlock shown as %q, want %q in it", cycle, want)
+			}
+		}
+		screenshot(t, ctx, "console-deadlock.png")
+		b.send("!cancel\n")
+		if got := b.line(); got != "!cancel 1\n" {
+			t.Fatalf("b: %q", got)
+		}
+		browse(t, ctx, "see the deadlock broken",
+			chromedp.WaitNotVisible(chromedp.CSS(`#deadlocks-panel`)),
+			chromedp.WaitNotPresent(chromedp.CSS(waiterRow("X", b.name))),
+		)
+	})
+
 	t.Run("dump disabled", func(t *testing.T) {
 		srv := startServer(t, func(c *Config) { c.Dump = false })
 		dial(t, srv, "tcp").expect("g hidden", "1 Lock Get Success: hidden\n")

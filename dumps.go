@@ -1,5 +1,10 @@
 package main
 
+import (
+	"maps"
+	"slices"
+)
+
 // dumpEntry is one "key: value" pair of a table listing.
 type dumpEntry struct {
 	key, value string
@@ -12,6 +17,7 @@ const (
 	dumpMap                         // dump: map[LOCK:CONN ...]
 	dumpSharedMap                   // dump shared: map[LOCK:[CONN CONN] ...]
 	dumpDetailed                    // dl: a line per exclusive lock and per shared holder
+	dumpWaiters                     // dw: a line per waiter, each lock's queue in order
 )
 
 // dump is a listing produced in steps: the manager copies a step of the
@@ -25,8 +31,8 @@ const (
 type dump struct {
 	format  dumpFormat
 	entries []dumpEntry
-	details []dumpDetail // dl
-	now     int64        // dl: the manager's clock when the step was copied
+	details []dumpDetail // dl, dw
+	now     int64        // dl, dw: the manager's clock when the step was copied
 
 	// step copies the next step into entries or details and reports
 	// whether the dump is then complete. Only the manager calls it; nil
@@ -37,15 +43,16 @@ type dump struct {
 	cut    bool // the manager ended the dump unfinished (leader.go)
 }
 
-// dumpDetail is one line of dl: an exclusive lock, or one holder of a shared
-// lock.
+// dumpDetail is one line of dl (an exclusive lock, or one holder of a
+// shared lock) or of dw (a waiter).
 type dumpDetail struct {
 	lock, owner string
 	shared      bool
 	token       uint64 // exclusive
-	since       int64  // when it was granted, on the manager's clock
+	since       int64  // when it was granted (dw: queued), on the manager's clock
 	holders     int    // shared
 	waiters     int
+	cycle       uint64 // dw: the reported deadlock the wait is in, or 0
 }
 
 // done reports whether the dump is complete: its last step is copied.
@@ -57,6 +64,8 @@ func (d *dump) appendStep(out []byte) []byte {
 	switch d.format {
 	case dumpDetailed:
 		out = d.appendDetails(out)
+	case dumpWaiters:
+		out = d.appendWaiters(out)
 	case dumpLines:
 		for _, e := range d.entries {
 			out = append(out, e.key...)
@@ -164,6 +173,9 @@ func (m *manager) startDump(cmd *command, b *batch) {
 	case cmd.verb == verbDL:
 		d.format = dumpDetailed
 		d.step = m.detailedDump(d, cmd.name)
+	case cmd.verb == verbDW:
+		d.format = dumpWaiters
+		d.step = m.waitersDump(d, cmd.name)
 	case string(cmd.name) == "shared":
 		d.format = dumpSharedMap
 		d.step = m.sharedDump(d, nil, connName)
@@ -337,3 +349,77 @@ func (m *manager) detailedDump(d *dump, name []byte) func(int) bool {
 }
 
 func connName(c *connState) string { return c.name }
+
+// waitersDump copies the wait queues (or those of name) into d, a line per
+// waiter, each queue whole in one step and in its order: the exclusive
+// queues, then the shared ones, in no order of name. The names of the
+// queues are listed when the walk begins (a string header per queue); a
+// queue gone by the time its turn comes is skipped.
+func (m *manager) waitersDump(d *dump, name []byte) func(int) bool {
+	add := func(q *waitQueue) int {
+		for w := q.head; w != nil; w = w.next {
+			d.details = append(d.details, dumpDetail{lock: w.name, owner: w.conn.displayName(),
+				shared: w.shared, since: int64(w.started.Sub(m.start)), cycle: m.cycleOf(w)})
+		}
+		return q.length
+	}
+	if len(name) > 0 {
+		return func(int) bool {
+			for _, table := range []map[string]*waitQueue{m.waiters, m.sharedWaiters} {
+				if q := table[string(name)]; q != nil {
+					add(q)
+				}
+			}
+			return true
+		}
+	}
+	var exclusive, shared []string
+	listed := false
+	return func(n int) bool {
+		if !listed {
+			listed = true
+			exclusive = slices.Collect(maps.Keys(m.waiters))
+			shared = slices.Collect(maps.Keys(m.sharedWaiters))
+		}
+		for n > 0 {
+			var lock string
+			table := m.waiters
+			switch {
+			case len(exclusive) > 0:
+				lock, exclusive = exclusive[len(exclusive)-1], exclusive[:len(exclusive)-1]
+			case len(shared) > 0:
+				lock, shared, table = shared[len(shared)-1], shared[:len(shared)-1], m.sharedWaiters
+			default:
+				return true
+			}
+			if q := table[lock]; q != nil {
+				n -= add(q)
+			}
+			n--
+		}
+		return len(exclusive) == 0 && len(shared) == 0
+	}
+}
+
+// appendWaiters formats dw: "LOCK: WAITER queued_ms=MS" per waiter, with
+// "shared" before queued_ms for a shared lock's waiter and " deadlock=ID"
+// after it for a wait in a deadlock found with -deadlocks report that is
+// not broken yet. A waiter may hold spaces (iam names do).
+func (d *dump) appendWaiters(out []byte) []byte {
+	for _, e := range d.details {
+		out = append(out, e.lock...)
+		out = append(out, ": "...)
+		out = append(out, e.owner...)
+		if e.shared {
+			out = append(out, " shared"...)
+		}
+		out = append(out, " queued_ms="...)
+		out = appendUint(out, uint64(max(0, d.now-e.since)/1e6))
+		if e.cycle != 0 {
+			out = append(out, " deadlock="...)
+			out = appendUint(out, e.cycle)
+		}
+		out = append(out, '\n')
+	}
+	return out
+}

@@ -365,6 +365,111 @@ func TestDetailedListing(t *testing.T) {
 	dial(t, srv, "tcp").expect("dl", "0 disabled\n")
 }
 
+// TestWaitersListing: dw lists every waiter in queue order, one line each,
+// the exclusive queues before the shared ones (locks in no order), shared
+// waiters marked; dw NAME filters; -dump=false disables it.
+func TestWaitersListing(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			srv := startServer(t, nil)
+			h := dial(t, srv, tr)
+			h.expect("g X", "1 Lock Get Success: X\n")
+			h.expect("sg X", "1 Shared Lock Get Success: X\n")
+			h.expect("sg S", "1 Shared Lock Get Success: S\n")
+			h.expect("dw", "")
+			var names []string
+			for _, cmd := range []string{"gw -1 X", "sgw -1 1 X", "gw -1 X", "sgw 60000 1 S", "gw 60000 X"} {
+				w := dial(t, srv, tr)
+				if len(names) == 0 {
+					w.expect("iam first waiter", "1 ok\n")
+					w.name = "first waiter"
+				}
+				queue(t, srv, w, cmd)
+				names = append(names, w.name)
+			}
+			time.Sleep(30 * time.Millisecond)
+			got := h.do("dw")
+			want := []string{
+				"X: " + names[0],
+				"X: " + names[2],
+				"X: " + names[4],
+				"S: " + names[3] + " shared", // the shared queues in no order
+				"X: " + names[1] + " shared",
+			}
+			lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+			if len(lines) != len(want) {
+				t.Fatalf("dw: %q", got)
+			}
+			prefixes := make([]string, len(lines))
+			for i, l := range lines {
+				prefix, ms, ok := strings.Cut(l, " queued_ms=")
+				n, err := strconv.Atoi(ms)
+				if !ok || err != nil || n < 30 || n > 60_000 {
+					t.Fatalf("dw line %d: %q, want queued_ms=N (N >= 30)", i, l)
+				}
+				prefixes[i] = prefix
+			}
+			slices.Sort(prefixes[3:])
+			if !slices.Equal(prefixes, want) {
+				t.Fatalf("dw: %q, want the lines %q", got, want)
+			}
+			if got := h.do("dw S"); !strings.HasPrefix(got, "S: "+names[3]+" shared queued_ms=") || strings.Count(got, "\n") != 1 {
+				t.Fatalf("dw S: %q", got)
+			}
+			h.expect("dw nothing", "")
+		})
+	}
+	srv := startServer(t, func(c *Config) { c.Dump = false })
+	dial(t, srv, "tcp").expect("dw", "0 disabled\n")
+}
+
+// TestWaitersListingInSteps: a dw of more waiters than one step copies is
+// copied in steps and still lists each waiter once, in queue order.
+func TestWaitersListingInSteps(t *testing.T) {
+	srv := startServer(t, nil)
+	h := dial(t, srv, "tcp")
+	n := dumpStep + 100
+	done := make(chan struct{})
+	srv.manager.call(func(m *manager) {
+		// Waiters queued directly in the manager: n connections would
+		// take far longer to open than the listing takes to test.
+		for i := range n {
+			c := newConnState(fmt.Sprintf("fake:%d", i), "tcp")
+			name := fmt.Sprintf("L%d", i%7)
+			if l, _, _ := m.exclusive.get([]byte(name)); l == nil {
+				m.lock(newConnState("holder:"+name, "tcp"), []byte(name))
+			}
+			m.wait(c, name, false, 0, noWait, false)
+		}
+		close(done)
+	})
+	<-done
+	got := h.do("dw")
+	lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+	if len(lines) != n {
+		t.Fatalf("dw: %d lines, want %d", len(lines), n)
+	}
+	last := map[string]int{}
+	for _, l := range lines {
+		var lock string
+		var i, ms int
+		if _, err := fmt.Sscanf(l, "%s fake:%d queued_ms=%d", &lock, &i, &ms); err != nil {
+			t.Fatalf("dw line %q: %v", l, err)
+		}
+		if prev, ok := last[lock]; ok && i <= prev {
+			t.Fatalf("dw: %s lists fake:%d after fake:%d", lock, i, prev)
+		}
+		last[lock] = i
+	}
+	srv.manager.call(func(m *manager) {
+		for _, q := range m.waiters {
+			for _, w := range q.waiting() {
+				m.unqueue(w)
+			}
+		}
+	})
+}
+
 // TestRegistrySteps: who's walk resumes after the last registration it
 // listed when the list has been compacted between its steps, and lists a
 // connection registered again once, at its new place.

@@ -384,6 +384,9 @@ func FuzzCommandPath(f *testing.F) {
 		"!gw 10 busy\ngw -1 x\n!cancel busy\n!gw x y\n!sgw 0 0 s\n!gw 0 a b\nr a b\n",
 		"gw -1 busy\n!gw -1 busy\nr busy\ni busy\ndl busy\n!cancel\n",
 		"g a\ng b\ng c\n!gw -1 busy\n!gw 0 d\n!sgw 0 2 e\nsg sbusy\n!sgw 1 1 sbusy\n",
+		// Its own !sgw pending when it takes the semaphore with sg, with
+		// other waits pending: granted, never a wait for itself (a deadlock).
+		"g a\n!gw -1 busy\n!sgw -1 1 sbusy\nsg sbusy\nq\nsr sbusy\n",
 	} {
 		f.Add([]byte(s), uint16(0))
 		f.Add([]byte(s), uint16(7))

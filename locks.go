@@ -79,6 +79,7 @@ func (m *manager) passOn(ref lockRef) {
 		}
 		m.grant(w.conn, ref)
 		m.resolve(w, waitResult{granted: true, holders: 1, token: l.token})
+		m.holderChanged(w.conn, name, false)
 		return
 	}
 	m.exclusive.remove(ref)

@@ -61,6 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.IntVar(&cfg.MaxLocksPerConn, "max-locks-per-conn", DefaultMaxLocksPerConn, "most locks (exclusive plus shared) one connection may hold")
 	fs.IntVar(&cfg.MaxWaitsPerConn, "max-waits-per-conn", DefaultMaxWaitsPerConn, "most asynchronous waits (!gw, !sgw) one connection may have pending")
 	fs.Int64Var(&cfg.MaxBuffered, "max-buffered", 0, "bytes held for all connections together (queued lines, partial messages, grown read buffers, pending replies); past it the connection asking for more is closed (0: a quarter of RAM or of the cgroup's memory limit)")
+	fs.Var(&cfg.Deadlocks, "deadlocks", "a wait that closes a cycle of waiters: break (refuse it with a Deadlock reply) or report (only log and count it)")
 	fs.DurationVar(&cfg.KeepAlive.Idle, "keepalive-idle", 15*time.Second, "TCP keepalive: idle time before the first probe")
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")

@@ -51,6 +51,8 @@ type manager struct {
 	dumps sync.Pool
 
 	sec managerSecurity // access control and kill (admin.go)
+
+	deadlocks deadlocks // the wait-for graph's search (deadlocks.go)
 }
 
 // connState is the manager's view of a connection.
@@ -71,6 +73,9 @@ type connState struct {
 	asyncWaits map[waitKey]*waiter // the pending !gw and !sgw (asyncwait.go)
 	box        *asyncOutbox        // their outcomes; nil until the first
 	inputEnded bool                // the client will send nothing more: no wait may begin
+	// Its place in the deadlock search that ran last (deadlocks.go).
+	search      int32
+	searchEpoch uint64
 
 	// Access control (acl.go, admin.go). certName and kill are set before
 	// the manager first sees the connection; ident is the manager's.
@@ -147,6 +152,7 @@ func newManager(cfg Config) *manager {
 		connsByTransport: make(map[string]int),
 		tokens:           newClockTokens(time.Now()),
 		start:            time.Now(),
+		deadlocks:        deadlocks{report: cfg.Deadlocks == DeadlocksReport, log: cfg.Logger},
 	}
 	if cfg.Verbose {
 		m.log = cfg.Logger

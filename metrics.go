@@ -123,9 +123,12 @@ func newMetrics(m *manager, maxConns int, build buildInfo) *metrics {
 
 // observeWait records how a queued wait ended.
 func (mt *metrics) observeWait(res waitResult) {
-	if res.granted {
+	switch {
+	case res.deadlock:
+		return // counted in glockd_deadlocks_total
+	case res.granted:
 		mt.waitGranted.Observe(res.waited.Seconds())
-	} else {
+	default:
 		mt.waitTimeout.Observe(res.waited.Seconds())
 	}
 }
@@ -148,6 +151,7 @@ type statsCollector struct {
 	connections, locks, sharedLocks, waiters  *prometheus.Desc
 	managerUp                                 *prometheus.Desc
 	holdSeconds, oldestHold, oldestWait       *prometheus.Desc
+	deadlocks                                 *prometheus.Desc
 }
 
 func newStatsCollector(m *manager) *statsCollector {
@@ -175,6 +179,8 @@ func newStatsCollector(m *manager) *statsCollector {
 			"Age of the oldest lock held now, by kind; 0 when none is held.", []string{"kind"}, nil),
 		oldestWait: prometheus.NewDesc("glockd_oldest_wait_seconds",
 			"How long the longest current wait (gw, sgw, !gw, !sgw) has waited; 0 when none waits.", nil, nil),
+		deadlocks: prometheus.NewDesc("glockd_deadlocks_total",
+			"Cycles of waiters found: each closing wait (gw, sgw, !gw, !sgw) was refused with a Deadlock reply (-deadlocks break) or only logged (-deadlocks report).", nil, nil),
 		managerUp: prometheus.NewDesc("glockd_manager_up",
 			"1 when the lock manager answered this scrape in time; 0 when it did not, and the other glockd_ gauges and counters are then missing from the scrape.", nil, nil),
 	}
@@ -184,7 +190,7 @@ func (sc *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		sc.commands, sc.invalid, sc.orphans, sc.sharedOrphans,
 		sc.connections, sc.locks, sc.sharedLocks, sc.waiters, sc.managerUp,
-		sc.holdSeconds, sc.oldestHold, sc.oldestWait,
+		sc.holdSeconds, sc.oldestHold, sc.oldestWait, sc.deadlocks,
 	} {
 		ch <- d
 	}
@@ -216,6 +222,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(sc.locks, s.locks)
 	gauge(sc.sharedLocks, s.sharedLocks)
 	gauge(sc.waiters, s.waiters)
+	counter(sc.deadlocks, s.deadlocks)
 	for _, k := range []holdKind{exclusiveHold, sharedHold} {
 		h := s.holds[k]
 		buckets := make(map[float64]uint64, len(holdBuckets))

@@ -10,6 +10,7 @@ const (
 	textGetSuccess           = wire.GetSuccess
 	textGetFailure           = wire.GetFailure
 	textGetTimeout           = wire.GetTimeout
+	textGetDeadlock          = wire.GetDeadlock
 	textReleaseSuccess       = wire.ReleaseSuccess
 	textReleaseFailure       = wire.ReleaseFailure
 	textIsLocked             = wire.IsLocked
@@ -17,6 +18,7 @@ const (
 	textToken                = wire.Token
 	textSharedGetSuccess     = wire.SharedGetSuccess
 	textSharedGetTimeout     = wire.SharedGetTimeout
+	textSharedGetDeadlock    = wire.SharedGetDeadlock
 	textSharedReleaseSuccess = wire.SharedReleaseSuccess
 	textSharedReleaseFailure = wire.SharedReleaseFailure
 	textSharedIsLocked       = wire.SharedIsLocked
@@ -78,11 +80,15 @@ func appendUint(out []byte, n uint64) []byte {
 
 // appendWaitReply formats the end of a wait for the command that started it.
 func appendWaitReply(out []byte, cmd *command, res waitResult) []byte {
-	if cmd.verb == verbSGW {
-		if res.granted {
-			return appendReply(out, uint64(res.holders), textSharedGetSuccess, cmd.name)
-		}
+	switch {
+	case cmd.verb == verbSGW && res.granted:
+		return appendReply(out, uint64(res.holders), textSharedGetSuccess, cmd.name)
+	case cmd.verb == verbSGW && res.deadlock:
+		return appendReply(out, 0, textSharedGetDeadlock, cmd.name)
+	case cmd.verb == verbSGW:
 		return appendReply(out, 0, textSharedGetTimeout, cmd.name)
+	case res.deadlock:
+		return appendReply(out, 0, textGetDeadlock, cmd.name)
 	}
 	return appendBoolReply(out, res.granted, textGetSuccess, textGetTimeout, cmd.name)
 }

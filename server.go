@@ -38,6 +38,10 @@ type Config struct {
 	// (budget.go); 0 means a quarter of the memory available.
 	MaxBuffered int64
 
+	// Deadlocks: what a wait that closes a cycle of waiters gets
+	// (deadlocks.go). The zero value breaks the cycle.
+	Deadlocks DeadlockMode
+
 	// MaxHTTPConns bounds the HTTP connections (on WSAddr and MetricsAddr)
 	// that are not websockets: browsers, scrapers, health checks. Over it
 	// the oldest idle one is closed to make room, or the new one when

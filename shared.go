@@ -282,7 +282,14 @@ func (m *manager) takeShared(c *connState, name []byte) (holders int, res lockRe
 	if ref == noRef {
 		ref = m.shared.addName(string(name), frag)
 	}
-	return m.sharedGrant(c, ref), lockTaken
+	n := m.sharedGrant(c, ref)
+	if c.blocked() {
+		// Its own !sgw on the name, if any, is granted first: it must
+		// not count as a wait for itself.
+		m.tookShared(c, name, n)
+		m.holderChanged(c, m.shared.name(ref).name, true)
+	}
+	return n, lockTaken
 }
 
 // sharedGrant makes c a holder of the name ref and returns how many there
@@ -366,6 +373,7 @@ func (m *manager) admitSharedWaiters(name string) {
 		}
 		holders := m.sharedGrant(w.conn, ref)
 		m.resolve(w, waitResult{granted: true, holders: holders})
+		m.holderChanged(w.conn, name, true)
 	}
 }
 

@@ -64,6 +64,7 @@ type statsSnapshot struct {
 	holds            [2]holdHistogram
 	oldestHold       [2]time.Duration // age of the oldest current hold, by holdKind; 0 when none
 	oldestWait       time.Duration    // age of the longest current wait; 0 when none
+	deadlocks        uint64           // cycles of waiters found
 }
 
 func (m *manager) snapshot() statsSnapshot {
@@ -92,6 +93,7 @@ func (m *manager) snapshot() statsSnapshot {
 		locks:            m.exclusive.count,
 		sharedLocks:      m.shared.count,
 		waiters:          m.waiterCount,
+		deadlocks:        m.deadlocks.found,
 	}
 }
 

@@ -471,7 +471,12 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 		} else if c.waiter != nil {
 			return fmt.Errorf("connection %s handed over with two waits pending", c.name)
 		}
-		m.wait(c, ws.name, ws.shared, int64(ws.max), ms, ws.async)
+		// The old process let this wait stand, so it closes no cycle to
+		// break; under -deadlocks report a standing cycle is found (logged,
+		// counted) again.
+		if m.wait(c, ws.name, ws.shared, int64(ws.max), ms, ws.async) == waitRefused {
+			return fmt.Errorf("the wait of %s for %q would close a deadlock", c.name, ws.name)
+		}
 		w := c.waiter
 		if ws.async {
 			w = c.asyncWaits[waitKey{ws.name, ws.shared}]

@@ -6,12 +6,13 @@ import (
 )
 
 // waitResult is how a wait ended: granted, with the holder count for sgw and
-// the fencing token for gw, or timed out.
+// the fencing token for gw, timed out, or refused as a deadlock.
 type waitResult struct {
-	granted bool
-	holders int
-	token   uint64
-	waited  time.Duration
+	granted  bool
+	deadlock bool // refused: it closed a cycle of waiters (deadlocks.go)
+	holders  int
+	token    uint64
+	waited   time.Duration
 	// authFailure: not a wait but a failed auth's delay, ended (authlimit.go).
 	authFailure bool
 }
@@ -31,6 +32,7 @@ type waiter struct {
 	started  time.Time
 	deadline time.Time // when the timer fires; zero without one (a hand-over carries it: upgrade_state.go)
 	resolved bool      // granted, timed out or cancelled; the timer's message is then stale
+	cycles   int32     // reported deadlocks it is in (-deadlocks report)
 
 	prev, next *waiter
 	// older and newer link every waiter in the order they began to wait.
@@ -106,6 +108,18 @@ func (q *waitQueue) pop() *waiter {
 
 func (q *waitQueue) empty() bool { return q.head == nil }
 
+// waiting lists the waiters of q, oldest first; none when q is nil.
+func (q *waitQueue) waiting() []*waiter {
+	if q == nil {
+		return nil
+	}
+	var list []*waiter
+	for w := q.head; w != nil; w = w.next {
+		list = append(list, w)
+	}
+	return list
+}
+
 // queues returns the table of waiters that w belongs in.
 func (m *manager) queues(shared bool) map[string]*waitQueue {
 	if shared {
@@ -114,10 +128,13 @@ func (m *manager) queues(shared bool) map[string]*waitQueue {
 	return m.waiters
 }
 
-// wait queues c for name. The timer belongs to the manager: expiry arrives as
-// a request, so the manager alone decides between grant and timeout and never
-// grants a lock to a waiter that it has told about a timeout.
-func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64, async bool) {
+// wait queues c for name, unless the wait would close a deadlock that is to
+// be broken: then it reports so and c does not wait (an asynchronous wait's
+// deadlock outcome is in its outbox already). The timer belongs to
+// the manager: expiry arrives as a request, so the manager alone decides
+// between grant and timeout and never grants a lock to a waiter that it has
+// told about a timeout.
+func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64, async bool) waitStart {
 	w := &waiter{conn: c, name: name, shared: shared, async: async, max: int(maxHolders), started: time.Now()}
 	m.waiterCount++
 	table := m.queues(shared)
@@ -133,6 +150,13 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	} else {
 		c.waiter = w
 	}
+	if m.waitStarts(w) {
+		m.unqueue(w)
+		if async {
+			m.tell(w, waitResult{deadlock: true})
+		}
+		return waitRefused
+	}
 	// An MS too large for a time.Duration (292 years) waits without a limit.
 	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {
 		w.deadline = w.started.Add(time.Duration(ms) * time.Millisecond)
@@ -144,7 +168,17 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 		})
 	}
 	m.logEvent("wait", c, "lock", name, "shared", shared, "ms", ms)
+	return waitInQueue
 }
+
+// waitStart is what became of a wait: queued, or refused because it would
+// close a deadlock.
+type waitStart bool
+
+const (
+	waitInQueue waitStart = false
+	waitRefused waitStart = true
+)
 
 // unqueue takes w out of its queue and forgets it. When w headed a shared
 // queue, the new head may fit where w did not: it is admitted now, not when
@@ -167,6 +201,7 @@ func (m *manager) unqueue(w *waiter) {
 // is ignored.
 func (m *manager) finishWait(w *waiter) {
 	w.resolved = true
+	m.waitEnds(w)
 	m.waitAges.remove(w)
 	if w.async {
 		delete(w.conn.asyncWaits, waitKey{w.name, w.shared})

@@ -11,7 +11,8 @@ import (
 // Asynchronous waits, "!gw MS NAME" and "!sgw MS MAX NAME": the server runs
 // the commands after them at once and reports each wait's outcome later, on
 // one out-of-band line ("!gw 1 TOKEN NAME" / "!gw 0 0 NAME", "!sgw N NAME" /
-// "!sgw 0 NAME"). Sessions wait this way, so that one goroutine's wait does
+// "!sgw 0 NAME"; "!gw 0 deadlock NAME" / "!sgw deadlock NAME" for a wait
+// refused because it would close a cycle of waiters). Sessions wait this way, so that one goroutine's wait does
 // not hold back the others' calls.
 
 // asyncKey names a pending asynchronous wait: the server allows one per
@@ -24,9 +25,10 @@ type asyncKey struct {
 // asyncWait is a wait sent and not yet answered. The reader fills it in and
 // closes done.
 type asyncWait struct {
-	done    chan struct{}
-	granted bool
-	n       uint64 // !gw: the fencing token; !sgw: the holders
+	done     chan struct{}
+	granted  bool
+	deadlock bool   // refused: it would close a cycle of waiters
+	n        uint64 // !gw: the fencing token; !sgw: the holders
 }
 
 // waitAsync sends !gw (maxHolders 0) or !sgw and waits for its outcome. The
@@ -34,7 +36,8 @@ type asyncWait struct {
 // When ctx ends first, the wait is cancelled ("!cancel NAME") and its
 // outcome still awaited, up to c.grace; interrupted is then true, and a
 // grant that crossed the cancellation is reported, for the caller to give
-// back.
+// back. A wait the server refuses as a deadlock returns an error wrapping
+// ErrDeadlock.
 func (c *Client) waitAsync(ctx context.Context, wait time.Duration, maxHolders int, name string) (granted bool, n uint64, interrupted bool, err error) {
 	key := asyncKey{Normalize(name), maxHolders > 0}
 	line := "!gw " + millis(wait) + " " + name
@@ -80,6 +83,9 @@ func (c *Client) waitAsync(ctx context.Context, wait time.Duration, maxHolders i
 
 	select {
 	case <-w.done:
+		if w.deadlock {
+			return false, 0, false, fmt.Errorf("%s: %w", line, ErrDeadlock)
+		}
 		return w.granted, w.n, false, nil
 	case <-c.dead:
 		return false, 0, false, c.deadErr()
@@ -122,7 +128,7 @@ func (c *Client) asyncOutcome(reply string) bool {
 		}
 		num, key.name, key.shared = f[0], f[1], true
 		flag = "1"
-		if num == "0" {
+		if num == "0" || num == "deadlock" {
 			flag = "0"
 		}
 	} else {
@@ -132,12 +138,13 @@ func (c *Client) asyncOutcome(reply string) bool {
 	if w == nil {
 		return false
 	}
+	deadlock := num == "deadlock" && flag == "0"
 	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil || (flag != "0" && flag != "1") {
+	if (err != nil && !deadlock) || (flag != "0" && flag != "1") {
 		return false
 	}
 	delete(c.waits, key)
-	w.granted, w.n = flag == "1", n
+	w.granted, w.n, w.deadlock = flag == "1", n, deadlock
 	close(w.done)
 	return true
 }

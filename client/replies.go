@@ -13,6 +13,7 @@ const (
 	getSuccess     = "1 Lock Get Success: "
 	getFailure     = "0 Lock Get Failure: "
 	getTimeout     = "0 Lock Get Timeout: "
+	getDeadlock    = "0 Lock Get Deadlock: "
 	releaseSuccess = "1 Lock Release Success: "
 	releaseFailure = "0 Lock Release Failure: "
 	isLocked       = "1 Lock Is Locked: "
@@ -24,6 +25,7 @@ const (
 	tokenText        = " Lock Token: "
 
 	sharedGetTimeout     = "0 Shared Lock Get Timeout: "
+	sharedGetDeadlock    = "0 Shared Lock Get Deadlock: "
 	sharedReleaseSuccess = "1 Shared Lock Release Success: "
 	sharedReleaseFailure = "0 Shared Lock Release Failure: "
 	sharedNotLocked      = "0 Shared Lock Not Locked: "

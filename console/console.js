@@ -1,9 +1,11 @@
 // glockd console: polls the server over its own websocket on "/" and shows
 // the counters (q), every lock with its holders, hold times, tokens and
-// waiters (dl), and the connections (who, and the owners dl names). It talks
-// through the JavaScript client (clients/js/glockd.js, served as
-// /console/glockd.js): a Session whose heartbeat tells when the connection,
-// and with it the locks this page took, is lost. When the server gives
+// waiters (dl), who waits for each lock and since when, with the deadlocks
+// a server run with -deadlocks report has found (dw), and the connections
+// (who, and the owners dl and dw name). It talks through the JavaScript
+// client (clients/js/glockd.js, served as /console/glockd.js): a Session
+// whose heartbeat tells when the connection, and with it the locks this page
+// took, is lost. When the server gives
 // access by identity (-acl-file), the page asks for a token first and shows
 // only what that identity may see and lock (the server enforces it anyway).
 import { Session, AuthFailed } from './glockd.js';
@@ -37,6 +39,7 @@ import { Session, AuthFailed } from './glockd.js';
     exclusive: [], // [{lock, holder, token (text), heldMs, waiters}]
     shared: [], // [{lock, holders: [{name, heldMs}], waiters}]
     registered: [], // [{conn, name}] from who
+    waiting: [], // [{lock, waiter, shared, place, queuedMs, deadlock}] from dw, each lock's queue in order
     fetchedAt: 0, // performance.now() of the last dl: held times grow from it
     sort: { exclusive: { key: 'lock', dir: 1 }, shared: { key: 'lock', dir: 1 } },
     retryMs: 1000,
@@ -264,15 +267,16 @@ import { Session, AuthFailed } from './glockd.js';
       // Big or disabled tables are fetched every fifth tick only.
       const withTables = (state.dumpEnabled && !state.bigTables) || state.tick % 5 === 0;
       state.tick++;
-      const replies = await Promise.all(withTables ? [send('q'), send('dl'), send('who')] : [send('q')]);
+      const replies = await Promise.all(withTables ? [send('q'), send('dl'), send('who'), send('dw')] : [send('q')]);
       renderStats(parseStats(replies[0]));
       if (withTables) {
-        const [dl, who] = [replies[1], replies[2]];
+        const [dl, who, dw] = [replies[1], replies[2], replies[3]];
         state.dumpEnabled = dl !== '0 disabled\n';
         state.bigTables = dl.length > BIG_DUMP;
         state.fetchedAt = performance.now();
         if (state.dumpEnabled) parseDetailed(dl);
         else state.exclusive = state.shared = [];
+        state.waiting = state.dumpEnabled ? parseWaiters(dw) : [];
         state.registered = who === '0 disabled\n' ? [] : parseWho(who);
         renderTables();
       }
@@ -335,6 +339,29 @@ import { Session, AuthFailed } from './glockd.js';
     state.shared = shared;
   }
 
+  // dw: "LOCK: WAITER queued_ms=MS" per waiter, "shared" before queued_ms
+  // for sgw's waiters, " deadlock=N" after it for a wait in a deadlock the
+  // server found and left (-deadlocks report); sorted by lock, each queue in
+  // its order. A waiter may hold spaces: its fields are read from the end.
+  function parseWaiters(text) {
+    const rows = [];
+    for (const line of text.split('\n')) {
+      const kv = splitLine(line);
+      if (!kv) continue;
+      const f = kv[1].split(' ');
+      let deadlock = 0;
+      if (f[f.length - 1].startsWith('deadlock=')) deadlock = Number(f.pop().slice('deadlock='.length));
+      const queued = f.pop() || '';
+      if (!queued.startsWith('queued_ms=')) continue;
+      const shared = f.length > 1 && f[f.length - 1] === 'shared';
+      if (shared) f.pop();
+      const prev = rows[rows.length - 1];
+      const place = prev && prev.lock === kv[0] && prev.shared === shared ? prev.place + 1 : 1;
+      rows.push({ lock: kv[0], waiter: f.join(' '), shared, place, queuedMs: Number(queued.slice('queued_ms='.length)), deadlock });
+    }
+    return rows;
+  }
+
   // who: "CONN: NAME" per registered connection.
   function parseWho(text) {
     const rows = [];
@@ -394,7 +421,7 @@ import { Session, AuthFailed } from './glockd.js';
   function renderTables() {
     const enabled = state.dumpEnabled && canInspect();
     $('dump-disabled').hidden = state.dumpEnabled || !canInspect();
-    for (const id of ['table-tools', 'exclusive-panel', 'shared-panel', 'connections-panel']) $(id).hidden = !enabled;
+    for (const id of ['table-tools', 'exclusive-panel', 'shared-panel', 'waiting-panel', 'connections-panel']) $(id).hidden = !enabled;
     if (!enabled) return;
 
     const filter = $('filter').value.trim().toLowerCase();
@@ -422,6 +449,7 @@ import { Session, AuthFailed } from './glockd.js';
       if (old && held > old) tr.classList.add('is-old');
       return tr;
     }, 5);
+    renderWaiting(match);
     renderConnections();
 
     $('exclusive-count').textContent = countText(ex.length, state.exclusive.length);
@@ -464,12 +492,56 @@ import { Session, AuthFailed } from './glockd.js';
     return td;
   }
 
-  // renderConnections lists every connection that holds a lock or named
-  // itself: its name, its registered name, and how many locks it holds.
+  // renderWaiting lists who waits for each lock and since when, in queue
+  // order, and each deadlock found (-deadlocks report) as one until one of
+  // its waits ends: every waiter in it, the lock it waits for and who holds
+  // that lock.
+  function renderWaiting(match) {
+    const rows = state.waiting.filter((r) => match(r.lock, r.waiter));
+    fillTable('waiting', rows, (r) => {
+      const tr = row([cell(r.lock, 'lock'), cell(String(r.place), 'num place'), holderCell([r.waiter]),
+        cell(r.shared ? 'shared' : 'exclusive', 'kind'), heldCell(heldNow(r.queuedMs)),
+        cell(r.deadlock ? 'deadlock ' + r.deadlock : '', 'deadlock')]);
+      tr.dataset.lock = r.lock;
+      tr.dataset.waiter = r.waiter;
+      if (r.deadlock) tr.classList.add('is-deadlock');
+      return tr;
+    }, 6);
+    $('waiting-count').textContent = countText(rows.length, state.waiting.length);
+    $('waiting-empty').hidden = rows.length > 0;
+    $('waiting-empty').textContent = state.waiting.length ? 'No waiter matches the filter.' : 'Nobody waits.';
+
+    const cycles = new Map();
+    for (const r of state.waiting) {
+      if (!r.deadlock) continue;
+      if (!cycles.has(r.deadlock)) cycles.set(r.deadlock, []);
+      cycles.get(r.deadlock).push(r);
+    }
+    const holdersOf = (r) => {
+      const table = r.shared ? state.shared : state.exclusive;
+      const found = table.find((l) => l.lock === r.lock);
+      if (!found) return [];
+      return r.shared ? found.holders.map((h) => h.name) : [found.holder];
+    };
+    $('deadlocks').replaceChildren(...[...cycles.entries()].sort((a, b) => a[0] - b[0]).map(([id, members]) => {
+      const li = document.createElement('li');
+      li.dataset.deadlock = String(id);
+      const title = document.createElement('strong');
+      title.textContent = 'Deadlock ' + id + ': ';
+      li.append(title, members.map((r) => r.waiter + ' waits for ' + (r.shared ? 'shared ' : '') + r.lock +
+        ', held by ' + holdersOf(r).join(', ')).join('; ') + '.');
+      return li;
+    }));
+    $('deadlocks-panel').hidden = cycles.size === 0;
+  }
+
+  // renderConnections lists every connection that holds a lock, waits for
+  // one or named itself: its name, its registered name, how many locks it
+  // holds, and a mark on those waiting.
   function renderConnections() {
     const conns = new Map();
     const get = (name) => {
-      if (!conns.has(name)) conns.set(name, { name, registered: '', exclusive: 0, shared: 0 });
+      if (!conns.has(name)) conns.set(name, { name, registered: '', exclusive: 0, shared: 0, waitsFor: [] });
       return conns.get(name);
     };
     for (const r of state.registered) {
@@ -478,10 +550,19 @@ import { Session, AuthFailed } from './glockd.js';
     }
     for (const r of state.exclusive) get(r.holder).exclusive++;
     for (const r of state.shared) for (const h of r.holders) get(h.name).shared++;
+    for (const r of state.waiting) get(r.waiter).waitsFor.push(r.lock);
     const rows = [...conns.values()].sort((a, b) => (b.exclusive + b.shared) - (a.exclusive + a.shared) || a.name.localeCompare(b.name));
     fillTable('connections', rows, (c) => {
-      const tr = row([holderCell([c.name]), cell(c.registered, 'meta'), cell(String(c.exclusive), 'num'), cell(String(c.shared), 'num')]);
+      const name = holderCell([c.name]);
+      if (c.waitsFor.length > 0) {
+        const badge = document.createElement('span');
+        badge.className = 'badge waiting';
+        badge.textContent = 'waiting for ' + c.waitsFor.join(', ');
+        name.append(badge);
+      }
+      const tr = row([name, cell(c.registered, 'meta'), cell(String(c.exclusive), 'num'), cell(String(c.shared), 'num')]);
       tr.dataset.conn = c.name;
+      if (c.waitsFor.length > 0) tr.classList.add('is-waiting');
       return tr;
     }, 4);
     $('connections-empty').hidden = rows.length > 0;
@@ -656,7 +737,7 @@ import { Session, AuthFailed } from './glockd.js';
     });
   }
   // Held times grow between refreshes.
-  setInterval(() => { if (state.dumpEnabled && state.exclusive.length + state.shared.length > 0) renderTables(); }, 250);
+  setInterval(() => { if (state.dumpEnabled && state.exclusive.length + state.shared.length + state.waiting.length > 0) renderTables(); }, 250);
   $('lock-name').addEventListener('input', updateLockHint);
   $('login-form').addEventListener('submit', submitLogin);
 

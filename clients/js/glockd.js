@@ -620,6 +620,36 @@ function parseDetails(lines, name) {
   return out;
 }
 
+// parseWaiters reads dw's lines: "LOCK: WAITER queued_ms=MS", with "shared"
+// before queued_ms for a shared lock's waiter and " deadlock=N" after it for
+// a wait in a deadlock left in place (-deadlocks report). A waiter's name may
+// hold spaces, so fields are read from the end.
+function parseWaiters(lines, name) {
+  const out = [];
+  for (const line of lines) {
+    let lock;
+    let rest;
+    if (name !== undefined && line.startsWith(name + ': ')) {
+      lock = name;
+      rest = line.slice(name.length + 2);
+    } else {
+      const i = line.indexOf(': ');
+      if (i < 0) continue;
+      lock = line.slice(0, i);
+      rest = line.slice(i + 2);
+    }
+    const f = rest.split(' ');
+    let deadlock = 0;
+    if (f[f.length - 1].startsWith('deadlock=')) deadlock = Number(f.pop().slice('deadlock='.length));
+    const queued = f.pop() || '';
+    if (!/^queued_ms=(0|[1-9]\d*)$/.test(queued)) throw new GlockdError(`glockd: dw: unexpected reply ${JSON.stringify(line)}`);
+    const shared = f.length > 1 && f[f.length - 1] === 'shared';
+    if (shared) f.pop();
+    out.push({ name: lock, waiter: f.join(' '), shared, queuedMs: Number(queued.slice('queued_ms='.length)), deadlock });
+  }
+  return out;
+}
+
 // --- the session -----------------------------------------------------------
 
 /**
@@ -1001,6 +1031,22 @@ export class Session {
     const [lines] = await this.#exchange([line]);
     if (lines.length === 1 && /^0 (disabled|Permission Denied|Auth Required)$/.test(lines[0])) throw failure(lines[0], line);
     return parseDetails(lines, name === undefined ? undefined : normalize(name));
+  }
+
+  /**
+   * Who waits (dw, or dw NAME): one object per waiter, each lock's queue
+   * together and in order, exclusive queues before shared ones, the locks in
+   * no particular order; {name, waiter, shared,
+   * queuedMs, deadlock}: waiter is its iam name or connection name, deadlock
+   * the number of the deadlock it is in (-deadlocks report), or 0. Needs the
+   * inspect permission with an ACL.
+   */
+  async waiters(name) {
+    if (name !== undefined) checkName(name);
+    const line = name === undefined ? 'dw' : `dw ${name}`;
+    const [lines] = await this.#exchange([line]);
+    if (lines.length === 1 && /^0 (disabled|Permission Denied|Auth Required)$/.test(lines[0])) throw failure(lines[0], line);
+    return parseWaiters(lines, name === undefined ? undefined : normalize(name));
   }
 
   /** The fencing token of the current holder of name (t), or null when it is free. */

@@ -13,6 +13,7 @@ const (
 	GetSuccess           = "Lock Get Success"
 	GetFailure           = "Lock Get Failure"
 	GetTimeout           = "Lock Get Timeout"
+	GetDeadlock          = "Lock Get Deadlock" // gw: the wait would close a cycle of waiters
 	ReleaseSuccess       = "Lock Release Success"
 	ReleaseFailure       = "Lock Release Failure"
 	IsLocked             = "Lock Is Locked"
@@ -20,6 +21,7 @@ const (
 	Token                = "Lock Token"
 	SharedGetSuccess     = "Shared Lock Get Success"
 	SharedGetTimeout     = "Shared Lock Get Timeout"
+	SharedGetDeadlock    = "Shared Lock Get Deadlock" // sgw: the wait would close a cycle of waiters
 	SharedReleaseSuccess = "Shared Lock Release Success"
 	SharedReleaseFailure = "Shared Lock Release Failure"
 	SharedIsLocked       = "Shared Lock Is Locked"
@@ -69,6 +71,21 @@ func AsyncGWOutcome(granted bool, token uint64, name string) string {
 // with N holders including this one, or "!sgw 0 NAME" when not granted.
 func AsyncSGWOutcome(holders int, name string) string {
 	return AsyncSGW + " " + strconv.Itoa(holders) + " " + name + "\n"
+}
+
+// AsyncDeadlock stands where a failed wait's outcome line has its last
+// number (the token of "!gw 0 0 NAME", the count of "!sgw 0 NAME") when the
+// wait was refused because it would close a cycle of waiters.
+const AsyncDeadlock = "deadlock"
+
+// AsyncGWDeadlock is "!gw 0 deadlock NAME": a !gw refused as a deadlock.
+func AsyncGWDeadlock(name string) string {
+	return AsyncGW + " 0 " + AsyncDeadlock + " " + name + "\n"
+}
+
+// AsyncSGWDeadlock is "!sgw deadlock NAME": a !sgw refused as a deadlock.
+func AsyncSGWDeadlock(name string) string {
+	return AsyncSGW + " " + AsyncDeadlock + " " + name + "\n"
 }
 
 func b2s(b bool) string {

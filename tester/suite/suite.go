@@ -103,6 +103,10 @@ func checks() []check {
 		{"ext/async-gw", checkAsyncWait, ext},
 		{"ext/async-cancel", checkAsyncCancel, ext},
 		{"ext/async-many", checkAsyncMany, ext},
+		{"ext/deadlock", checkDeadlock, ext},
+		{"ext/deadlock-semaphore", checkDeadlockSemaphore, ext},
+		{"ext/deadlock-async", checkDeadlockAsync, ext},
+		{"ext/dw", checkWaiters, ext},
 	}
 }
 

@@ -103,6 +103,13 @@ func TestFaultyFakes(t *testing.T) {
 			"FAIL ext/async-gw: B: B t after the grant of its !gw (the token the grant said): got "}},
 		{"async-one-at-a-time", fake.Faults{AsyncOneAtATime: true}, "ext/async-many", []string{
 			`FAIL ext/async-many: B: i after B's three !gw -1 (all three pending, none answered): got "!gw 0 0 `}},
+		{"no-deadlocks", fake.Faults{NoDeadlocks: true}, "ext/deadlock", []string{
+			`FAIL ext/deadlock: B: "gw -1 `,
+			`FAIL ext/deadlock-semaphore: C: "sgw -1 2 `,
+			`FAIL ext/deadlock-async: B: B !gw -1 `}},
+		{"dw-newest-first", fake.Faults{WaitersNewestFirst: true}, "ext/dw", []string{"FAIL ext/dw: dw "}},
+		{"async-deadlock-as-timeout", fake.Faults{AsyncDeadlockAsTimeout: true}, "ext/deadlock-async", []string{
+			`FAIL ext/deadlock-async: B: B !gw -1 `}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -152,6 +152,35 @@ export function behaviours(transport, address, defaults = {}) {
     await l.unlock();
   });
 
+  test(`${transport}: waiters (dw), in queue order`, async (t) => {
+    const d = await startDaemon(t);
+    const holder = await open(t, d);
+    const first = await open(t, d);
+    const second = await open(t, d);
+    const s = await open(t, d);
+    assert.deepEqual(await first.command('iam first waiter'), ['1 ok']);
+    const x = await holder.lock('dw x');
+    const sem = await holder.acquire('dw s', { limit: 1 });
+    const secondName = (await second.command('me'))[0].split(' ')[1];
+    const got1 = first.lock('dw x');
+    const got2 = second.acquire('dw s', { limit: 1 });
+    let rows = [];
+    for (const start = performance.now(); rows.length < 2 && performance.now() - start < 10000;) {
+      rows = await s.waiters();
+      if (rows.length < 2) await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(rows.map((r) => [r.name, r.waiter, r.shared, r.deadlock]),
+      [['dw x', 'first waiter', false, 0], ['dw s', secondName, true, 0]]); // exclusive queues first
+    assert.ok(rows.every((r) => Number.isInteger(r.queuedMs) && r.queuedMs >= 0), JSON.stringify(rows));
+    assert.deepEqual((await s.waiters('dw x')).map((r) => r.waiter), ['first waiter']);
+    assert.deepEqual(await s.waiters('nobody'), []);
+    await x.unlock();
+    await sem.unlock();
+    await (await got1).unlock();
+    await (await got2).unlock();
+    assert.deepEqual(await s.waiters(), []);
+  });
+
   test(`${transport}: the server killed (kill -9): lost within 100 ms`, async (t) => {
     const d = await startDaemon(t);
     const s = await Session.open({ addresses: [address(d)], timeout: 3000, interval: 1000, ...defaults });

@@ -269,6 +269,14 @@ final class Client
         return Replies::details($cmd, $this->one($cmd, true), $n);
     }
 
+    /** dw: who waits for each lock, in queue order, and for how long. @return list<Waiter> */
+    public function waiters(string $name = ''): array
+    {
+        $n = Replies::checkName($name);
+        $cmd = Replies::line('dw', $name);
+        return Replies::waiters($cmd, $this->one($cmd, true), $n);
+    }
+
     /** d: lock name => owner, per exclusive lock. @return array<string,string> */
     public function locks(string $name = ''): array
     {

@@ -176,6 +176,39 @@ final class Replies
         return $out;
     }
 
+    /**
+     * dw: "LOCK: WAITER [shared ]queued_ms=MS[ deadlock=N]", read from the
+     * end of each line, since a waiter's name may hold spaces.
+     * @param list<string> $lines
+     * @return list<Waiter>
+     */
+    public static function waiters(string $cmd, array $lines, string $name = ''): array
+    {
+        $out = [];
+        foreach (self::pairs($cmd, $lines, $name) as [$lock, $rest]) {
+            $f = explode(' ', $rest);
+            $deadlock = 0;
+            if (preg_match('/^deadlock=(0|[1-9][0-9]*)$/', $f[count($f) - 1], $m) === 1) {
+                $deadlock = (int) $m[1];
+                array_pop($f);
+            }
+            if (preg_match('/^queued_ms=(0|[1-9][0-9]*)$/', (string) array_pop($f), $m) !== 1) {
+                throw new ReplyError($cmd, $lines);
+            }
+            $queued = (int) $m[1] / 1000;
+            $shared = count($f) > 1 && $f[count($f) - 1] === 'shared';
+            if ($shared) {
+                array_pop($f);
+            }
+            $w = new Waiter($lock, implode(' ', $f), $shared, $queued, $deadlock);
+            if ($w->waiter === '') {
+                throw new ReplyError($cmd, $lines);
+            }
+            $out[] = $w;
+        }
+        return $out;
+    }
+
     /** @param list<string> $lines @return list<LockDetail> */
     public static function details(string $cmd, array $lines, string $name = ''): array
     {

@@ -12,6 +12,7 @@ use Glockd\LockTimeout;
 use Glockd\NotHeld;
 use Glockd\PermissionDenied;
 use Glockd\SessionLost;
+use Glockd\Waiter;
 use PHPUnit\Framework\TestCase;
 
 final class ClientTest extends TestCase
@@ -212,6 +213,38 @@ final class ClientTest extends TestCase
         $a->lockShared('php/insp-s');
         $this->assertSame([['php/insp-s', $a->me()[0]]], $a->sharedLocks('php/insp-s'));
         $this->assertTrue($a->isLocked('php/insp'), 'still in step after the multi-line replies');
+    }
+
+    public function testWaiters(): void
+    {
+        $a = $this->client();
+        $b = $this->client();
+        $lock = $b->lock('php/dw');
+        $b->lockShared('php/dw'); // the semaphore is full for sgw's MAX 1
+        // Waiters on raw connections: the client's own waits block.
+        $raw = [];
+        foreach (['iam php waiter one', 'gw -1 php/dw', 'sgw -1 1 php/dw'] as $i => $line) {
+            $s = stream_socket_client('tcp://' . self::$server->addr());
+            $this->assertNotFalse($s);
+            fwrite($s, $line . "\n" . ($i === 0 ? "gw -1 php/dw\n" : ''));
+            $raw[] = $s;
+            // Each queued before the next is sent: the order is known.
+            $deadline = microtime(true) + 10;
+            while (count($a->waiters('php/dw')) < $i + 1 && microtime(true) < $deadline) {
+                usleep(10000);
+            }
+        }
+        $w = $a->waiters('php/dw');
+        $this->assertSame(['php waiter one', false, 0], [$w[0]->waiter, $w[0]->shared, $w[0]->deadlock]);
+        $this->assertSame([false, true], [$w[1]->shared, $w[2]->shared]);
+        $this->assertInstanceOf(Waiter::class, $w[2]);
+        $this->assertGreaterThanOrEqual(0.0, $w[2]->queued);
+        $this->assertCount(3, array_filter($a->waiters(), fn (Waiter $x) => $x->lock === 'php/dw'));
+        $this->assertSame([], $a->waiters('php/none'));
+        foreach ($raw as $s) {
+            fclose($s);
+        }
+        $lock->release();
     }
 
     public function testKill9IsSeenWithin100ms(): void

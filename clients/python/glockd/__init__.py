@@ -9,7 +9,7 @@
 See README.md. glockd.aio has the same API for asyncio.
 """
 
-from ._proto import LockDetail, normalize
+from ._proto import LockDetail, Waiter, normalize
 from .client import Client
 from .errors import (
     AuthFailed,
@@ -29,5 +29,5 @@ __version__ = "0.3.0"
 __all__ = [
     "AuthFailed", "Cancelled", "Client", "Disabled", "GlockdError", "Lock", "LockDetail",
     "LockTimeout", "NotHeld", "PermissionDenied", "ReplyError", "Session", "SessionLost",
-    "SharedLock", "normalize", "__version__",
+    "SharedLock", "Waiter", "normalize", "__version__",
 ]

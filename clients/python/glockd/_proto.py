@@ -244,6 +244,41 @@ def details(cmd: str, lines: List[str], name: str = "") -> List[LockDetail]:
     return out
 
 
+class Waiter(NamedTuple):
+    """One line of dw: a connection queued for a lock (gw, sgw, !gw, !sgw)."""
+
+    lock: str
+    waiter: str  # its registered name (iam), or its connection name
+    shared: bool  # queued for the shared lock (sgw, !sgw)
+    queued: float  # seconds it has waited, to the millisecond
+    deadlock: int  # with -deadlocks report: the deadlock it is in; 0 for none
+
+
+def waiters(cmd: str, lines: List[str], name: str = "") -> List[Waiter]:
+    """dw: "LOCK: WAITER [shared ]queued_ms=MS[ deadlock=N]", read from the
+    end of each line, since a waiter's name may hold spaces."""
+    out = []
+    for lock, rest in pairs(cmd, lines, name):
+        f = rest.split(" ")
+        try:
+            deadlock = 0
+            if f[-1].startswith("deadlock="):
+                deadlock = _field(f, 1, "deadlock")
+                f = f[:-1]
+            queued = _field(f, 1, "queued_ms") / 1000
+            f = f[:-1]
+        except ValueError:
+            raise ReplyError(cmd, lines) from None
+        shared = len(f) > 1 and f[-1] == "shared"
+        if shared:
+            f = f[:-1]
+        w = Waiter(lock, " ".join(f), shared, queued, deadlock)
+        if not w.waiter:
+            raise ReplyError(cmd, lines)
+        out.append(w)
+    return out
+
+
 def stats(cmd: str, lines: List[str]) -> dict:
     out = {}
     for key, value in pairs(cmd, lines):

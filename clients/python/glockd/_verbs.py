@@ -103,6 +103,11 @@ def details(name: str) -> Cmd:
     return Cmd(line, lambda ls: proto.details(line, ls, n), multi=True)
 
 
+def waiters(name: str) -> Cmd:
+    line, n = _named("dw", name)
+    return Cmd(line, lambda ls: proto.waiters(line, ls, n), multi=True)
+
+
 def _dump_reply(line: str, ls: List[str]) -> str:
     reply = proto.single(line, ls)
     proto.check_common(line, reply)

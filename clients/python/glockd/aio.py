@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import _proto as proto
 from . import _verbs as verbs
-from ._proto import LockDetail
+from ._proto import LockDetail, Waiter
 from .errors import AuthFailed, Cancelled, GlockdError, LockTimeout, NotHeld, SessionLost
 
 __all__ = ["Client", "Lock", "Session", "SharedLock", "connect"]
@@ -384,6 +384,10 @@ class Client:
 
     async def details(self, name: str = "") -> List[LockDetail]:
         return await self._do(verbs.details(name))
+
+    async def waiters(self, name: str = "") -> List[Waiter]:
+        """dw: who waits for each lock, in queue order (see Client.waiters)."""
+        return await self._do(verbs.waiters(name))
 
     async def dump(self) -> str:
         return await self._do(verbs.dump())

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from . import _verbs as verbs
 from ._conn import Conn, Request, connect
-from ._proto import LockDetail
+from ._proto import LockDetail, Waiter
 
 
 class Client:
@@ -154,6 +154,11 @@ class Client:
     def details(self, name: str = "") -> List[LockDetail]:
         """dl: each lock's holder, token, time held and waiters."""
         return self._do(verbs.details(name))
+
+    def waiters(self, name: str = "") -> List[Waiter]:
+        """dw: who waits for each lock (every lock, or name's), in queue
+        order, and for how long."""
+        return self._do(verbs.waiters(name))
 
     def dump(self) -> str:
         """dump: the exclusive table as the server prints it (map[...])."""

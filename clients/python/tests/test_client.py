@@ -98,6 +98,33 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(result, [False])
         self.assertTrue(c.release("cl/w-mine"), "the other lock is kept")
 
+    def test_waiters(self):
+        holder, first, second, watcher = self.client(), self.client(), self.client(), self.client()
+        first.iam("first waiter")
+        second_conn = second.me()[0]  # before its wait, which holds back its other calls
+        self.assertTrue(holder.get("cl/dw"))
+        self.assertEqual(holder.shared_get_wait("cl/dws", 1, 0), 1)
+        threads = [threading.Thread(target=first.get_wait, args=("cl/dw",)),
+                   threading.Thread(target=second.shared_get_wait, args=("cl/dws", 1))]
+        threads[0].start()
+        deadline = time.monotonic() + 10
+        while not watcher.waiters("cl/dw") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        threads[1].start()
+        while not watcher.waiters("cl/dws") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        w = watcher.waiters()
+        self.assertEqual([(x.lock, x.waiter, x.shared, x.deadlock) for x in w if x.lock.startswith("cl/dw")],
+                         [("cl/dw", "first waiter", False, 0), ("cl/dws", second_conn, True, 0)])
+        self.assertTrue(all(isinstance(x, glockd.Waiter) and x.queued >= 0 for x in w))
+        self.assertEqual([x.waiter for x in watcher.waiters("cl/dw")], ["first waiter"])
+        self.assertEqual(watcher.waiters("cl/nobody"), [])
+        self.assertTrue(holder.release("cl/dw"))
+        self.assertTrue(holder.shared_release("cl/dws"))
+        for th in threads:
+            th.join(10)
+        self.assertEqual(watcher.waiters("cl/dw"), [])
+
     def test_threads_share_a_client(self):
         c = self.client()
         errors = []

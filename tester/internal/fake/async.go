@@ -3,6 +3,7 @@ package fake
 import (
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/glockd/glockd/internal/wire"
 )
@@ -52,7 +53,7 @@ func (st *state) asyncWait(c *conn, shared bool, arg string) {
 		c.in.now(asyncRefusal(shared, name))
 		return
 	}
-	w := &waiter{c: c, granted: make(chan struct{})}
+	w := &waiter{c: c, name: name, shared: shared, since: time.Now(), granted: make(chan struct{})}
 	var queue *[]*waiter
 	if shared {
 		w.max = nums[1]
@@ -63,6 +64,17 @@ func (st *state) asyncWait(c *conn, shared bool, arg string) {
 	*queue = append(*queue, w)
 	aw := &asyncWait{w: w, shared: shared, name: name, done: make(chan struct{})}
 	c.async[key] = aw
+	if st.deadlocked(w, queue, true) {
+		delete(c.async, key)
+		if st.cfg.AsyncDeadlockAsTimeout {
+			c.in.now(asyncRefusal(shared, name))
+		} else if shared {
+			c.in.now(wire.AsyncSGWDeadlock(name))
+		} else {
+			c.in.now(wire.AsyncGWDeadlock(name))
+		}
+		return
+	}
 	timer := waitUntil(nums[0])
 	in := c.in
 	go func() {

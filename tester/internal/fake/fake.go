@@ -33,6 +33,10 @@ type Faults struct {
 	AsyncCancelQuiet bool // !cancel ends an asynchronous wait without its 0 line
 	AsyncWrongToken  bool // a !gw grant reports a token one above the lock's
 	AsyncOneAtATime  bool // a !gw or !sgw while another is pending is refused
+
+	NoDeadlocks            bool // a wait that closes a cycle of waiters waits like any other
+	WaitersNewestFirst     bool // dw lists each queue newest first
+	AsyncDeadlockAsTimeout bool // a !gw or !sgw that closes a cycle gets the 0 line, not the deadlock one
 }
 
 // Config says what the server runs with, as glockd's flags do.

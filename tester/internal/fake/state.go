@@ -29,11 +29,15 @@ type conn struct {
 	excl    map[string]bool
 	shared  map[string]bool
 	async   map[string]*asyncWait // queued !gw and !sgw, by "VERB NAME"
+	waiter  *waiter               // its pending gw or sgw
 }
 
 type waiter struct {
 	c       *conn
+	name    string
+	shared  bool
 	max     int           // sgw only
+	since   time.Time     // queued
 	granted chan struct{} // closed when the lock is handed over
 	holders int           // sgw: holders after the grant
 }
@@ -149,7 +153,7 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 	defer st.mu.Unlock()
 	switch verb {
 	case "!ping", "!cancel": // not counted
-	case "g", "r", "i", "sg", "sr", "si", "d", "sd", "dump", "q", "me", "iam", "who", "gw", "sgw", "t", "ping", "dl", "!gw", "!sgw":
+	case "g", "r", "i", "sg", "sr", "si", "d", "sd", "dump", "q", "me", "iam", "who", "gw", "sgw", "t", "ping", "dl", "!gw", "!sgw", "dw":
 		st.counters["command_"+verb]++
 	default:
 		st.counters["invalid_commands"]++
@@ -216,6 +220,11 @@ func (st *state) exec(c *conn, line string) (string, bool) {
 			return wire.Disabled, true
 		}
 		return st.detailed(arg)
+	case "dw":
+		if !st.cfg.Dump {
+			return wire.Disabled, true
+		}
+		return st.waiters(arg)
 	case "!ping": // no wait is pending, or this would not run
 		return wire.NowPong, true
 	case "!cancel":
@@ -395,6 +404,7 @@ wait:
 		}
 	}
 	st.mu.Lock()
+	c.waiter = nil
 	select {
 	case <-w.granted:
 		return true, late
@@ -419,8 +429,11 @@ func (st *state) getWait(c *conn, line, arg string) string {
 	}
 	if nums[0] != 0 {
 		l := st.excl[name]
-		w := &waiter{c: c, granted: make(chan struct{})}
+		w := &waiter{c: c, name: name, since: time.Now(), granted: make(chan struct{})}
 		l.waiters = append(l.waiters, w)
+		if st.deadlocked(w, &l.waiters, false) {
+			return wire.Reply(0, wire.GetDeadlock, name)
+		}
 		granted, late := st.wait(c, w, nums[0], name, &l.waiters)
 		if granted {
 			return wire.Reply(1, wire.GetSuccess, name) + late
@@ -441,8 +454,11 @@ func (st *state) sharedGetWait(c *conn, line, arg string) string {
 		return wire.Reply(uint64(st.sharedAcquire(c, name)), wire.SharedGetSuccess, name)
 	}
 	if ms != 0 {
-		w := &waiter{c: c, max: limit, granted: make(chan struct{})}
+		w := &waiter{c: c, name: name, shared: true, max: limit, since: time.Now(), granted: make(chan struct{})}
 		l.waiters = append(l.waiters, w)
+		if st.deadlocked(w, &l.waiters, false) {
+			return wire.Reply(0, wire.SharedGetDeadlock, name)
+		}
 		granted, late := st.wait(c, w, ms, name, &l.waiters)
 		if granted {
 			return wire.Reply(uint64(w.holders), wire.SharedGetSuccess, name) + late
@@ -577,4 +593,102 @@ func (st *state) stats() string {
 		fmt.Fprintf(&b, "%s: %d\n", k, snap[k])
 	}
 	return b.String()
+}
+
+// deadlocked reports whether w, just queued, closes a cycle of waiters; it
+// then takes w out of queue again. Every connection that waits for nothing
+// can go on; then, pass after pass, one whose every wait (its gw or sgw and
+// its !gw and !sgw) can end: one for an exclusive lock whose holder can go
+// on, or for a semaphore when the waiter before it can and enough holders
+// can to bring the count under its MAX. w deadlocks when its connection
+// cannot. async: w is a !gw or !sgw, already in its connection's async.
+func (st *state) deadlocked(w *waiter, queue *[]*waiter, async bool) bool {
+	if st.cfg.NoDeadlocks {
+		return false
+	}
+	if !async {
+		w.c.waiter = w
+	}
+	free := map[*conn]bool{}
+	canEnd := func(x *waiter) bool {
+		select {
+		case <-x.granted: // granted, its outcome not yet written
+			return true
+		default:
+		}
+		if !x.shared {
+			return free[st.excl[x.name].holder]
+		}
+		l := st.shared[x.name]
+		i := slices.Index(l.waiters, x)
+		n := 0
+		for _, h := range l.holders {
+			if free[h] {
+				n++
+			}
+		}
+		return (i <= 0 || free[l.waiters[i-1].c]) && n >= len(l.holders)-x.max+1
+	}
+	for changed := true; changed; {
+		changed = false
+		for c := range st.conns {
+			if free[c] {
+				continue
+			}
+			ok := c.waiter == nil || canEnd(c.waiter)
+			for _, aw := range c.async {
+				ok = ok && canEnd(aw.w)
+			}
+			if ok {
+				free[c], changed = true, true
+			}
+		}
+	}
+	if free[w.c] {
+		return false
+	}
+	if !async {
+		w.c.waiter = nil
+	}
+	*queue = slices.DeleteFunc(*queue, func(x *waiter) bool { return x == w })
+	return true
+}
+
+// waiters answers dw: a line per waiter, sorted by lock, the exclusive
+// queue before the shared one, each in its order.
+func (st *state) waiters(arg string) (string, bool) {
+	names := map[string]bool{}
+	for name, l := range st.excl {
+		if len(l.waiters) > 0 {
+			names[name] = true
+		}
+	}
+	for name, l := range st.shared {
+		if len(l.waiters) > 0 {
+			names[name] = true
+		}
+	}
+	now := time.Now()
+	var b strings.Builder
+	list := func(ws []*waiter, kind string) {
+		if st.cfg.WaitersNewestFirst {
+			ws = slices.Clone(ws)
+			slices.Reverse(ws)
+		}
+		for _, w := range ws {
+			fmt.Fprintf(&b, "%s: %s %squeued_ms=%d\n", w.name, owner(w.c), kind, now.Sub(w.since).Milliseconds())
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		if arg != "" && name != arg {
+			continue
+		}
+		if l := st.excl[name]; l != nil {
+			list(l.waiters, "")
+		}
+		if l := st.shared[name]; l != nil {
+			list(l.waiters, "shared ")
+		}
+	}
+	return b.String(), b.Len() > 0
 }
