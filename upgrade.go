@@ -468,25 +468,11 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if req.timeout <= 0 {
 		req.timeout = DefaultUpgradeTimeout
 	}
-	link, theirs, err := newHandoverPair()
+	cmd, link, newVersion, err := startHeir(req)
 	if err != nil {
 		return err
 	}
 	defer link.close()
-	cmd := exec.Command(req.exe, req.args...)
-	cmd.ExtraFiles = []*os.File{theirs}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, handoverEnv+"=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, handoverEnv+"=3")
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		return fmt.Errorf("starting %s: %w", req.exe, err)
-	}
 	committed := false
 	defer func() {
 		if !committed {
@@ -495,18 +481,6 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}()
 	pid := cmd.Process.Pid
-	log.Info("upgrade: started the new binary", "pid", pid, "path", req.exe)
-
-	var header []byte
-	header = append(header, handoverMagic...)
-	header = binary.AppendUvarint(header, mustFormat())
-	if err := link.send(msgHeader, header, nil); err != nil {
-		return fmt.Errorf("new process %d did not get ready: %w", pid, err)
-	}
-	newVersion, err := expect(link, msgReady, time.Now().Add(req.timeout))
-	if err != nil {
-		return fmt.Errorf("new process %d did not get ready: %w", pid, err)
-	}
 
 	// The pause.
 	pauseStart := time.Now()
@@ -608,6 +582,75 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	data := st.encode(nil)
 	snapshotTook := time.Since(pauseStart)
 
+	if err := sendState(link, fds, data, pauseStart); err != nil {
+		return err
+	}
+	if _, err := expect(link, msgConfirm, time.Now().Add(req.timeout)); err != nil {
+		return fmt.Errorf("new process %d did not confirm: %w", pid, err)
+	}
+	if req.pidfile != nil {
+		if err := writePid(req.pidfile, pid); err != nil {
+			return fmt.Errorf("pidfile: %w", err)
+		}
+	}
+	if err := link.send(msgGo, nil, nil); err != nil {
+		if req.pidfile != nil {
+			writePid(req.pidfile, os.Getpid())
+		}
+		return fmt.Errorf("new process %d: %w", pid, err)
+	}
+	committed = true
+	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(newVersion),
+		"connections", len(conns), "locks", len(st.locks), "shared_holds", len(st.shared),
+		"waiters", len(st.waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
+	return nil
+}
+
+// startHeir starts the new binary with its end of the link, sends it the
+// header and waits until it says it reads the format; it returns the new
+// process, the link and its version. On error the process is gone.
+func startHeir(req handoverRequest) (*exec.Cmd, *handoverLink, []byte, error) {
+	link, theirs, err := newHandoverPair()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cmd := exec.Command(req.exe, req.args...)
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, handoverEnv+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, handoverEnv+"=3")
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		link.close()
+		return nil, nil, nil, fmt.Errorf("starting %s: %w", req.exe, err)
+	}
+	fail := func(err error) (*exec.Cmd, *handoverLink, []byte, error) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		link.close()
+		return nil, nil, nil, fmt.Errorf("new process %d did not get ready: %w", cmd.Process.Pid, err)
+	}
+	var header []byte
+	header = append(header, handoverMagic...)
+	header = binary.AppendUvarint(header, mustFormat())
+	if err := link.send(msgHeader, header, nil); err != nil {
+		return fail(err)
+	}
+	version, err := expect(link, msgReady, time.Now().Add(req.timeout))
+	if err != nil {
+		return fail(err)
+	}
+	return cmd, link, version, nil
+}
+
+// sendState sends the descriptors, then the state in chunks, then the
+// message that ends them.
+func sendState(link *handoverLink, fds []int, data []byte, pauseStart time.Time) error {
 	for sent := 0; sent < len(fds); sent += handoverMaxFDs {
 		batch := fds[sent:min(sent+handoverMaxFDs, len(fds))]
 		if err := link.send(msgFDs, nil, batch); err != nil {
@@ -628,24 +671,6 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err := link.send(msgDone, done, nil); err != nil {
 		return fmt.Errorf("sending the state: %w", err)
 	}
-	if _, err := expect(link, msgConfirm, time.Now().Add(req.timeout)); err != nil {
-		return fmt.Errorf("new process %d did not confirm: %w", pid, err)
-	}
-	if req.pidfile != nil {
-		if err := writePid(req.pidfile, pid); err != nil {
-			return fmt.Errorf("pidfile: %w", err)
-		}
-	}
-	if err := link.send(msgGo, nil, nil); err != nil {
-		if req.pidfile != nil {
-			writePid(req.pidfile, os.Getpid())
-		}
-		return fmt.Errorf("new process %d: %w", pid, err)
-	}
-	committed = true
-	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(newVersion),
-		"connections", len(conns), "locks", len(st.locks), "shared_holds", len(st.shared),
-		"waiters", len(st.waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
 	return nil
 }
 
