@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,6 +48,8 @@ type conn struct {
 	t     transport
 	cmds  []command     // the reader's batch
 	ended chan struct{} // closed when the reader has seen the connection end
+	// parkAt is set by a hand-over that asks the reader to stop (upgrade.go).
+	parkAt atomic.Pointer[pause]
 
 	// mu is held by whichever goroutine is running commands or writing.
 	mu       sync.Mutex
@@ -122,6 +125,7 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 		t.mem.budget = &srv.budget
 	case *websocketTransport:
 		t.mem.budget = &srv.budget
+		t.park = &c.parkAt
 	}
 	if srv.cfg.Security.ACLFile != "" {
 		// Small buffers until it authenticates (unauth.go).
@@ -163,6 +167,8 @@ func (c *conn) serveInput() {
 				c.endOfInput()
 			} else if err == errOverBudget {
 				c.tellOverBudget()
+			} else if c.park(err) {
+				continue // a hand-over failed: go on (upgrade.go)
 			}
 			return
 		}

@@ -25,9 +25,11 @@ func main() {
 
 // options are the flags that do not end up in Config.
 type options struct {
-	pidfile     string
-	version     bool   // print the build and exit
-	healthcheck string // ask this URL and exit: 0 if it answered 200
+	args           []string      // the command line's, for a new binary on SIGUSR2
+	upgradeTimeout time.Duration // -upgrade-timeout
+	pidfile        string
+	version        bool   // print the build and exit
+	healthcheck    string // ask this URL and exit: 0 if it answered 200
 }
 
 func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
@@ -49,6 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "also serve /metrics and /healthz on this host:port (empty: only on -ws)")
 	fs.StringVar(&cfg.UnixPath, "unix", "", "path of a unix socket for the line protocol (empty disables)")
 	fs.StringVar(&opts.pidfile, "pidfile", "", "write the pid here and hold an exclusive flock on it (empty: none)")
+	fs.DurationVar(&opts.upgradeTimeout, "upgrade-timeout", DefaultUpgradeTimeout, "on SIGUSR2, how long the new binary has to get ready and to confirm the hand-over before the old process gives up and goes on serving")
 	fs.BoolVar(&cfg.Registry, "registry", true, "enable iam and who")
 	fs.BoolVar(&cfg.Dump, "dump", true, "enable d, sd, dump and who")
 	fs.IntVar(&cfg.MaxLine, "max-line", DefaultMaxLine, "longest command line in bytes; longer ones get \"0 Line Too Long\"")
@@ -96,6 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		{"max-waits-per-conn", int64(cfg.MaxWaitsPerConn)},
 		{"max-http-conns", int64(cfg.MaxHTTPConns)},
 		{"http-idle-timeout", int64(cfg.HTTPIdleTimeout)},
+		{"upgrade-timeout", int64(opts.upgradeTimeout)},
 	} {
 		if limit.value <= 0 {
 			return cfg, opts, fmt.Errorf("-%s must be positive", limit.flag)
@@ -167,6 +171,7 @@ func runTo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "glockd:", err)
 		return 2
 	}
+	opts.args = args
 	switch {
 	case opts.version:
 		fmt.Fprint(stdout, readBuildInfo())
@@ -187,34 +192,119 @@ func runTo(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs a server until ctx is done, holding the pidfile meanwhile.
+// serve runs a server until ctx is done, holding the pidfile meanwhile, or
+// until it hands over to a new binary on SIGUSR2 (upgrade.go). Started for a
+// hand-over, it first takes over from the old process.
 func serve(ctx context.Context, cfg Config, opts options) error {
 	hangups := notifyHangup() // SIGHUP reloads (security.go)
 	defer signal.Stop(hangups)
-	if opts.pidfile != "" {
-		pf, err := lockPidfile(opts.pidfile)
-		if err != nil {
+	upgrades := make(chan os.Signal, 1)
+	signal.Notify(upgrades, syscall.SIGUSR2)
+	defer signal.Stop(upgrades)
+	var h *heir
+	if fd, ok := os.LookupEnv(handoverEnv); ok {
+		os.Unsetenv(handoverEnv)
+		var err error
+		if h, err = receiveHandover(fd); err != nil {
+			return fmt.Errorf("upgrade: %w", err)
+		}
+	}
+	var pf *pidfile
+	handedOver := false
+	defer func() {
+		if pf != nil && !handedOver {
+			pf.remove()
+		}
+	}()
+	if opts.pidfile != "" && h == nil {
+		var err error
+		if pf, err = lockPidfile(opts.pidfile); err != nil {
 			return err
 		}
-		defer pf.remove()
 	}
 	checkFileLimit(cfg)
 	srv, err := NewServer(cfg)
 	if err != nil {
+		if h != nil {
+			h.fail(err)
+		}
 		return err
+	}
+	if h != nil {
+		pidFile := h.takePidfile()
+		if err := srv.adopt(h); err != nil {
+			h.fail(err)
+			return fmt.Errorf("upgrade: %w", err)
+		}
+		if err := h.confirm(); err != nil {
+			return fmt.Errorf("upgrade: %w", err) // the old process serves on
+		}
+		if pidFile != nil {
+			pf = &pidfile{f: pidFile, path: opts.pidfile} // the old process wrote our pid in it
+		}
 	}
 	if err := srv.Start(); err != nil {
 		return err
 	}
 	build := srv.build.logAttrs()
-	if cfg.HA != nil { // the lock listeners open when it is elected
+	switch {
+	case h != nil:
+		cfg.Logger.Info("glockd took over from the old process", append(build, "pause", time.Since(h.pauseStart), "connections", len(h.st.conns), "locks", len(h.st.locks), "shared_holds", len(h.st.shared), "waiters", len(h.st.waiters))...)
+	case cfg.HA != nil: // the lock listeners open when it is elected
 		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
-	} else {
+	default:
 		cfg.Logger.Info("glockd listening", append(build, "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))...)
 	}
-	reloadOnHangup(ctx, srv, hangups)
+	req := handoverRequest{args: opts.args, timeout: opts.upgradeTimeout}
+	if pf != nil {
+		req.pidfile = pf.f
+	}
+	if handedOver = serveSignals(ctx, srv, hangups, upgrades, req); handedOver {
+		return nil // the new process serves everything: touch nothing
+	}
 	cfg.Logger.Info("glockd shutting down")
 	return srv.Close()
+}
+
+// serveSignals reloads on SIGHUP and hands over to a new binary on SIGUSR2,
+// until ctx is done or a hand-over succeeds, which it reports.
+func serveSignals(ctx context.Context, srv *Server, hup, usr2 <-chan os.Signal, req handoverRequest) bool {
+	log := srv.cfg.Logger
+	var result chan error // non-nil while a hand-over is under way
+	for {
+		select {
+		case <-ctx.Done():
+			if result != nil { // let it finish: it may already have handed over
+				return <-result == nil
+			}
+			return false
+		case <-hup:
+			log.Info("SIGHUP: reloading")
+			srv.Reload()
+		case <-usr2:
+			if result != nil {
+				srv.up.handovers.WithLabelValues("refused").Inc()
+				log.Warn("SIGUSR2 refused: a hand-over is under way")
+				continue
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				log.Error("SIGUSR2: cannot find the executable; still serving", "err", err)
+				continue
+			}
+			log.Info("SIGUSR2: handing over to a new binary", "path", exe)
+			r := req
+			r.exe = exe
+			result = make(chan error, 1)
+			go func() { result <- srv.Upgrade(r) }()
+		case err := <-result:
+			result = nil
+			if err == nil {
+				return true
+			}
+			log.Error("upgrade failed; still serving", "err", err)
+		}
+	}
 }
 
 func addrString(a net.Addr) string {

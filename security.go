@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -134,7 +133,7 @@ func (s *Server) listenSecure(lc *net.ListenConfig) error {
 		s.ws = tls.NewListener(s.ws, s.sec.tls.config(true))
 	}
 	if addr := s.cfg.Security.TLSAddr; addr != "" {
-		ln, err := lc.Listen(context.Background(), "tcp", addr)
+		ln, err := s.listen(lc, "tls", addr)
 		if err != nil {
 			return fmt.Errorf("tls: %w", err)
 		}
@@ -190,19 +189,6 @@ func notifyHangup() chan os.Signal {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	return hup
-}
-
-// reloadOnHangup reloads srv on each SIGHUP until ctx is done.
-func reloadOnHangup(ctx context.Context, srv *Server, hup <-chan os.Signal) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			srv.cfg.Logger.Info("SIGHUP: reloading")
-			srv.Reload()
-		}
-	}
 }
 
 // securityFlags registers the security flags on fs. The function it returns

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,6 +151,8 @@ type Server struct {
 	budget      byteBudget // -max-buffered (budget.go)
 
 	sec serverSecurity // TLS (security.go)
+
+	up upgrader // hand-overs to a new binary (upgrade.go)
 }
 
 // NewServer checks cfg and makes a server; Start opens its listeners.
@@ -192,6 +193,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.metrics.registry.MustRegister(s.unauthGauge())
 	s.budget.max = cfg.MaxBuffered
 	s.metrics.registry.MustRegister(s.budgetMetrics()...)
+	s.up.init(s)
 	if cfg.HA != nil {
 		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
 			return nil, err
@@ -228,7 +230,7 @@ func (s *Server) Start() (err error) {
 	}()
 	if s.cfg.MetricsAddr != "" {
 		lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
-		if s.metricsLn, err = lc.Listen(context.Background(), "tcp", s.cfg.MetricsAddr); err != nil {
+		if s.metricsLn, err = s.listen(&lc, "metrics", s.cfg.MetricsAddr); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
@@ -239,6 +241,7 @@ func (s *Server) Start() (err error) {
 	}
 	s.started = true
 	go s.manager.run()
+	s.serveAdopted() // after a hand-over (upgrade.go)
 	if s.metricsLn != nil {
 		mux := http.NewServeMux()
 		s.addMetricsRoutes(mux)
@@ -265,17 +268,17 @@ func (s *Server) openLockListeners() (err error) {
 	}()
 	lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
 	if s.cfg.TCPAddr != "" {
-		if s.tcp, err = lc.Listen(context.Background(), "tcp", s.cfg.TCPAddr); err != nil {
+		if s.tcp, err = s.listen(&lc, "tcp", s.cfg.TCPAddr); err != nil {
 			return fmt.Errorf("tcp: %w", err)
 		}
 	}
 	if s.cfg.WSAddr != "" {
-		if s.ws, err = lc.Listen(context.Background(), "tcp", s.cfg.WSAddr); err != nil {
+		if s.ws, err = s.listen(&lc, "websocket", s.cfg.WSAddr); err != nil {
 			return fmt.Errorf("websocket: %w", err)
 		}
 	}
 	if s.cfg.UnixPath != "" {
-		if s.unix, err = listenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
+		if s.unix, err = s.listenUnixSocket(); err != nil {
 			return fmt.Errorf("unix socket: %w", err)
 		}
 	}
@@ -471,6 +474,8 @@ func (s *Server) track(c *conn) refusal {
 	switch {
 	case s.closed, !s.lockOpen: // HA: lockOpen is false on a standby
 		return refusedClose
+	case s.up.paused(): // a hand-over has stopped everything (upgrade.go)
+		return refusedClose
 	}
 	acl := s.cfg.Security.ACLFile != ""
 	if acl {
@@ -529,7 +534,7 @@ func (s *Server) untrack(c *conn) {
 // acceptLoop serves a stream listener until it is closed.
 func (s *Server) acceptLoop(l net.Listener, transportName string) {
 	defer s.wg.Done()
-	unixSeq := 0
+	unixSeq := s.up.unixSeqStart // after a hand-over, above the old process's
 	var delay time.Duration
 	for {
 		nc, err := l.Accept()

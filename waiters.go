@@ -30,8 +30,9 @@ type waiter struct {
 	max      int  // sgw: granted while the lock has fewer holders than this
 	timer    *time.Timer
 	started  time.Time
-	resolved bool  // granted, timed out or cancelled; the timer's message is then stale
-	cycles   int32 // reported deadlocks it is in (-deadlocks report)
+	deadline time.Time // when the timer fires; zero without one (a hand-over carries it: upgrade_state.go)
+	resolved bool      // granted, timed out or cancelled; the timer's message is then stale
+	cycles   int32     // reported deadlocks it is in (-deadlocks report)
 
 	prev, next *waiter
 	// older and newer link every waiter in the order they began to wait.
@@ -158,6 +159,7 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	}
 	// An MS too large for a time.Duration (292 years) waits without a limit.
 	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {
+		w.deadline = w.started.Add(time.Duration(ms) * time.Millisecond)
 		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
 			select {
 			case m.requests <- request{kind: requestWaitExpired, waiter: w}:

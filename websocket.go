@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,11 @@ type websocketTransport struct {
 	identified *atomic.Bool
 	// mem charges the message buffer (own) to -max-buffered.
 	mem charge
+	// A hand-over (upgrade.go) stops the reader between messages: park is
+	// the connection's request to stop, and midMessage says part of a
+	// message or frame has been consumed (see wsSource).
+	park       *atomic.Pointer[pause]
+	midMessage bool
 
 	// wmu orders every write to nc: the replies, written by whichever
 	// goroutine runs commands, and the reader's pongs and close frames.
@@ -52,8 +59,35 @@ type websocketTransport struct {
 // one "0 Line Too Long" and skipped without being buffered.
 func maxMessage(maxLine int) int { return max(maxLine+2, 1<<20) }
 
-func newWebsocketTransport(nc net.Conn, br *bufio.Reader, maxLine int) *websocketTransport {
-	return &websocketTransport{nc: nc, br: br, maxLine: maxLine}
+// newWebsocketTransport reads the frames after pending, the bytes already
+// read past the handshake, from nc.
+func newWebsocketTransport(nc net.Conn, pending []byte, maxLine int) *websocketTransport {
+	t := &websocketTransport{nc: nc, maxLine: maxLine}
+	src := io.Reader(wsSource{t})
+	if len(pending) > 0 {
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), src)
+	}
+	t.br = bufio.NewReaderSize(src, wsReadBuffer)
+	return t
+}
+
+// wsReadBuffer is the size of a websocket's read buffer, as net/http's.
+const wsReadBuffer = 4 << 10
+
+// wsSource reads a websocket's bytes from its connection. A hand-over stops
+// the reader with a read deadline; in the middle of a message that would
+// lose what was consumed of it, so there the deadline is lifted and the
+// reader stops once the message is whole (receive checks before the next).
+type wsSource struct{ t *websocketTransport }
+
+func (s wsSource) Read(p []byte) (int, error) {
+	for {
+		n, err := s.t.nc.Read(p)
+		if n > 0 || !s.t.midMessage || s.t.park == nil || s.t.park.Load() == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		s.t.nc.SetReadDeadline(time.Time{})
+	}
 }
 
 // hijackRecorder passes the websocket package's Hijack on and keeps what it
@@ -80,7 +114,8 @@ func (s *Server) serveWebsocketHTTP(w http.ResponseWriter, r *http.Request) {
 	h := &hijackRecorder{ResponseWriter: w}
 	ws := websocket.Server{Handshake: s.checkOrigin, Handler: func(ws *websocket.Conn) {
 		ws.PayloadType = websocket.TextFrame
-		s.serveWebsocket(ws, newWebsocketTransport(h.nc, h.brw.Reader, s.cfg.MaxLine))
+		pending, _ := h.brw.Reader.Peek(h.brw.Reader.Buffered())
+		s.serveWebsocket(ws, newWebsocketTransport(h.nc, pending, s.cfg.MaxLine))
 	}}
 	ws.ServeHTTP(h, r)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
 	"time"
 )
 
@@ -55,16 +56,22 @@ func (t *websocketTransport) receive() error {
 		t.inPlace = 0
 	}
 	t.own = t.own[:0]
+	if t.park != nil && t.park.Load() != nil {
+		return os.ErrDeadlineExceeded // a hand-over stops the reader here (upgrade.go)
+	}
+	defer func() { t.midMessage = false }()
 	limit := int64(maxMessage(t.maxLine))
 	if t.identified != nil && !t.identified.Load() {
 		limit = unauthBuffer
 	}
 	tooLarge, inMessage := false, false
 	for {
+		t.midMessage = inMessage
 		h, err := t.readHeader()
 		if err != nil {
 			return err
 		}
+		t.midMessage = true
 		if !validFrame(h, inMessage) {
 			return t.failProtocol()
 		}

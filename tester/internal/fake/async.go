@@ -110,7 +110,13 @@ func asyncKey(shared bool, name string) string {
 
 // asyncToken is the token a grant of name reports. st.mu is held.
 func (st *state) asyncToken(name string) uint64 {
-	t := st.excl[name].token
+	l := st.excl[name]
+	if l == nil {
+		// Released again before the grant's line was made (its
+		// connection ended): the line goes nowhere.
+		return 0
+	}
+	t := l.token
 	if st.cfg.AsyncWrongToken {
 		t++
 	}
