@@ -201,7 +201,10 @@ func abortFunc(t transport) func() {
 		}
 		setDeadline = t.nc.SetDeadline
 	case *websocketTransport:
-		setDeadline = t.nc.SetDeadline
+		return func() {
+			t.killed.Store(true) // before the deadline: see wsSource
+			t.nc.SetDeadline(time.Unix(1, 0))
+		}
 	default:
 		return nil
 	}

@@ -50,6 +50,10 @@ type conn struct {
 	ended chan struct{} // closed when the reader has seen the connection end
 	// parkAt is set by a hand-over that asks the reader to stop (upgrade.go).
 	parkAt atomic.Pointer[pause]
+	// killed is set by a kill (kill, kill-holder, an eviction, the auth
+	// timeout) before it cuts the connection short, so that a hand-over's
+	// pause and its resumption never undo it (upgrade.go).
+	killed atomic.Bool
 
 	// mu is held by whichever goroutine is running commands or writing.
 	mu       sync.Mutex
@@ -117,7 +121,12 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 		ended: make(chan struct{}),
 	}
 	if srv.needsKill() {
-		c.state.kill = abortFunc(t)
+		if abort := abortFunc(t); abort != nil {
+			c.state.kill = func() {
+				c.killed.Store(true) // before the deadline: see conn.park
+				abort()
+			}
+		}
 	}
 	c.queueMem.budget, c.outMem.budget = &srv.budget, &srv.budget
 	switch t := t.(type) {
@@ -367,6 +376,14 @@ func (c *conn) appendDump() error {
 	}
 	for {
 		b.out = d.appendStep(b.out)
+		// A step's lines are pending replies for -max-buffered: names as
+		// long as -max-line make a step big, and a websocket keeps every
+		// step until the dump's end (budget.go).
+		if cap(b.out) > keptReplyBytes {
+			if err := c.chargeReplies(); err != nil {
+				return err
+			}
+		}
 		if d.done() {
 			break
 		}

@@ -209,8 +209,8 @@ func (c *conn) park(err error) bool {
 		return false
 	}
 	p := c.parkAt.Swap(nil)
-	if p == nil {
-		return false
+	if p == nil || c.killed.Load() {
+		return false // a kill's deadline: the connection ends
 	}
 	c.srv.up.mu.Lock()
 	p.conns[c] = struct{}{}
@@ -398,22 +398,27 @@ func waitUntil(deadline time.Time, cond func() bool) bool {
 func (s *Server) resume(p *pause, conns []*conn) {
 	s.up.mu.Lock()
 	for _, l := range s.up.listeners {
+		l.parkAt.Store(nil)
 		if d, ok := l.Listener.(deadliner); ok {
 			d.SetDeadline(time.Time{})
 		}
 	}
 	s.up.mu.Unlock()
-	s.mu.Lock()
-	for c := range s.conns {
-		if nc, ok := handedConn(c); ok {
+	// A connection killed during the pause keeps its kill's deadline: it
+	// ends as it would have without the hand-over.
+	unpark := func(c *conn) {
+		c.parkAt.Store(nil)
+		if nc, ok := handedConn(c); ok && !c.killed.Load() {
 			nc.SetReadDeadline(time.Time{})
 		}
 	}
+	s.mu.Lock()
+	for c := range s.conns {
+		unpark(c)
+	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		if nc, ok := handedConn(c); ok {
-			nc.SetReadDeadline(time.Time{})
-		}
+		unpark(c)
 	}
 	close(p.gate)
 }

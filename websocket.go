@@ -45,7 +45,10 @@ type websocketTransport struct {
 	// A hand-over (upgrade.go) stops the reader between messages: park is
 	// the connection's request to stop, and midMessage says part of a
 	// message or frame has been consumed (see wsSource).
-	park       *atomic.Pointer[pause]
+	park *atomic.Pointer[pause]
+	// killed is set by a kill before its deadline (abortFunc), so that a
+	// hand-over waiting for the message's end does not lift it (wsSource).
+	killed     atomic.Bool
 	midMessage bool
 
 	// wmu orders every write to nc: the replies, written by whichever
@@ -83,7 +86,7 @@ type wsSource struct{ t *websocketTransport }
 func (s wsSource) Read(p []byte) (int, error) {
 	for {
 		n, err := s.t.nc.Read(p)
-		if n > 0 || !s.t.midMessage || s.t.park == nil || s.t.park.Load() == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 || !s.t.midMessage || s.t.park == nil || s.t.park.Load() == nil || s.t.killed.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
 		s.t.nc.SetReadDeadline(time.Time{})
