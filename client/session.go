@@ -72,6 +72,14 @@ type SessionOptions struct {
 // session. The server bounds the waits pending on one connection
 // (-max-waits-per-conn, 1024 by default); a wait past it is sent again
 // after a pause, until its context ends.
+//
+// The server's deadlock detection sees a session as one connection: every
+// lock it holds, whichever goroutine took it, keeps every wait it has
+// pending. Two sessions whose goroutines take the same names in opposite
+// orders (one holds X and waits for Y while the other holds Y and waits
+// for X) can therefore have a wait refused with ErrDeadlock although each
+// holder would have let go on its own. Such a wait may be retried; a
+// server run with -deadlocks report never refuses one.
 type Session struct {
 	c    *Client
 	opts SessionOptions

@@ -144,7 +144,7 @@ class Client:
         return self._do(verbs.who(name))
 
     def locks(self, name: str = "") -> List[Tuple[str, str]]:
-        """d: (lock, owner) per exclusive lock, sorted by name."""
+        """d: (lock, owner) per exclusive lock, in the server's table order."""
         return self._do(verbs.locks(name))
 
     def shared_locks(self, name: str = "") -> List[Tuple[str, str]]:
