@@ -182,6 +182,13 @@ type term struct {
 	over    chan struct{} // closed when the term ends
 	endOnce sync.Once
 	reason  string // why it ended, set before over is closed
+
+	// Set once elected, before serving: what a hand-over to a new binary
+	// carries (upgrade.go).
+	lease clientv3.LeaseID
+	ttl   time.Duration
+	key   string
+	rev   int64
 }
 
 func newTerm(l *leadership) *term {
@@ -410,6 +417,17 @@ type haNode struct {
 
 	isLeader             prometheus.Gauge
 	elections, stepDowns prometheus.Counter
+	won                  atomic.Uint64 // what elections counts, carried on at a hand-over
+
+	// Hand-overs to a new binary (upgrade.go). handingOver, guarded by mu,
+	// keeps a node that is not serving from starting to serve meanwhile;
+	// handedOff, once the new process confirmed, keeps this one from
+	// touching the lease, the listeners or the connections again.
+	handingOver bool
+	handedOff   atomic.Bool
+	// resumed is the new process's term, taken over from the old one's
+	// leader before Start; run serves it first.
+	resumed *term
 }
 
 // enableHA makes s a node of an active/standby group; Start begins its
@@ -578,7 +596,14 @@ func (n *haNode) setRole(role string) {
 // run campaigns, leads, steps down and campaigns again until the server
 // closes.
 func (n *haNode) run() {
-	for n.ctx.Err() == nil {
+	if t := n.resumed; t != nil {
+		n.resumed = nil
+		if err := n.runResumedTerm(t); err != nil && n.ctx.Err() == nil {
+			n.log.Warn("not leading", "err", err)
+			sleepCtx(n.ctx, n.cfg.LeaseTTL/4)
+		}
+	}
+	for n.ctx.Err() == nil && !n.handedOff.Load() {
 		err := n.runTerm()
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Warn("not leading", "err", err)
@@ -617,12 +642,14 @@ func (n *haNode) runTerm() error {
 		t.end("term over")
 		stopTerm()
 		wg.Wait()
-		n.revoke(grant.ID)
+		if !n.handedOff.Load() { // the new process renews it now
+			n.revoke(grant.ID)
+		}
 	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n.keepLease(tctx, t, grant.ID, leaseTTL)
+		n.keepLease(tctx, t, grant.ID, leaseTTL, time.Now().Add(renewEvery(leaseTTL)))
 	}()
 
 	session, err := n.electionSession(grant.ID, leaseTTL)
@@ -665,7 +692,9 @@ func (n *haNode) runTerm() error {
 	if t.first, err = n.reserveBlock(tctx, key, rev); err != nil {
 		return fmt.Errorf("token block: %w", err)
 	}
+	t.lease, t.ttl, t.key, t.rev = grant.ID, leaseTTL, key, rev
 	n.elections.Inc()
+	n.won.Add(1)
 	n.setRole("elected")
 	n.log.Info("elected leader", "advertise", n.cfg.Advertise, "takeover_delay", n.cfg.TakeoverDelay, "first_token", t.first.start)
 	defer n.stepDown(t)
@@ -741,11 +770,22 @@ func (n *haNode) tryRevoke(id clientv3.LeaseID) bool {
 	return err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound)
 }
 
-// serve publishes the term to the manager and opens the lock listeners.
+// serve publishes the term to the manager and opens the lock listeners,
+// unless a hand-over to a new binary is under way: the new process
+// campaigns afresh.
 func (n *haNode) serve(t *term) error {
+	n.mu.Lock()
+	if n.handingOver {
+		n.mu.Unlock()
+		return errors.New("a hand-over to a new binary is under way: not taking over")
+	}
 	n.lead.current.Store(t)
+	n.mu.Unlock()
 	n.srv.mu.Lock()
-	err := n.srv.openLockListeners()
+	var err error
+	if !n.srv.lockOpen { // open already for a term resumed after a hand-over
+		err = n.srv.openLockListeners()
+	}
 	n.srv.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -760,13 +800,26 @@ func (n *haNode) serve(t *term) error {
 // the listeners and every connection close, their locks orphaned.
 func (n *haNode) stepDown(t *term) {
 	t.end("stepping down")
-	if n.ctx.Err() != nil && t.valid() {
+	handedOff := n.handedOff.Load() // the listeners and connections are the new process's
+	if n.ctx.Err() != nil && t.valid() && !handedOff {
 		// Stopping while still the leader: waiters learn that they did
 		// not get their lock, as from a single node that stops.
 		answerWaiters(n.srv.lockConns(), closeGrace)
 	}
 	n.lead.current.Store(nil)
 	n.isLeader.Set(0)
+	wasOpen := false
+	if !handedOff {
+		wasOpen = n.closeLock()
+	}
+	n.stepDowns.Inc()
+	n.setRole("standby")
+	n.log.Warn("stepped down", "reason", t.reason, "served", wasOpen)
+}
+
+// closeLock closes the lock listeners and every connection; it reports
+// whether the listeners were open.
+func (n *haNode) closeLock() bool {
 	n.srv.mu.Lock()
 	wasOpen := n.srv.lockOpen
 	n.srv.lockOpen = false
@@ -775,9 +828,7 @@ func (n *haNode) stepDown(t *term) {
 	}
 	n.srv.mu.Unlock()
 	n.srv.closeLockConns()
-	n.stepDowns.Inc()
-	n.setRole("standby")
-	n.log.Warn("stepped down", "reason", t.reason, "served", wasOpen)
+	return wasOpen
 }
 
 // closeLockConns closes every client connection and waits until all have
@@ -809,9 +860,8 @@ func (s *Server) lockConns() []*conn {
 // keepLease renews the lease with one KeepAliveOnce at a time, so that it
 // knows when each successful renewal was sent, and ends the term when the
 // deadline passes or etcd no longer knows the lease.
-func (n *haNode) keepLease(ctx context.Context, t *term, id clientv3.LeaseID, ttl time.Duration) {
+func (n *haNode) keepLease(ctx context.Context, t *term, id clientv3.LeaseID, ttl time.Duration, next time.Time) {
 	every := renewEvery(ttl)
-	next := time.Now().Add(every)
 	for {
 		if !t.valid() {
 			t.end("lease deadline passed: no renewal from etcd in time")

@@ -236,9 +236,11 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 			h.fail(err)
 			return fmt.Errorf("upgrade: %w", err)
 		}
-		if err := h.confirm(); err != nil {
+		goMsg, at, err := h.confirm()
+		if err != nil {
 			return fmt.Errorf("upgrade: %w", err) // the old process serves on
 		}
+		srv.startResumed(goMsg, at)
 		if pidFile != nil {
 			pf = &pidfile{f: pidFile, path: opts.pidfile} // the old process wrote our pid in it
 		}

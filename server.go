@@ -234,7 +234,9 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
-	if s.ha == nil { // HA: leader.go opens them only while this node leads
+	// HA: leader.go opens them only while this node leads, or at once for
+	// a term taken over from the old process (upgrade_ha.go).
+	if s.ha == nil || s.ha.resumed != nil {
 		if err := s.openLockListeners(); err != nil {
 			return err
 		}

@@ -467,9 +467,6 @@ func (s *Server) Upgrade(req handoverRequest) error {
 
 func (s *Server) upgrade(req handoverRequest) (err error) {
 	log := s.cfg.Logger
-	if s.ha != nil {
-		return errors.New("hand-over with -etcd is not supported yet")
-	}
 	if req.timeout <= 0 {
 		req.timeout = DefaultUpgradeTimeout
 	}
@@ -486,6 +483,16 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}()
 	pid := cmd.Process.Pid
+	var haTerm *term // the term a leader hands over (upgrade_ha.go)
+	if s.ha != nil {
+		haTerm = s.ha.beginHandover()
+		defer func() {
+			if !committed {
+				s.ha.handedOff.Store(false)
+				s.ha.endHandover()
+			}
+		}()
+	}
 
 	// The pause.
 	pauseStart := time.Now()
@@ -584,6 +591,11 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	if s.ha != nil {
+		if err := s.ha.handoverTerm(st, haTerm); err != nil {
+			return err
+		}
+	}
 	data := st.encode(nil)
 	snapshotTook := time.Since(pauseStart)
 
@@ -598,7 +610,31 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 			return fmt.Errorf("pidfile: %w", err)
 		}
 	}
-	if err := link.send(msgGo, nil, nil); err != nil {
+	var goMsg []byte
+	switch {
+	case haTerm != nil:
+		// The lease is the new process's from now on; it serves only
+		// after the go, which tells it how long the term has left.
+		s.ha.handedOff.Store(true)
+		var ok bool
+		if goMsg, ok = s.ha.goMessage(haTerm); !ok {
+			s.ha.handedOff.Store(false)
+			if haTerm.ended() {
+				// Its step-down may have left them open for the new
+				// process, which will not have them.
+				s.ha.closeLock()
+			}
+			if req.pidfile != nil {
+				writePid(req.pidfile, os.Getpid())
+			}
+			return errors.New("the term ended during the hand-over, or had too little time left")
+		}
+	case s.ha != nil:
+		// A standby: it stops campaigning and gives its lease up; the
+		// new process campaigns afresh.
+		s.ha.stop()
+	}
+	if err := link.send(msgGo, goMsg, nil); err != nil {
 		if req.pidfile != nil {
 			writePid(req.pidfile, os.Getpid())
 		}
@@ -896,6 +932,9 @@ func (s *Server) adopt(h *heir) (err error) {
 			}
 		}
 	}
+	if err := s.adoptHA(st); err != nil {
+		return err
+	}
 	if err := s.manager.restoreHandover(st, states); err != nil {
 		return err
 	}
@@ -942,16 +981,18 @@ func (s *Server) serveAdopted() {
 	s.up.inherited = nil
 }
 
-// confirm tells the old process the server is built, and waits for its go.
-// An error means the old process goes on serving: this one must exit
-// without touching anything it was handed.
-func (h *heir) confirm() error {
+// confirm tells the old process the server is built, and waits for its go,
+// which it returns with the time it arrived. An error means the old process
+// goes on serving: this one must exit without touching anything it was
+// handed.
+func (h *heir) confirm() ([]byte, time.Time, error) {
 	defer h.link.close()
 	if err := h.link.send(msgConfirm, nil, nil); err != nil {
-		return err
+		return nil, time.Time{}, err
 	}
-	if _, err := expect(h.link, msgGo, time.Time{}); err != nil {
-		return fmt.Errorf("the old process kept serving: %w", err)
+	goMsg, err := expect(h.link, msgGo, time.Time{})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("the old process kept serving: %w", err)
 	}
-	return nil
+	return goMsg, time.Now(), nil
 }

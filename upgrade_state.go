@@ -23,7 +23,7 @@ const handoverMagic = "glockd-handover"
 // reads. It is a string so that a test can build a binary that speaks
 // another (-ldflags -X main.handoverFormat=...); it is never written at run
 // time.
-var handoverFormat = "1"
+var handoverFormat = "2"
 
 // handoverState is everything the new process needs, besides the
 // descriptors, which travel beside it and are known here by their index.
@@ -45,6 +45,21 @@ type handoverState struct {
 	locks     []heldLock        // oldest grant first
 	shared    []sharedHoldState // oldest grant first
 	waiters   []waiterState
+	ha        *haHandover // an -etcd leader's term; nil otherwise
+}
+
+// haHandover is an -etcd leader's term, resumed by the new process: the
+// lease, the election key, the rest of its tokens, and the time left before
+// its deadline when the snapshot was taken (the new process takes the exact
+// time left from the go message, see upgrade.go).
+type haHandover struct {
+	lease     int64  // the etcd lease ID
+	ttl       int64  // its TTL in seconds
+	key       string // the election key
+	rev       int64  // its create revision
+	block     tokenBlock
+	left      int64  // nanoseconds to the deadline at the snapshot
+	elections uint64 // glockd_elections_won_total, carried on
 }
 
 type listenerState struct {
@@ -174,6 +189,17 @@ func (st *handoverState) encode(b []byte) []byte {
 		e.varint(w.remaining)
 		e.varint(w.age)
 	}
+	e.bool(st.ha != nil)
+	if h := st.ha; h != nil {
+		e.varint(h.lease)
+		e.varint(h.ttl)
+		e.string(h.key)
+		e.varint(h.rev)
+		e.uvarint(h.block.start)
+		e.uvarint(h.block.end)
+		e.varint(h.left)
+		e.uvarint(h.elections)
+	}
 	return e.b
 }
 
@@ -232,6 +258,13 @@ func decodeHandoverState(b []byte, fds int) (*handoverState, error) {
 	for n := d.count(7); n > 0; n-- {
 		st.waiters = append(st.waiters, waiterState{name: d.string(), conn: d.index(conns), shared: d.bool(),
 			async: d.bool(), max: int(d.uvarint()), remaining: d.varint(), age: d.varint()})
+	}
+	if d.bool() {
+		st.ha = &haHandover{lease: d.varint(), ttl: d.varint(), key: d.string(), rev: d.varint(),
+			block: tokenBlock{start: d.uvarint(), end: d.uvarint()}, left: d.varint(), elections: d.uvarint()}
+		if d.err == nil && (st.ha.block.start > st.ha.block.end || st.ha.block.end > maxToken+1) {
+			d.fail("token block [%d, %d)", st.ha.block.start, st.ha.block.end)
+		}
 	}
 	if d.err == nil && len(d.b) > 0 {
 		d.fail("%d bytes after the state", len(d.b))
@@ -347,8 +380,21 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 	if len(m.orphaning) > 0 || len(m.sec.kills) > 0 {
 		return errHandoverBusy
 	}
-	if m.leader != nil {
-		return errors.New("hand-over with -etcd is not supported yet")
+	if l := m.leader; l != nil {
+		// A leader hands over the rest of its tokens; a standby has none.
+		if t := l.current.Load(); t != nil {
+			if t != l.seen || l.fenced || !t.valid() {
+				return errors.New("the term ended: not leading any more")
+			}
+			ts := &m.tokens
+			b := tokenBlock{start: ts.next, end: ts.end}
+			if b.end-b.start < tokenReserve && ts.pending.end > 0 {
+				b = ts.pending // the rest of the current block is wasted
+			}
+			st.ha = &haHandover{block: b}
+		} else if len(conns) > 0 {
+			return errors.New("a standby with connections")
+		}
 	}
 	index := make(map[*connState]int, len(conns))
 	for i, c := range conns {
@@ -413,10 +459,8 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 	// What passed since the snapshot, by the wall clock (the monotonic
 	// clocks of two processes cannot be compared); never negative.
 	gap := max(0, time.Now().UnixNano()-st.wall)
-	if st.nextToken > m.tokens.next {
-		if m.leader != nil {
-			return errors.New("hand-over with -etcd is not supported yet")
-		}
+	// With -etcd the tokens come from the term's block (leader.go).
+	if st.nextToken > m.tokens.next && m.leader == nil {
 		m.tokens.next = min(st.nextToken, maxToken)
 	}
 	for v := verbG; v < numVerbs; v++ {
