@@ -31,6 +31,21 @@ func TestHandoverStateEncoding(t *testing.T) {
 	if !reflect.DeepEqual(got, st) {
 		t.Fatalf("decoded\n%+v\nwant\n%+v", got, st)
 	}
+	// An -etcd leader's term (upgrade_ha.go).
+	st.ha = &haHandover{lease: 0x694d7c1a2b3c4d5e, ttl: 5, key: DefaultEtcdPrefix + "election/694d7c1a2b3c4d5e",
+		rev: 42, block: tokenBlock{start: 1 << 41, end: 1<<41 + tokenBlockSize}, left: 3e9, elections: 3}
+	data = st.encode(nil)
+	if got, err = decodeHandoverState(data, 5); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Fatalf("decoded\n%+v\nwant\n%+v", got.ha, st.ha)
+	}
+	bad := *st
+	bad.ha = &haHandover{block: tokenBlock{start: 2, end: 1}}
+	if _, err := decodeHandoverState(bad.encode(nil), 5); err == nil {
+		t.Error("a token block ending before its start was accepted")
+	}
 	for n := range len(data) {
 		if _, err := decodeHandoverState(data[:n], 5); err == nil {
 			t.Fatalf("%d of %d bytes decoded without an error", n, len(data))
