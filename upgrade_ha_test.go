@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -39,6 +40,13 @@ func startUpgradableHA(t *testing.T, name, first, etcd string) (*upgradedDaemon,
 		cmd.Wait()
 	})
 	eventually(t, name+"'s pidfile", func() bool { return d.readPid() == cmd.Process.Pid })
+	eventually(t, name+" serving /healthz", func() bool {
+		c, err := net.Dial("tcp", n.metricsAddr())
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	return d, n
 }
 

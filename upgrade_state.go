@@ -383,15 +383,21 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 	if l := m.leader; l != nil {
 		// A leader hands over the rest of its tokens; a standby has none.
 		if t := l.current.Load(); t != nil {
-			if t != l.seen || l.fenced || !t.valid() {
+			switch {
+			case !t.valid() || (t == l.seen && l.fenced):
 				return errors.New("the term ended: not leading any more")
+			case t != l.seen:
+				// Not one request run in this term yet: its first block
+				// is untouched.
+				st.ha = &haHandover{block: t.first}
+			default:
+				ts := &m.tokens
+				b := tokenBlock{start: ts.next, end: ts.end}
+				if b.end-b.start < tokenReserve && ts.pending.end > 0 {
+					b = ts.pending // the rest of the current block is wasted
+				}
+				st.ha = &haHandover{block: b}
 			}
-			ts := &m.tokens
-			b := tokenBlock{start: ts.next, end: ts.end}
-			if b.end-b.start < tokenReserve && ts.pending.end > 0 {
-				b = ts.pending // the rest of the current block is wasted
-			}
-			st.ha = &haHandover{block: b}
 		} else if len(conns) > 0 {
 			return errors.New("a standby with connections")
 		}
