@@ -140,6 +140,11 @@ func TestUpgradeHA(t *testing.T) {
 			t.Fatalf("upgrade %d: %d election keys, want 2", i, n)
 		}
 	}
+	for l := range strings.Lines(ad.logs.String()) {
+		if strings.Contains(l, "glockd took over") || strings.Contains(l, "leading on after a hand-over") {
+			t.Logf("a: %s", strings.TrimSpace(l))
+		}
+	}
 	if !strings.Contains(ad.logs.String(), "leading on after a hand-over") {
 		t.Fatalf("no resumed term in the log:\n%s", ad.logs)
 	}
