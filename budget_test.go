@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"runtime/debug"
 	"strings"
@@ -111,4 +112,32 @@ func TestMaxBufferedMemory(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("a bystander's i took %v", took)
 	}
+}
+
+// TestDumpOverBudget: a dump's steps count against -max-buffered as they
+// are made. Over a websocket, whose reply is one message built step by
+// step, a dump of a table bigger than the budget is refused once the budget
+// is spent (the connection is told and closed), instead of being built
+// whole and charged only at its end.
+func TestDumpOverBudget(t *testing.T) {
+	const (
+		budget = 1 << 20
+		locks  = 4000
+		name   = 500 // bytes: the table lists about 2 MB
+	)
+	srv := startServer(t, func(c *Config) { c.MaxBuffered = budget })
+	owner := dial(t, srv, "tcp")
+	var b strings.Builder
+	for i := range locks {
+		fmt.Fprintf(&b, "g %0*d\n", name, i)
+	}
+	owner.send(b.String())
+	eventually(t, "the locks taken", func() bool { return owner.stat("locks") == locks })
+	c := dial(t, srv, "websocket")
+	c.send("d")
+	if got := c.line(); got != replyQueueFull {
+		t.Fatalf("d over a websocket: a reply of %d bytes (%d lines), want %q: the listing was built whole before the budget was applied",
+			len(got), strings.Count(got, "\n"), replyQueueFull)
+	}
+	expectClosed(t, c)
 }
