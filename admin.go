@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"log/slog"
 	"slices"
 	"time"
@@ -49,7 +48,7 @@ func newManagerSecurity(cfg Config, acl *accessList) managerSecurity {
 	sec := managerSecurity{acl: acl, adminUnix: cfg.Security.Admin, log: cfg.Logger,
 		limiter:   newAuthLimiter(cfg.Security.AuthFailuresPerAddr, cfg.Security.AuthFailuresPerSecond),
 		authLog:   newLogSampler(cfg.Logger, "auth failures not logged", authLogFirst, authLogInterval),
-		killBound: cmp.Or(cfg.Security.KillBound, DefaultKillBound),
+		killBound: cfg.Security.KillBound,
 	}
 	if acl != nil || sec.adminUnix {
 		sec.byName = make(map[string]*connState)

@@ -70,6 +70,9 @@ func (sc SecurityConfig) withDefaults() SecurityConfig {
 	if sc.AuthFailuresPerSecond <= 0 {
 		sc.AuthFailuresPerSecond = DefaultAuthFailuresPerSecond
 	}
+	if sc.KillBound <= 0 {
+		sc.KillBound = DefaultKillBound
+	}
 	return sc
 }
 
