@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -432,20 +431,9 @@ func nsToken(t *testing.T, c *nsClient, name string) uint64 {
 // same connections, and tokens never go backwards: not when the other node
 // takes over, nor when the node that was cut off leads again.
 func TestHALeaderRejoins(t *testing.T) {
-	p := makeNetns(t)
-	bin := etcdBinary(t)
-	t.Setenv("GORACE", "atexit_sleep_ms=0")
-	etcdURL := "http://" + netnsServerIP + ":2379"
-	etcdCmd := append([]string{"netns", "exec", p.srv, bin}, etcdArgs("e0", t.TempDir(),
-		etcdURL+",http://127.0.0.1:2379", etcdURL, "http://127.0.0.1:2380", "e0=http://127.0.0.1:2380")...)
-	runDaemon(t, exec.Command("ip", etcdCmd...))
-	haArgs := []string{"-bind", "127.0.0.1", "-metrics-addr", "127.0.0.1:9101",
-		"-lease-ttl", haTTL.String(), "-takeover-delay", "0s", "-advertise", "127.0.0.1:" + netnsPort}
-	startNetnsDaemon(t, p.cli, append([]string{"-etcd", etcdURL}, haArgs...)...)
-	clientA := startNSClient(t, "client of a", p.cli, "127.0.0.1:"+netnsPort)
-	clientA.expect("g held", "1 Lock Get Success: held\n")
+	p, clientA, startB := netnsLeaderA(t)
 	tokenA := nsToken(t, clientA, "held")
-	b := startNetnsDaemon(t, p.srv, append([]string{"-etcd", "http://127.0.0.1:2379"}, haArgs...)...)
+	b := startB()
 	time.Sleep(haTTL)
 
 	p.cut(t)

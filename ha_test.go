@@ -515,30 +515,40 @@ func findEtcdLeader(t *testing.T, members []*etcdMember) *etcdMember {
 	return nil
 }
 
+// netnsLeaderA starts etcd and, as the leader, node a with a client holding
+// "held": etcd in the server namespace, a and its client in the client
+// namespace, reaching etcd over the veth pair. startB starts node b in the
+// server namespace. No takeover delay: a must step down on its own
+// deadline, which comes before etcd lets its lease expire, with nothing
+// else to cover for it.
+func netnsLeaderA(t *testing.T) (p *netnsPair, clientA *nsClient, startB func() *daemon) {
+	p = makeNetns(t)
+	bin := etcdBinary(t)
+	// The clients are this test binary; built with -race, it would sleep a
+	// second on exit, and a's client exits when a closes its connection.
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	etcdURL := "http://" + netnsServerIP + ":2379"
+	etcdCmd := append([]string{"netns", "exec", p.srv, bin}, etcdArgs("e0", t.TempDir(),
+		etcdURL+",http://127.0.0.1:2379", etcdURL, "http://127.0.0.1:2380", "e0=http://127.0.0.1:2380")...)
+	runDaemon(t, exec.Command("ip", etcdCmd...))
+	haArgs := []string{"-bind", "127.0.0.1", "-metrics-addr", "127.0.0.1:9101",
+		"-lease-ttl", haTTL.String(), "-takeover-delay", "0s", "-advertise", "127.0.0.1:" + netnsPort}
+	startNetnsDaemon(t, p.cli, append([]string{"-etcd", etcdURL}, haArgs...)...)
+	clientA = startNSClient(t, "client of a", p.cli, "127.0.0.1:"+netnsPort)
+	clientA.expect("g held", "1 Lock Get Success: held\n")
+	startB = func() *daemon {
+		return startNetnsDaemon(t, p.srv, append([]string{"-etcd", "http://127.0.0.1:2379"}, haArgs...)...)
+	}
+	return p, clientA, startB
+}
+
 // TestHALeaderCutOff: the leader loses etcd but not its clients (a network
 // namespace whose link to etcd goes down, while its clients talk to it over
 // its loopback). It must close their connections before the other node
 // grants its first lock, even without a takeover delay.
 func TestHALeaderCutOff(t *testing.T) {
-	p := makeNetns(t)
-	bin := etcdBinary(t)
-	// The clients are this test binary; built with -race, it would sleep a
-	// second on exit, and a's client exits when a closes its connection.
-	t.Setenv("GORACE", "atexit_sleep_ms=0")
-	// etcd and node b in the server namespace; node a and its client in the
-	// client namespace, reaching etcd over the veth pair.
-	etcdURL := "http://" + netnsServerIP + ":2379"
-	etcdCmd := append([]string{"netns", "exec", p.srv, bin}, etcdArgs("e0", t.TempDir(),
-		etcdURL+",http://127.0.0.1:2379", etcdURL, "http://127.0.0.1:2380", "e0=http://127.0.0.1:2380")...)
-	runDaemon(t, exec.Command("ip", etcdCmd...))
-	// No takeover delay: a must step down on its own deadline, which comes
-	// before etcd lets its lease expire, with nothing else to cover for it.
-	haArgs := []string{"-bind", "127.0.0.1", "-metrics-addr", "127.0.0.1:9101",
-		"-lease-ttl", haTTL.String(), "-takeover-delay", "0s", "-advertise", "127.0.0.1:" + netnsPort}
-	startNetnsDaemon(t, p.cli, append([]string{"-etcd", etcdURL}, haArgs...)...)
-	clientA := startNSClient(t, "client of a", p.cli, "127.0.0.1:"+netnsPort)
-	clientA.expect("g held", "1 Lock Get Success: held\n")
-	startNetnsDaemon(t, p.srv, append([]string{"-etcd", "http://127.0.0.1:2379"}, haArgs...)...)
+	p, clientA, startB := netnsLeaderA(t)
+	startB()
 	// b is a standby by now or soon; either way a stays leader.
 	time.Sleep(haTTL)
 	clientA.expect("i held", "1 Lock Is Locked: held\n")
