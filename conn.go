@@ -388,15 +388,9 @@ func (c *conn) appendDump() error {
 			break
 		}
 		if c.t.splitsReplies() {
-			// The batch's replies before the dump may hold grants: the
-			// same check as flush's (leader.go).
-			if !c.srv.manager.serving() {
-				c.t.close()
-				return errNotServing
-			}
-			err := c.t.write(b.out, b.ends)
-			b.out, b.ends = b.out[:0], b.ends[:0]
-			if err != nil {
+			// The batch's replies before the dump may hold grants:
+			// written under the same check as flush's.
+			if err := c.writePending(); err != nil {
 				return err
 			}
 		}
@@ -412,19 +406,27 @@ func (c *conn) appendDump() error {
 	return nil
 }
 
-// flush writes the pending replies and empties the buffers, giving back big
-// ones: an idle connection keeps small buffers whatever it did before.
-func (c *conn) flush() error {
+// writePending writes the pending replies and empties the buffers, keeping
+// their memory. With -etcd, once the term has ended it closes the
+// connection instead: the manager ran the commands before (a pause, say),
+// and their grants must not be announced (leader.go).
+func (c *conn) writePending() error {
 	b := &c.b
 	err := errNotServing
 	if c.srv.manager.serving() {
 		err = c.t.write(b.out, b.ends)
 	} else {
-		// HA: the term ended after the manager ran the commands (a
-		// pause, say); their grants must not be announced (leader.go).
 		c.t.close()
 	}
 	b.out, b.ends = b.out[:0], b.ends[:0]
+	return err
+}
+
+// flush writes the pending replies and empties the buffers, giving back big
+// ones: an idle connection keeps small buffers whatever it did before.
+func (c *conn) flush() error {
+	b := &c.b
+	err := c.writePending()
 	if cap(b.out) > keptReplyBytes {
 		if cap(b.out) == dumpOutBuffer {
 			c.srv.dumpBuffers.Put((*[dumpOutBuffer]byte)(b.out[:dumpOutBuffer]))
