@@ -20,63 +20,36 @@ export const VERSION = '0.3.0';
 export class GlockdError extends Error {
   constructor(message, options) {
     super(message, options);
-    this.name = 'GlockdError';
+    this.name = new.target.name; // the subclass's: SessionLost, LockTimeout, ...
   }
 }
 
 /** The session was lost: its locks are gone, or must be taken to be. */
-export class SessionLost extends GlockdError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'SessionLost';
-  }
-}
+export class SessionLost extends GlockdError {}
 
 /** The session was closed by its owner. */
 export class SessionClosed extends GlockdError {
   constructor(message = 'glockd session closed', options) {
     super(message, options);
-    this.name = 'SessionClosed';
   }
 }
 
 /** A wait for a lock ran out of time: the lock is not held. */
-export class LockTimeout extends GlockdError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'LockTimeout';
-  }
-}
+export class LockTimeout extends GlockdError {}
 
 /** The identity may not do this (ACL), or has not signed in. */
-export class PermissionDenied extends GlockdError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'PermissionDenied';
-  }
-}
+export class PermissionDenied extends GlockdError {}
 
 /** The server refused the token. */
-export class AuthFailed extends GlockdError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'AuthFailed';
-  }
-}
+export class AuthFailed extends GlockdError {}
 
 /** unlock() of a lock that is not held (any more). */
-export class NotHeld extends GlockdError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'NotHeld';
-  }
-}
+export class NotHeld extends GlockdError {}
 
 /** No address accepted a connection and answered a heartbeat. */
 export class ConnectError extends GlockdError {
   constructor(message, errors) {
     super(message, { cause: errors[errors.length - 1] });
-    this.name = 'ConnectError';
     this.errors = errors;
   }
 }
