@@ -10,17 +10,11 @@ namespace Glockd;
  */
 final class Lock
 {
-    private bool $released = false;
+    use Holding;
 
     /** @internal */
     public function __construct(private readonly Connection $conn, private readonly string $name, private readonly int $token)
     {
-    }
-
-    /** The lock's name as the server knows it (white space normalised). */
-    public function name(): string
-    {
-        return $this->name;
     }
 
     /**
@@ -33,41 +27,13 @@ final class Lock
     }
 
     /**
-     * A !ping round trip on the lock's connection, within the client's
-     * timeout: true while the lock is held. Call it before a critical write.
-     * A PHP request has no background heartbeat, so this is how it learns
-     * that the server died or stopped. False after release() or once lost.
-     */
-    public function stillHeld(): bool
-    {
-        return !$this->released && $this->conn->ping();
-    }
-
-    /** Whether the connection is known to be lost (no round trip). */
-    public function isLost(): bool
-    {
-        return $this->conn->lost();
-    }
-
-    /**
      * Releases the lock (r). Throws SessionLost when its connection was lost
      * (the lock was gone already), NotHeld when released already.
      */
     public function release(): void
     {
-        if ($this->released) {
-            throw new NotHeld("glockd: \"{$this->name}\": already released");
-        }
-        $this->released = true;
-        $err = $this->conn->error();
-        if ($err !== null) {
-            throw new SessionLost($err);
-        }
+        $this->markReleased();
         unset($this->conn->exclusive[$this->name]);
-        $cmd = Replies::line('r', $this->name);
-        [$lines] = $this->conn->request([[$cmd, false]]);
-        if (!Replies::flag($cmd, $lines, $this->name, '1 Lock Release Success: ', '0 Lock Release Failure: ')) {
-            throw new NotHeld("glockd: \"$cmd\": the server says this connection does not hold it");
-        }
+        $this->sendRelease('r', '1 Lock Release Success: ', '0 Lock Release Failure: ');
     }
 }
