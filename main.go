@@ -32,20 +32,48 @@ type options struct {
 	healthcheck    string // ask this URL and exit: 0 if it answered 200
 }
 
+// rawFlags are the flags parsed into something other than their final form:
+// Config gets them from finishFlags.
+type rawFlags struct {
+	port, wsPort, tlsPort int
+	bind, unixMode        string
+	wsOrigins             string
+	etcd                  string
+	verbose               bool
+	logFormat             string
+}
+
 func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs := flag.NewFlagSet("glockd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		cfg       Config
-		opts      options
-		port      = fs.Int("port", 9999, "TCP port for the line protocol (0 disables)")
-		wsPort    = fs.Int("ws", 9998, "HTTP port for websocket clients and the web console on /, and /metrics and /healthz (0 disables)")
-		bind      = fs.String("bind", "", "address to listen on for -port and -ws (default all interfaces)")
-		unixMode  = fs.String("unix-mode", "0666", "permissions of the -unix socket file, octal")
-		wsOrigins = fs.String("ws-origin", "*", "comma-separated browser origins (scheme://host[:port]) allowed to open a websocket, or * for any")
-		verbose   = fs.Bool("verbose", false, "log connects, disconnects, acquisitions, releases, waits and orphans, with each connection's registered name")
-		logFormat = fs.String("log-format", "text", "log format: text or json (log/slog's handlers)")
+		cfg  Config
+		opts options
+		raw  rawFlags
 	)
+	defineFlags(fs, &cfg, &opts, &raw)
+	if err := fs.Parse(args); err != nil {
+		return cfg, opts, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, opts, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	setFlags := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+	err := finishFlags(&cfg, opts, raw, setFlags, stderr)
+	return cfg, opts, err
+}
+
+// defineFlags registers every flag of the daemon on fs: those that end up in
+// cfg or opts directly, and the rest in raw, for finishFlags.
+func defineFlags(fs *flag.FlagSet, cfg *Config, opts *options, raw *rawFlags) {
+	fs.IntVar(&raw.port, "port", 9999, "TCP port for the line protocol (0 disables)")
+	fs.IntVar(&raw.wsPort, "ws", 9998, "HTTP port for websocket clients and the web console on /, and /metrics and /healthz (0 disables)")
+	fs.StringVar(&raw.bind, "bind", "", "address to listen on for -port and -ws (default all interfaces)")
+	fs.StringVar(&raw.unixMode, "unix-mode", "0666", "permissions of the -unix socket file, octal")
+	fs.StringVar(&raw.wsOrigins, "ws-origin", "*", "comma-separated browser origins (scheme://host[:port]) allowed to open a websocket, or * for any")
+	fs.BoolVar(&raw.verbose, "verbose", false, "log connects, disconnects, acquisitions, releases, waits and orphans, with each connection's registered name")
+	fs.StringVar(&raw.logFormat, "log-format", "text", "log format: text or json (log/slog's handlers)")
 	fs.BoolVar(&opts.version, "version", false, "print the version, VCS revision and Go version, and exit")
 	fs.StringVar(&opts.healthcheck, "healthcheck", "", "GET this URL (e.g. http://127.0.0.1:9998/healthz) and exit 0 if it answers 200, 1 otherwise: a container's HEALTHCHECK")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "also serve /metrics and /healthz on this host:port (empty: only on -ws)")
@@ -66,10 +94,21 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.DurationVar(&cfg.KeepAlive.Interval, "keepalive-interval", 5*time.Second, "TCP keepalive: time between probes")
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")
 	fs.DurationVar(&cfg.UserTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (default keepalive-idle + keepalive-interval × keepalive-count; 0: the system's)")
-	finishSecurity := securityFlags(fs, &cfg.Security) // TLS, identities, kill: security.go
+	// TLS, identities, kill (security.go, docs/security.md).
+	sc := &cfg.Security
+	fs.IntVar(&raw.tlsPort, "tls-port", 0, "TCP port for the line protocol over TLS (0 disables; needs -tls-cert and -tls-key)")
+	fs.StringVar(&sc.CertFile, "tls-cert", "", "PEM certificate chain of the server, for -tls-port and -ws-tls (reloaded on SIGHUP)")
+	fs.StringVar(&sc.KeyFile, "tls-key", "", "PEM private key of -tls-cert")
+	fs.BoolVar(&sc.WSTLS, "ws-tls", false, "serve HTTPS and WSS on the -ws port: console, websocket, /metrics, /healthz")
+	fs.StringVar(&sc.ClientCAFile, "tls-client-ca", "", "PEM CA certificates: require client certificates they signed (mutual TLS); a certificate's first DNS name, else its CN, is the client's identity")
+	fs.StringVar(&sc.ACLFile, "acl-file", "", "identities and their permissions (see docs/security.md); clients must then auth (reloaded on SIGHUP)")
+	fs.BoolVar(&sc.Admin, "admin", false, "without -acl-file: allow kill and kill-holder on the -unix socket (never over the network)")
+	fs.DurationVar(&sc.AuthFailureDelay, "auth-failure-delay", DefaultAuthFailureDelay, "delay before answering a wrong auth token")
+	fs.DurationVar(&sc.AuthTimeout, "auth-timeout", DefaultAuthTimeout, "with -acl-file: close a connection that has not authenticated within this long")
+	fs.IntVar(&sc.MaxUnauthConns, "max-unauth-conns", 0, "with -acl-file: most connections not yet authenticated; a new one closes the oldest (default a quarter of -max-conns)")
 	// High availability through etcd (leader.go, docs/ha.md).
 	cfg.HA = &HAConfig{}
-	etcd := fs.String("etcd", "", "comma-separated etcd endpoints: run as one node of an active/standby group (empty: a single node)")
+	fs.StringVar(&raw.etcd, "etcd", "", "comma-separated etcd endpoints: run as one node of an active/standby group (empty: a single node)")
 	fs.StringVar(&cfg.HA.Prefix, "etcd-prefix", DefaultEtcdPrefix, "etcd key prefix of this group of nodes")
 	fs.DurationVar(&cfg.HA.LeaseTTL, "lease-ttl", DefaultLeaseTTL, "etcd lease TTL, whole seconds: a dead leader is replaced after about this long plus -takeover-delay")
 	fs.DurationVar(&cfg.HA.TakeoverDelay, "takeover-delay", DefaultTakeoverDelay, "how long a newly elected leader waits before serving; keep clients' session timeout below it")
@@ -77,18 +116,58 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.StringVar(&cfg.HA.CertFile, "etcd-cert", "", "client certificate for etcd, PEM")
 	fs.StringVar(&cfg.HA.KeyFile, "etcd-key", "", "key of -etcd-cert, PEM")
 	fs.StringVar(&cfg.HA.CAFile, "etcd-ca", "", "CA certificates that sign etcd's, PEM (default: the system's)")
-	if err := fs.Parse(args); err != nil {
-		return cfg, opts, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, opts, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	mode, err := strconv.ParseUint(*unixMode, 8, 32)
+}
+
+// finishFlags checks the parsed flags and completes cfg from them; setFlags
+// names the flags given on the command line.
+func finishFlags(cfg *Config, opts options, raw rawFlags, setFlags map[string]bool, stderr io.Writer) error {
+	mode, err := strconv.ParseUint(raw.unixMode, 8, 32)
 	if err != nil || mode > 0o777 {
-		return cfg, opts, fmt.Errorf("-unix-mode %q: want octal permissions like 0660", *unixMode)
+		return fmt.Errorf("-unix-mode %q: want octal permissions like 0660", raw.unixMode)
 	}
 	cfg.UnixMode = os.FileMode(mode)
-	// Zero or less is a slip, not a wish for the default.
+	if err := checkLimits(*cfg, opts); err != nil {
+		return err
+	}
+	if err := finishAddrs(cfg, raw); err != nil {
+		return err
+	}
+	for _, o := range strings.Split(raw.wsOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			if err := checkOriginSyntax(o); err != nil {
+				return err
+			}
+			cfg.WSOrigins = append(cfg.WSOrigins, o)
+		}
+	}
+	if cfg.TCPAddr == "" && cfg.WSAddr == "" && cfg.UnixPath == "" && cfg.Security.TLSAddr == "" {
+		return errors.New("nothing to serve: -port 0 and -ws 0 without -unix or -tls-port")
+	}
+	cfg.KeepAlive.Enable = true
+	// Linux applies TCP_USER_TIMEOUT to keepalive too, in place of the probe
+	// count: a fixed default would override shorter keepalive settings.
+	if !setFlags["user-timeout"] {
+		ka := cfg.KeepAlive
+		cfg.UserTimeout = ka.Idle + ka.Interval*time.Duration(ka.Count)
+	}
+	if err := finishHAConfig(cfg, raw.etcd, setFlags); err != nil {
+		return err
+	}
+	cfg.Verbose = raw.verbose
+	switch raw.logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
+	default:
+		return fmt.Errorf("-log-format %q: want text or json", raw.logFormat)
+	}
+	return nil
+}
+
+// checkLimits refuses a limit of zero or less: that is a slip, not a wish
+// for the default.
+func checkLimits(cfg Config, opts options) error {
 	for _, limit := range []struct {
 		flag  string
 		value int64
@@ -102,58 +181,42 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		{"upgrade-timeout", int64(opts.upgradeTimeout)},
 	} {
 		if limit.value <= 0 {
-			return cfg, opts, fmt.Errorf("-%s must be positive", limit.flag)
+			return fmt.Errorf("-%s must be positive", limit.flag)
 		}
 	}
-	for _, p := range []*int{port, wsPort} {
-		if *p < 0 || *p > 65535 {
-			return cfg, opts, fmt.Errorf("port %d out of range", *p)
+	sc := cfg.Security
+	if sc.AuthTimeout <= 0 {
+		return errors.New("-auth-timeout must be positive")
+	}
+	if sc.MaxUnauthConns < 0 {
+		return errors.New("-max-unauth-conns must not be negative")
+	}
+	return nil
+}
+
+// finishAddrs turns the port flags and -bind into the listeners' addresses.
+func finishAddrs(cfg *Config, raw rawFlags) error {
+	for _, p := range []int{raw.port, raw.wsPort} {
+		if p < 0 || p > 65535 {
+			return fmt.Errorf("port %d out of range", p)
 		}
 	}
-	if *port != 0 {
-		cfg.TCPAddr = net.JoinHostPort(*bind, strconv.Itoa(*port))
+	if raw.tlsPort < 0 || raw.tlsPort > 65535 {
+		return fmt.Errorf("-tls-port %d out of range", raw.tlsPort)
 	}
-	if *wsPort != 0 {
-		cfg.WSAddr = net.JoinHostPort(*bind, strconv.Itoa(*wsPort))
+	if raw.port != 0 {
+		cfg.TCPAddr = net.JoinHostPort(raw.bind, strconv.Itoa(raw.port))
 	}
-	if err := finishSecurity(*bind); err != nil {
-		return cfg, opts, err
+	if raw.wsPort != 0 {
+		cfg.WSAddr = net.JoinHostPort(raw.bind, strconv.Itoa(raw.wsPort))
 	}
-	for _, o := range strings.Split(*wsOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			if err := checkOriginSyntax(o); err != nil {
-				return cfg, opts, err
-			}
-			cfg.WSOrigins = append(cfg.WSOrigins, o)
-		}
+	if raw.tlsPort != 0 {
+		cfg.Security.TLSAddr = net.JoinHostPort(raw.bind, strconv.Itoa(raw.tlsPort))
 	}
-	if cfg.TCPAddr == "" && cfg.WSAddr == "" && cfg.UnixPath == "" && cfg.Security.TLSAddr == "" {
-		return cfg, opts, errors.New("nothing to serve: -port 0 and -ws 0 without -unix or -tls-port")
+	if cfg.Security.MaxHandshakes <= 0 {
+		cfg.Security.MaxHandshakes = DefaultMaxHandshakes
 	}
-	cfg.KeepAlive.Enable = true
-	// Linux applies TCP_USER_TIMEOUT to keepalive too, in place of the probe
-	// count: a fixed default would override shorter keepalive settings.
-	userTimeoutSet := false
-	fs.Visit(func(f *flag.Flag) { userTimeoutSet = userTimeoutSet || f.Name == "user-timeout" })
-	if !userTimeoutSet {
-		ka := cfg.KeepAlive
-		cfg.UserTimeout = ka.Idle + ka.Interval*time.Duration(ka.Count)
-	}
-	setFlags := make(map[string]bool)
-	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
-	if err := finishHAConfig(&cfg, *etcd, setFlags); err != nil {
-		return cfg, opts, err
-	}
-	cfg.Verbose = *verbose
-	switch *logFormat {
-	case "text":
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
-	case "json":
-		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
-	default:
-		return cfg, opts, fmt.Errorf("-log-format %q: want text or json", *logFormat)
-	}
-	return cfg, opts, nil
+	return nil
 }
 
 // run is main without the exit, so that tests can drive it.

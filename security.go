@@ -3,12 +3,10 @@ package main
 import (
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -192,37 +190,4 @@ func notifyHangup() chan os.Signal {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	return hup
-}
-
-// securityFlags registers the security flags on fs. The function it returns
-// completes cfg once the flags are parsed, with bind the -bind address.
-func securityFlags(fs *flag.FlagSet, sc *SecurityConfig) func(bind string) error {
-	tlsPort := fs.Int("tls-port", 0, "TCP port for the line protocol over TLS (0 disables; needs -tls-cert and -tls-key)")
-	fs.StringVar(&sc.CertFile, "tls-cert", "", "PEM certificate chain of the server, for -tls-port and -ws-tls (reloaded on SIGHUP)")
-	fs.StringVar(&sc.KeyFile, "tls-key", "", "PEM private key of -tls-cert")
-	fs.BoolVar(&sc.WSTLS, "ws-tls", false, "serve HTTPS and WSS on the -ws port: console, websocket, /metrics, /healthz")
-	fs.StringVar(&sc.ClientCAFile, "tls-client-ca", "", "PEM CA certificates: require client certificates they signed (mutual TLS); a certificate's first DNS name, else its CN, is the client's identity")
-	fs.StringVar(&sc.ACLFile, "acl-file", "", "identities and their permissions (see docs/security.md); clients must then auth (reloaded on SIGHUP)")
-	fs.BoolVar(&sc.Admin, "admin", false, "without -acl-file: allow kill and kill-holder on the -unix socket (never over the network)")
-	fs.DurationVar(&sc.AuthFailureDelay, "auth-failure-delay", DefaultAuthFailureDelay, "delay before answering a wrong auth token")
-	fs.DurationVar(&sc.AuthTimeout, "auth-timeout", DefaultAuthTimeout, "with -acl-file: close a connection that has not authenticated within this long")
-	fs.IntVar(&sc.MaxUnauthConns, "max-unauth-conns", 0, "with -acl-file: most connections not yet authenticated; a new one closes the oldest (default a quarter of -max-conns)")
-	return func(bind string) error {
-		if sc.MaxHandshakes <= 0 {
-			sc.MaxHandshakes = DefaultMaxHandshakes
-		}
-		if sc.AuthTimeout <= 0 {
-			return errors.New("-auth-timeout must be positive")
-		}
-		if sc.MaxUnauthConns < 0 {
-			return errors.New("-max-unauth-conns must not be negative")
-		}
-		if *tlsPort < 0 || *tlsPort > 65535 {
-			return fmt.Errorf("-tls-port %d out of range", *tlsPort)
-		}
-		if *tlsPort != 0 {
-			sc.TLSAddr = net.JoinHostPort(bind, strconv.Itoa(*tlsPort))
-		}
-		return nil
-	}
 }
