@@ -213,62 +213,6 @@ func TestACLPipelinedAuth(t *testing.T) {
 	}
 }
 
-func TestParseACL(t *testing.T) {
-	good := tokenHash("x")
-	for _, tt := range []struct {
-		file, err string
-	}{
-		{"", ""},
-		{"# only a comment\n\n   \n", ""},
-		{"a " + good + " lock *", ""},
-		{"a " + good + " lock,inspect,admin", ""},
-		{"a cert inspect", ""},
-		{"a " + good, "line 1: want IDENTITY SECRET PERMISSIONS"},
-		{"a plaintext lock x", "plaintext tokens are not stored"},
-		{"a sha256:abc lock x", "64 hex digits"},
-		{"a " + good + " lock,write x", `unknown permission "write"`},
-		{"a " + good + " lock x\na cert lock y", `line 2: identity "a" is defined twice`},
-		{"a " + good + " lock x\nb " + good + " lock y", "same token"},
-	} {
-		_, err := parseACL(strings.NewReader(tt.file))
-		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
-			t.Errorf("%q: %v, want %q", tt.file, err, tt.err)
-		}
-	}
-}
-
-func TestPatternEdges(t *testing.T) {
-	acl, err := parseACL(strings.NewReader("p " + tokenHash("p") + " lock billing/* billing a*b x\n" +
-		"s " + tokenHash("s") + " lock *\n" +
-		"q " + tokenHash("q") + " lock billing/*\nr " + tokenHash("r") + " inspect billing/*\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, q, r, all := acl.byName["p"], acl.byName["q"], acl.byName["r"], acl.byName["s"]
-	for _, tt := range []struct {
-		id   *identity
-		name string
-		ok   bool
-	}{
-		{q, "billing/x", true}, {q, "billing/", true}, {q, "billing/a b", true},
-		{q, "billing", false}, {q, "billingX", false}, {q, "billing*", false}, {q, "", false},
-		{q, "xbilling/x", false}, {q, "BILLING/x", false},
-		{p, "billing", true}, {p, "a*b", true}, {p, "axb", false}, {p, "a", false}, {p, "ab", false}, {p, "x", true},
-		{all, "anything", true}, {all, "", true},
-		{r, "billing/x", false}, // inspect alone locks nothing
-	} {
-		if got := tt.id.mayLock([]byte(tt.name)); got != tt.ok {
-			t.Errorf("%s may lock %q: %v, want %v", tt.id.name, tt.name, got, tt.ok)
-		}
-	}
-	if id := acl.byToken([]byte("q")); id != q {
-		t.Errorf("token q: %v", id)
-	}
-	if id := acl.byToken([]byte("Q")); id != nil {
-		t.Errorf("token Q: %v", id)
-	}
-}
-
 // TestAuthBruteForce: wrong tokens are answered one delay apart, even
 // pipelined, while other clients are served meanwhile; each is counted and
 // logged with the client's address.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/glockd/glockd/internal/acl"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -13,7 +14,7 @@ import (
 // security flags, so that a plain server pays one test per connect.
 type managerSecurity struct {
 	enabled   bool         // any of the below is on: connects and disconnects are seen here
-	acl       *accessList  // -acl-file; nil without one
+	acl       *acl.List    // -acl-file; nil without one
 	adminUnix bool         // -admin: kill on the unix socket without an ACL file
 	log       *slog.Logger // kills, reloads: logged whatever -verbose says
 	// byName finds a connection for kill; kept only when kill can be used.
@@ -23,9 +24,9 @@ type managerSecurity struct {
 	kills     []*pendingKill
 	killBound time.Duration // SecurityConfig.KillBound
 
-	// Failed auths (authlimit.go): their buckets, their sampled log and
+	// Failed auths (authlimit.go, internal/acl): their buckets, their sampled log and
 	// their counters (set by NewServer once the metrics exist).
-	limiter                   *authLimiter
+	limiter                   *acl.Limiter
 	authLog                   *logSampler
 	authFailures, authRefused prometheus.Counter
 }
@@ -44,13 +45,13 @@ type pendingKill struct {
 	timer  *time.Timer // answers at the kill bound
 }
 
-func newManagerSecurity(cfg Config, acl *accessList) managerSecurity {
-	sec := managerSecurity{acl: acl, adminUnix: cfg.Security.Admin, log: cfg.Logger,
-		limiter:   newAuthLimiter(cfg.Security.AuthFailuresPerAddr, cfg.Security.AuthFailuresPerSecond),
+func newManagerSecurity(cfg Config, list *acl.List) managerSecurity {
+	sec := managerSecurity{acl: list, adminUnix: cfg.Security.Admin, log: cfg.Logger,
+		limiter:   acl.NewLimiter(cfg.Security.AuthFailuresPerAddr, cfg.Security.AuthFailuresPerSecond),
 		authLog:   newLogSampler(cfg.Logger, "auth failures not logged", authLogFirst, authLogInterval),
 		killBound: cfg.Security.KillBound,
 	}
-	if acl != nil || sec.adminUnix {
+	if list != nil || sec.adminUnix {
 		sec.byName = make(map[string]*connState)
 	}
 	sec.enabled = sec.byName != nil || cfg.Security.ClientCAFile != ""
@@ -68,9 +69,9 @@ func (m *manager) secureConnect(c *connState) {
 	}
 	switch {
 	case m.sec.acl == nil:
-		m.identify(c, certIdentity(c.certName))
+		m.identify(c, acl.CertIdentity(c.certName))
 	default:
-		if id := m.sec.acl.byCert(c.certName); id != nil {
+		if id := m.sec.acl.ByCert(c.certName); id != nil {
 			m.identify(c, id)
 		} else {
 			// It may still identify itself with a token.
@@ -95,7 +96,7 @@ func (m *manager) secureDisconnect(c *connState) {
 func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 	switch {
 	case m.sec.acl != nil:
-		if c.ident.perms&permAdmin == 0 { // denied() has answered an unidentified one
+		if c.ident.Perms&acl.PermAdmin == 0 { // denied() has answered an unidentified one
 			b.out = append(b.out, replyPermissionDenied...)
 			return true
 		}
@@ -123,7 +124,7 @@ func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 	args := []any{"by", c.name, "victim", victim.name, "victim_shows_as", victim.displayName(),
 		"locks", len(victim.held), "shared_locks", len(victim.sharedHeld)}
 	if c.ident != nil {
-		args = append(args, "by_identity", c.ident.name)
+		args = append(args, "by_identity", c.ident.Name)
 	}
 	if cmd.verb == verbKillHolder {
 		args = append(args, "holder_of", string(cmd.name))
@@ -214,4 +215,144 @@ func abortFunc(t transport) func() {
 // or a reloaded ACL file may drop an identity.
 func (s *Server) needsKill() bool {
 	return s.cfg.Security.ACLFile != "" || s.cfg.Security.Admin
+}
+
+// denied answers a command that the connection may not run with an ACL file,
+// and reports whether it did. What each verb needs is its access in the
+// command table (commands.go); kill and kill-holder check admin themselves.
+// Kept out of line: runCommand's frame is on every idle connection's stack
+// (docs/design.md, "The idle-stack rule").
+//
+//go:noinline
+func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
+	need := verbs[cmd.verb].access
+	if need == accessAnyone {
+		return false
+	}
+	id := c.ident
+	if id == nil {
+		b.out = append(b.out, replyAuthRequired...)
+		return true
+	}
+	switch need {
+	case accessLock:
+		// A malformed gw or sgw does nothing, and says so.
+		if cmd.bad || id.MayLock(cmd.name) {
+			return false
+		}
+	case accessInspectName:
+		if id.Perms&acl.PermInspect != 0 || id.MayLock(cmd.name) {
+			return false
+		}
+	case accessInspect:
+		if id.Perms&acl.PermInspect != 0 {
+			return false
+		}
+		b.out = append(b.out, replyPermissionDenied...)
+		return true
+	default:
+		return false
+	}
+	b.out = appendReply(b.out, 0, textPermissionDenied, cmd.name)
+	return true
+}
+
+// auth runs "auth TOKEN". A wrong token is answered by the connection, after
+// a delay (see conn.failAuth), so that the manager never sleeps. An auth read
+// while an earlier failure's delay ran (b.refuseAuth), or that finds the
+// failure buckets of its address or of the server empty, is refused without
+// the token being tried (authlimit.go).
+func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
+	if m.sec.acl == nil {
+		b.out = append(b.out, replyDisabled...)
+		return true
+	}
+	if b.refuseAuth {
+		m.sec.authRefused.Inc()
+		b.out = append(b.out, replyAuthFailure...)
+		return true
+	}
+	addr := sourceAddr(c)
+	if !m.sec.limiter.Allow(addr, m.now) {
+		m.sec.authRefused.Inc()
+		m.sec.authLog.warn("auth refused: too many failures", "conn", c.name, "transport", c.transport, "addr", addr)
+		b.authFailed = authLimited
+		return false
+	}
+	id := m.sec.acl.ByToken(cmd.name)
+	if id == nil {
+		m.sec.limiter.Failed(addr, m.now)
+		m.sec.authFailures.Inc()
+		m.sec.authLog.warn("auth failure", "conn", c.name, "transport", c.transport)
+		b.authFailed = authWrong
+		return false
+	}
+	m.identify(c, id)
+	b.out = append(b.out, replyOK...)
+	return true
+}
+
+// identify makes id the connection's identity. Its name is registered as the
+// connection's name, so that d, sd, who and me show it.
+func (m *manager) identify(c *connState, id *acl.Identity) {
+	c.ident = id
+	c.identified.Store(true)
+	m.registry.register(c, id.Name)
+}
+
+// appendPerms is the reply of perms: "1 IDENTITY PERMISSIONS PATTERN...", so
+// that a client (the console) can tell what it may do before trying.
+func (m *manager) appendPerms(c *connState, out []byte) []byte {
+	if m.sec.acl == nil {
+		return append(out, replyDisabled...)
+	}
+	id := c.ident // denied() has answered for an unidentified connection
+	out = append(out, "1 "...)
+	out = append(out, id.Name...)
+	out = append(out, ' ')
+	out = append(out, id.Perms.String()...)
+	for _, p := range id.Patterns {
+		out = append(out, ' ')
+		out = append(out, p...)
+	}
+	return append(out, '\n')
+}
+
+// setACL swaps in a reloaded ACL file. Identified connections take the
+// permissions of their identity's new line at once; one whose credential no
+// longer identifies it is closed, as Redis does on ACL changes, so that it
+// learns it by the disconnect and its locks are orphaned as on any other:
+// its identity is gone, its token was changed (rotated: whoever holds the
+// old one must not keep the identity), or it is no longer of the kind that
+// identified it (a certificate identity that became a token, or the other
+// way round).
+func (m *manager) setACL(list *acl.List) {
+	m.sec.acl = list
+	for c := range m.registry.members {
+		if c.ident == nil {
+			continue
+		}
+		id := list.ByName(c.ident.Name)
+		reason := ""
+		switch {
+		case id == nil:
+			reason = "identity removed"
+		case id.Cert != c.ident.Cert && id.Cert:
+			reason = "identity now needs a certificate"
+		case id.Cert != c.ident.Cert:
+			reason = "identity now needs a token"
+		case !id.Cert && id.Hash != c.ident.Hash:
+			reason = "token changed"
+		}
+		if reason != "" {
+			m.sec.log.Warn("reload: closing a connection whose credential the ACL file no longer accepts", "conn", c.name, "identity", c.ident.Name, "reason", reason)
+			c.ident = nil
+			c.identified.Store(false)
+			if c.kill != nil {
+				c.kill()
+			}
+			continue
+		}
+		c.ident = id
+	}
 }

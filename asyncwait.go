@@ -148,7 +148,7 @@ func (m *manager) asyncWait(c *connState, cmd *command, b *batch) bool {
 	name := cmd.name
 	refuse := func() { box.put(shared, string(name), waitResult{}, false) }
 	if cmd.bad || c.asyncWaiting(name, shared) ||
-		(m.sec.acl != nil && (c.ident == nil || !c.ident.mayLock(name))) {
+		(m.sec.acl != nil && (c.ident == nil || !c.ident.MayLock(name))) {
 		refuse()
 		return true
 	}

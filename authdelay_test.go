@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/acl"
 )
 
 // wrongAuths is a pipeline of n auth lines with wrong tokens.
@@ -193,7 +195,7 @@ func TestAuthFailureRate(t *testing.T) {
 	resp.Body.Close()
 	tried := metricValue(t, body, "glockd_auth_failures_total")
 	// The bucket holds half a second's worth; the rest come at its rate.
-	limit := perSecond*authBurstSeconds + perSecond*elapsed.Seconds() + 1
+	limit := perSecond*acl.BurstSeconds + perSecond*elapsed.Seconds() + 1
 	t.Logf("%d connections answered in %v; tokens tried %v (limit %v), refused %v; log %d bytes",
 		failures, elapsed, tried, limit, metricValue(t, body, "glockd_auth_refused_total"), len(logs.String()))
 	if tried > limit {

@@ -23,18 +23,14 @@ const (
 	// before it is closed.
 	maxAuthFailures = 3
 	// DefaultAuthFailuresPerAddr and DefaultAuthFailuresPerSecond are the
-	// refill rates of the buckets, per second; each holds half a second of
-	// its rate (at least one).
+	// refill rates of the buckets, per second; each holds
+	// acl.BurstSeconds of its rate (at least one).
 	DefaultAuthFailuresPerAddr   = 10
 	DefaultAuthFailuresPerSecond = 100
-	authBurstSeconds             = 0.5
 	// authLogFirst failures are logged in each authLogInterval; the rest
 	// are counted, and the count logged when the interval ends.
 	authLogFirst    = 10
 	authLogInterval = 10 * time.Second
-	// authLimiterSweep is the number of per-address buckets past which full
-	// ones (addresses that have not failed lately) are dropped.
-	authLimiterSweep = 1024
 )
 
 // authOutcome is what the manager made of an auth that did not succeed; the
@@ -46,79 +42,6 @@ const (
 	authWrong               // the token was tried and is wrong
 	authLimited             // refused untried: a failure bucket is empty
 )
-
-// tokenBucket is a rate limiter on the manager's clock (nanoseconds).
-type tokenBucket struct {
-	tokens float64
-	last   int64
-}
-
-// refill adds what the time since the last refill earned, up to burst.
-func (b *tokenBucket) refill(now int64, rate, burst float64) {
-	b.tokens = min(burst, b.tokens+float64(now-b.last)/1e9*rate)
-	b.last = now
-}
-
-// authLimiter holds the failure buckets: one server-wide and one per source
-// address that failed lately. Owned by the manager goroutine.
-type authLimiter struct {
-	perAddr, total           float64 // refill rates, per second
-	perAddrBurst, totalBurst float64
-	global                   tokenBucket
-	byAddr                   map[string]*tokenBucket
-}
-
-func newAuthLimiter(perAddr, total float64) *authLimiter {
-	l := &authLimiter{
-		perAddr: perAddr, total: total,
-		perAddrBurst: max(1, perAddr*authBurstSeconds),
-		totalBurst:   max(1, total*authBurstSeconds),
-		byAddr:       make(map[string]*tokenBucket),
-	}
-	l.global.tokens = l.totalBurst
-	return l
-}
-
-// allow reports whether an auth from addr may be tried: both its address's
-// bucket and the global one have a failure left.
-func (l *authLimiter) allow(addr string, now int64) bool {
-	l.global.refill(now, l.total, l.totalBurst)
-	if l.global.tokens < 1 {
-		return false
-	}
-	b := l.byAddr[addr]
-	if b == nil {
-		return true // a new bucket is full
-	}
-	b.refill(now, l.perAddr, l.perAddrBurst)
-	return b.tokens >= 1
-}
-
-// failed takes a failure from both buckets (allow has just refilled them).
-func (l *authLimiter) failed(addr string, now int64) {
-	l.global.tokens--
-	b := l.byAddr[addr]
-	if b == nil {
-		if len(l.byAddr) >= authLimiterSweep {
-			l.sweep(now)
-		}
-		b = &tokenBucket{tokens: l.perAddrBurst, last: now}
-		l.byAddr[addr] = b
-	}
-	b.tokens--
-}
-
-// sweep drops the buckets that have refilled: a new one would be the same.
-// The global bucket bounds how many addresses fail in the time a bucket
-// takes to refill, and so how many are kept.
-func (l *authLimiter) sweep(now int64) {
-	for addr, b := range l.byAddr {
-		b.refill(now, l.perAddr, l.perAddrBurst)
-		if b.tokens >= l.perAddrBurst {
-			delete(l.byAddr, addr)
-		}
-	}
-}
 
 // sourceAddr is the address failures are counted against: a connection's
 // host without its port; "unix" for every unix socket connection.

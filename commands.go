@@ -91,7 +91,7 @@ var verbs = [numVerbs]verbInfo{
 	verbDW:       {word: "dw", access: accessInspect},
 }
 
-// access is what an identity needs to run a verb (see acl.go).
+// access is what an identity needs to run a verb (see admin.go, internal/acl).
 type access uint8
 
 const (

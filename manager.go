@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/glockd/glockd/internal/acl"
 )
 
 // manager is the one goroutine that owns every table: exclusive locks, shared
@@ -77,11 +79,11 @@ type connState struct {
 	search      int32
 	searchEpoch uint64
 
-	// Access control (acl.go, admin.go). certName and kill are set before
+	// Access control (admin.go, internal/acl). certName and kill are set before
 	// the manager first sees the connection; ident is the manager's.
-	certName string    // the verified client certificate's name, if any
-	kill     func()    // cuts the connection short; nil when kill is off
-	ident    *identity // who the connection is; nil until identified
+	certName string        // the verified client certificate's name, if any
+	kill     func()        // cuts the connection short; nil when kill is off
+	ident    *acl.Identity // who the connection is; nil until identified
 	// identified: ident is set. Written by the manager, read by the
 	// connection and the server (unauth.go).
 	identified atomic.Bool

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/glockd/glockd/internal/acl"
 )
 
 // SecurityConfig turns on TLS, client identities with per-name permissions
@@ -100,7 +102,7 @@ type serverSecurity struct {
 }
 
 // newSecurity checks cfg's security settings and loads their files.
-func newSecurity(cfg Config) (serverSecurity, *accessList, error) {
+func newSecurity(cfg Config) (serverSecurity, *acl.List, error) {
 	var sec serverSecurity
 	sc := cfg.Security
 	if err := sc.check(cfg); err != nil {
@@ -114,14 +116,14 @@ func newSecurity(cfg Config) (serverSecurity, *accessList, error) {
 		sec.tls = st
 	}
 	sec.handshakes.max = sc.MaxHandshakes
-	var acl *accessList
+	var list *acl.List
 	if sc.ACLFile != "" {
 		var err error
-		if acl, err = loadACL(sc.ACLFile); err != nil {
+		if list, err = acl.Load(sc.ACLFile); err != nil {
 			return sec, nil, fmt.Errorf("acl file: %w", err)
 		}
 	}
-	return sec, acl, nil
+	return sec, list, nil
 }
 
 // listenSecure opens the TLS listener and puts the websocket one under TLS.
@@ -166,15 +168,15 @@ func (s *Server) Reload() error {
 		}
 	}
 	if path := s.cfg.Security.ACLFile; path != "" {
-		acl, err := loadACL(path)
+		list, err := acl.Load(path)
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("acl file: %w", err))
 		case s.started:
-			s.manager.call(func(m *manager) { m.setACL(acl) })
-			log.Info("acl file reloaded", "identities", len(acl.identities))
+			s.manager.call(func(m *manager) { m.setACL(list) })
+			log.Info("acl file reloaded", "identities", list.Len())
 		default:
-			s.manager.sec.acl = acl // the manager does not run yet
+			s.manager.sec.acl = list // the manager does not run yet
 		}
 	}
 	err := errors.Join(errs...)

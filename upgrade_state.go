@@ -421,7 +421,7 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 		h := &st.conns[i]
 		h.regName, h.regSeq = c.regName, c.regSeq
 		if c.ident != nil {
-			h.ident = c.ident.name
+			h.ident = c.ident.Name
 		}
 	}
 	st.locks, st.shared, st.waiters = make([]heldLock, 0, m.exclusive.count), nil, nil
@@ -481,7 +481,7 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 			m.registry.members[c] = struct{}{}
 		}
 		if h.ident != "" && m.sec.acl != nil {
-			if id := m.sec.acl.byName[h.ident]; id != nil {
+			if id := m.sec.acl.ByName(h.ident); id != nil {
 				c.ident = id
 				c.identified.Store(true)
 			}

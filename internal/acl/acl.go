@@ -1,4 +1,9 @@
-package main
+// Package acl is the -acl-file format: identities, their tokens' hashes or
+// client certificates, their permissions and the lock name patterns they
+// may use; and the failure token buckets that limit guessing tokens. The
+// checks per command are the manager's (the root's admin.go): this package
+// only answers who a token or certificate is, and what that identity may do.
+package acl
 
 import (
 	"bufio"
@@ -13,27 +18,27 @@ import (
 	"strings"
 )
 
-// permissions are what an identity may do, beyond auth and ping.
-type permissions uint8
+// Permissions are what an identity may do, beyond auth and ping.
+type Permissions uint8
 
 const (
-	// permLock: take and release locks whose names match the patterns
+	// PermLock: take and release locks whose names match the patterns
 	// (and i, si, t on them).
-	permLock permissions = 1 << iota
-	// permInspect: d, sd, dump, who, q, and i, si, t on any name.
-	permInspect
-	// permAdmin: kill and kill-holder.
-	permAdmin
+	PermLock Permissions = 1 << iota
+	// PermInspect: d, sd, dump, who, q, and i, si, t on any name.
+	PermInspect
+	// PermAdmin: kill and kill-holder.
+	PermAdmin
 
-	permAll = permLock | permInspect | permAdmin
+	PermAll = PermLock | PermInspect | PermAdmin
 )
 
 var permissionWords = []struct {
 	word string
-	perm permissions
-}{{"lock", permLock}, {"inspect", permInspect}, {"admin", permAdmin}}
+	perm Permissions
+}{{"lock", PermLock}, {"inspect", PermInspect}, {"admin", PermAdmin}}
 
-func parsePermission(word string) permissions {
+func parsePermission(word string) Permissions {
 	for _, w := range permissionWords {
 		if w.word == word {
 			return w.perm
@@ -42,7 +47,7 @@ func parsePermission(word string) permissions {
 	return 0
 }
 
-func (p permissions) String() string {
+func (p Permissions) String() string {
 	var words []string
 	for _, w := range permissionWords {
 		if p&w.perm != 0 {
@@ -55,22 +60,22 @@ func (p permissions) String() string {
 	return strings.Join(words, ",")
 }
 
-// identity is who a connection is: a line of the ACL file, or, without one,
+// Identity is who a connection is: a line of the ACL file, or, without one,
 // the name in a verified client certificate (with every permission).
-type identity struct {
-	name  string
-	cert  bool     // identified by a client certificate, not a token
-	hash  [32]byte // SHA-256 of the token
-	perms permissions
+type Identity struct {
+	Name  string
+	Cert  bool     // identified by a client certificate, not a token
+	Hash  [32]byte // SHA-256 of the token
+	Perms Permissions
 	// The patterns: exact names, and the prefixes of those ending in "*".
 	exact    map[string]struct{}
 	prefixes []string
-	patterns []string // as written, for perms
+	Patterns []string // as written, for the perms command
 }
 
-// mayLock reports whether the identity may take and release the lock name.
-func (id *identity) mayLock(name []byte) bool {
-	if id.perms&permLock == 0 {
+// MayLock reports whether the identity may take and release the lock name.
+func (id *Identity) MayLock(name []byte) bool {
+	if id.Perms&PermLock == 0 {
 		return false
 	}
 	if _, ok := id.exact[string(name)]; ok {
@@ -84,35 +89,35 @@ func (id *identity) mayLock(name []byte) bool {
 	return false
 }
 
-// certIdentity is the identity of a verified client certificate when there
+// CertIdentity is the identity of a verified client certificate when there
 // is no ACL file: the certificate authority vouches for it, and that is all
 // the operator asked for.
-func certIdentity(name string) *identity {
-	return &identity{name: name, cert: true, perms: permAll, prefixes: []string{""}, patterns: []string{"*"}}
+func CertIdentity(name string) *Identity {
+	return &Identity{Name: name, Cert: true, Perms: PermAll, prefixes: []string{""}, Patterns: []string{"*"}}
 }
 
-// accessList is a parsed ACL file. It is never changed once loaded: a reload
+// List is a parsed ACL file. It is never changed once loaded: a reload
 // makes a new one, which the manager swaps in.
-type accessList struct {
-	identities []*identity
-	byName     map[string]*identity
+type List struct {
+	identities []*Identity
+	byName     map[string]*Identity
 }
 
-// loadACL reads and parses an ACL file.
-func loadACL(path string) (*accessList, error) {
+// Load reads and parses an ACL file.
+func Load(path string) (*List, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	acl, err := parseACL(f)
+	acl, err := Parse(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return acl, nil
 }
 
-// parseACL parses the ACL file format: one identity per line,
+// Parse parses the ACL file format: one identity per line,
 //
 //	IDENTITY SECRET PERMISSIONS [PATTERN...]
 //
@@ -120,8 +125,8 @@ func loadACL(path string) (*accessList, error) {
 // PERMISSIONS a comma list of lock, inspect and admin; a PATTERN ending in
 // "*" matches every name with that prefix, any other matches only itself.
 // "#" starts a comment; blank lines are ignored.
-func parseACL(r io.Reader) (*accessList, error) {
-	acl := &accessList{byName: make(map[string]*identity)}
+func Parse(r io.Reader) (*List, error) {
+	acl := &List{byName: make(map[string]*Identity)}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line, _, _ := strings.Cut(sc.Text(), "#")
@@ -133,17 +138,17 @@ func parseACL(r io.Reader) (*accessList, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
-		if acl.byName[id.name] != nil {
-			return nil, fmt.Errorf("line %d: identity %q is defined twice", n, id.name)
+		if acl.byName[id.Name] != nil {
+			return nil, fmt.Errorf("line %d: identity %q is defined twice", n, id.Name)
 		}
-		if !id.cert {
+		if !id.Cert {
 			for _, other := range acl.identities {
-				if !other.cert && other.hash == id.hash {
-					return nil, fmt.Errorf("line %d: identity %q has the same token as %q: a token must tell who it is", n, id.name, other.name)
+				if !other.Cert && other.Hash == id.Hash {
+					return nil, fmt.Errorf("line %d: identity %q has the same token as %q: a token must tell who it is", n, id.Name, other.Name)
 				}
 			}
 		}
-		acl.byName[id.name] = id
+		acl.byName[id.Name] = id
 		acl.identities = append(acl.identities, id)
 	}
 	if err := sc.Err(); err != nil {
@@ -152,32 +157,32 @@ func parseACL(r io.Reader) (*accessList, error) {
 	return acl, nil
 }
 
-func parseIdentity(fields []string) (*identity, error) {
+func parseIdentity(fields []string) (*Identity, error) {
 	if len(fields) < 3 {
 		return nil, errors.New("want IDENTITY SECRET PERMISSIONS [PATTERN...]")
 	}
-	id := &identity{name: fields[0], exact: make(map[string]struct{})}
+	id := &Identity{Name: fields[0], exact: make(map[string]struct{})}
 	switch secret := fields[1]; {
 	case secret == "cert":
-		id.cert = true
+		id.Cert = true
 	case strings.HasPrefix(secret, "sha256:"):
 		sum, err := hex.DecodeString(secret[len("sha256:"):])
 		if err != nil || len(sum) != sha256.Size {
-			return nil, fmt.Errorf("identity %q: secret %q: want sha256: and 64 hex digits", id.name, secret)
+			return nil, fmt.Errorf("identity %q: secret %q: want sha256: and 64 hex digits", id.Name, secret)
 		}
-		id.hash = [32]byte(sum)
+		id.Hash = [32]byte(sum)
 	default:
-		return nil, fmt.Errorf("identity %q: secret %q: want sha256:HEX or cert (plaintext tokens are not stored)", id.name, secret)
+		return nil, fmt.Errorf("identity %q: secret %q: want sha256:HEX or cert (plaintext tokens are not stored)", id.Name, secret)
 	}
 	for _, word := range strings.Split(fields[2], ",") {
 		p := parsePermission(word)
 		if p == 0 {
-			return nil, fmt.Errorf("identity %q: unknown permission %q (want lock, inspect, admin)", id.name, word)
+			return nil, fmt.Errorf("identity %q: unknown permission %q (want lock, inspect, admin)", id.Name, word)
 		}
-		id.perms |= p
+		id.Perms |= p
 	}
 	for _, p := range fields[3:] {
-		id.patterns = append(id.patterns, p)
+		id.Patterns = append(id.Patterns, p)
 		if prefix, ok := strings.CutSuffix(p, "*"); ok {
 			id.prefixes = append(id.prefixes, prefix)
 		} else {
@@ -187,164 +192,31 @@ func parseIdentity(fields []string) (*identity, error) {
 	return id, nil
 }
 
-// byToken finds the identity whose token this is. Every token identity is
+// ByToken finds the identity whose token this is. Every token identity is
 // compared, in constant time, so that the time taken tells nothing of which
 // one matched or how close a guess came.
-func (acl *accessList) byToken(token []byte) *identity {
+func (acl *List) ByToken(token []byte) *Identity {
 	sum := sha256.Sum256(token)
-	var found *identity
+	var found *Identity
 	for _, id := range acl.identities {
-		if !id.cert && subtle.ConstantTimeCompare(sum[:], id.hash[:]) == 1 {
+		if !id.Cert && subtle.ConstantTimeCompare(sum[:], id.Hash[:]) == 1 {
 			found = id
 		}
 	}
 	return found
 }
 
-// byCert finds the identity of a verified client certificate's name.
-func (acl *accessList) byCert(name string) *identity {
-	if id := acl.byName[name]; id != nil && id.cert {
+// ByCert finds the identity of a verified client certificate's name.
+func (acl *List) ByCert(name string) *Identity {
+	if id := acl.byName[name]; id != nil && id.Cert {
 		return id
 	}
 	return nil
 }
 
-// denied answers a command that the connection may not run with an ACL file,
-// and reports whether it did. What each verb needs is its access in the
-// command table (commands.go); kill and kill-holder check admin themselves.
-// Kept out of line: runCommand's frame is on every idle connection's stack
-// (docs/design.md, "The idle-stack rule").
-//
-//go:noinline
-func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
-	need := verbs[cmd.verb].access
-	if need == accessAnyone {
-		return false
-	}
-	id := c.ident
-	if id == nil {
-		b.out = append(b.out, replyAuthRequired...)
-		return true
-	}
-	switch need {
-	case accessLock:
-		// A malformed gw or sgw does nothing, and says so.
-		if cmd.bad || id.mayLock(cmd.name) {
-			return false
-		}
-	case accessInspectName:
-		if id.perms&permInspect != 0 || id.mayLock(cmd.name) {
-			return false
-		}
-	case accessInspect:
-		if id.perms&permInspect != 0 {
-			return false
-		}
-		b.out = append(b.out, replyPermissionDenied...)
-		return true
-	default:
-		return false
-	}
-	b.out = appendReply(b.out, 0, textPermissionDenied, cmd.name)
-	return true
-}
+// ByName finds the identity of that name, whatever its credential; nil if
+// the file has none.
+func (acl *List) ByName(name string) *Identity { return acl.byName[name] }
 
-// auth runs "auth TOKEN". A wrong token is answered by the connection, after
-// a delay (see conn.failAuth), so that the manager never sleeps. An auth read
-// while an earlier failure's delay ran (b.refuseAuth), or that finds the
-// failure buckets of its address or of the server empty, is refused without
-// the token being tried (authlimit.go).
-func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
-	if m.sec.acl == nil {
-		b.out = append(b.out, replyDisabled...)
-		return true
-	}
-	if b.refuseAuth {
-		m.sec.authRefused.Inc()
-		b.out = append(b.out, replyAuthFailure...)
-		return true
-	}
-	addr := sourceAddr(c)
-	if !m.sec.limiter.allow(addr, m.now) {
-		m.sec.authRefused.Inc()
-		m.sec.authLog.warn("auth refused: too many failures", "conn", c.name, "transport", c.transport, "addr", addr)
-		b.authFailed = authLimited
-		return false
-	}
-	id := m.sec.acl.byToken(cmd.name)
-	if id == nil {
-		m.sec.limiter.failed(addr, m.now)
-		m.sec.authFailures.Inc()
-		m.sec.authLog.warn("auth failure", "conn", c.name, "transport", c.transport)
-		b.authFailed = authWrong
-		return false
-	}
-	m.identify(c, id)
-	b.out = append(b.out, replyOK...)
-	return true
-}
-
-// identify makes id the connection's identity. Its name is registered as the
-// connection's name, so that d, sd, who and me show it.
-func (m *manager) identify(c *connState, id *identity) {
-	c.ident = id
-	c.identified.Store(true)
-	m.registry.register(c, id.name)
-}
-
-// appendPerms is the reply of perms: "1 IDENTITY PERMISSIONS PATTERN...", so
-// that a client (the console) can tell what it may do before trying.
-func (m *manager) appendPerms(c *connState, out []byte) []byte {
-	if m.sec.acl == nil {
-		return append(out, replyDisabled...)
-	}
-	id := c.ident // denied() has answered for an unidentified connection
-	out = append(out, "1 "...)
-	out = append(out, id.name...)
-	out = append(out, ' ')
-	out = append(out, id.perms.String()...)
-	for _, p := range id.patterns {
-		out = append(out, ' ')
-		out = append(out, p...)
-	}
-	return append(out, '\n')
-}
-
-// setACL swaps in a reloaded ACL file. Identified connections take the
-// permissions of their identity's new line at once; one whose credential no
-// longer identifies it is closed, as Redis does on ACL changes, so that it
-// learns it by the disconnect and its locks are orphaned as on any other:
-// its identity is gone, its token was changed (rotated: whoever holds the
-// old one must not keep the identity), or it is no longer of the kind that
-// identified it (a certificate identity that became a token, or the other
-// way round).
-func (m *manager) setACL(acl *accessList) {
-	m.sec.acl = acl
-	for c := range m.registry.members {
-		if c.ident == nil {
-			continue
-		}
-		id := acl.byName[c.ident.name]
-		reason := ""
-		switch {
-		case id == nil:
-			reason = "identity removed"
-		case id.cert != c.ident.cert && id.cert:
-			reason = "identity now needs a certificate"
-		case id.cert != c.ident.cert:
-			reason = "identity now needs a token"
-		case !id.cert && id.hash != c.ident.hash:
-			reason = "token changed"
-		}
-		if reason != "" {
-			m.sec.log.Warn("reload: closing a connection whose credential the ACL file no longer accepts", "conn", c.name, "identity", c.ident.name, "reason", reason)
-			c.ident = nil
-			c.identified.Store(false)
-			if c.kill != nil {
-				c.kill()
-			}
-			continue
-		}
-		c.ident = id
-	}
-}
+// Len is the number of identities in the file.
+func (acl *List) Len() int { return len(acl.identities) }
