@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/glockd/glockd/internal/handover"
 )
 
 func main() {
@@ -264,11 +266,11 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	upgrades := make(chan os.Signal, 1)
 	signal.Notify(upgrades, syscall.SIGUSR2)
 	defer signal.Stop(upgrades)
-	var h *heir
-	if fd, ok := os.LookupEnv(handoverEnv); ok {
-		os.Unsetenv(handoverEnv)
+	var h *handover.Heir
+	if fd, ok := os.LookupEnv(handover.Env); ok {
+		os.Unsetenv(handover.Env)
 		var err error
-		if h, err = receiveHandover(fd); err != nil {
+		if h, err = handover.Receive(fd, readBuildInfo().Version); err != nil {
 			return fmt.Errorf("upgrade: %w", err)
 		}
 	}
@@ -289,17 +291,17 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	srv, err := NewServer(cfg)
 	if err != nil {
 		if h != nil {
-			h.fail(err)
+			h.Fail(err)
 		}
 		return err
 	}
 	if h != nil {
-		pidFile := h.takePidfile()
+		pidFile := h.TakePidfile()
 		if err := srv.adopt(h); err != nil {
-			h.fail(err)
+			h.Fail(err)
 			return fmt.Errorf("upgrade: %w", err)
 		}
-		goMsg, at, err := h.confirm()
+		goMsg, at, err := h.Confirm()
 		if err != nil {
 			return fmt.Errorf("upgrade: %w", err) // the old process serves on
 		}
@@ -314,7 +316,7 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	build := srv.build.logAttrs()
 	switch {
 	case h != nil:
-		cfg.Logger.Info("glockd took over from the old process", append(build, "pause", time.Since(h.pauseStart), "connections", len(h.st.conns), "locks", len(h.st.locks), "shared_holds", len(h.st.shared), "waiters", len(h.st.waiters))...)
+		cfg.Logger.Info("glockd took over from the old process", append(build, "pause", time.Since(h.PauseStart), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters))...)
 	case cfg.HA != nil: // the lock listeners open when it is elected
 		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
 	default:

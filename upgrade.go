@@ -2,20 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/glockd/glockd/internal/handover"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,22 +36,10 @@ import (
 // not answer in time, a connection does not stop in time) kills the new
 // process and resumes the old one where it stopped: nothing was read or
 // written meanwhile.
-
-// handoverEnv names the descriptor of the hand-over socket in the new
-// process's environment.
-const handoverEnv = "GLOCKD_HANDOVER_FD"
-
-// Message kinds on the hand-over link: one byte, then the payload.
-const (
-	msgHeader  = 'H' // old → new: magic, format
-	msgReady   = 'R' // new → old: it reads the format; its version
-	msgFDs     = 'F' // old → new: descriptors attached
-	msgState   = 'S' // old → new: a chunk of the state
-	msgDone    = 'D' // old → new: descriptors and bytes sent, when the pause began
-	msgConfirm = 'C' // new → old: built, ready to serve
-	msgGo      = 'G' // old → new: serve; the old process exits
-	msgError   = 'E' // either way: why not
-)
+//
+// The state's encoding, the link between the two processes, starting the
+// new one and its receiving side are in internal/handover; the snapshot and
+// restore of the manager's state in upgrade_snapshot.go.
 
 // DefaultUpgradeTimeout bounds each step of a hand-over in which the old
 // process waits for the new one.
@@ -328,7 +312,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 // reports errHandoverBusy when an outcome is decided but not yet written
 // (the snapshot is then taken again), or when the connection is in a failed
 // auth's delay.
-func captureConn(c *conn, h *connHandover) error {
+func captureConn(c *conn, h *handover.Conn) error {
 	if !c.mu.TryLock() {
 		return errHandoverBusy
 	}
@@ -344,39 +328,21 @@ func captureConn(c *conn, h *connHandover) error {
 			return errHandoverBusy
 		}
 	}
-	h.pendingVerb, h.pendingName, h.pendingMS, h.pendingMax, h.queued = "", "", 0, 0, nil
+	h.PendingVerb, h.PendingName, h.PendingMS, h.PendingMax, h.Queued = "", "", 0, 0, nil
 	if !c.waiting {
 		return nil
 	}
-	h.pendingVerb, h.pendingName = c.pending.verb.String(), string(c.pending.name)
-	h.pendingMS, h.pendingMax = c.pending.ms, c.pending.max
+	h.PendingVerb, h.PendingName = c.pending.verb.String(), string(c.pending.name)
+	h.PendingMS, h.PendingMax = c.pending.ms, c.pending.max
 	q := &c.queue
 	for i := q.next; i < len(q.lines); i++ {
 		start := int32(0)
 		if i > 0 {
 			start = q.lines[i-1].end
 		}
-		h.queued = append(h.queued, queuedLineState{line: string(q.data[start:q.lines[i].end]), tooLong: q.lines[i].tooLong})
+		h.Queued = append(h.Queued, handover.QueuedLine{Line: string(q.data[start:q.lines[i].end]), TooLong: q.lines[i].tooLong})
 	}
 	return nil
-}
-
-// adoptWait gives an adopted connection its pending gw or sgw and the lines
-// queued behind it; serveAdopted starts the goroutine that delivers it.
-func (c *conn) adoptWait(h *connHandover) {
-	if h.pendingVerb == "" {
-		return
-	}
-	c.waiting = true
-	c.pending = command{verb: lookupVerb([]byte(h.pendingVerb)), name: []byte(h.pendingName), ms: h.pendingMS, max: h.pendingMax}
-	for _, q := range h.queued {
-		cmd := command{verb: verbTooLong}
-		if !q.tooLong {
-			cmd = command{verb: verbInvalid, line: []byte(q.line)} // parsed again when it runs
-		}
-		c.queue.push(&cmd)
-	}
-	c.queueMem.set(int64(c.queue.size()))
 }
 
 // waitUntil polls cond until it holds or deadline passes.
@@ -470,19 +436,18 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if req.timeout <= 0 {
 		req.timeout = DefaultUpgradeTimeout
 	}
-	cmd, link, newVersion, err := startHeir(req)
+	child, err := handover.Start(req.exe, req.args, req.timeout)
 	if err != nil {
 		return err
 	}
-	defer link.close()
+	defer child.Close()
 	committed := false
 	defer func() {
 		if !committed {
-			cmd.Process.Kill()
-			cmd.Wait()
+			child.Kill()
 		}
 	}()
-	pid := cmd.Process.Pid
+	pid := child.Pid()
 	var haTerm *term // the term a leader hands over (upgrade_ha.go)
 	if s.ha != nil {
 		haTerm = s.ha.beginHandover()
@@ -508,105 +473,49 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err != nil {
 		return err
 	}
-	st := &handoverState{pidfile: -1, conns: make([]connHandover, len(conns))}
-	s.up.mu.Lock()
-	st.upgrades, st.closed = s.up.done+1, maps.Clone(s.up.closedCount)
-	s.up.mu.Unlock()
-	var fds []int // the listeners', connections' and pidfile's own: never closed here
-	addFD := func(sc syscall.Conn) (int, error) {
-		fd, err := rawFD(sc)
-		if err != nil {
-			return 0, err
-		}
-		fds = append(fds, fd)
-		return len(fds) - 1, nil
+	st, fds, err := s.handoverDescriptors(req, conns)
+	if err != nil {
+		return err
 	}
-	if req.pidfile != nil {
-		if st.pidfile, err = addFD(req.pidfile); err != nil {
-			return fmt.Errorf("pidfile: %w", err)
-		}
-	}
-	s.up.mu.Lock()
-	ls := s.up.listeners
-	s.up.mu.Unlock()
-	for kind, l := range ls {
-		sc, ok := rawListener(l.Listener).(syscall.Conn)
-		if !ok {
-			return fmt.Errorf("listener %s has no descriptor", kind)
-		}
-		i, err := addFD(sc)
-		if err != nil {
-			return fmt.Errorf("listener %s: %w", kind, err)
-		}
-		st.listeners = append(st.listeners, listenerState{kind: kind, fd: i, path: l.path})
-	}
-	states := make([]*connState, len(conns))
-	for i, c := range conns {
-		nc, _ := handedConn(c)
-		fd, err := addFD(nc.(syscall.Conn))
-		if err != nil {
-			return fmt.Errorf("connection %s: %w", c.state.name, err)
-		}
-		input, discarding := unreadInput(c)
-		st.conns[i] = connHandover{name: c.state.name, transport: c.state.transport, fd: fd,
-			input: input, discarding: discarding, authFailures: c.authFailures}
-		states[i] = c.state
-	}
-	// The snapshot, then the manager waits, frozen, until the outcome; the
-	// connections' side is checked against it, and a snapshot taken while
-	// an outcome was on its way to a connection is taken again.
-	var frozen chan struct{} // closed to let the manager go on
-	defer func() {
-		if !committed && frozen != nil {
-			close(frozen)
-		}
-	}()
-	for {
-		snapped := make(chan error, 1)
-		hold := make(chan struct{})
-		s.manager.send(request{kind: requestCall, fn: func(m *manager) {
-			err := m.snapshotHandover(st, states)
-			snapped <- err
-			if err == nil {
-				<-hold
-			}
-		}})
-		if err = <-snapped; err == nil {
-			frozen = hold
-			for i, c := range conns {
-				if err = captureConn(c, &st.conns[i]); err != nil {
-					break
-				}
-			}
-			if err != nil {
-				close(frozen)
-				frozen = nil
-			}
-		}
-		if err != errHandoverBusy || time.Since(pauseStart) > req.timeout {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	frozen, err := s.snapshot(st, conns, pauseStart, req.timeout)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	defer func() {
+		if !committed {
+			close(frozen) // the manager goes on
+		}
+	}()
 	if s.ha != nil {
 		if err := s.ha.handoverTerm(st, haTerm); err != nil {
 			return err
 		}
 	}
-	data := st.encode(nil)
+	data := st.Encode(nil)
 	snapshotTook := time.Since(pauseStart)
 
-	if err := sendState(link, fds, data, pauseStart); err != nil {
+	if err := child.SendState(fds, data, pauseStart); err != nil {
 		return err
 	}
-	if _, err := expect(link, msgConfirm, time.Now().Add(req.timeout)); err != nil {
-		return fmt.Errorf("new process %d did not confirm: %w", pid, err)
+	if err := child.AwaitConfirm(time.Now().Add(req.timeout)); err != nil {
+		return err
 	}
+	if err := s.sendGo(child, req, haTerm); err != nil {
+		return err
+	}
+	committed = true
+	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(child.Version),
+		"connections", len(conns), "locks", len(st.Locks), "shared_holds", len(st.Shared),
+		"waiters", len(st.Waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
+	return nil
+}
+
+// sendGo writes the new process's pid into the pidfile and tells it to
+// serve. A leader's term goes with the go; a standby stops campaigning. On
+// error the old process serves on, its pid back in the pidfile.
+func (s *Server) sendGo(child *handover.Child, req handoverRequest, haTerm *term) error {
 	if req.pidfile != nil {
-		if err := writePid(req.pidfile, pid); err != nil {
+		if err := handover.WritePid(req.pidfile, child.Pid()); err != nil {
 			return fmt.Errorf("pidfile: %w", err)
 		}
 	}
@@ -625,7 +534,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 				s.ha.closeLock()
 			}
 			if req.pidfile != nil {
-				writePid(req.pidfile, os.Getpid())
+				handover.WritePid(req.pidfile, os.Getpid())
 			}
 			return errors.New("the term ended during the hand-over, or had too little time left")
 		}
@@ -634,83 +543,11 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		// new process campaigns afresh.
 		s.ha.stop()
 	}
-	if err := link.send(msgGo, goMsg, nil); err != nil {
+	if err := child.Go(goMsg); err != nil {
 		if req.pidfile != nil {
-			writePid(req.pidfile, os.Getpid())
+			handover.WritePid(req.pidfile, os.Getpid())
 		}
-		return fmt.Errorf("new process %d: %w", pid, err)
-	}
-	committed = true
-	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(newVersion),
-		"connections", len(conns), "locks", len(st.locks), "shared_holds", len(st.shared),
-		"waiters", len(st.waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
-	return nil
-}
-
-// startHeir starts the new binary with its end of the link, sends it the
-// header and waits until it says it reads the format; it returns the new
-// process, the link and its version. On error the process is gone.
-func startHeir(req handoverRequest) (*exec.Cmd, *handoverLink, []byte, error) {
-	link, theirs, err := newHandoverPair()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cmd := exec.Command(req.exe, req.args...)
-	cmd.ExtraFiles = []*os.File{theirs}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, handoverEnv+"=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, handoverEnv+"=3")
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		link.close()
-		return nil, nil, nil, fmt.Errorf("starting %s: %w", req.exe, err)
-	}
-	fail := func(err error) (*exec.Cmd, *handoverLink, []byte, error) {
-		cmd.Process.Kill()
-		cmd.Wait()
-		link.close()
-		return nil, nil, nil, fmt.Errorf("new process %d did not get ready: %w", cmd.Process.Pid, err)
-	}
-	var header []byte
-	header = append(header, handoverMagic...)
-	header = binary.AppendUvarint(header, mustFormat())
-	if err := link.send(msgHeader, header, nil); err != nil {
-		return fail(err)
-	}
-	version, err := expect(link, msgReady, time.Now().Add(req.timeout))
-	if err != nil {
-		return fail(err)
-	}
-	return cmd, link, version, nil
-}
-
-// sendState sends the descriptors, then the state in chunks, then the
-// message that ends them.
-func sendState(link *handoverLink, fds []int, data []byte, pauseStart time.Time) error {
-	for sent := 0; sent < len(fds); sent += handoverMaxFDs {
-		batch := fds[sent:min(sent+handoverMaxFDs, len(fds))]
-		if err := link.send(msgFDs, nil, batch); err != nil {
-			return fmt.Errorf("sending descriptors: %w", err)
-		}
-	}
-	for rest := data; len(rest) > 0; {
-		n := min(len(rest), handoverMaxMessage-1)
-		if err := link.send(msgState, rest[:n], nil); err != nil {
-			return fmt.Errorf("sending the state: %w", err)
-		}
-		rest = rest[n:]
-	}
-	var done []byte
-	done = binary.AppendUvarint(done, uint64(len(fds)))
-	done = binary.AppendUvarint(done, uint64(len(data)))
-	done = binary.AppendVarint(done, pauseStart.UnixNano())
-	if err := link.send(msgDone, done, nil); err != nil {
-		return fmt.Errorf("sending the state: %w", err)
+		return err
 	}
 	return nil
 }
@@ -727,272 +564,4 @@ func rawListener(l net.Listener) net.Listener {
 		return ul.UnixListener
 	}
 	return l
-}
-
-func mustFormat() uint64 {
-	f, err := strconv.ParseUint(handoverFormat, 10, 64)
-	if err != nil {
-		panic("handoverFormat is not a number: " + handoverFormat)
-	}
-	return f
-}
-
-func writePid(f *os.File, pid int) error {
-	if err := f.Truncate(0); err != nil {
-		return err
-	}
-	_, err := f.WriteAt([]byte(strconv.Itoa(pid)+"\n"), 0)
-	return err
-}
-
-// expect receives one message of kind, or says why not.
-func expect(link *handoverLink, kind byte, deadline time.Time) ([]byte, error) {
-	got, payload, fds, err := link.receive(deadline)
-	closeFDs(fds)
-	switch {
-	case err != nil:
-		return nil, err
-	case got == msgError:
-		return nil, errors.New(string(payload))
-	case got != kind:
-		return nil, fmt.Errorf("message %q, want %q", got, kind)
-	}
-	return payload, nil
-}
-
-// heir is the new process's side of a hand-over: the link, the state and
-// the descriptors received.
-type heir struct {
-	link       *handoverLink
-	st         *handoverState
-	fds        []int
-	pauseStart time.Time
-}
-
-// receiveHandover is what a process started for a hand-over does first: it
-// checks the format, says it is ready, and receives the descriptors and the
-// state.
-func receiveHandover(fdText string) (*heir, error) {
-	fd, err := strconv.Atoi(fdText)
-	if err != nil {
-		return nil, fmt.Errorf("%s=%q: %w", handoverEnv, fdText, err)
-	}
-	link, err := openHandoverLink(fd)
-	if err != nil {
-		return nil, err
-	}
-	h := &heir{link: link}
-	header, err := expect(link, msgHeader, time.Time{})
-	if err != nil {
-		link.close()
-		return nil, fmt.Errorf("hand-over header: %w", err)
-	}
-	rest, ok := strings.CutPrefix(string(header), handoverMagic)
-	format, n := binary.Uvarint([]byte(rest))
-	if !ok || n <= 0 || !formatVersionOK(format) {
-		err := fmt.Errorf("the old process hands over state format %d; this binary reads format %s only", format, handoverFormat)
-		h.fail(err)
-		return nil, err
-	}
-	if err := link.send(msgReady, []byte(readBuildInfo().Version), nil); err != nil {
-		link.close()
-		return nil, err
-	}
-	var data []byte
-	for {
-		kind, payload, fds, err := link.receive(time.Time{})
-		if err != nil {
-			closeFDs(h.fds)
-			link.close()
-			return nil, fmt.Errorf("receiving the state: %w", err)
-		}
-		h.fds = append(h.fds, fds...)
-		switch kind {
-		case msgFDs:
-		case msgState:
-			data = append(data, payload...)
-		case msgDone:
-			d := decoder{b: payload}
-			nfds, nbytes, start := d.uvarint(), d.uvarint(), d.varint()
-			if d.err != nil || nfds != uint64(len(h.fds)) || nbytes != uint64(len(data)) {
-				err := fmt.Errorf("hand-over incomplete: %d descriptors and %d bytes of %d and %d", len(h.fds), len(data), nfds, nbytes)
-				h.fail(err)
-				return nil, err
-			}
-			h.pauseStart = time.Unix(0, start)
-			if h.st, err = decodeHandoverState(data, len(h.fds)); err != nil {
-				h.fail(err)
-				return nil, err
-			}
-			return h, nil
-		default:
-			err := fmt.Errorf("unexpected hand-over message %q", kind)
-			h.fail(err)
-			return nil, err
-		}
-	}
-}
-
-// takePidfile takes the pidfile's descriptor out of the hand-over, if the
-// old process had one: its flock is this process's from now on.
-func (h *heir) takePidfile() *os.File {
-	i := h.st.pidfile
-	if i < 0 || h.fds[i] < 0 {
-		return nil
-	}
-	f := os.NewFile(uintptr(h.fds[i]), "pidfile")
-	h.fds[i] = -1
-	return f
-}
-
-// fail tells the old process why not, and gives everything up.
-func (h *heir) fail(err error) {
-	h.link.send(msgError, []byte(err.Error()), nil)
-	closeFDs(h.fds)
-	h.fds = nil
-	h.link.close()
-}
-
-// adopt builds the server's listeners, connections and manager state from
-// the hand-over, before Start. The descriptors are the server's from then
-// on; on error none is left open.
-func (s *Server) adopt(h *heir) (err error) {
-	st := h.st
-	files := make([]*os.File, len(h.fds))
-	for i, fd := range h.fds {
-		if fd >= 0 {
-			files[i] = os.NewFile(uintptr(fd), "handover")
-		}
-	}
-	h.fds = nil
-	defer func() {
-		for _, f := range files {
-			if f != nil {
-				f.Close() // the listeners and connections hold duplicates
-			}
-		}
-		if err != nil {
-			for _, l := range s.up.inherited {
-				rawListener(l).Close()
-			}
-			for _, c := range s.up.adopted {
-				nc, _ := handedConn(c)
-				nc.Close() // not c.t.close: no websocket close frame
-			}
-			s.up.inherited, s.up.adopted = nil, nil
-		}
-	}()
-	s.up.inherited = make(map[string]net.Listener)
-	for _, ls := range st.listeners {
-		l, err := net.FileListener(files[ls.fd])
-		files[ls.fd].Close()
-		files[ls.fd] = nil
-		if err != nil {
-			return fmt.Errorf("listener %s: %w", ls.kind, err)
-		}
-		if ul, ok := l.(*net.UnixListener); ok && ls.path != "" {
-			ul.SetUnlinkOnClose(false) // unixListener removes the path, if still its own
-			fi, err := os.Lstat(ls.path)
-			if err != nil {
-				ul.Close()
-				return fmt.Errorf("unix socket %s: %w", ls.path, err)
-			}
-			l = &unixListener{UnixListener: ul, path: ls.path, file: fi}
-		}
-		s.up.inherited[ls.kind] = l
-	}
-	states := make([]*connState, len(st.conns))
-	for i, ch := range st.conns {
-		nc, err := net.FileConn(files[ch.fd])
-		files[ch.fd].Close() // FileConn made its own duplicate: one descriptor a connection at a time
-		files[ch.fd] = nil
-		if err != nil {
-			return fmt.Errorf("connection %s: %w", ch.name, err)
-		}
-		var t transport
-		if ch.transport == "websocket" {
-			t = newWebsocketTransport(nc, ch.input, s.cfg.MaxLine)
-		} else {
-			st := newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers)
-			if len(ch.input) > 0 {
-				st.buf = make([]byte, max(pooledReadBuffer, 2*len(ch.input)))
-				st.end = copy(st.buf, ch.input)
-			}
-			st.discarding = ch.discarding
-			t = st
-		}
-		c := newConn(s, ch.name, ch.transport, t)
-		c.authFailures = ch.authFailures
-		c.adoptWait(&st.conns[i])
-		s.up.adopted = append(s.up.adopted, c)
-		states[i] = c.state
-		if seq, ok := strings.CutPrefix(ch.name, "unix:"); ok {
-			if n, err := strconv.Atoi(seq); err == nil {
-				s.up.unixSeqStart = max(s.up.unixSeqStart, n)
-			}
-		}
-	}
-	if err := s.adoptHA(st); err != nil {
-		return err
-	}
-	if err := s.manager.restoreHandover(st, states); err != nil {
-		return err
-	}
-	s.up.done = st.upgrades
-	s.up.handovers.WithLabelValues("done").Add(float64(st.upgrades))
-	for transport, n := range st.closed {
-		s.up.noteClosed(transport, n)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	acl := s.cfg.Security.ACLFile != ""
-	for _, c := range s.up.adopted {
-		s.conns[c] = struct{}{}
-		s.live++
-		if acl && !c.state.identified.Load() {
-			c.unauthElem = s.unauth.list.PushBack(c)
-			c.listedUnauth = true
-		}
-		s.wg.Add(1)
-	}
-	return nil
-}
-
-// serveAdopted serves the connections adopted from the old process; Start
-// calls it with s.mu held, once the listeners are open.
-func (s *Server) serveAdopted() {
-	for _, c := range s.up.adopted {
-		if c.waiting {
-			c.waitDone = make(chan struct{})
-			go c.awaitWaits(c.waitDone)
-		}
-		if box := c.state.box; box != nil && box.pendingCount() > 0 {
-			c.delivering = true
-			c.deliverDone = make(chan struct{})
-			go c.deliverOutcomes(c.deliverDone)
-		}
-		go s.serveAdmitted(c)
-	}
-	s.up.adopted = nil
-	for kind, l := range s.up.inherited { // not configured any more
-		s.cfg.Logger.Warn("upgrade: closing a listener the new configuration does not have", "listener", kind)
-		rawListener(l).Close()
-	}
-	s.up.inherited = nil
-}
-
-// confirm tells the old process the server is built, and waits for its go,
-// which it returns with the time it arrived. An error means the old process
-// goes on serving: this one must exit without touching anything it was
-// handed.
-func (h *heir) confirm() ([]byte, time.Time, error) {
-	defer h.link.close()
-	if err := h.link.send(msgConfirm, nil, nil); err != nil {
-		return nil, time.Time{}, err
-	}
-	goMsg, err := expect(h.link, msgGo, time.Time{})
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("the old process kept serving: %w", err)
-	}
-	return goMsg, time.Now(), nil
 }

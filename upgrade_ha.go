@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/glockd/glockd/internal/handover"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -49,20 +50,20 @@ func (n *haNode) endHandover() {
 }
 
 // handoverTerm fills in the state what the new process needs to resume the
-// term t; the manager's snapshot put the rest of its tokens in st.ha.
-func (n *haNode) handoverTerm(st *handoverState, t *term) error {
+// term t; the manager's snapshot put the rest of its tokens in st.HA.
+func (n *haNode) handoverTerm(st *handover.State, t *term) error {
 	switch {
-	case t == nil && st.ha != nil:
+	case t == nil && st.HA != nil:
 		return errors.New("the node began serving during the hand-over")
 	case t == nil:
 		return nil
-	case st.ha == nil || t.ended() || !t.valid():
+	case st.HA == nil || t.ended() || !t.valid():
 		return errors.New("the term ended during the hand-over")
 	}
-	h := st.ha
-	h.lease, h.ttl, h.key, h.rev = int64(t.lease), int64(t.ttl/time.Second), t.key, t.rev
-	h.left = int64(time.Until(t.deadlineTime()))
-	h.elections = n.won.Load()
+	h := st.HA
+	h.Lease, h.TTL, h.Key, h.Rev = int64(t.lease), int64(t.ttl/time.Second), t.key, t.rev
+	h.Left = int64(time.Until(t.deadlineTime()))
+	h.Elections = n.won.Load()
 	return nil
 }
 
@@ -84,40 +85,40 @@ func (n *haNode) goMessage(t *term) ([]byte, bool) {
 // adoptHA takes over the old process's term, if it led: the term is the
 // manager's before the manager runs, so that the adopted connections and
 // waiters are served by it. Called by adopt, before Start.
-func (s *Server) adoptHA(st *handoverState) error {
+func (s *Server) adoptHA(st *handover.State) error {
 	switch {
-	case st.ha == nil && s.ha == nil:
+	case st.HA == nil && s.ha == nil:
 		return nil
-	case st.ha != nil && s.ha == nil:
+	case st.HA != nil && s.ha == nil:
 		return errors.New("the old process leads an -etcd group and this one has no -etcd: restart instead")
-	case st.ha == nil:
-		if len(st.conns) > 0 {
+	case st.HA == nil:
+		if len(st.Conns) > 0 {
 			return errors.New("the old process serves clients without -etcd and this one has -etcd: restart instead")
 		}
 		return nil // a standby: this process campaigns afresh
 	}
-	n, h := s.ha, st.ha
-	if !strings.HasPrefix(h.key, n.electionPrefix+"/") {
-		return fmt.Errorf("the old process leads with election key %q, outside -etcd-prefix %q", h.key, n.cfg.Prefix)
+	n, h := s.ha, st.HA
+	if !strings.HasPrefix(h.Key, n.electionPrefix+"/") {
+		return fmt.Errorf("the old process leads with election key %q, outside -etcd-prefix %q", h.Key, n.cfg.Prefix)
 	}
-	if h.ttl < 1 {
-		return fmt.Errorf("lease TTL %ds", h.ttl)
+	if h.TTL < 1 {
+		return fmt.Errorf("lease TTL %ds", h.TTL)
 	}
 	t := newTerm(n.lead)
-	t.lease, t.ttl, t.key, t.rev = clientv3.LeaseID(h.lease), time.Duration(h.ttl)*time.Second, h.key, h.rev
-	t.first = h.block
+	t.lease, t.ttl, t.key, t.rev = clientv3.LeaseID(h.Lease), time.Duration(h.TTL)*time.Second, h.Key, h.Rev
+	t.first = tokenBlock{start: h.BlockStart, end: h.BlockEnd}
 	// Until the go message brings the exact time left; nothing is served
 	// before it.
-	t.deadline.Store(int64(n.lead.now() + time.Duration(h.left)))
-	if h.block.end-h.block.start < tokenReserve {
+	t.deadline.Store(int64(n.lead.now() + time.Duration(h.Left)))
+	if h.BlockEnd-h.BlockStart < tokenReserve {
 		t.want <- struct{}{} // the manager waits for the next block before it serves
 	}
 	n.resumed = t
 	n.lead.current.Store(t)
 	n.role = "leader" // Start opens the lock listeners
 	n.isLeader.Set(1)
-	n.won.Store(h.elections)
-	n.elections.Add(float64(h.elections))
+	n.won.Store(h.Elections)
+	n.elections.Add(float64(h.Elections))
 	return nil
 }
 

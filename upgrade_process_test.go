@@ -563,7 +563,7 @@ func TestUpgradeRefused(t *testing.T) {
 	}
 	dir := t.TempDir()
 	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
-	other := buildGlockd(t, "other", "-X main.version=0.0.1-other -X main.handoverFormat=999")
+	other := buildGlockd(t, "other", "-X main.version=0.0.1-other -X github.com/glockd/glockd/internal/handover.format=999")
 	failing := filepath.Join(dir, "failing")
 	hanging := filepath.Join(dir, "hanging")
 	os.WriteFile(failing, []byte("#!/bin/sh\nexit 1\n"), 0o755)

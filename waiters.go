@@ -30,7 +30,7 @@ type waiter struct {
 	max      int  // sgw: granted while the lock has fewer holders than this
 	timer    *time.Timer
 	started  time.Time
-	deadline time.Time // when the timer fires; zero without one (a hand-over carries it: upgrade_state.go)
+	deadline time.Time // when the timer fires; zero without one (a hand-over carries it: upgrade_snapshot.go)
 	resolved bool      // granted, timed out or cancelled; the timer's message is then stale
 	cycles   int32     // reported deadlocks it is in (-deadlocks report)
 

@@ -1,6 +1,6 @@
 //go:build linux
 
-package main
+package handover
 
 import (
 	"errors"
@@ -12,26 +12,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// handoverLink is one end of the unix socket pair between an old process and
-// the new one during a hand-over (upgrade.go). It is a SOCK_SEQPACKET socket:
+// link is one end of the unix socket pair between an old process and
+// the new one during a hand-over. It is a SOCK_SEQPACKET socket:
 // each message keeps its boundaries and carries the descriptors sent with it,
 // so that no descriptor can end up attached to the wrong bytes.
-type handoverLink struct {
+type link struct {
 	f *os.File
 }
 
 const (
-	// handoverMaxMessage is the largest message on the link: the state is
+	// maxMessage is the largest message on the link: the state is
 	// sent in chunks of this size.
-	handoverMaxMessage = 60 << 10
-	// handoverMaxFDs is how many descriptors go in one message, under the
+	maxMessage = 60 << 10
+	// maxFDs is how many descriptors go in one message, under the
 	// kernel's SCM_MAX_FD of 253.
-	handoverMaxFDs = 200
+	maxFDs = 200
 )
 
-// newHandoverPair makes the socket pair: ours, and the child's, to pass to it
+// newPair makes the socket pair: ours, and the child's, to pass to it
 // as an inherited file.
-func newHandoverPair() (ours *handoverLink, theirs *os.File, err error) {
+func newPair() (ours *link, theirs *os.File, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("socketpair: %w", err)
@@ -44,11 +44,11 @@ func newHandoverPair() (ours *handoverLink, theirs *os.File, err error) {
 		unix.Close(fds[1])
 		return nil, nil, fmt.Errorf("socketpair: %w", err)
 	}
-	return &handoverLink{f: os.NewFile(uintptr(fds[0]), "handover")}, os.NewFile(uintptr(fds[1]), "handover-child"), nil
+	return &link{f: os.NewFile(uintptr(fds[0]), "handover")}, os.NewFile(uintptr(fds[1]), "handover-child"), nil
 }
 
-// openHandoverLink is the child's end, inherited as descriptor fd.
-func openHandoverLink(fd int) (*handoverLink, error) {
+// openLink is the child's end, inherited as descriptor fd.
+func openLink(fd int) (*link, error) {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
 		return nil, fmt.Errorf("hand-over descriptor %d: %w", fd, err)
@@ -57,13 +57,13 @@ func openHandoverLink(fd int) (*handoverLink, error) {
 		return nil, fmt.Errorf("hand-over descriptor %d is not a SOCK_SEQPACKET socket", fd)
 	}
 	unix.CloseOnExec(fd)
-	return &handoverLink{f: os.NewFile(uintptr(fd), "handover")}, nil
+	return &link{f: os.NewFile(uintptr(fd), "handover")}, nil
 }
 
-func (l *handoverLink) close() error { return l.f.Close() }
+func (l *link) close() error { return l.f.Close() }
 
 // send writes one message of kind with payload and, attached, fds.
-func (l *handoverLink) send(kind byte, payload []byte, fds []int) error {
+func (l *link) send(kind byte, payload []byte, fds []int) error {
 	msg := append([]byte{kind}, payload...)
 	var oob []byte
 	if len(fds) > 0 {
@@ -93,9 +93,9 @@ var errLinkClosed = errors.New("the other process closed the hand-over link")
 
 // receive reads one message, waiting at most until deadline (zero: for
 // ever), and returns its kind, payload and descriptors.
-func (l *handoverLink) receive(deadline time.Time) (kind byte, payload []byte, fds []int, err error) {
-	buf := make([]byte, handoverMaxMessage+1)
-	oob := make([]byte, unix.CmsgSpace(4*handoverMaxFDs))
+func (l *link) receive(deadline time.Time) (kind byte, payload []byte, fds []int, err error) {
+	buf := make([]byte, maxMessage+1)
+	oob := make([]byte, unix.CmsgSpace(4*maxFDs))
 	fd := int(l.f.Fd()) // blocking mode: poll first, for the deadline
 	for {
 		wait := -1
@@ -156,11 +156,11 @@ func closeFDs(fds []int) {
 	}
 }
 
-// rawFD returns the descriptor behind a listener or connection, which stays
+// RawFD returns the descriptor behind a listener or connection, which stays
 // its owner's: it is sent as it is (sendmsg takes its own reference), never
 // duplicated, since a process with as many connections as its limit on open
 // files allows could not hold a second descriptor for each.
-func rawFD(sc syscall.Conn) (int, error) {
+func RawFD(sc syscall.Conn) (int, error) {
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return -1, err

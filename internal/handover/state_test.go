@@ -1,4 +1,4 @@
-package main
+package handover
 
 import (
 	"reflect"
@@ -8,53 +8,53 @@ import (
 // The hand-over state survives its encoding, and a damaged encoding is
 // refused, never half read.
 func TestHandoverStateEncoding(t *testing.T) {
-	st := &handoverState{
-		wall: 1_700_000_000_000_000_000, nextToken: 1 << 40,
-		commands: map[string]uint64{"g": 7, "gw": 2},
-		invalid:  1, orphans: 2, sharedOrp: 3, regSeq: 9, pidfile: 0,
-		upgrades: 2, closed: map[string]uint64{"tls": 3},
-		listeners: []listenerState{{kind: "tcp", fd: 1}, {kind: "unix", fd: 2, path: "/run/glockd/glockd.sock"}},
-		conns: []connHandover{
-			{name: "127.0.0.1:5000", transport: "tcp", fd: 3, input: []byte("g hal"), regName: "a", regSeq: 9},
-			{name: "unix:4", transport: "unix", fd: 4, input: []byte{}, discarding: true, ident: "svc", authFailures: 1,
-				pendingVerb: "gw", pendingName: "x", pendingMS: 500, queued: []queuedLineState{{line: "ping"}, {tooLong: true}}},
+	st := &State{
+		Wall: 1_700_000_000_000_000_000, NextToken: 1 << 40,
+		Commands: map[string]uint64{"g": 7, "gw": 2},
+		Invalid:  1, Orphans: 2, SharedOrphans: 3, RegSeq: 9, Pidfile: 0,
+		Upgrades: 2, Closed: map[string]uint64{"tls": 3},
+		Listeners: []Listener{{Kind: "tcp", FD: 1}, {Kind: "unix", FD: 2, Path: "/run/glockd/glockd.sock"}},
+		Conns: []Conn{
+			{Name: "127.0.0.1:5000", Transport: "tcp", FD: 3, Input: []byte("g hal"), RegName: "a", RegSeq: 9},
+			{Name: "unix:4", Transport: "unix", FD: 4, Input: []byte{}, Discarding: true, Ident: "svc", AuthFailures: 1,
+				PendingVerb: "gw", PendingName: "x", PendingMS: 500, Queued: []QueuedLine{{Line: "ping"}, {TooLong: true}}},
 		},
-		locks:   []heldLock{{name: "x", conn: 0, token: 1 << 40, age: 5e9}},
-		shared:  []sharedHoldState{{name: "s", conn: 0, age: 1}, {name: "s", conn: 1, age: 0}},
-		waiters: []waiterState{{name: "x", conn: 1, remaining: 400e6, age: 100e6}, {name: "s", conn: 0, shared: true, async: true, max: 2, remaining: -1}},
+		Locks:   []Lock{{Name: "x", Conn: 0, Token: 1 << 40, Age: 5e9}},
+		Shared:  []SharedHold{{Name: "s", Conn: 0, Age: 1}, {Name: "s", Conn: 1, Age: 0}},
+		Waiters: []Waiter{{Name: "x", Conn: 1, Remaining: 400e6, Age: 100e6}, {Name: "s", Conn: 0, Shared: true, Async: true, Max: 2, Remaining: -1}},
 	}
-	data := st.encode(nil)
-	got, err := decodeHandoverState(data, 5)
+	data := st.Encode(nil)
+	got, err := Decode(data, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, st) {
 		t.Fatalf("decoded\n%+v\nwant\n%+v", got, st)
 	}
-	// An -etcd leader's term (upgrade_ha.go).
-	st.ha = &haHandover{lease: 0x694d7c1a2b3c4d5e, ttl: 5, key: DefaultEtcdPrefix + "election/694d7c1a2b3c4d5e",
-		rev: 42, block: tokenBlock{start: 1 << 41, end: 1<<41 + tokenBlockSize}, left: 3e9, elections: 3}
-	data = st.encode(nil)
-	if got, err = decodeHandoverState(data, 5); err != nil {
+	// An -etcd leader's term.
+	st.HA = &HA{Lease: 0x694d7c1a2b3c4d5e, TTL: 5, Key: "/glockd/default/election/694d7c1a2b3c4d5e",
+		Rev: 42, BlockStart: 1 << 41, BlockEnd: 1<<41 + 1<<22, Left: 3e9, Elections: 3}
+	data = st.Encode(nil)
+	if got, err = Decode(data, 5); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, st) {
-		t.Fatalf("decoded\n%+v\nwant\n%+v", got.ha, st.ha)
+		t.Fatalf("decoded\n%+v\nwant\n%+v", got.HA, st.HA)
 	}
 	bad := *st
-	bad.ha = &haHandover{block: tokenBlock{start: 2, end: 1}}
-	if _, err := decodeHandoverState(bad.encode(nil), 5); err == nil {
+	bad.HA = &HA{BlockStart: 2, BlockEnd: 1}
+	if _, err := Decode(bad.Encode(nil), 5); err == nil {
 		t.Error("a token block ending before its start was accepted")
 	}
 	for n := range len(data) {
-		if _, err := decodeHandoverState(data[:n], 5); err == nil {
+		if _, err := Decode(data[:n], 5); err == nil {
 			t.Fatalf("%d of %d bytes decoded without an error", n, len(data))
 		}
 	}
-	if _, err := decodeHandoverState(append(data, 0), 5); err == nil {
+	if _, err := Decode(append(data, 0), 5); err == nil {
 		t.Error("a trailing byte was accepted")
 	}
-	if _, err := decodeHandoverState(data, 4); err == nil {
+	if _, err := Decode(data, 4); err == nil {
 		t.Error("a descriptor index past those received was accepted")
 	}
 }

@@ -1,0 +1,454 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"maps"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/glockd/glockd/internal/handover"
+)
+
+// The state of a hand-over (upgrade.go) on its way through the two servers:
+// the old one's snapshot, taken by its manager while the connections are
+// stopped, and, in the new process, the listeners, connections and manager
+// state built from it (adopt) before the server starts. internal/handover
+// encodes the state and carries it.
+
+// errHandoverBusy is a snapshot put off: long work (orphaning, a
+// pending kill) is under way in the manager.
+var errHandoverBusy = errors.New("the manager is busy with long work")
+
+// snapshot copies the manager's state for a hand-over; conns are the
+// connections handed over, in the order of their indexes. Every connection
+// has stopped at a batch boundary, so nothing changes meanwhile but what
+// timers and the manager do. Run in the manager.
+func (m *manager) snapshotHandover(st *handover.State, conns []*connState) error {
+	if len(m.orphaning) > 0 || len(m.sec.kills) > 0 {
+		return errHandoverBusy
+	}
+	if err := m.snapshotTokens(st, len(conns)); err != nil {
+		return err
+	}
+	index := make(map[*connState]int, len(conns))
+	for i, c := range conns {
+		index[c] = i
+	}
+	m.now = int64(time.Since(m.start))
+	st.Wall = time.Now().UnixNano()
+	st.NextToken = m.tokens.next
+	st.Commands = make(map[string]uint64)
+	for v := verbG; v < numVerbs; v++ {
+		if n := m.stats.commands[v]; n > 0 {
+			st.Commands[v.String()] = n
+		}
+	}
+	st.Invalid, st.Orphans, st.SharedOrphans = m.stats.invalid, m.stats.orphans, m.stats.sharedOrphans
+	st.RegSeq = m.registry.lastSeq
+	for i, c := range conns {
+		h := &st.Conns[i]
+		h.RegName, h.RegSeq = c.regName, c.regSeq
+		if c.ident != nil {
+			h.Ident = c.ident.Name
+		}
+	}
+	st.Locks, st.Shared, st.Waiters = make([]handover.Lock, 0, m.exclusive.count), nil, nil
+	for ref := m.exclusive.oldest; ref != noRef; {
+		l := m.exclusive.record(ref)
+		i, ok := index[l.owner]
+		if !ok {
+			return fmt.Errorf("lock %q is held by %s, which is not handed over", l.name, l.owner.name)
+		}
+		st.Locks = append(st.Locks, handover.Lock{Name: l.name, Conn: i, Token: l.token, Age: m.now - l.since})
+		ref = l.newer
+	}
+	for ref := m.shared.oldest; ref != noRef; {
+		h := m.shared.holder(ref)
+		i, ok := index[h.conn]
+		if !ok {
+			return fmt.Errorf("shared lock %q is held by %s, which is not handed over", m.shared.name(h.lock).name, h.conn.name)
+		}
+		st.Shared = append(st.Shared, handover.SharedHold{Name: m.shared.name(h.lock).name, Conn: i, Age: m.now - h.since})
+		ref = h.newer
+	}
+	for w := m.waitAges.oldest; w != nil; w = w.newer {
+		i, ok := index[w.conn]
+		if !ok {
+			return fmt.Errorf("a wait for %q is of %s, which is not handed over", w.name, w.conn.name)
+		}
+		ws := handover.Waiter{Name: w.name, Conn: i, Shared: w.shared, Async: w.async, Max: w.max,
+			Remaining: -1, Age: int64(time.Since(w.started))}
+		if w.timer != nil {
+			ws.Remaining = max(0, int64(time.Until(w.deadline)))
+		}
+		st.Waiters = append(st.Waiters, ws)
+	}
+	return nil
+}
+
+// handoverDescriptors begins the state of a hand-over with the descriptors
+// of the pidfile, the listeners and the stopped connections conns, which it
+// returns too, by their index in the state. They stay this process's: never
+// closed here.
+func (s *Server) handoverDescriptors(req handoverRequest, conns []*conn) (*handover.State, []int, error) {
+	st := &handover.State{Pidfile: -1, Conns: make([]handover.Conn, len(conns))}
+	s.up.mu.Lock()
+	st.Upgrades, st.Closed = s.up.done+1, maps.Clone(s.up.closedCount)
+	ls := s.up.listeners
+	s.up.mu.Unlock()
+	var fds []int
+	addFD := func(sc syscall.Conn) (int, error) {
+		fd, err := handover.RawFD(sc)
+		if err != nil {
+			return 0, err
+		}
+		fds = append(fds, fd)
+		return len(fds) - 1, nil
+	}
+	if req.pidfile != nil {
+		var err error
+		if st.Pidfile, err = addFD(req.pidfile); err != nil {
+			return nil, nil, fmt.Errorf("pidfile: %w", err)
+		}
+	}
+	for kind, l := range ls {
+		sc, ok := rawListener(l.Listener).(syscall.Conn)
+		if !ok {
+			return nil, nil, fmt.Errorf("listener %s has no descriptor", kind)
+		}
+		i, err := addFD(sc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listener %s: %w", kind, err)
+		}
+		st.Listeners = append(st.Listeners, handover.Listener{Kind: kind, FD: i, Path: l.path})
+	}
+	for i, c := range conns {
+		nc, _ := handedConn(c)
+		fd, err := addFD(nc.(syscall.Conn))
+		if err != nil {
+			return nil, nil, fmt.Errorf("connection %s: %w", c.state.name, err)
+		}
+		input, discarding := unreadInput(c)
+		st.Conns[i] = handover.Conn{Name: c.state.name, Transport: c.state.transport, FD: fd,
+			Input: input, Discarding: discarding, AuthFailures: c.authFailures}
+	}
+	return st, fds, nil
+}
+
+// snapshot has the manager take its snapshot into st, then wait, frozen,
+// until the returned channel is closed: the connections' side is checked
+// against it, and a snapshot taken while an outcome was on its way to a
+// connection is taken again, until timeout since pauseStart. On error the
+// manager is not frozen.
+func (s *Server) snapshot(st *handover.State, conns []*conn, pauseStart time.Time, timeout time.Duration) (chan struct{}, error) {
+	states := make([]*connState, len(conns))
+	for i, c := range conns {
+		states[i] = c.state
+	}
+	for {
+		snapped := make(chan error, 1)
+		hold := make(chan struct{})
+		s.manager.send(request{kind: requestCall, fn: func(m *manager) {
+			err := m.snapshotHandover(st, states)
+			snapped <- err
+			if err == nil {
+				<-hold
+			}
+		}})
+		err := <-snapped
+		if err == nil {
+			for i, c := range conns {
+				if err = captureConn(c, &st.Conns[i]); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				return hold, nil
+			}
+			close(hold)
+		}
+		if err != errHandoverBusy || time.Since(pauseStart) > timeout {
+			return nil, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// snapshotTokens puts in st the rest of an -etcd leader's tokens; a
+// standby has none, and hands over no connection either.
+func (m *manager) snapshotTokens(st *handover.State, conns int) error {
+	l := m.leader
+	if l == nil {
+		return nil
+	}
+	t := l.current.Load()
+	if t == nil {
+		if conns > 0 {
+			return errors.New("a standby with connections")
+		}
+		return nil
+	}
+	switch {
+	case !t.valid() || (t == l.seen && l.fenced):
+		return errors.New("the term ended: not leading any more")
+	case t != l.seen:
+		// Not one request run in this term yet: its first block is
+		// untouched.
+		st.HA = &handover.HA{BlockStart: t.first.start, BlockEnd: t.first.end}
+	default:
+		ts := &m.tokens
+		b := tokenBlock{start: ts.next, end: ts.end}
+		if b.end-b.start < tokenReserve && ts.pending.end > 0 {
+			b = ts.pending // the rest of the current block is wasted
+		}
+		st.HA = &handover.HA{BlockStart: b.start, BlockEnd: b.end}
+	}
+	return nil
+}
+
+// restoreHandover fills a new manager, not yet running, with the state; conns
+// are the connections' new states, by index.
+func (m *manager) restoreHandover(st *handover.State, conns []*connState) error {
+	m.now = int64(time.Since(m.start))
+	// What passed since the snapshot, by the wall clock (the monotonic
+	// clocks of two processes cannot be compared); never negative.
+	gap := max(0, time.Now().UnixNano()-st.Wall)
+	// With -etcd the tokens come from the term's block (leader.go).
+	if st.NextToken > m.tokens.next && m.leader == nil {
+		m.tokens.next = min(st.NextToken, maxToken)
+	}
+	for v := verbG; v < numVerbs; v++ {
+		m.stats.commands[v] = st.Commands[v.String()]
+	}
+	m.stats.invalid, m.stats.orphans, m.stats.sharedOrphans = st.Invalid, st.Orphans, st.SharedOrphans
+	m.registry.lastSeq = st.RegSeq
+	for i, h := range st.Conns {
+		c := conns[i]
+		if h.RegSeq != 0 {
+			c.regName, c.regSeq = h.RegName, h.RegSeq
+			m.registry.members[c] = struct{}{}
+		}
+		if h.Ident != "" && m.sec.acl != nil {
+			if id := m.sec.acl.ByName(h.Ident); id != nil {
+				c.ident = id
+				c.identified.Store(true)
+			}
+		}
+	}
+	for _, l := range st.Locks {
+		if found, _, _ := m.exclusive.get([]byte(l.Name)); found != nil {
+			return fmt.Errorf("lock %q handed over twice", l.Name)
+		}
+		frag := m.exclusive.hashFragment([]byte(l.Name))
+		rec, ref := m.exclusive.insert(l.Name, frag)
+		c := conns[l.Conn]
+		rec.owner, rec.token, rec.index = c, l.Token, uint32(len(c.held))
+		m.exclusive.age(ref, m.now-l.Age-gap)
+		c.held = append(c.held, ref)
+	}
+	for _, h := range st.Shared {
+		c := conns[h.Conn]
+		ref := m.shared.findString(h.Name)
+		if ref == noRef {
+			ref = m.shared.addName(h.Name, uint32(maphash.String(m.shared.seed, h.Name)>>32))
+		} else if m.shared.heldBy(c, ref) != noRef {
+			return fmt.Errorf("shared lock %q handed over twice for one connection", h.Name)
+		}
+		m.shared.addHolder(c, ref, m.now-h.Age-gap)
+	}
+	for _, ws := range st.Waiters {
+		ms := int64(noWait)
+		if ws.Remaining >= 0 {
+			// Rounded up: a wait never ends before its original time.
+			left := max(0, time.Duration(ws.Remaining-gap))
+			ms = int64((left + time.Millisecond - 1) / time.Millisecond)
+		}
+		c := conns[ws.Conn]
+		if ws.Async {
+			m.outbox(c)
+		} else if c.waiter != nil {
+			return fmt.Errorf("connection %s handed over with two waits pending", c.name)
+		}
+		// The old process let this wait stand, so it closes no cycle to
+		// break; under -deadlocks report a standing cycle is found (logged,
+		// counted) again.
+		if m.wait(c, ws.Name, ws.Shared, int64(ws.Max), ms, ws.Async) == waitRefused {
+			return fmt.Errorf("the wait of %s for %q would close a deadlock", c.name, ws.Name)
+		}
+		w := c.waiter
+		if ws.Async {
+			w = c.asyncWaits[waitKey{ws.Name, ws.Shared}]
+		}
+		w.started = time.Now().Add(-time.Duration(ws.Age + gap))
+	}
+	return nil
+}
+
+// adopt builds the server's listeners, connections and manager state from
+// the hand-over, before Start. The descriptors are the server's from then
+// on; on error none is left open.
+func (s *Server) adopt(h *handover.Heir) (err error) {
+	st := h.State
+	if ha := st.HA; ha != nil && ha.BlockEnd > maxToken+1 {
+		return fmt.Errorf("hand-over state: token block [%d, %d)", ha.BlockStart, ha.BlockEnd)
+	}
+	files := h.Files()
+	defer func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close() // the listeners and connections hold duplicates
+			}
+		}
+		if err != nil {
+			for _, l := range s.up.inherited {
+				rawListener(l).Close()
+			}
+			for _, c := range s.up.adopted {
+				nc, _ := handedConn(c)
+				nc.Close() // not c.t.close: no websocket close frame
+			}
+			s.up.inherited, s.up.adopted = nil, nil
+		}
+	}()
+	if err := s.adoptListeners(st, files); err != nil {
+		return err
+	}
+	states, err := s.adoptConns(st, files)
+	if err != nil {
+		return err
+	}
+	if err := s.adoptHA(st); err != nil {
+		return err
+	}
+	if err := s.manager.restoreHandover(st, states); err != nil {
+		return err
+	}
+	s.up.done = st.Upgrades
+	s.up.handovers.WithLabelValues("done").Add(float64(st.Upgrades))
+	for transport, n := range st.Closed {
+		s.up.noteClosed(transport, n)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	acl := s.cfg.Security.ACLFile != ""
+	for _, c := range s.up.adopted {
+		s.conns[c] = struct{}{}
+		s.live++
+		if acl && !c.state.identified.Load() {
+			c.unauthElem = s.unauth.list.PushBack(c)
+			c.listedUnauth = true
+		}
+		s.wg.Add(1)
+	}
+	return nil
+}
+
+// adoptListeners makes the listeners of the hand-over, kept for Start to
+// take by their kind; the files they come from are closed and cleared.
+func (s *Server) adoptListeners(st *handover.State, files []*os.File) error {
+	s.up.inherited = make(map[string]net.Listener)
+	for _, ls := range st.Listeners {
+		l, err := net.FileListener(files[ls.FD])
+		files[ls.FD].Close()
+		files[ls.FD] = nil
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", ls.Kind, err)
+		}
+		if ul, ok := l.(*net.UnixListener); ok && ls.Path != "" {
+			ul.SetUnlinkOnClose(false) // unixListener removes the path, if still its own
+			fi, err := os.Lstat(ls.Path)
+			if err != nil {
+				ul.Close()
+				return fmt.Errorf("unix socket %s: %w", ls.Path, err)
+			}
+			l = &unixListener{UnixListener: ul, path: ls.Path, file: fi}
+		}
+		s.up.inherited[ls.Kind] = l
+	}
+	return nil
+}
+
+// adoptConns makes the connections of the hand-over, with their unread
+// input and pending waits, and returns their states by index; the files
+// they come from are closed and cleared.
+func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState, error) {
+	states := make([]*connState, len(st.Conns))
+	for i, ch := range st.Conns {
+		nc, err := net.FileConn(files[ch.FD])
+		files[ch.FD].Close() // FileConn made its own duplicate: one descriptor a connection at a time
+		files[ch.FD] = nil
+		if err != nil {
+			return nil, fmt.Errorf("connection %s: %w", ch.Name, err)
+		}
+		var t transport
+		if ch.Transport == "websocket" {
+			t = newWebsocketTransport(nc, ch.Input, s.cfg.MaxLine)
+		} else {
+			st := newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers)
+			if len(ch.Input) > 0 {
+				st.buf = make([]byte, max(pooledReadBuffer, 2*len(ch.Input)))
+				st.end = copy(st.buf, ch.Input)
+			}
+			st.discarding = ch.Discarding
+			t = st
+		}
+		c := newConn(s, ch.Name, ch.Transport, t)
+		c.authFailures = ch.AuthFailures
+		c.adoptWait(&st.Conns[i])
+		s.up.adopted = append(s.up.adopted, c)
+		states[i] = c.state
+		if seq, ok := strings.CutPrefix(ch.Name, "unix:"); ok {
+			if n, err := strconv.Atoi(seq); err == nil {
+				s.up.unixSeqStart = max(s.up.unixSeqStart, n)
+			}
+		}
+	}
+	return states, nil
+}
+
+// serveAdopted serves the connections adopted from the old process; Start
+// calls it with s.mu held, once the listeners are open.
+func (s *Server) serveAdopted() {
+	for _, c := range s.up.adopted {
+		if c.waiting {
+			c.waitDone = make(chan struct{})
+			go c.awaitWaits(c.waitDone)
+		}
+		if box := c.state.box; box != nil && box.pendingCount() > 0 {
+			c.delivering = true
+			c.deliverDone = make(chan struct{})
+			go c.deliverOutcomes(c.deliverDone)
+		}
+		go s.serveAdmitted(c)
+	}
+	s.up.adopted = nil
+	for kind, l := range s.up.inherited { // not configured any more
+		s.cfg.Logger.Warn("upgrade: closing a listener the new configuration does not have", "listener", kind)
+		rawListener(l).Close()
+	}
+	s.up.inherited = nil
+}
+
+// adoptWait gives an adopted connection its pending gw or sgw and the lines
+// queued behind it; serveAdopted starts the goroutine that delivers it.
+func (c *conn) adoptWait(h *handover.Conn) {
+	if h.PendingVerb == "" {
+		return
+	}
+	c.waiting = true
+	c.pending = command{verb: lookupVerb([]byte(h.PendingVerb)), name: []byte(h.PendingName), ms: h.PendingMS, max: h.PendingMax}
+	for _, q := range h.Queued {
+		cmd := command{verb: verbTooLong}
+		if !q.TooLong {
+			cmd = command{verb: verbInvalid, line: []byte(q.Line)} // parsed again when it runs
+		}
+		c.queue.push(&cmd)
+	}
+	c.queueMem.set(int64(c.queue.size()))
+}
