@@ -25,7 +25,7 @@ import (
 // pending kill) is under way in the manager.
 var errHandoverBusy = errors.New("the manager is busy with long work")
 
-// snapshot copies the manager's state for a hand-over; conns are the
+// snapshotHandover copies the manager's state for a hand-over; conns are the
 // connections handed over, in the order of their indexes. Every connection
 // has stopped at a batch boundary, so nothing changes meanwhile but what
 // timers and the manager do. Run in the manager.
