@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // Benchmarks of the hot paths: the parser, the manager and a loopback round
@@ -157,7 +159,7 @@ func benchPipeline64(b *testing.B, etcd bool) {
 func benchLeader(m *manager) {
 	l := &leadership{base: time.Now()}
 	tm := newTerm(l)
-	tm.first = tokenBlock{start: 1 << 40, end: maxToken}
+	tm.first = tokens.Block{Start: 1 << 40, End: tokens.Max}
 	tm.deadline.Store(int64(time.Hour))
 	l.current.Store(tm)
 	m.leader = l

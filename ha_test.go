@@ -26,6 +26,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // The tests here run a real etcd (the etcd binary, from Debian's
@@ -318,7 +320,7 @@ func (c *lineConn) lock(name string) uint64 {
 	}
 	reply := c.do("t " + name)
 	token, err := strconv.ParseUint(strings.Fields(reply)[0], 10, 64)
-	if err != nil || token == 0 || token > maxToken {
+	if err != nil || token == 0 || token > tokens.Max {
 		c.t.Fatalf("t %s: %q", name, reply)
 	}
 	return token

@@ -48,6 +48,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // HAConfig configures a node of an active/standby group.
@@ -175,8 +177,8 @@ func (l *leadership) now() time.Duration { return time.Since(l.base) }
 type term struct {
 	l        *leadership
 	deadline atomic.Int64 // leadership.now() past which the node must not serve
-	first    tokenBlock   // reserved before serving
-	blocks   chan tokenBlock
+	first    tokens.Block // reserved before serving
+	blocks   chan tokens.Block
 	want     chan struct{}
 
 	over    chan struct{} // closed when the term ends
@@ -194,7 +196,7 @@ type term struct {
 func newTerm(l *leadership) *term {
 	return &term{
 		l:      l,
-		blocks: make(chan tokenBlock, 1),
+		blocks: make(chan tokens.Block, 1),
 		want:   make(chan struct{}, 1),
 		over:   make(chan struct{}),
 	}
@@ -324,7 +326,7 @@ func (m *manager) mayServe() bool {
 	if t != l.seen {
 		l.seen, l.fenced = t, false
 		if t != nil {
-			m.tokens = newBlockTokens(t.first, t.want)
+			m.tokens = tokens.NewBlocks(t.first, t.want)
 		}
 	}
 	if t == nil || l.fenced || !t.valid() {
@@ -332,14 +334,14 @@ func (m *manager) mayServe() bool {
 		return false
 	}
 	ts := &m.tokens
-	if ts.asked && ts.pending.end == 0 {
+	if ts.Awaiting() {
 		select {
 		case b := <-t.blocks:
-			ts.pending = b
+			ts.Receive(b)
 		default:
 		}
 	}
-	if ts.remaining() < tokenReserve && !m.awaitTokens(t) {
+	if ts.Remaining() < tokens.Reserve && !m.awaitTokens(t) {
 		m.fence(t)
 		return false
 	}
@@ -354,7 +356,7 @@ func (m *manager) awaitTokens(t *term) bool {
 	defer timer.Stop()
 	select {
 	case b := <-t.blocks:
-		m.tokens.pending = b
+		m.tokens.Receive(b)
 		return t.valid()
 	case <-t.over:
 	case <-timer.C:
@@ -371,7 +373,7 @@ func (m *manager) fence(t *term) {
 		return
 	}
 	l.fenced = true
-	m.tokens = tokenSource{}
+	m.tokens = tokens.Source{}
 	for _, table := range []map[string]*waitQueue{m.waiters, m.sharedWaiters} {
 		for name, q := range table {
 			for !q.empty() {
@@ -696,7 +698,7 @@ func (n *haNode) runTerm() error {
 	n.elections.Inc()
 	n.won.Add(1)
 	n.setRole("elected")
-	n.log.Info("elected leader", "advertise", n.cfg.Advertise, "takeover_delay", n.cfg.TakeoverDelay, "first_token", t.first.start)
+	n.log.Info("elected leader", "advertise", n.cfg.Advertise, "takeover_delay", n.cfg.TakeoverDelay, "first_token", t.first.Start)
 	defer n.stepDown(t)
 
 	wg.Add(2)
@@ -951,12 +953,12 @@ func (n *haNode) reserveBlocks(ctx context.Context, t *term, key string, rev int
 
 var errNotLeader = errors.New("not the leader")
 
-// reserveBlock reserves the next tokenBlockSize tokens: it moves the
+// reserveBlock reserves the next tokens.BlockSize tokens: it moves the
 // counter in etcd, the end of the highest block ever reserved, by a
 // transaction that succeeds only while key (created at rev) is still the
 // leader's. A new leader therefore starts above every token an earlier
 // one could hand out.
-func (n *haNode) reserveBlock(ctx context.Context, key string, rev int64) (tokenBlock, error) {
+func (n *haNode) reserveBlock(ctx context.Context, key string, rev int64) (tokens.Block, error) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL)
 		b, done, err := n.tryReserveBlock(rctx, key, rev)
@@ -967,7 +969,7 @@ func (n *haNode) reserveBlock(ctx context.Context, key string, rev int64) (token
 	}
 }
 
-func (n *haNode) tryReserveBlock(ctx context.Context, key string, rev int64) (b tokenBlock, done bool, err error) {
+func (n *haNode) tryReserveBlock(ctx context.Context, key string, rev int64) (b tokens.Block, done bool, err error) {
 	get, err := n.client.Get(ctx, n.tokensKey)
 	if err != nil {
 		return b, false, err
@@ -976,23 +978,23 @@ func (n *haNode) tryReserveBlock(ctx context.Context, key string, rev int64) (b 
 	if len(get.Kvs) == 0 {
 		// The first block ever starts at the clock seed, above the tokens
 		// of a single node that moves to -etcd.
-		b.start = clockTokenSeed(time.Now())
+		b.Start = tokens.ClockSeed(time.Now())
 	} else {
 		kv := get.Kvs[0]
 		modRev = kv.ModRevision
-		if b.start, err = strconv.ParseUint(string(kv.Value), 10, 64); err != nil {
+		if b.Start, err = strconv.ParseUint(string(kv.Value), 10, 64); err != nil {
 			return b, false, fmt.Errorf("%s holds %q: %w", n.tokensKey, kv.Value, err)
 		}
 	}
-	if b.start > maxToken {
-		return b, false, fmt.Errorf("tokens exhausted: %s is %d", n.tokensKey, b.start)
+	if b.Start > tokens.Max {
+		return b, false, fmt.Errorf("tokens exhausted: %s is %d", n.tokensKey, b.Start)
 	}
-	b.end = min(b.start+tokenBlockSize, maxToken+1)
+	b.End = min(b.Start+tokens.BlockSize, tokens.Max+1)
 	resp, err := n.client.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(key), "=", rev),
 		clientv3.Compare(clientv3.ModRevision(n.tokensKey), "=", modRev),
 	).Then(
-		clientv3.OpPut(n.tokensKey, strconv.FormatUint(b.end, 10)),
+		clientv3.OpPut(n.tokensKey, strconv.FormatUint(b.End, 10)),
 	).Else(
 		clientv3.OpGet(key),
 	).Commit()

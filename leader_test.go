@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // startLeaderServer runs an in-process server whose manager obeys l, as
@@ -28,7 +30,7 @@ func startLeaderServer(t *testing.T, l *leadership) *Server {
 
 func testTerm(l *leadership, start uint64) *term {
 	tm := newTerm(l)
-	tm.first = tokenBlock{start: start, end: start + tokenBlockSize}
+	tm.first = tokens.Block{Start: start, End: start + tokens.BlockSize}
 	tm.deadline.Store(int64(l.now() + time.Hour))
 	return tm
 }

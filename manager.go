@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // manager is the one goroutine that owns every table: exclusive locks, shared
@@ -24,7 +26,7 @@ type manager struct {
 
 	exclusive lockTable
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
-	tokens    tokenSource           // fencing tokens, see tokens.go
+	tokens    tokens.Source         // fencing tokens, see tokens.go
 	leader    *leadership           // HA: nil without -etcd, see leader.go
 
 	// The manager's clock: now is read once per request, in nanoseconds
@@ -150,7 +152,7 @@ func newManager(cfg Config) *manager {
 		sharedWaiters:    make(map[string]*waitQueue),
 		registry:         newRegistry(),
 		connsByTransport: make(map[string]int),
-		tokens:           newClockTokens(time.Now()),
+		tokens:           tokens.NewClock(time.Now()),
 		start:            time.Now(),
 		deadlocks:        deadlocks{report: cfg.Deadlocks == DeadlocksReport, log: cfg.Logger},
 	}

@@ -30,6 +30,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // beginHandover stops the node starting to serve until endHandover, and
@@ -109,7 +111,7 @@ func (s *Server) adoptHA(st *handoverState) error {
 	// Until the go message brings the exact time left; nothing is served
 	// before it.
 	t.deadline.Store(int64(n.lead.now() + time.Duration(h.left)))
-	if h.block.end-h.block.start < tokenReserve {
+	if h.block.End-h.block.Start < tokens.Reserve {
 		t.want <- struct{}{} // the manager waits for the next block before it serves
 	}
 	n.resumed = t

@@ -8,6 +8,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // The state an old process hands to a new one (upgrade.go), and its
@@ -57,7 +59,7 @@ type haHandover struct {
 	ttl       int64  // its TTL in seconds
 	key       string // the election key
 	rev       int64  // its create revision
-	block     tokenBlock
+	block     tokens.Block
 	left      int64  // nanoseconds to the deadline at the snapshot
 	elections uint64 // glockd_elections_won_total, carried on
 }
@@ -195,8 +197,8 @@ func (st *handoverState) encode(b []byte) []byte {
 		e.varint(h.ttl)
 		e.string(h.key)
 		e.varint(h.rev)
-		e.uvarint(h.block.start)
-		e.uvarint(h.block.end)
+		e.uvarint(h.block.Start)
+		e.uvarint(h.block.End)
 		e.varint(h.left)
 		e.uvarint(h.elections)
 	}
@@ -261,9 +263,9 @@ func decodeHandoverState(b []byte, fds int) (*handoverState, error) {
 	}
 	if d.bool() {
 		st.ha = &haHandover{lease: d.varint(), ttl: d.varint(), key: d.string(), rev: d.varint(),
-			block: tokenBlock{start: d.uvarint(), end: d.uvarint()}, left: d.varint(), elections: d.uvarint()}
-		if d.err == nil && (st.ha.block.start > st.ha.block.end || st.ha.block.end > maxToken+1) {
-			d.fail("token block [%d, %d)", st.ha.block.start, st.ha.block.end)
+			block: tokens.Block{Start: d.uvarint(), End: d.uvarint()}, left: d.varint(), elections: d.uvarint()}
+		if d.err == nil && (st.ha.block.Start > st.ha.block.End || st.ha.block.End > tokens.Max+1) {
+			d.fail("token block [%d, %d)", st.ha.block.Start, st.ha.block.End)
 		}
 	}
 	if d.err == nil && len(d.b) > 0 {
@@ -392,9 +394,9 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 				st.ha = &haHandover{block: t.first}
 			default:
 				ts := &m.tokens
-				b := tokenBlock{start: ts.next, end: ts.end}
-				if b.end-b.start < tokenReserve && ts.pending.end > 0 {
-					b = ts.pending // the rest of the current block is wasted
+				b := ts.Current()
+				if b.End-b.Start < tokens.Reserve && ts.Pending().End > 0 {
+					b = ts.Pending() // the rest of the current block is wasted
 				}
 				st.ha = &haHandover{block: b}
 			}
@@ -408,7 +410,7 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 	}
 	m.now = int64(time.Since(m.start))
 	st.wall = time.Now().UnixNano()
-	st.nextToken = m.tokens.next
+	st.nextToken = m.tokens.Next()
 	st.commands = make(map[string]uint64)
 	for v := verbG; v < numVerbs; v++ {
 		if n := m.stats.commands[v]; n > 0 {
@@ -466,8 +468,8 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 	// clocks of two processes cannot be compared); never negative.
 	gap := max(0, time.Now().UnixNano()-st.wall)
 	// With -etcd the tokens come from the term's block (leader.go).
-	if st.nextToken > m.tokens.next && m.leader == nil {
-		m.tokens.next = min(st.nextToken, maxToken)
+	if m.leader == nil {
+		m.tokens.Raise(st.nextToken)
 	}
 	for v := verbG; v < numVerbs; v++ {
 		m.stats.commands[v] = st.commands[v.String()]

@@ -3,6 +3,8 @@ package main
 import (
 	"reflect"
 	"testing"
+
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // The hand-over state survives its encoding, and a damaged encoding is
@@ -33,7 +35,7 @@ func TestHandoverStateEncoding(t *testing.T) {
 	}
 	// An -etcd leader's term (upgrade_ha.go).
 	st.ha = &haHandover{lease: 0x694d7c1a2b3c4d5e, ttl: 5, key: DefaultEtcdPrefix + "election/694d7c1a2b3c4d5e",
-		rev: 42, block: tokenBlock{start: 1 << 41, end: 1<<41 + tokenBlockSize}, left: 3e9, elections: 3}
+		rev: 42, block: tokens.Block{Start: 1 << 41, End: 1<<41 + tokens.BlockSize}, left: 3e9, elections: 3}
 	data = st.encode(nil)
 	if got, err = decodeHandoverState(data, 5); err != nil {
 		t.Fatal(err)
@@ -42,7 +44,7 @@ func TestHandoverStateEncoding(t *testing.T) {
 		t.Fatalf("decoded\n%+v\nwant\n%+v", got.ha, st.ha)
 	}
 	bad := *st
-	bad.ha = &haHandover{block: tokenBlock{start: 2, end: 1}}
+	bad.ha = &haHandover{block: tokens.Block{Start: 2, End: 1}}
 	if _, err := decodeHandoverState(bad.encode(nil), 5); err == nil {
 		t.Error("a token block ending before its start was accepted")
 	}

@@ -1,10 +1,7 @@
-package main
-
-import "time"
-
-// Fencing tokens.
+// Package tokens is the source of fencing tokens, owned by the lock
+// manager goroutine.
 //
-// Every token is at most maxToken = 2^53 − 1, the largest integer a
+// Every token is at most Max = 2^53 − 1, the largest integer a
 // JavaScript number or a JSON parser using doubles reads exactly.
 //
 // A single node (no -etcd) starts its counter from the clock, so that tokens
@@ -14,85 +11,91 @@ import "time"
 // long as that run granted, on average since its start, fewer than
 // tokensPerMilli tokens per millisecond (4,096,000 a second, over twice the
 // highest grant rate measured on this server), and the clock did not step
-// back between the runs. The counter reaches maxToken in September 2094.
+// back between the runs. The counter reaches Max in September 2094.
 //
 // With -etcd, tokens come from blocks reserved in etcd by the leader (see
-// leader.go); the seed above is only the floor of the first block ever
+// internal/ha); the seed above is only the floor of the first block ever
 // reserved, so that moving a node to -etcd keeps its tokens increasing.
+package tokens
+
+import "time"
+
 const (
-	maxToken = 1<<53 - 1
+	// Max is the largest token: 2^53 − 1, see above.
+	Max = 1<<53 - 1
 
 	tokenEpochUnixMilli = 1735689600000 // 2025-01-01T00:00:00Z
 	tokensPerMilli      = 1 << 12
 
-	// tokenBlockSize is how many tokens the leader reserves in etcd at a
+	// BlockSize is how many tokens the leader reserves in etcd at a
 	// time: about 3 seconds of the highest grant rate measured, and 2^31
-	// blocks before maxToken, so a failover that wastes the rest of a block
+	// blocks before Max, so a failover that wastes the rest of a block
 	// costs nothing that matters.
-	tokenBlockSize = 1 << 22
+	BlockSize = 1 << 22
 
-	// tokenReserve is the least the manager must have in hand, current block
+	// Reserve is the least the manager must have in hand, current block
 	// and next, before it runs a request: more than one request can grant (a
 	// batch of maxBatch commands, or one orphaning step), so a grant never
 	// finds the tokens exhausted midway.
-	tokenReserve = 1 << 16
+	Reserve = 1 << 16
 )
 
-// clockTokenSeed is the floor of tokens at time now, see above.
-func clockTokenSeed(now time.Time) uint64 {
+// ClockSeed is the floor of tokens at time now, see above.
+func ClockSeed(now time.Time) uint64 {
 	ms := now.UnixMilli() - tokenEpochUnixMilli
 	if ms < 1 {
 		ms = 1 // a clock set before 2025: tokens still start above 0
 	}
-	return min(uint64(ms)*tokensPerMilli, maxToken)
+	return min(uint64(ms)*tokensPerMilli, Max)
 }
 
-// tokenBlock is a range of tokens [start, end) reserved for one leader.
-type tokenBlock struct {
-	start, end uint64
+// Block is a range of tokens [start, end) reserved for one leader.
+type Block struct {
+	Start, End uint64
 }
 
-// tokenSource hands out tokens in increasing order from a block, and is
-// owned by the manager goroutine. take is the only call on the grant path:
+// Source hands out tokens in increasing order from a block, and is
+// owned by the manager goroutine. Take is the only call on the grant path:
 // one comparison, no allocation, no etcd.
-type tokenSource struct {
+type Source struct {
 	next uint64 // the next token to hand out
 	end  uint64 // end of the current block
-	// limit is where take leaves the fast path: the block's end, or sooner,
+	// limit is where Take leaves the fast path: the block's end, or sooner,
 	// the point where the next block should be asked for.
 	limit uint64
 
-	pending tokenBlock // the next block, when received (end > 0)
+	pending Block // the next block, when received (end > 0)
 	asked   bool       // the next block has been asked for
 	want    chan<- struct{}
 }
 
-// newClockTokens is the source of a single node: one block from the clock
-// seed to maxToken.
-func newClockTokens(now time.Time) tokenSource {
-	seed := clockTokenSeed(now)
-	return tokenSource{next: seed, end: maxToken + 1, limit: maxToken + 1}
+// NewClock is the source of a single node: one block from the clock
+// seed to Max.
+func NewClock(now time.Time) Source {
+	seed := ClockSeed(now)
+	return Source{next: seed, end: Max + 1, limit: Max + 1}
 }
 
-// newBlockTokens is the source of a leader's term, from the block it
+// NewBlocks is the source of a leader's term, from the block it
 // reserved before serving; it asks for the next block on want.
-func newBlockTokens(first tokenBlock, want chan<- struct{}) tokenSource {
-	ts := tokenSource{want: want}
+func NewBlocks(first Block, want chan<- struct{}) Source {
+	ts := Source{want: want}
 	ts.use(first)
 	return ts
 }
 
-func (ts *tokenSource) use(b tokenBlock) {
-	ts.next, ts.end = b.start, b.end
-	ts.limit = b.end
+func (ts *Source) use(b Block) {
+	ts.next, ts.end = b.Start, b.End
+	ts.limit = b.End
 	if ts.want != nil {
 		// Ask for the next block halfway through this one.
-		ts.limit = b.start + (b.end-b.start)/2
+		ts.limit = b.Start + (b.End-b.Start)/2
 		ts.asked = false
 	}
 }
 
-func (ts *tokenSource) take() uint64 {
+// Take hands out the next token.
+func (ts *Source) Take() uint64 {
 	if ts.next >= ts.limit {
 		ts.refill()
 	}
@@ -101,10 +104,10 @@ func (ts *tokenSource) take() uint64 {
 	return t
 }
 
-// refill is take's slow path, kept out of line so that take inlines.
+// refill is Take's slow path, kept out of line so that Take inlines.
 //
 //go:noinline
-func (ts *tokenSource) refill() {
+func (ts *Source) refill() {
 	if ts.want != nil && !ts.asked && ts.next < ts.end {
 		ts.asked = true
 		select {
@@ -117,9 +120,9 @@ func (ts *tokenSource) refill() {
 	if ts.next < ts.end {
 		return
 	}
-	if ts.pending.end > 0 {
+	if ts.pending.End > 0 {
 		ts.use(ts.pending)
-		ts.pending = tokenBlock{}
+		ts.pending = Block{}
 		return
 	}
 	if ts.end == 0 {
@@ -127,17 +130,41 @@ func (ts *tokenSource) refill() {
 	}
 	// Out of tokens: the clock source past 2094, or a leader whose next
 	// block did not come (the manager makes sure it has before each
-	// request, see tokenReserve). Stay at the last token rather than hand
+	// request, see Reserve). Stay at the last token rather than hand
 	// out one that was never reserved.
 	ts.next = ts.end - 1
 }
 
-// remaining is how many tokens are in hand: the current block's rest and
+// Remaining is how many tokens are in hand: the current block's rest and
 // the next block.
-func (ts *tokenSource) remaining() uint64 {
+func (ts *Source) Remaining() uint64 {
 	r := ts.end - ts.next
-	if ts.pending.end > 0 {
-		r += ts.pending.end - ts.pending.start
+	if ts.pending.End > 0 {
+		r += ts.pending.End - ts.pending.Start
 	}
 	return r
+}
+
+// Awaiting reports whether the next block was asked for and has not come.
+func (ts *Source) Awaiting() bool { return ts.asked && ts.pending.End == 0 }
+
+// Receive keeps b as the next block, used once the current one is spent.
+func (ts *Source) Receive(b Block) { ts.pending = b }
+
+// Current is the rest of the current block: the next token to hand out and
+// the block's end. A hand-over to a new binary carries it.
+func (ts *Source) Current() Block { return Block{Start: ts.next, End: ts.end} }
+
+// Pending is the next block, End 0 if none came yet.
+func (ts *Source) Pending() Block { return ts.pending }
+
+// Next is the next token to hand out.
+func (ts *Source) Next() uint64 { return ts.next }
+
+// Raise moves the next token up to next (at most Max), never down: a new
+// process after a hand-over carries on above the old one's tokens.
+func (ts *Source) Raise(next uint64) {
+	if next > ts.next {
+		ts.next = min(next, Max)
+	}
 }
