@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/tokens"
 )
 
@@ -157,12 +158,9 @@ func benchPipeline64(b *testing.B, etcd bool) {
 // benchLeader makes m run as the leader of an -etcd group, in a term that
 // lasts an hour, with tokens enough for any benchmark.
 func benchLeader(m *manager) {
-	l := &leadership{base: time.Now()}
-	tm := newTerm(l)
-	tm.first = tokens.Block{Start: 1 << 40, End: tokens.Max}
-	tm.deadline.Store(int64(time.Hour))
-	l.current.Store(tm)
-	m.leader = l
+	l := ha.NewLeadership()
+	l.Publish(ha.NewTerm(l, tokens.Block{Start: 1 << 40, End: tokens.Max}, time.Now().Add(time.Hour)))
+	m.leader = &leadership{node: l}
 	m.mayServe()
 }
 

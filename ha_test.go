@@ -27,6 +27,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/tokens"
 )
 
@@ -469,7 +470,7 @@ func TestHAEtcdMemberLost(t *testing.T) {
 	// The default TTL: renewals stop while etcd elects a new leader, and
 	// with a 2 s TTL the deadline (at most 1.6 s ahead) can pass meanwhile
 	// on a loaded machine. The lease TTL must span etcd's elections.
-	const ttl = DefaultLeaseTTL
+	const ttl = ha.DefaultLeaseTTL
 	a := startHANode(t, "a", endpoints(etcd), "-lease-ttl", ttl.String())
 	waitServing(t, 10*time.Second, a)
 	b := startHANode(t, "b", endpoints(etcd), "-lease-ttl", ttl.String())

@@ -8,19 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/tokens"
 )
 
 // startLeaderServer runs an in-process server whose manager obeys l, as
 // with -etcd, but without etcd: the test plays the node's part, publishing
 // terms and moving their deadlines.
-func startLeaderServer(t *testing.T, l *leadership) *Server {
+func startLeaderServer(t *testing.T, l *ha.Leadership) *Server {
 	t.Helper()
 	srv, err := NewServer(Config{TCPAddr: "127.0.0.1:0", Registry: true, Dump: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.manager.leader = l
+	srv.manager.leader = &leadership{node: l}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -28,11 +29,9 @@ func startLeaderServer(t *testing.T, l *leadership) *Server {
 	return srv
 }
 
-func testTerm(l *leadership, start uint64) *term {
-	tm := newTerm(l)
-	tm.first = tokens.Block{Start: start, End: start + tokens.BlockSize}
-	tm.deadline.Store(int64(l.now() + time.Hour))
-	return tm
+// testTerm is a term with tokens from start, its deadline an hour ahead.
+func testTerm(l *ha.Leadership, start uint64) *ha.Term {
+	return ha.NewTerm(l, tokens.Block{Start: start, End: start + tokens.BlockSize}, time.Now().Add(time.Hour))
 }
 
 // expectSilence checks that nothing arrives on nc for a while. It cannot
@@ -53,9 +52,9 @@ func expectSilence(t *testing.T, c *client) {
 // a waiter, and ends the term so that the node steps down. A new term
 // starts its tokens from its own block.
 func TestDeadlineBeforeEveryBatch(t *testing.T) {
-	l := &leadership{base: time.Now()}
+	l := ha.NewLeadership()
 	tm := testTerm(l, 1<<40)
-	l.current.Store(tm)
+	l.Publish(tm)
 	srv := startLeaderServer(t, l)
 
 	holder, waiter, other := dial(t, srv, "tcp"), dial(t, srv, "tcp"), dial(t, srv, "tcp")
@@ -67,10 +66,10 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 	waitersQueued(t, srv, 1, "the waiter queued")
 
 	// As for a process paused past its deadline.
-	tm.deadline.Store(0)
+	tm.SetDeadline(time.Time{})
 	other.send("g y\nt y\n")
 	select {
-	case <-tm.over:
+	case <-tm.Over():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the term did not end")
 	}
@@ -96,14 +95,14 @@ func TestDeadlineBeforeEveryBatch(t *testing.T) {
 	}
 
 	// A deadline that moves again does not revive the term.
-	tm.deadline.Store(int64(l.now() + time.Hour))
+	tm.SetDeadline(time.Now().Add(time.Hour))
 	nc, _ := rawDial(t, srv, "tcp")
 	other = streamClient(t, nc)
 	other.send("g z\n")
 	expectSilence(t, other)
 
 	// Nor do the tokens of a new term start from the old block.
-	l.current.Store(testTerm(l, 1<<41))
+	l.Publish(testTerm(l, 1<<41))
 	c := dial(t, srv, "tcp")
 	c.expect("g x", "1 Lock Get Success: x\n")
 	if token := tokenOf(t, c, "x"); token != 1<<41 {
@@ -117,7 +116,7 @@ func TestStandbyRefusesConnections(t *testing.T) {
 	srv, err := NewServer(Config{
 		TCPAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 		// Nothing listens there: this node never gets elected.
-		HA: &HAConfig{Endpoints: []string{"127.0.0.1:1"}, Prefix: DefaultEtcdPrefix, LeaseTTL: time.Second, Advertise: "127.0.0.1:9999"},
+		HA: &ha.Config{Endpoints: []string{"127.0.0.1:1"}, Prefix: ha.DefaultEtcdPrefix, LeaseTTL: time.Second, Advertise: "127.0.0.1:9999"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +158,9 @@ func TestHAFlags(t *testing.T) {
 			t.Errorf("%q: error %v, want one saying %q", tt.args, err, tt.err)
 		}
 		if tt.err == "" && err == nil {
-			ha := cfg.HA
-			if ha == nil || ha.Advertise != "10.1.2.3:9999" || ha.Prefix != DefaultEtcdPrefix || ha.LeaseTTL != DefaultLeaseTTL || ha.TakeoverDelay != DefaultTakeoverDelay {
-				t.Errorf("%q: %+v", tt.args, ha)
+			hc := cfg.HA
+			if hc == nil || hc.Advertise != "10.1.2.3:9999" || hc.Prefix != ha.DefaultEtcdPrefix || hc.LeaseTTL != ha.DefaultLeaseTTL || hc.TakeoverDelay != ha.DefaultTakeoverDelay {
+				t.Errorf("%q: %+v", tt.args, hc)
 			}
 		}
 	}

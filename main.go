@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 func main() {
@@ -67,12 +69,12 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	fs.IntVar(&cfg.KeepAlive.Count, "keepalive-count", 3, "TCP keepalive: unanswered probes before the peer is declared dead")
 	fs.DurationVar(&cfg.UserTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (default keepalive-idle + keepalive-interval × keepalive-count; 0: the system's)")
 	finishSecurity := securityFlags(fs, &cfg.Security) // TLS, identities, kill: security.go
-	// High availability through etcd (leader.go, docs/ha.md).
-	cfg.HA = &HAConfig{}
+	// High availability through etcd (internal/ha, docs/ha.md).
+	cfg.HA = &ha.Config{}
 	etcd := fs.String("etcd", "", "comma-separated etcd endpoints: run as one node of an active/standby group (empty: a single node)")
-	fs.StringVar(&cfg.HA.Prefix, "etcd-prefix", DefaultEtcdPrefix, "etcd key prefix of this group of nodes")
-	fs.DurationVar(&cfg.HA.LeaseTTL, "lease-ttl", DefaultLeaseTTL, "etcd lease TTL, whole seconds: a dead leader is replaced after about this long plus -takeover-delay")
-	fs.DurationVar(&cfg.HA.TakeoverDelay, "takeover-delay", DefaultTakeoverDelay, "how long a newly elected leader waits before serving; keep clients' session timeout below it")
+	fs.StringVar(&cfg.HA.Prefix, "etcd-prefix", ha.DefaultEtcdPrefix, "etcd key prefix of this group of nodes")
+	fs.DurationVar(&cfg.HA.LeaseTTL, "lease-ttl", ha.DefaultLeaseTTL, "etcd lease TTL, whole seconds: a dead leader is replaced after about this long plus -takeover-delay")
+	fs.DurationVar(&cfg.HA.TakeoverDelay, "takeover-delay", ha.DefaultTakeoverDelay, "how long a newly elected leader waits before serving; keep clients' session timeout below it")
 	fs.StringVar(&cfg.HA.Advertise, "advertise", "", "host:port clients should use to reach this node, shown by standbys' /healthz (default: the -port listener's address)")
 	fs.StringVar(&cfg.HA.CertFile, "etcd-cert", "", "client certificate for etcd, PEM")
 	fs.StringVar(&cfg.HA.KeyFile, "etcd-key", "", "key of -etcd-cert, PEM")
@@ -141,7 +143,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	}
 	setFlags := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
-	if err := finishHAConfig(&cfg, *etcd, setFlags); err != nil {
+	if cfg.HA, err = cfg.HA.Finish(*etcd, setFlags, cfg.MetricsAddr, cfg.TCPAddr); err != nil {
 		return cfg, opts, err
 	}
 	cfg.Verbose = *verbose

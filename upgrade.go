@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // Upgrading without dropping a lock (docs/operating.md): on SIGUSR2 the
@@ -483,13 +485,12 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}()
 	pid := cmd.Process.Pid
-	var haTerm *term // the term a leader hands over (upgrade_ha.go)
+	var haTerm *ha.Term // the term a leader hands over (upgrade_ha.go)
 	if s.ha != nil {
-		haTerm = s.ha.beginHandover()
+		haTerm = s.ha.BeginHandover()
 		defer func() {
 			if !committed {
-				s.ha.handedOff.Store(false)
-				s.ha.endHandover()
+				s.ha.EndHandover()
 			}
 		}()
 	}
@@ -592,7 +593,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	if s.ha != nil {
-		if err := s.ha.handoverTerm(st, haTerm); err != nil {
+		if err := s.handoverHA(st, haTerm); err != nil {
 			return err
 		}
 	}
@@ -615,14 +616,14 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	case haTerm != nil:
 		// The lease is the new process's from now on; it serves only
 		// after the go, which tells it how long the term has left.
-		s.ha.handedOff.Store(true)
+		s.ha.HandOff(true)
 		var ok bool
-		if goMsg, ok = s.ha.goMessage(haTerm); !ok {
-			s.ha.handedOff.Store(false)
-			if haTerm.ended() {
+		if goMsg, ok = s.ha.GoMessage(haTerm); !ok {
+			s.ha.HandOff(false)
+			if haTerm.Ended() {
 				// Its step-down may have left them open for the new
 				// process, which will not have them.
-				s.ha.closeLock()
+				s.closeLock()
 			}
 			if req.pidfile != nil {
 				writePid(req.pidfile, os.Getpid())
@@ -632,7 +633,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	case s.ha != nil:
 		// A standby: it stops campaigning and gives its lease up; the
 		// new process campaigns afresh.
-		s.ha.stop()
+		s.ha.Stop()
 	}
 	if err := link.send(msgGo, goMsg, nil); err != nil {
 		if req.pidfile != nil {
@@ -953,7 +954,7 @@ func (s *Server) adopt(h *heir) (err error) {
 			c.unauthElem = s.unauth.list.PushBack(c)
 			c.listedUnauth = true
 		}
-		s.wg.Add(1)
+		s.connsWG.Add(1)
 	}
 	return nil
 }

@@ -384,14 +384,14 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 	}
 	if l := m.leader; l != nil {
 		// A leader hands over the rest of its tokens; a standby has none.
-		if t := l.current.Load(); t != nil {
+		if t := l.node.Current(); t != nil {
 			switch {
-			case !t.valid() || (t == l.seen && l.fenced):
+			case !t.Valid() || (t == l.seen && l.fenced):
 				return errors.New("the term ended: not leading any more")
 			case t != l.seen:
 				// Not one request run in this term yet: its first block
 				// is untouched.
-				st.ha = &haHandover{block: t.first}
+				st.ha = &haHandover{block: t.First()}
 			default:
 				ts := &m.tokens
 				b := ts.Current()

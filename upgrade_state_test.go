@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/tokens"
 )
 
@@ -34,7 +35,7 @@ func TestHandoverStateEncoding(t *testing.T) {
 		t.Fatalf("decoded\n%+v\nwant\n%+v", got, st)
 	}
 	// An -etcd leader's term (upgrade_ha.go).
-	st.ha = &haHandover{lease: 0x694d7c1a2b3c4d5e, ttl: 5, key: DefaultEtcdPrefix + "election/694d7c1a2b3c4d5e",
+	st.ha = &haHandover{lease: 0x694d7c1a2b3c4d5e, ttl: 5, key: ha.DefaultEtcdPrefix + "election/694d7c1a2b3c4d5e",
 		rev: 42, block: tokens.Block{Start: 1 << 41, End: 1<<41 + tokens.BlockSize}, left: 3e9, elections: 3}
 	data = st.encode(nil)
 	if got, err = decodeHandoverState(data, 5); err != nil {

@@ -1,11 +1,13 @@
-package main
+package ha
 
-// Hand-overs to a new binary under -etcd (upgrade.go, leader.go).
+// Hand-overs to a new binary under -etcd (the root's upgrade.go and
+// upgrade_ha.go).
 //
 // A leader hands over its term: the lease, the election key and its create
 // revision, the rest of its token block, and the time left before its
-// deadline. The new process resumes the same lease and election
-// (concurrency.WithLease, concurrency.ResumeElection), serves at once
+// deadline. The new process resumes the same lease and election key, without
+// a campaign (it renews the one and watches the other, as an elected node
+// does, and reserves its token blocks under that key), serves at once
 // without a takeover delay, and renews the lease with its own loop, the
 // first renewal at once. The old process stops serving at the pause (its
 // manager stays frozen from the snapshot on) and keeps renewing until the
@@ -29,107 +31,112 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/glockd/glockd/internal/tokens"
 )
 
-// beginHandover stops the node starting to serve until endHandover, and
+// Resume is what a leader hands over for the new process to lead on with
+// its term.
+type Resume struct {
+	Lease     int64         // the etcd lease
+	TTL       time.Duration // the lease's TTL, whole seconds
+	Key       string        // the election key
+	Rev       int64         // its create revision
+	Block     tokens.Block  // the rest of the term's tokens
+	Left      time.Duration // the time left before the deadline at the snapshot
+	Elections uint64        // elections won, for the metric
+}
+
+// BeginHandover stops the node starting to serve until EndHandover, and
 // returns the term it serves, nil if it does not.
-func (n *haNode) beginHandover() *term {
+func (n *Node) BeginHandover() *Term {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.handingOver = true
-	return n.lead.current.Load()
+	return n.lead.Current()
 }
 
-// endHandover lets the node serve again after a failed hand-over.
-func (n *haNode) endHandover() {
+// EndHandover lets the node serve again after a failed hand-over.
+func (n *Node) EndHandover() {
+	n.handedOff.Store(false)
 	n.mu.Lock()
 	n.handingOver = false
 	n.mu.Unlock()
 }
 
-// handoverTerm fills in the state what the new process needs to resume the
-// term t; the manager's snapshot put the rest of its tokens in st.ha.
-func (n *haNode) handoverTerm(st *handoverState, t *term) error {
-	switch {
-	case t == nil && st.ha != nil:
-		return errors.New("the node began serving during the hand-over")
-	case t == nil:
-		return nil
-	case st.ha == nil || t.ended() || !t.valid():
-		return errors.New("the term ended during the hand-over")
+// HandOff tells the node whether the new process has taken its term over
+// (the new process confirmed): from then on it does not touch the lease,
+// the listeners or the connections again. false takes that back.
+func (n *Node) HandOff(done bool) { n.handedOff.Store(done) }
+
+// Handover is what the new process needs to resume the term t, the term
+// that BeginHandover returned; the caller adds the rest of the tokens.
+func (n *Node) Handover(t *Term) (Resume, error) {
+	if t.Ended() || !t.Valid() {
+		return Resume{}, errors.New("the term ended during the hand-over")
 	}
-	h := st.ha
-	h.lease, h.ttl, h.key, h.rev = int64(t.lease), int64(t.ttl/time.Second), t.key, t.rev
-	h.left = int64(time.Until(t.deadlineTime()))
-	h.elections = n.won.Load()
-	return nil
+	return Resume{
+		Lease: int64(t.lease), TTL: t.ttl, Key: t.key, Rev: t.rev,
+		Left:      time.Until(t.Deadline()),
+		Elections: n.won.Load(),
+	}, nil
 }
 
-// goMessage is the payload of the go message: the time left before the
+// GoMessage is the payload of the go message: the time left before the
 // deadline of t, now. It reports false when the term is over: the old
 // process then goes on as if the hand-over had failed.
-func (n *haNode) goMessage(t *term) ([]byte, bool) {
-	if t.ended() || n.lead.current.Load() != t {
+func (n *Node) GoMessage(t *Term) ([]byte, bool) {
+	if t.Ended() || n.lead.Current() != t {
 		return nil, false
 	}
 	// The new process renews at once; it needs a round trip to etcd.
-	left := time.Until(t.deadlineTime())
+	left := time.Until(t.Deadline())
 	if left < renewEvery(t.ttl) {
 		return nil, false
 	}
 	return binary.AppendVarint(nil, int64(left)), true
 }
 
-// adoptHA takes over the old process's term, if it led: the term is the
-// manager's before the manager runs, so that the adopted connections and
-// waiters are served by it. Called by adopt, before Start.
-func (s *Server) adoptHA(st *handoverState) error {
-	switch {
-	case st.ha == nil && s.ha == nil:
-		return nil
-	case st.ha != nil && s.ha == nil:
-		return errors.New("the old process leads an -etcd group and this one has no -etcd: restart instead")
-	case st.ha == nil:
-		if len(st.conns) > 0 {
-			return errors.New("the old process serves clients without -etcd and this one has -etcd: restart instead")
-		}
-		return nil // a standby: this process campaigns afresh
+// Adopt takes over the old process's term: the term is the manager's
+// before the manager runs, so that the adopted connections and waiters are
+// served by it. Called before Start, which then serves it first: the
+// server opens its lock listeners at its own Start (Resumed).
+func (n *Node) Adopt(r Resume) error {
+	if !strings.HasPrefix(r.Key, n.electionPrefix+"/") {
+		return fmt.Errorf("the old process leads with election key %q, outside -etcd-prefix %q", r.Key, n.cfg.Prefix)
 	}
-	n, h := s.ha, st.ha
-	if !strings.HasPrefix(h.key, n.electionPrefix+"/") {
-		return fmt.Errorf("the old process leads with election key %q, outside -etcd-prefix %q", h.key, n.cfg.Prefix)
-	}
-	if h.ttl < 1 {
-		return fmt.Errorf("lease TTL %ds", h.ttl)
+	if r.TTL < time.Second {
+		return fmt.Errorf("lease TTL %v", r.TTL)
 	}
 	t := newTerm(n.lead)
-	t.lease, t.ttl, t.key, t.rev = clientv3.LeaseID(h.lease), time.Duration(h.ttl)*time.Second, h.key, h.rev
-	t.first = h.block
+	t.lease, t.ttl, t.key, t.rev = clientv3.LeaseID(r.Lease), r.TTL, r.Key, r.Rev
+	t.first = r.Block
 	// Until the go message brings the exact time left; nothing is served
 	// before it.
-	t.deadline.Store(int64(n.lead.now() + time.Duration(h.left)))
-	if h.block.End-h.block.Start < tokens.Reserve {
+	t.deadline.Store(int64(n.lead.now() + r.Left))
+	if r.Block.End-r.Block.Start < tokens.Reserve {
 		t.want <- struct{}{} // the manager waits for the next block before it serves
 	}
 	n.resumed = t
-	n.lead.current.Store(t)
-	n.role = "leader" // Start opens the lock listeners
+	n.lead.Publish(t)
+	n.role = "leader"
 	n.isLeader.Set(1)
-	n.won.Store(h.elections)
-	n.elections.Add(float64(h.elections))
+	n.won.Store(r.Elections)
+	n.elections.Add(float64(r.Elections))
 	return nil
 }
 
-// startResumed sets the resumed term's deadline from the go message,
+// Resumed reports whether the node leads on with a term adopted from the
+// old process, which Start serves at once.
+func (n *Node) Resumed() bool { return n.resumed != nil }
+
+// StartResumed sets the resumed term's deadline from the go message,
 // received at at; without one the term is over at once.
-func (s *Server) startResumed(goMsg []byte, at time.Time) {
-	if s.ha == nil || s.ha.resumed == nil {
+func (n *Node) StartResumed(goMsg []byte, at time.Time) {
+	t := n.resumed
+	if t == nil {
 		return
 	}
-	n, t := s.ha, s.ha.resumed
 	left, k := binary.Varint(goMsg)
 	if k <= 0 {
 		left = 0
@@ -138,54 +145,24 @@ func (s *Server) startResumed(goMsg []byte, at time.Time) {
 }
 
 // runResumedTerm leads with the term taken over from the old process: its
-// listeners are open already (Start), its manager serves it, and it renews
-// the lease at once.
-func (n *haNode) runResumedTerm(t *term) error {
+// listeners are open already (the server's Start), its manager serves it,
+// and it renews the lease at once.
+func (n *Node) runResumedTerm(t *Term) error {
 	tctx, stopTerm := context.WithCancel(n.ctx)
 	var wg sync.WaitGroup
-	defer func() {
-		t.end("term over")
-		stopTerm()
-		wg.Wait()
-		if !n.handedOff.Load() { // the next new process renews it now
-			n.revoke(t.lease)
-		}
-	}()
+	defer n.endTerm(t, stopTerm, &wg)
 	defer n.stepDown(t)
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n.keepLease(tctx, t, t.lease, t.ttl, time.Now())
+		n.keepLease(tctx, t, time.Now())
 	}()
-	go func() {
-		defer wg.Done()
-		select {
-		case <-n.ctx.Done():
-			t.end("shutting down")
-		case <-t.over:
-		}
-	}()
-	session, err := n.electionSession(t.lease, t.ttl)
-	if err != nil {
-		return fmt.Errorf("session: %w", err)
-	}
-	election := concurrency.ResumeElection(session, n.electionPrefix, t.key, t.rev)
-	key, rev := election.Key(), election.Rev()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		n.watchKey(tctx, t, key, rev)
-	}()
-	go func() {
-		defer wg.Done()
-		n.reserveBlocks(tctx, t, key, rev)
-	}()
+	n.endAtShutdown(t, &wg)
+	// The election is the old process's: its key, created at t.rev, is
+	// followed as an elected node's is.
+	n.guardKey(tctx, t, &wg)
 	n.setRole("leader")
 	n.isLeader.Set(1)
-	n.log.Info("leading on after a hand-over", "advertise", n.cfg.Advertise, "deadline_in", time.Until(t.deadlineTime()).Round(time.Millisecond))
-	<-t.over
-	if n.ctx.Err() != nil {
-		return nil
-	}
-	return errors.New(t.reason)
+	n.log.Info("leading on after a hand-over", "advertise", n.cfg.Advertise, "deadline_in", time.Until(t.Deadline()).Round(time.Millisecond))
+	return n.awaitEnd(t)
 }

@@ -65,7 +65,7 @@ type Source struct {
 	limit uint64
 
 	pending Block // the next block, when received (end > 0)
-	asked   bool       // the next block has been asked for
+	asked   bool  // the next block has been asked for
 	want    chan<- struct{}
 }
 

@@ -5,7 +5,6 @@ import (
 	"time"
 )
 
-
 func TestClockTokenSeed(t *testing.T) {
 	epoch := time.UnixMilli(tokenEpochUnixMilli)
 	for _, tt := range []struct {
