@@ -93,7 +93,7 @@ func BenchmarkManager(b *testing.B) {
 		setup  []string // run once first, by the same connection
 		lines  []string
 		others []string // run once first, by another connection
-		etcd   bool     // as the leader of an -etcd group (leader.go)
+		etcd   bool     // as the leader of an -etcd group (fence.go)
 	}{
 		{"g+r", nil, []string{"g k1", "r k1"}, nil, false},
 		{"g+r-etcd", nil, []string{"g k1", "r k1"}, nil, true},
@@ -364,7 +364,7 @@ func BenchmarkOrphan(b *testing.B) {
 }
 
 // BenchmarkMayGrant is the deadline check made before each grant with
-// -etcd (leader.go): a read of the monotonic clock and a comparison.
+// -etcd (fence.go): a read of the monotonic clock and a comparison.
 func BenchmarkMayGrant(b *testing.B) {
 	m := newManager(Config{}.withDefaults())
 	benchLeader(m)

@@ -21,7 +21,7 @@ import (
 
 // The deadline within a request: with -etcd, every grant is checked against
 // the term's deadline at the moment it is made, and replies are not written
-// once the term has ended (leader.go). These tests pause the "process" at
+// once the term has ended (fence.go). These tests pause the "process" at
 // an exact point by ending the term from the manager's own -verbose log: a
 // log handler that runs in the manager goroutine, at the event it logs.
 

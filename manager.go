@@ -26,8 +26,8 @@ type manager struct {
 
 	exclusive lockTable
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
-	tokens    tokens.Source         // fencing tokens, see tokens.go
-	leader    *leadership           // HA: nil without -etcd, see leader.go
+	tokens    tokens.Source         // fencing tokens, see internal/tokens
+	leader    *leadership           // HA: nil without -etcd, see fence.go
 
 	// The manager's clock: now is read once per request, in nanoseconds
 	// since start (monotonic), and dates grants and waits.
@@ -190,7 +190,7 @@ func (m *manager) run() {
 
 func (m *manager) handle(req request) bool {
 	m.now = int64(time.Since(m.start))
-	// HA: past the leader's deadline nothing is answered (leader.go).
+	// HA: past the leader's deadline nothing is answered (fence.go).
 	if m.leader != nil && !m.admit(req) {
 		return true
 	}
@@ -304,7 +304,7 @@ func (m *manager) released(c *connState) {
 func (m *manager) orphanStep() {
 	m.now = int64(time.Since(m.start))
 	if m.leader != nil {
-		m.mayServe() // HA: a step past the deadline hands nothing to waiters (leader.go)
+		m.mayServe() // HA: a step past the deadline hands nothing to waiters (fence.go)
 	}
 	c := m.orphaning[0]
 	if m.orphanLocks(c, orphanStep) {

@@ -68,7 +68,7 @@ type Config struct {
 	Security SecurityConfig
 
 	// HA elects one serving node among several through etcd; nil: a
-	// single node. See leader.go.
+	// single node. See internal/ha.
 	HA *ha.Config
 }
 

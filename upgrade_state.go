@@ -467,7 +467,7 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 	// What passed since the snapshot, by the wall clock (the monotonic
 	// clocks of two processes cannot be compared); never negative.
 	gap := max(0, time.Now().UnixNano()-st.wall)
-	// With -etcd the tokens come from the term's block (leader.go).
+	// With -etcd the tokens come from the term's block (fence.go).
 	if m.leader == nil {
 		m.tokens.Raise(st.nextToken)
 	}
