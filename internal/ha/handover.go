@@ -56,7 +56,8 @@ func (n *Node) BeginHandover() *Term {
 	return n.lead.Current()
 }
 
-// EndHandover lets the node serve again after a failed hand-over.
+// EndHandover lets the node serve again after a failed hand-over, and
+// takes back a HandOff.
 func (n *Node) EndHandover() {
 	n.handedOff.Store(false)
 	n.mu.Lock()
