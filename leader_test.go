@@ -4,9 +4,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/tokens"
@@ -168,4 +171,87 @@ func TestHAFlags(t *testing.T) {
 	if err != nil || cfg.HA != nil {
 		t.Errorf("no -etcd: HA %+v, %v", cfg.HA, err)
 	}
+}
+
+// TestStepDownAnswersWaiters: a leader that stops while it leads tells its
+// waiters, synchronous and asynchronous, that they did not get their lock,
+// as a single node's Close does, before the step-down closes them.
+func TestStepDownAnswersWaiters(t *testing.T) {
+	l := ha.NewLeadership()
+	l.Publish(testTerm(l, 1<<40))
+	srv := startLeaderServer(t, l)
+	holder, w, aw := dial(t, srv, "tcp"), dial(t, srv, "tcp"), dial(t, srv, "tcp")
+	holder.expect("g x", "1 Lock Get Success: x\n")
+	w.send("gw -1 x\n")
+	aw.send("!gw -1 x\n")
+	waitersQueued(t, srv, 2, "both waits queued")
+
+	h := haHooks{srv}
+	h.AnswerWaiters()
+	l.Publish(nil)
+	if !h.StepDown() {
+		t.Error("StepDown: the listeners were not open")
+	}
+	if got := w.line(); got != "0 Lock Get Timeout: x\n" {
+		t.Errorf("waiter: %q", got)
+	}
+	if got := aw.line(); got != "!gw 0 0 x\n" {
+		t.Errorf("asynchronous waiter: %q", got)
+	}
+	expectClosedUnanswered(t, holder)
+}
+
+// TestStepDownUnderLoad: a leader that stops while it leads, as internal/ha
+// calls its hooks, with waiters, pipelining clients and clients whose
+// replies cannot be written: the step-down closes the listeners and every
+// connection and returns once all have ended, leaving no goroutine behind.
+// (Whether each waiter's reply fits in the grace under such load is not
+// asserted; TestStepDownAnswersWaiters checks the replies.)
+func TestStepDownUnderLoad(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	l := ha.NewLeadership()
+	l.Publish(testTerm(l, 1<<40))
+	srv, err := NewServer(Config{TCPAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", UnixPath: filepath.Join(t.TempDir(), "g.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.manager.leader = &leadership{node: l}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a := addrsOf(srv)
+	load := startLoad(t, a)
+	eventually(t, "waiters queued", func() bool {
+		s, _ := srv.manager.askStats(5 * time.Second)
+		return s.waiters == load.waiters
+	})
+
+	load.closing.Store(true)
+	h := haHooks{srv}
+	stepped := make(chan bool)
+	go func() {
+		h.AnswerWaiters()
+		l.Publish(nil)
+		stepped <- h.StepDown()
+	}()
+	select {
+	case wasOpen := <-stepped:
+		if !wasOpen {
+			t.Error("StepDown: the listeners were not open")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the step-down did not return")
+	}
+	srv.mu.Lock()
+	open, conns := srv.lockOpen, len(srv.conns)
+	srv.mu.Unlock()
+	if open || conns > 0 {
+		t.Errorf("after the step-down: listeners open %v, %d connections", open, conns)
+	}
+	if _, err := net.Dial("tcp", a.tcp); err == nil {
+		t.Error("the TCP listener accepts after the step-down")
+	}
+	load.finish(5 * time.Second)
+	closeWithin(t, srv, 5*time.Second)
+	goleak.VerifyNone(t, ignore)
 }
