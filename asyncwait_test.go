@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // asyncToken parses "!gw 1 TOKEN NAME\n" for name and returns TOKEN.
@@ -361,9 +363,9 @@ func TestAsyncWaitTooManyLocks(t *testing.T) {
 // TestAsyncGrantAfterLeadership: a grant decided before the node's term
 // ended is not written after it (as for gw): the connection closes.
 func TestAsyncGrantAfterLeadership(t *testing.T) {
-	l := &leadership{base: time.Now()}
+	l := ha.NewLeadership()
 	tm := testTerm(l, 1<<40)
-	l.current.Store(tm)
+	l.Publish(tm)
 	srv := startLeaderServer(t, l)
 	holder, w := dial(t, srv, "tcp"), dial(t, srv, "tcp")
 	holder.expect("g x", "1 Lock Get Success: x\n")
@@ -385,7 +387,7 @@ func TestAsyncGrantAfterLeadership(t *testing.T) {
 		s, _ := srv.manager.askStats(time.Second)
 		return s.waiters == 0 && s.locks == 1
 	})
-	tm.deadline.Store(0)
+	tm.SetDeadline(time.Time{})
 	wc.mu.Unlock()
 	w.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if rest, err := io.ReadAll(w.r); err != nil || len(rest) > 0 {

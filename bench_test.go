@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/ha"
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // Benchmarks of the hot paths: the parser, the manager and a loopback round
@@ -90,7 +93,7 @@ func BenchmarkManager(b *testing.B) {
 		setup  []string // run once first, by the same connection
 		lines  []string
 		others []string // run once first, by another connection
-		etcd   bool     // as the leader of an -etcd group (leader.go)
+		etcd   bool     // as the leader of an -etcd group (fence.go)
 	}{
 		{"g+r", nil, []string{"g k1", "r k1"}, nil, false},
 		{"g+r-etcd", nil, []string{"g k1", "r k1"}, nil, true},
@@ -155,12 +158,9 @@ func benchPipeline64(b *testing.B, etcd bool) {
 // benchLeader makes m run as the leader of an -etcd group, in a term that
 // lasts an hour, with tokens enough for any benchmark.
 func benchLeader(m *manager) {
-	l := &leadership{base: time.Now()}
-	tm := newTerm(l)
-	tm.first = tokenBlock{start: 1 << 40, end: maxToken}
-	tm.deadline.Store(int64(time.Hour))
-	l.current.Store(tm)
-	m.leader = l
+	l := ha.NewLeadership()
+	l.Publish(ha.NewTerm(l, tokens.Block{Start: 1 << 40, End: tokens.Max}, time.Now().Add(time.Hour)))
+	m.leader = &leadership{node: l}
 	m.mayServe()
 }
 
@@ -364,7 +364,7 @@ func BenchmarkOrphan(b *testing.B) {
 }
 
 // BenchmarkMayGrant is the deadline check made before each grant with
-// -etcd (leader.go): a read of the monotonic clock and a comparison.
+// -etcd (fence.go): a read of the monotonic clock and a comparison.
 func BenchmarkMayGrant(b *testing.B) {
 	m := newManager(Config{}.withDefaults())
 	benchLeader(m)

@@ -209,7 +209,7 @@ func (m *manager) runBatch(c *connState, b *batch) {
 	for b.next < len(b.cmds) {
 		cmd := &b.cmds[b.next]
 		if m.leader != nil && grantsAtOnce(cmd.verb) && !m.mayGrant() {
-			refuseBatch(c, b) // HA: the deadline passed within the batch (leader.go)
+			refuseBatch(c, b) // HA: the deadline passed within the batch (fence.go)
 			return
 		}
 		b.next++

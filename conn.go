@@ -409,7 +409,7 @@ func (c *conn) appendDump() error {
 // writePending writes the pending replies and empties the buffers, keeping
 // their memory. With -etcd, once the term has ended it closes the
 // connection instead: the manager ran the commands before (a pause, say),
-// and their grants must not be announced (leader.go).
+// and their grants must not be announced (fence.go).
 func (c *conn) writePending() error {
 	b := &c.b
 	err := errNotServing

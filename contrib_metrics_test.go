@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // metricNameRE finds the metric names a PromQL expression uses: glockd's,
@@ -38,7 +40,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	srv := startServer(t, nil)
 	names := map[string]bool{}
 	reg := prometheus.NewRegistry()
-	isLeader, elections, stepDowns := newHAMetrics()
+	isLeader, elections, stepDowns := ha.NewMetrics()
 	reg.MustRegister(isLeader, elections, stepDowns)
 	families, err := reg.Gather()
 	if err != nil {

@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // The deadline within a request: with -etcd, every grant is checked against
 // the term's deadline at the moment it is made, and replies are not written
-// once the term has ended (leader.go). These tests pause the "process" at
+// once the term has ended (fence.go). These tests pause the "process" at
 // an exact point by ending the term from the manager's own -verbose log: a
 // log handler that runs in the manager goroutine, at the event it logs.
 
@@ -75,11 +77,11 @@ func (h *eventLog) logged(event, lock string) bool {
 // startLoggedLeader runs a server that serves under a term the test holds,
 // as startLeaderServer, on every transport (TLS too when ca is given), with
 // -verbose events going to the returned log.
-func startLoggedLeader(t *testing.T, ca *testCA) (*Server, *term, *eventLog) {
+func startLoggedLeader(t *testing.T, ca *testCA) (*Server, *ha.Term, *eventLog) {
 	t.Helper()
-	l := &leadership{base: time.Now()}
+	l := ha.NewLeadership()
 	tm := testTerm(l, 1<<40)
-	l.current.Store(tm)
+	l.Publish(tm)
 	log := &eventLog{}
 	cfg := Config{
 		TCPAddr:  "127.0.0.1:0",
@@ -99,7 +101,7 @@ func startLoggedLeader(t *testing.T, ca *testCA) (*Server, *term, *eventLog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.manager.leader = l
+	srv.manager.leader = &leadership{node: l}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,12 +111,12 @@ func startLoggedLeader(t *testing.T, ca *testCA) (*Server, *term, *eventLog) {
 
 // pauseAt ends the term's deadline (as a process stopped there and resumed
 // past it) the first time the manager logs event on lock.
-func pauseAt(log *eventLog, tm *term, event, lock string) {
+func pauseAt(log *eventLog, tm *ha.Term, event, lock string) {
 	var once sync.Once
 	log.mu.Lock()
 	log.onEvent = func(e, l string) {
 		if e == event && l == lock {
-			once.Do(func() { tm.deadline.Store(0) })
+			once.Do(func() { tm.SetDeadline(time.Time{}) })
 		}
 	}
 	log.mu.Unlock()
@@ -162,7 +164,7 @@ func TestDeadlineWithinBatch(t *testing.T) {
 			}
 			c.send(batch.String())
 			expectClosedUnanswered(t, c)
-			if !tm.ended() {
+			if !tm.Ended() {
 				t.Error("the term did not end")
 			}
 			if n := log.count("acquire") + log.count("acquire shared"); n != 1 {
@@ -200,7 +202,7 @@ func TestDeadlineAtHandOver(t *testing.T) {
 				holder.send(tt.end + "\n")
 			}
 			select {
-			case <-tm.over:
+			case <-tm.Over():
 			case <-time.After(10 * time.Second):
 				t.Fatal("the term did not end")
 			}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // markdownTable returns the first cell of each row of the table that
@@ -94,7 +96,7 @@ func TestOperatingMetricsTable(t *testing.T) {
 		exported[m[1]] = true
 	}
 	reg := prometheus.NewRegistry()
-	isLeader, elections, stepDowns := newHAMetrics()
+	isLeader, elections, stepDowns := ha.NewMetrics()
 	reg.MustRegister(isLeader, elections, stepDowns)
 	families, err := reg.Gather()
 	if err != nil {

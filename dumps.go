@@ -40,7 +40,7 @@ type dump struct {
 	step func(n int) (done bool)
 
 	listed bool // dump, dump shared: an entry has been formatted
-	cut    bool // the manager ended the dump unfinished (leader.go)
+	cut    bool // the manager ended the dump unfinished (fence.go)
 }
 
 // dumpDetail is one line of dl (an exclusive lock, or one holder of a

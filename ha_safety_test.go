@@ -17,6 +17,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // startLoggedHANode is startHANode with -verbose and a log that can be read
@@ -251,7 +253,7 @@ func startFaultyLeaseNode(t *testing.T, etcd string, ttl time.Duration, edit fun
 	t.Helper()
 	cfg := Config{
 		TCPAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Registry: true, Dump: true,
-		HA: &HAConfig{Endpoints: []string{etcd}, Prefix: "/glockd/" + strings.ReplaceAll(t.Name(), "/", "-") + "/",
+		HA: &ha.Config{Endpoints: []string{etcd}, Prefix: "/glockd/" + strings.ReplaceAll(t.Name(), "/", "-") + "/",
 			LeaseTTL: ttl, Advertise: "127.0.0.1:1"},
 	}
 	if edit != nil {
@@ -261,8 +263,8 @@ func startFaultyLeaseNode(t *testing.T, etcd string, ttl time.Duration, edit fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	faults := &leaseFaults{Lease: srv.ha.client.Lease}
-	srv.ha.client.Lease = faults
+	faults := &leaseFaults{Lease: srv.ha.Client().Lease}
+	srv.ha.Client().Lease = faults
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +277,7 @@ func electionKeys(t *testing.T, cli *clientv3.Client, srv *Server) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, srv.ha.electionPrefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := cli.Get(ctx, srv.ha.ElectionPrefix()+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +329,7 @@ func TestHAOneKeepAlive(t *testing.T) {
 		faults.keepAliveOnce.Store(true)
 		faults.revoke.Store(true)
 		lost := time.Now()
-		deadline := srv.ha.lead.current.Load().deadlineTime()
+		deadline := srv.ha.Leadership().Current().Deadline()
 		// It campaigns again at once, and wins: the step-down is in the
 		// metrics rather than in the listener, which it opens again.
 		eventually(t, "the node stepping down", func() bool {

@@ -26,6 +26,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/glockd/glockd/internal/ha"
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // The tests here run a real etcd (the etcd binary, from Debian's
@@ -318,7 +321,7 @@ func (c *lineConn) lock(name string) uint64 {
 	}
 	reply := c.do("t " + name)
 	token, err := strconv.ParseUint(strings.Fields(reply)[0], 10, 64)
-	if err != nil || token == 0 || token > maxToken {
+	if err != nil || token == 0 || token > tokens.Max {
 		c.t.Fatalf("t %s: %q", name, reply)
 	}
 	return token
@@ -467,7 +470,7 @@ func TestHAEtcdMemberLost(t *testing.T) {
 	// The default TTL: renewals stop while etcd elects a new leader, and
 	// with a 2 s TTL the deadline (at most 1.6 s ahead) can pass meanwhile
 	// on a loaded machine. The lease TTL must span etcd's elections.
-	const ttl = DefaultLeaseTTL
+	const ttl = ha.DefaultLeaseTTL
 	a := startHANode(t, "a", endpoints(etcd), "-lease-ttl", ttl.String())
 	waitServing(t, 10*time.Second, a)
 	b := startHANode(t, "b", endpoints(etcd), "-lease-ttl", ttl.String())

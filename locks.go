@@ -32,7 +32,7 @@ func (m *manager) lock(c *connState, name []byte) lockResult {
 // grant makes c the holder of the lock ref, with a new fencing token.
 func (m *manager) grant(c *connState, ref lockRef) {
 	l := m.exclusive.record(ref)
-	l.owner, l.token, l.index = c, m.tokens.take(), uint32(len(c.held))
+	l.owner, l.token, l.index = c, m.tokens.Take(), uint32(len(c.held))
 	m.exclusive.age(ref, m.now)
 	c.held = append(c.held, ref)
 	if m.log != nil {

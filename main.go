@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/handover"
 )
 
@@ -109,12 +110,12 @@ func defineFlags(fs *flag.FlagSet, cfg *Config, opts *options, raw *rawFlags) {
 	fs.DurationVar(&sc.AuthFailureDelay, "auth-failure-delay", DefaultAuthFailureDelay, "delay before answering a wrong auth token")
 	fs.DurationVar(&sc.AuthTimeout, "auth-timeout", DefaultAuthTimeout, "with -acl-file: close a connection that has not authenticated within this long")
 	fs.IntVar(&sc.MaxUnauthConns, "max-unauth-conns", 0, "with -acl-file: most connections not yet authenticated; a new one closes the oldest (default a quarter of -max-conns)")
-	// High availability through etcd (leader.go, docs/ha.md).
-	cfg.HA = &HAConfig{}
+	// High availability through etcd (internal/ha, docs/ha.md).
+	cfg.HA = &ha.Config{}
 	fs.StringVar(&raw.etcd, "etcd", "", "comma-separated etcd endpoints: run as one node of an active/standby group (empty: a single node)")
-	fs.StringVar(&cfg.HA.Prefix, "etcd-prefix", DefaultEtcdPrefix, "etcd key prefix of this group of nodes")
-	fs.DurationVar(&cfg.HA.LeaseTTL, "lease-ttl", DefaultLeaseTTL, "etcd lease TTL, whole seconds: a dead leader is replaced after about this long plus -takeover-delay")
-	fs.DurationVar(&cfg.HA.TakeoverDelay, "takeover-delay", DefaultTakeoverDelay, "how long a newly elected leader waits before serving; keep clients' session timeout below it")
+	fs.StringVar(&cfg.HA.Prefix, "etcd-prefix", ha.DefaultEtcdPrefix, "etcd key prefix of this group of nodes")
+	fs.DurationVar(&cfg.HA.LeaseTTL, "lease-ttl", ha.DefaultLeaseTTL, "etcd lease TTL, whole seconds: a dead leader is replaced after about this long plus -takeover-delay")
+	fs.DurationVar(&cfg.HA.TakeoverDelay, "takeover-delay", ha.DefaultTakeoverDelay, "how long a newly elected leader waits before serving; keep clients' session timeout below it")
 	fs.StringVar(&cfg.HA.Advertise, "advertise", "", "host:port clients should use to reach this node, shown by standbys' /healthz (default: the -port listener's address)")
 	fs.StringVar(&cfg.HA.CertFile, "etcd-cert", "", "client certificate for etcd, PEM")
 	fs.StringVar(&cfg.HA.KeyFile, "etcd-key", "", "key of -etcd-cert, PEM")
@@ -153,7 +154,7 @@ func finishFlags(cfg *Config, opts options, raw rawFlags, setFlags map[string]bo
 		ka := cfg.KeepAlive
 		cfg.UserTimeout = ka.Idle + ka.Interval*time.Duration(ka.Count)
 	}
-	if err := finishHAConfig(cfg, raw.etcd, setFlags); err != nil {
+	if cfg.HA, err = cfg.HA.Finish(raw.etcd, setFlags, cfg.MetricsAddr, cfg.TCPAddr); err != nil {
 		return err
 	}
 	cfg.Verbose = raw.verbose

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/acl"
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // manager is the one goroutine that owns every table: exclusive locks, shared
@@ -26,8 +27,8 @@ type manager struct {
 
 	exclusive lockTable
 	waiters   map[string]*waitQueue // exclusive waiters, by lock name
-	tokens    tokenSource           // fencing tokens, see tokens.go
-	leader    *leadership           // HA: nil without -etcd, see leader.go
+	tokens    tokens.Source         // fencing tokens, see internal/tokens
+	leader    *leadership           // HA: nil without -etcd, see fence.go
 
 	// The manager's clock: now is read once per request, in nanoseconds
 	// since start (monotonic), and dates grants and waits.
@@ -152,7 +153,7 @@ func newManager(cfg Config) *manager {
 		sharedWaiters:    make(map[string]*waitQueue),
 		registry:         newRegistry(),
 		connsByTransport: make(map[string]int),
-		tokens:           newClockTokens(time.Now()),
+		tokens:           tokens.NewClock(time.Now()),
 		start:            time.Now(),
 		deadlocks:        deadlocks{report: cfg.Deadlocks == DeadlocksReport, log: cfg.Logger},
 	}
@@ -190,7 +191,7 @@ func (m *manager) run() {
 
 func (m *manager) handle(req request) bool {
 	m.now = int64(time.Since(m.start))
-	// HA: past the leader's deadline nothing is answered (leader.go).
+	// HA: past the leader's deadline nothing is answered (fence.go).
 	if m.leader != nil && !m.admit(req) {
 		return true
 	}
@@ -304,7 +305,7 @@ func (m *manager) released(c *connState) {
 func (m *manager) orphanStep() {
 	m.now = int64(time.Since(m.start))
 	if m.leader != nil {
-		m.mayServe() // HA: a step past the deadline hands nothing to waiters (leader.go)
+		m.mayServe() // HA: a step past the deadline hands nothing to waiters (fence.go)
 	}
 	c := m.orphaning[0]
 	if m.orphanLocks(c, orphanStep) {

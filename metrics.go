@@ -242,7 +242,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if s.ha != nil && s.ha.healthz(w) { // HA: a node that does not serve, leader.go
+	if s.ha != nil && s.ha.Healthz(w) { // HA: a node that does not serve, internal/ha
 		return
 	}
 	if _, ok := s.manager.askStats(healthzTimeout); !ok {

@@ -9,13 +9,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // Config is everything a Server needs; main builds it from the flags.
@@ -67,8 +68,8 @@ type Config struct {
 	Security SecurityConfig
 
 	// HA elects one serving node among several through etcd; nil: a
-	// single node. See leader.go.
-	HA *HAConfig
+	// single node. See internal/ha.
+	HA *ha.Config
 }
 
 // Defaults of the limits, also the flags' defaults.
@@ -129,18 +130,24 @@ type Server struct {
 	metricsHTTP *http.Server
 	httpConns   *httpBudget // both HTTP servers' connections, websockets aside
 
-	ha *haNode // nil without -etcd; see leader.go
+	ha *ha.Node // nil without -etcd; see internal/ha and fence.go
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
-	live  int // conns less those closed to make room (unauth.go)
+	// connsWG counts the connections in conns: Add under mu as one joins
+	// (track, adopt), Done as it leaves (untrack). closeConns waits on it
+	// once no connection can join any more (closed, or !lockOpen).
+	connsWG sync.WaitGroup
+	// answering counts answerWaiters' goroutines; closeConns waits on it.
+	answering sync.WaitGroup
+	live      int // conns less those closed to make room (unauth.go)
 	// maxConns is -max-conns, or less when the file-descriptor limit
 	// cannot hold that many (fdlimit.go).
 	maxConns int
 	unauth   unauthConns
 	started  bool
 	closed   bool
-	wg       sync.WaitGroup // accept loops and connections
+	wg       sync.WaitGroup // accept loops, handshakes and HTTP servers
 
 	// lockOpen, guarded by mu, is whether the lock listeners are open: with
 	// -etcd, only while this node leads.
@@ -195,9 +202,13 @@ func NewServer(cfg Config) (*Server, error) {
 	s.metrics.registry.MustRegister(s.budgetMetrics()...)
 	s.up.init(s)
 	if cfg.HA != nil {
-		if err := s.enableHA(*cfg.HA); err != nil { // leader.go
+		n, err := ha.New(*cfg.HA, cfg.Logger, haHooks{s})
+		if err != nil {
 			return nil, err
 		}
+		s.metrics.registry.MustRegister(n.Collectors()...)
+		m.leader = &leadership{node: n.Leadership()}
+		s.ha = n
 	}
 	return s, nil
 }
@@ -234,9 +245,9 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
-	// HA: leader.go opens them only while this node leads, or at once for
-	// a term taken over from the old process (upgrade_ha.go).
-	if s.ha == nil || s.ha.resumed != nil {
+	// HA: the node opens them only while it leads (haHooks.Lead), or at
+	// once for a term taken over from the old process (upgrade_ha.go).
+	if s.ha == nil || s.ha.Resumed() {
 		if err := s.openLockListeners(); err != nil {
 			return err
 		}
@@ -255,7 +266,7 @@ func (s *Server) Start() (err error) {
 		}()
 	}
 	if s.ha != nil {
-		s.ha.start()
+		s.ha.Start()
 	}
 	return nil
 }
@@ -357,7 +368,7 @@ func listenerAddr(l net.Listener) net.Addr {
 // the manager and removes the unix socket file.
 func (s *Server) Close() error {
 	if s.ha != nil {
-		s.ha.stop() // steps down first: from then on only this goroutine opens or closes
+		s.ha.Stop() // steps down first: from then on only this goroutine opens or closes
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -369,18 +380,12 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		return nil
 	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
 	s.closeHandshakes()
 	s.mu.Unlock()
 
 	s.closeListeners()
-	answerWaiters(conns, closeGrace)
-	for _, c := range conns {
-		c.t.close()
-	}
+	s.answerWaiters(closeGrace)
+	s.closeConns()
 	s.wg.Wait()
 	s.manager.send(request{kind: requestStop})
 	<-s.manager.stopped
@@ -388,48 +393,119 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// answerWaiters ends the pending waits of conns (asynchronous ones too) as
-// timeouts, as at the end of a client's input, and gives their replies up to
-// grace to be written:
-// a client waiting when the server stops learns that it did not get the
-// lock before its connection closes. A connection busy writing to a client
-// that does not read holds its mutex: it is looked at again until grace
-// ends, never waited on.
-func answerWaiters(conns []*conn, grace time.Duration) {
+// connList is the connections, at the time of the call.
+func (s *Server) connList() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// closeConns closes every client connection and waits until all have ended
+// and answerWaiters' goroutines with them: at shutdown (Close) and at an HA
+// step-down (haHooks.StepDown). The caller has closed the door first
+// (s.closed or !s.lockOpen, set under s.mu): track refuses every
+// connection from then on, so the set only shrinks, and connsWG is not
+// added to while it is waited on.
+func (s *Server) closeConns() {
+	for _, c := range s.connList() {
+		c.t.close()
+	}
+	s.connsWG.Wait()
+	s.answering.Wait()
+}
+
+// answerWaiters ends the pending waits of every connection (asynchronous
+// ones too) as timeouts, as at the end of a client's input, and gives their
+// replies up to grace to be written: a client waiting when the server stops
+// learns that it did not get the lock before its connection closes. A
+// connection busy writing to a client that does not read holds its mutex:
+// it is waited on by a goroutine of its own, never past grace; closeConns,
+// which must follow, ends those goroutines by closing the connections.
+func (s *Server) answerWaiters(grace time.Duration) {
+	conns := s.connList()
 	for _, c := range conns {
-		c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
+		s.manager.send(request{kind: requestEndOfInput, conn: c.state})
 	}
-	deadline := time.Now().Add(grace)
-	conns = slices.Clone(conns) // filtered below; the caller's list stays whole
-	for len(conns) > 0 && time.Now().Before(deadline) {
-		busy := conns[:0]
-		for _, c := range conns {
-			if !c.mu.TryLock() {
-				busy = append(busy, c)
-				continue
-			}
-			c.endAuthDelayLocked()
-			var done []chan struct{}
-			if c.waiting {
-				done = append(done, c.waitDone)
-			}
-			if c.delivering {
-				done = append(done, c.deliverDone) // outcomes of !gw and !sgw
-			}
-			c.mu.Unlock()
-			for _, d := range done {
-				select {
-				case <-d:
-				case <-time.After(time.Until(deadline)):
-					return
-				}
-			}
-		}
-		conns = busy
-		if len(conns) > 0 {
-			time.Sleep(5 * time.Millisecond)
+	answered := make(chan struct{}, len(conns))
+	s.answering.Add(len(conns))
+	for _, c := range conns {
+		go func() {
+			defer s.answering.Done()
+			c.awaitAnswers()
+			answered <- struct{}{}
+		}()
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	for range conns {
+		select {
+		case <-answered:
+		case <-timer.C:
+			return
 		}
 	}
+}
+
+// awaitAnswers waits until the connection's pending waits have been
+// answered and their replies written, or the connection has ended.
+func (c *conn) awaitAnswers() {
+	c.mu.Lock()
+	c.endAuthDelayLocked()
+	var waitDone, deliverDone chan struct{}
+	if c.waiting {
+		waitDone = c.waitDone
+	}
+	if c.delivering {
+		deliverDone = c.deliverDone // outcomes of !gw and !sgw
+	}
+	c.mu.Unlock()
+	if waitDone != nil {
+		<-waitDone
+	}
+	if deliverDone != nil {
+		<-deliverDone
+	}
+}
+
+// haHooks are the Server's side of an HA node (internal/ha): the node
+// reports its leadership through them.
+type haHooks struct{ s *Server }
+
+// Lead opens the lock listeners, unless they are open already for a term
+// resumed after a hand-over.
+func (h haHooks) Lead() error {
+	s := h.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lockOpen {
+		return nil
+	}
+	return s.openLockListeners()
+}
+
+// AnswerWaiters answers the waiters of a leader that stops, as a single
+// node's Close does.
+func (h haHooks) AnswerWaiters() { h.s.answerWaiters(closeGrace) }
+
+// StepDown closes the lock listeners and every connection.
+func (h haHooks) StepDown() bool { return h.s.closeLock() }
+
+// closeLock closes the lock listeners and every connection, and waits until
+// the connections have ended; it reports whether the listeners were open.
+func (s *Server) closeLock() bool {
+	s.mu.Lock()
+	wasOpen := s.lockOpen
+	s.lockOpen = false
+	if wasOpen {
+		s.closeLockListeners()
+	}
+	s.mu.Unlock()
+	s.closeConns()
+	return wasOpen
 }
 
 func (s *Server) closeListeners() {
@@ -492,7 +568,7 @@ func (s *Server) track(c *conn) refusal {
 		c.unauthElem = s.unauth.list.PushBack(c)
 		c.listedUnauth = true
 	}
-	s.wg.Add(1)
+	s.connsWG.Add(1)
 	return admitted
 }
 
@@ -530,7 +606,7 @@ func (s *Server) untrack(c *conn) {
 		s.live--
 	}
 	s.mu.Unlock()
-	s.wg.Done()
+	s.connsWG.Done()
 }
 
 // acceptLoop serves a stream listener until it is closed.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/glockd/glockd/internal/handover"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // Upgrading without dropping a lock (docs/operating.md): on SIGUSR2 the
@@ -448,13 +450,12 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}()
 	pid := child.Pid()
-	var haTerm *term // the term a leader hands over (upgrade_ha.go)
+	var haTerm *ha.Term // the term a leader hands over (upgrade_ha.go)
 	if s.ha != nil {
-		haTerm = s.ha.beginHandover()
+		haTerm = s.ha.BeginHandover()
 		defer func() {
 			if !committed {
-				s.ha.handedOff.Store(false)
-				s.ha.endHandover()
+				s.ha.EndHandover()
 			}
 		}()
 	}
@@ -487,7 +488,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}()
 	if s.ha != nil {
-		if err := s.ha.handoverTerm(st, haTerm); err != nil {
+		if err := s.handoverHA(st, haTerm); err != nil {
 			return err
 		}
 	}
@@ -513,7 +514,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 // sendGo writes the new process's pid into the pidfile and tells it to
 // serve. A leader's term goes with the go; a standby stops campaigning. On
 // error the old process serves on, its pid back in the pidfile.
-func (s *Server) sendGo(child *handover.Child, req handoverRequest, haTerm *term) error {
+func (s *Server) sendGo(child *handover.Child, req handoverRequest, haTerm *ha.Term) error {
 	if req.pidfile != nil {
 		if err := handover.WritePid(req.pidfile, child.Pid()); err != nil {
 			return fmt.Errorf("pidfile: %w", err)
@@ -524,14 +525,14 @@ func (s *Server) sendGo(child *handover.Child, req handoverRequest, haTerm *term
 	case haTerm != nil:
 		// The lease is the new process's from now on; it serves only
 		// after the go, which tells it how long the term has left.
-		s.ha.handedOff.Store(true)
+		s.ha.HandOff(true)
 		var ok bool
-		if goMsg, ok = s.ha.goMessage(haTerm); !ok {
-			s.ha.handedOff.Store(false)
-			if haTerm.ended() {
+		if goMsg, ok = s.ha.GoMessage(haTerm); !ok {
+			s.ha.HandOff(false)
+			if haTerm.Ended() {
 				// Its step-down may have left them open for the new
 				// process, which will not have them.
-				s.ha.closeLock()
+				s.closeLock()
 			}
 			if req.pidfile != nil {
 				handover.WritePid(req.pidfile, os.Getpid())
@@ -541,7 +542,7 @@ func (s *Server) sendGo(child *handover.Child, req handoverRequest, haTerm *term
 	case s.ha != nil:
 		// A standby: it stops campaigning and gives its lease up; the
 		// new process campaigns afresh.
-		s.ha.stop()
+		s.ha.Stop()
 	}
 	if err := child.Go(goMsg); err != nil {
 		if req.pidfile != nil {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // startUpgradableHA starts an -etcd node from an installed binary with a
@@ -61,7 +63,7 @@ func electionKeyCount(t *testing.T, etcd string) int {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, DefaultEtcdPrefix+"election/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := cli.Get(ctx, ha.DefaultEtcdPrefix+"election/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}

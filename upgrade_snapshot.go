@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/handover"
+	"github.com/glockd/glockd/internal/tokens"
 )
 
 // The state of a hand-over (upgrade.go) on its way through the two servers:
@@ -42,7 +43,7 @@ func (m *manager) snapshotHandover(st *handover.State, conns []*connState) error
 	}
 	m.now = int64(time.Since(m.start))
 	st.Wall = time.Now().UnixNano()
-	st.NextToken = m.tokens.next
+	st.NextToken = m.tokens.Next()
 	st.Commands = make(map[string]uint64)
 	for v := verbG; v < numVerbs; v++ {
 		if n := m.stats.commands[v]; n > 0 {
@@ -187,7 +188,7 @@ func (m *manager) snapshotTokens(st *handover.State, conns int) error {
 	if l == nil {
 		return nil
 	}
-	t := l.current.Load()
+	t := l.node.Current()
 	if t == nil {
 		if conns > 0 {
 			return errors.New("a standby with connections")
@@ -195,19 +196,20 @@ func (m *manager) snapshotTokens(st *handover.State, conns int) error {
 		return nil
 	}
 	switch {
-	case !t.valid() || (t == l.seen && l.fenced):
+	case !t.Valid() || (t == l.seen && l.fenced):
 		return errors.New("the term ended: not leading any more")
 	case t != l.seen:
 		// Not one request run in this term yet: its first block is
 		// untouched.
-		st.HA = &handover.HA{BlockStart: t.first.start, BlockEnd: t.first.end}
+		first := t.First()
+		st.HA = &handover.HA{BlockStart: first.Start, BlockEnd: first.End}
 	default:
 		ts := &m.tokens
-		b := tokenBlock{start: ts.next, end: ts.end}
-		if b.end-b.start < tokenReserve && ts.pending.end > 0 {
-			b = ts.pending // the rest of the current block is wasted
+		b := ts.Current()
+		if b.End-b.Start < tokens.Reserve && ts.Pending().End > 0 {
+			b = ts.Pending() // the rest of the current block is wasted
 		}
-		st.HA = &handover.HA{BlockStart: b.start, BlockEnd: b.end}
+		st.HA = &handover.HA{BlockStart: b.Start, BlockEnd: b.End}
 	}
 	return nil
 }
@@ -219,9 +221,9 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 	// What passed since the snapshot, by the wall clock (the monotonic
 	// clocks of two processes cannot be compared); never negative.
 	gap := max(0, time.Now().UnixNano()-st.Wall)
-	// With -etcd the tokens come from the term's block (leader.go).
-	if st.NextToken > m.tokens.next && m.leader == nil {
-		m.tokens.next = min(st.NextToken, maxToken)
+	// With -etcd the tokens come from the term's block (fence.go).
+	if m.leader == nil {
+		m.tokens.Raise(st.NextToken)
 	}
 	for v := verbG; v < numVerbs; v++ {
 		m.stats.commands[v] = st.Commands[v.String()]
@@ -295,7 +297,7 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 // on; on error none is left open.
 func (s *Server) adopt(h *handover.Heir) (err error) {
 	st := h.State
-	if ha := st.HA; ha != nil && ha.BlockEnd > maxToken+1 {
+	if ha := st.HA; ha != nil && ha.BlockEnd > tokens.Max+1 {
 		return fmt.Errorf("hand-over state: token block [%d, %d)", ha.BlockStart, ha.BlockEnd)
 	}
 	files := h.Files()
@@ -344,7 +346,7 @@ func (s *Server) adopt(h *handover.Heir) (err error) {
 			c.unauthElem = s.unauth.list.PushBack(c)
 			c.listedUnauth = true
 		}
-		s.wg.Add(1)
+		s.connsWG.Add(1)
 	}
 	return nil
 }
