@@ -216,8 +216,8 @@ func (acl *accessList) byCert(name string) *identity {
 // (docs/design.md, "The idle-stack rule").
 //
 //go:noinline
-func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
-	need := verbs[cmd.verb].access
+func (m *manager) denied(c *connState, cmd *Command, b *batch) bool {
+	need := verbs[cmd.Verb].Access
 	if need == accessAnyone {
 		return false
 	}
@@ -229,11 +229,11 @@ func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
 	switch need {
 	case accessLock:
 		// A malformed gw or sgw does nothing, and says so.
-		if cmd.bad || id.mayLock(cmd.name) {
+		if cmd.Bad || id.mayLock(cmd.Name) {
 			return false
 		}
 	case accessInspectName:
-		if id.perms&permInspect != 0 || id.mayLock(cmd.name) {
+		if id.perms&permInspect != 0 || id.mayLock(cmd.Name) {
 			return false
 		}
 	case accessInspect:
@@ -245,7 +245,7 @@ func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
 	default:
 		return false
 	}
-	b.out = appendReply(b.out, 0, textPermissionDenied, cmd.name)
+	b.out = appendReply(b.out, 0, textPermissionDenied, cmd.Name)
 	return true
 }
 
@@ -254,7 +254,7 @@ func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
 // while an earlier failure's delay ran (b.refuseAuth), or that finds the
 // failure buckets of its address or of the server empty, is refused without
 // the token being tried (authlimit.go).
-func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
+func (m *manager) auth(c *connState, cmd *Command, b *batch) bool {
 	if m.sec.acl == nil {
 		b.out = append(b.out, replyDisabled...)
 		return true
@@ -271,7 +271,7 @@ func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
 		b.authFailed = authLimited
 		return false
 	}
-	id := m.sec.acl.byToken(cmd.name)
+	id := m.sec.acl.byToken(cmd.Name)
 	if id == nil {
 		m.sec.limiter.failed(addr, m.now)
 		m.sec.authFailures.Inc()

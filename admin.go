@@ -92,7 +92,7 @@ func (m *manager) secureDisconnect(c *connState) {
 // manager has seen that disconnect and released the victim's locks, so that
 // a command pipelined after the kill sees them free; it reports false when
 // the reply is left pending that way (see killReleased and DefaultKillBound).
-func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
+func (m *manager) kill(c *connState, cmd *Command, b *batch) bool {
 	switch {
 	case m.sec.acl != nil:
 		if c.ident.perms&permAdmin == 0 { // denied() has answered an unidentified one
@@ -107,15 +107,15 @@ func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 		return true
 	}
 	var victim *connState
-	if cmd.verb == verbKill {
-		if victim = m.sec.byName[string(cmd.name)]; victim == nil {
-			b.out = appendReply(b.out, 0, textNoSuchConnection, cmd.name)
+	if cmd.Verb == verbKill {
+		if victim = m.sec.byName[string(cmd.Name)]; victim == nil {
+			b.out = appendReply(b.out, 0, textNoSuchConnection, cmd.Name)
 			return true
 		}
 	} else {
-		l, held := m.inspect(cmd.name)
+		l, held := m.inspect(cmd.Name)
 		if !held {
-			b.out = appendReply(b.out, 0, textNotLocked, cmd.name)
+			b.out = appendReply(b.out, 0, textNotLocked, cmd.Name)
 			return true
 		}
 		victim = l.owner
@@ -125,8 +125,8 @@ func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 	if c.ident != nil {
 		args = append(args, "by_identity", c.ident.name)
 	}
-	if cmd.verb == verbKillHolder {
-		args = append(args, "holder_of", string(cmd.name))
+	if cmd.Verb == verbKillHolder {
+		args = append(args, "holder_of", string(cmd.Name))
 	}
 	m.sec.log.Warn("kill", args...)
 	// A connection that kills itself cannot see its own disconnect while
@@ -139,7 +139,7 @@ func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 		return true
 	}
 	victim.kill()
-	pk := &pendingKill{killer: c, b: b, victim: victim, arg: append([]byte(nil), cmd.name...)}
+	pk := &pendingKill{killer: c, b: b, victim: victim, arg: append([]byte(nil), cmd.Name...)}
 	pk.timer = time.AfterFunc(m.sec.killBound, func() {
 		select {
 		case m.requests <- request{kind: requestCall, fn: func(m *manager) { m.answerKill(pk, false) }}:

@@ -199,7 +199,7 @@ var errAuthFailures = errors.New("too many failed auths")
 // c.mu held; kept out of line for the idle-stack rule (docs/design.md).
 //
 //go:noinline
-func (c *conn) failAuth(cmd *command, rest []command, inWait bool) []command {
+func (c *conn) failAuth(cmd *Command, rest []Command, inWait bool) []Command {
 	c.b.authFailed = authOK
 	c.authFailures++
 	grants := c.state.grants
@@ -233,7 +233,7 @@ func (c *conn) answerAuthFailure() error {
 	c.authTimer = nil
 	c.b.out = append(c.b.out, replyAuthFailure...)
 	c.b.ends = append(c.b.ends, len(c.b.out))
-	c.pending = command{}
+	c.pending = Command{}
 	c.waiting = false
 	if c.authFailures >= maxAuthFailures {
 		if err := c.flush(); err != nil {

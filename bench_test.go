@@ -52,7 +52,7 @@ func BenchmarkBatchParse(b *testing.B) {
 		input = fmt.Appendf(input, "g k%d\nr k%d\n", i, i)
 	}
 	t := &streamTransport{maxLine: DefaultMaxLine, buf: input}
-	cmds := make([]command, 0, 64)
+	cmds := make([]Command, 0, 64)
 	b.SetBytes(int64(len(input)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -68,7 +68,7 @@ func benchBatch(lines ...string) *batch {
 	bt := &batch{}
 	var scratch []byte
 	for _, l := range lines {
-		var cmd command
+		var cmd Command
 		cmd, scratch = parseCommand([]byte(l), scratch)
 		bt.cmds = append(bt.cmds, cmd)
 	}

@@ -61,8 +61,8 @@ func TestVerbTable(t *testing.T) {
 	q := string(newManager(Config{}).appendStats(nil))
 	for v := verbG; v < numVerbs; v++ {
 		listed := strings.Contains(q, "command_"+v.String()+":")
-		if listed != v.original() {
-			t.Errorf("q from start-up lists command_%s: %v, want %v", v, listed, v.original())
+		if listed != v.Original() {
+			t.Errorf("q from start-up lists command_%s: %v, want %v", v, listed, v.Original())
 		}
 	}
 }

@@ -15,7 +15,7 @@ type transport interface {
 	// read blocks until input arrives and appends the complete commands in
 	// it (up to maxBatch) to cmds. They alias the transport's buffers until
 	// the next read.
-	read(cmds []command) ([]command, error)
+	read(cmds []Command) ([]Command, error)
 	// write sends the replies in out; ends[i] is where reply i ends. When
 	// splitsReplies, out may end with the first part of a reply that the
 	// next write continues (a dump, see conn.appendDump).
@@ -46,7 +46,7 @@ type conn struct {
 	srv   *Server
 	state *connState
 	t     transport
-	cmds  []command     // the reader's batch
+	cmds  []Command     // the reader's batch
 	ended chan struct{} // closed when the reader has seen the connection end
 	// parkAt is set by a hand-over that asks the reader to stop (upgrade.go).
 	parkAt atomic.Pointer[pause]
@@ -59,12 +59,12 @@ type conn struct {
 	mu       sync.Mutex
 	b        batch
 	waiting  bool          // a wait is pending; later commands are queued
-	pending  command       // the waiting command, with its name copied
+	pending  Command       // the waiting command, with its name copied
 	queue    lineQueue     // commands read during the wait, to run after it
 	waitDone chan struct{} // closed when the current wait goroutine exits
-	drain    []command     // the wait goroutine's commands, parsed from queue
+	drain    []Command     // the wait goroutine's commands, parsed from queue
 	scratch  []byte        // the wait goroutine's normalised arguments
-	now      []command     // out-of-band commands to run at once
+	now      []Command     // out-of-band commands to run at once
 
 	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
 	// delivering; deliverDone is closed when it exits.
@@ -241,7 +241,7 @@ func (c *conn) endOfInput() {
 // a burst made it big: an idle connection keeps a small one. (len, not cap:
 // append rounds capacity up to a size class, 67 for 64 commands, and a
 // client pipelining 64 would otherwise cost a new slice per batch.)
-func keepCommands(cmds []command) []command {
+func keepCommands(cmds []Command) []Command {
 	if len(cmds) > keptCommands {
 		return nil
 	}
@@ -250,7 +250,7 @@ func keepCommands(cmds []command) []command {
 
 // runOrQueue runs what the reader read, or queues it behind a pending wait.
 // It reports false when the connection must end.
-func (c *conn) runOrQueue(cmds []command) bool {
+func (c *conn) runOrQueue(cmds []Command) bool {
 	c.mu.Lock()
 	if c.waiting {
 		return c.queueLocked(cmds)
@@ -260,7 +260,7 @@ func (c *conn) runOrQueue(cmds []command) bool {
 
 // queueLocked is queueBehindWait, unlocking c.mu even if it panics (see
 // runLocked).
-func (c *conn) queueLocked(cmds []command) bool {
+func (c *conn) queueLocked(cmds []Command) bool {
 	defer c.mu.Unlock()
 	return c.queueBehindWait(cmds)
 }
@@ -268,7 +268,7 @@ func (c *conn) queueLocked(cmds []command) bool {
 // runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
 // a panicking websocket handler, and serve's cleanup must not then block on
 // the mutex for ever.
-func (c *conn) runLocked(cmds []command) bool {
+func (c *conn) runLocked(cmds []Command) bool {
 	defer c.mu.Unlock()
 	return c.runAndReply(cmds, false) == nil
 }
@@ -281,7 +281,7 @@ func (c *conn) runLocked(cmds []command) bool {
 // (see the idle-stack rule in docs/design.md).
 //
 //go:noinline
-func (c *conn) queueBehindWait(cmds []command) bool {
+func (c *conn) queueBehindWait(cmds []Command) bool {
 	if now := c.queueAfterWait(cmds); len(now) > 0 && c.runAndReply(now, false) != nil {
 		return false
 	}
@@ -303,7 +303,7 @@ func (c *conn) queueBehindWait(cmds []command) bool {
 // waits sets c.waiting and leaves the commands after it to run after the
 // wait: queued, or when inWait (they come from the queue) left in it; the
 // out-of-band ones among them run at once. Called with c.mu held.
-func (c *conn) runAndReply(cmds []command, inWait bool) error {
+func (c *conn) runAndReply(cmds []Command, inWait bool) error {
 	b := &c.b
 	b.cmds, b.next = cmds, 0
 	for b.next < len(b.cmds) {
@@ -446,9 +446,9 @@ func (c *conn) flush() error {
 // when the wait ends: the reader queues them, the wait goroutine leaves them
 // in the queue they came from. It returns the out-of-band commands among
 // them, to run now.
-func (c *conn) startWait(cmd *command, rest []command, inWait bool) []command {
+func (c *conn) startWait(cmd *Command, rest []Command, inWait bool) []Command {
 	c.pending = *cmd
-	c.pending.name = append([]byte(nil), cmd.name...)
+	c.pending.Name = append([]byte(nil), cmd.Name...)
 	c.waiting = true
 	if inWait {
 		c.queue.unread(len(rest))
@@ -462,10 +462,10 @@ func (c *conn) startWait(cmd *command, rest []command, inWait bool) []command {
 
 // queueAfterWait queues cmds to run after the pending wait, all but the
 // out-of-band ones, which it returns: they run at once.
-func (c *conn) queueAfterWait(cmds []command) (now []command) {
+func (c *conn) queueAfterWait(cmds []Command) (now []Command) {
 	c.now = c.now[:0]
 	for i := range cmds {
-		if cmds[i].verb.outOfBand() {
+		if cmds[i].Verb.OutOfBand() {
 			c.now = append(c.now, cmds[i])
 			continue
 		}
@@ -501,7 +501,7 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		} else {
 			c.b.out = appendWaitReply(c.b.out, &c.pending, res)
 			c.b.ends = append(c.b.ends, len(c.b.out))
-			c.pending = command{}
+			c.pending = Command{}
 			c.waiting = false
 			err = c.runQueue()
 		}
@@ -555,11 +555,11 @@ type queuedLine struct {
 // queuedLineCost is what a queued line costs beyond its bytes.
 const queuedLineCost = 8
 
-func (q *lineQueue) push(cmd *command) {
-	if cmd.verb != verbTooLong {
-		q.data = append(q.data, cmd.line...)
+func (q *lineQueue) push(cmd *Command) {
+	if cmd.Verb != verbTooLong {
+		q.data = append(q.data, cmd.Line...)
 	}
-	q.lines = append(q.lines, queuedLine{end: int32(len(q.data)), tooLong: cmd.verb == verbTooLong})
+	q.lines = append(q.lines, queuedLine{end: int32(len(q.data)), tooLong: cmd.Verb == verbTooLong})
 }
 
 // size is what the queue costs now.
@@ -567,7 +567,7 @@ func (q *lineQueue) size() int { return len(q.data) + queuedLineCost*len(q.lines
 
 // pop parses up to n queued lines into cmds, with scratch for their
 // normalised arguments. They alias q.data until the next push.
-func (q *lineQueue) pop(cmds []command, scratch []byte, n int) ([]command, []byte) {
+func (q *lineQueue) pop(cmds []Command, scratch []byte, n int) ([]Command, []byte) {
 	for ; n > 0 && q.next < len(q.lines); n-- {
 		start := int32(0)
 		if q.next > 0 {
@@ -576,10 +576,10 @@ func (q *lineQueue) pop(cmds []command, scratch []byte, n int) ([]command, []byt
 		l := q.lines[q.next]
 		q.next++
 		if l.tooLong {
-			cmds = append(cmds, command{verb: verbTooLong})
+			cmds = append(cmds, Command{Verb: verbTooLong})
 			continue
 		}
-		var cmd command
+		var cmd Command
 		cmd, scratch = parseCommand(q.data[start:l.end], scratch)
 		cmds = append(cmds, cmd)
 	}

@@ -153,7 +153,7 @@ const dumpStep = 4096
 // startDump begins the dump cmd asks for into b.dump and copies its first
 // step. A dump copied in steps is not a snapshot: a lock held throughout is
 // listed once, one taken or released meanwhile may or may not be.
-func (m *manager) startDump(cmd *command, b *batch) {
+func (m *manager) startDump(cmd *Command, b *batch) {
 	d, _ := m.dumps.Get().(*dump)
 	if d == nil {
 		d = &dump{entries: make([]dumpEntry, 0, dumpStep)}
@@ -161,22 +161,22 @@ func (m *manager) startDump(cmd *command, b *batch) {
 	*d = dump{entries: d.entries[:0], details: d.details[:0]}
 	b.dump = d
 	switch {
-	case cmd.verb == verbWho:
+	case cmd.Verb == verbWho:
 		d.format = dumpLines
-		d.step = m.registryDump(d, cmd.name)
-	case cmd.verb == verbD:
+		d.step = m.registryDump(d, cmd.Name)
+	case cmd.Verb == verbD:
 		d.format = dumpLines
-		d.step = m.exclusiveDump(d, cmd.name, (*connState).displayName)
-	case cmd.verb == verbSD:
+		d.step = m.exclusiveDump(d, cmd.Name, (*connState).displayName)
+	case cmd.Verb == verbSD:
 		d.format = dumpLines
-		d.step = m.sharedDump(d, cmd.name, (*connState).displayName)
-	case cmd.verb == verbDL:
+		d.step = m.sharedDump(d, cmd.Name, (*connState).displayName)
+	case cmd.Verb == verbDL:
 		d.format = dumpDetailed
-		d.step = m.detailedDump(d, cmd.name)
-	case cmd.verb == verbDW:
+		d.step = m.detailedDump(d, cmd.Name)
+	case cmd.Verb == verbDW:
 		d.format = dumpWaiters
-		d.step = m.waitersDump(d, cmd.name)
-	case string(cmd.name) == "shared":
+		d.step = m.waitersDump(d, cmd.Name)
+	case string(cmd.Name) == "shared":
 		d.format = dumpSharedMap
 		d.step = m.sharedDump(d, nil, connName)
 	default:

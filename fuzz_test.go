@@ -103,7 +103,7 @@ func modelLines(data []byte, maxLine int) []modelCommand {
 }
 
 // verbWords maps the parser's verbs to their words, for comparing with the model.
-func verbWord(v verb) string {
+func verbWord(v Verb) string {
 	switch v {
 	case verbInvalid:
 		return ""
@@ -134,23 +134,23 @@ func FuzzParseCommand(f *testing.F) {
 		if string(line) != orig {
 			t.Fatalf("parseCommand changed its input: %q became %q", orig, line)
 		}
-		if cmd.verb == verbInvalid {
+		if cmd.Verb == verbInvalid {
 			return
 		}
-		name := string(cmd.name)
+		name := string(cmd.Name)
 
 		// Idempotence: the normalised form parses to the same command, and
 		// needs no rewriting.
-		norm := cmd.verb.String()
+		norm := cmd.Verb.String()
 		if arg := strings.Join(strings.Fields(string(trimSpace(line))[len(firstWord(orig)):]), " "); arg != "" {
 			norm += " " + arg
 		}
 		again, scratch2 := parseCommand([]byte(norm), nil)
-		if again.verb != cmd.verb || string(again.name) != name || again.ms != cmd.ms || again.max != cmd.max || again.bad != cmd.bad {
+		if again.Verb != cmd.Verb || string(again.Name) != name || again.MS != cmd.MS || again.Max != cmd.Max || again.Bad != cmd.Bad {
 			t.Fatalf("%q parses to %+v, its normal form %q to %+v", orig, cmd, norm, again)
 		}
-		if string(again.line) != norm {
-			t.Fatalf("normal form %q: line %q", norm, again.line)
+		if string(again.Line) != norm {
+			t.Fatalf("normal form %q: line %q", norm, again.Line)
 		}
 		if len(scratch2) != 0 && isASCII(norm) {
 			t.Fatalf("normal form %q needed rewriting into %q", norm, scratch2)
@@ -160,8 +160,8 @@ func FuzzParseCommand(f *testing.F) {
 		// first one's name alone.
 		second, _ := parseCommand(next, scratch)
 		checkParsed(t, string(next), second)
-		if string(cmd.name) != name {
-			t.Fatalf("parsing %q after %q changed the first name from %q to %q", next, orig, name, cmd.name)
+		if string(cmd.Name) != name {
+			t.Fatalf("parsing %q after %q changed the first name from %q to %q", next, orig, name, cmd.Name)
 		}
 	})
 }
@@ -184,32 +184,32 @@ func firstWord(line string) string {
 }
 
 // checkParsed compares a parsed command with the model of the same line.
-func checkParsed(t *testing.T, line string, cmd command) {
+func checkParsed(t *testing.T, line string, cmd Command) {
 	t.Helper()
 	mc := modelParse(line, len(line))
-	if verbWord(cmd.verb) != mc.verb {
-		t.Fatalf("%q: verb %q, want %q", line, verbWord(cmd.verb), mc.verb)
+	if verbWord(cmd.Verb) != mc.verb {
+		t.Fatalf("%q: verb %q, want %q", line, verbWord(cmd.Verb), mc.verb)
 	}
-	if string(cmd.line) != mc.line {
-		t.Fatalf("%q: line %q, want %q", line, cmd.line, mc.line)
+	if string(cmd.Line) != mc.line {
+		t.Fatalf("%q: line %q, want %q", line, cmd.Line, mc.line)
 	}
-	if cmd.verb == verbInvalid {
+	if cmd.Verb == verbInvalid {
 		return
 	}
-	name := string(cmd.name)
+	name := string(cmd.Name)
 	if name != strings.TrimSpace(name) || strings.Contains(name, "  ") {
 		t.Fatalf("%q: name %q is not normalised", line, name)
 	}
-	if cmd.bad != mc.bad {
-		t.Fatalf("%q: bad = %v, want %v", line, cmd.bad, mc.bad)
+	if cmd.Bad != mc.bad {
+		t.Fatalf("%q: bad = %v, want %v", line, cmd.Bad, mc.bad)
 	}
-	if cmd.bad {
+	if cmd.Bad {
 		return
 	}
-	if name != mc.name || cmd.ms != mc.ms || cmd.max != mc.max {
-		t.Fatalf("%q: name %q ms %d max %d, want %q %d %d", line, name, cmd.ms, cmd.max, mc.name, mc.ms, mc.max)
+	if name != mc.name || cmd.MS != mc.ms || cmd.Max != mc.max {
+		t.Fatalf("%q: name %q ms %d max %d, want %q %d %d", line, name, cmd.MS, cmd.Max, mc.name, mc.ms, mc.max)
 	}
-	if cmd.verb != verbGW && cmd.verb != verbSGW && !cmd.verb.async() && name != mc.arg {
+	if cmd.Verb != verbGW && cmd.Verb != verbSGW && !cmd.Verb.Async() && name != mc.arg {
 		t.Fatalf("%q: name %q, want strings.Fields's %q", line, name, mc.arg)
 	}
 }
@@ -414,7 +414,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 	var scratch []byte
 	var b batch
 	for _, l := range []string{"g busy", "sg sbusy"} {
-		var cmd command
+		var cmd Command
 		cmd, scratch = parseCommand([]byte(l), scratch)
 		b.cmds = append(b.cmds, cmd)
 	}

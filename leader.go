@@ -299,8 +299,8 @@ func (m *manager) mayGrant() bool {
 }
 
 // grantsAtOnce reports whether a command can grant a lock as it runs.
-func grantsAtOnce(v verb) bool {
-	return v == verbG || v == verbSG || v == verbGW || v == verbSGW || v.async()
+func grantsAtOnce(v Verb) bool {
+	return v == verbG || v == verbSG || v == verbGW || v == verbSGW || v.Async()
 }
 
 // errNotServing ends a connection whose replies came back from the manager

@@ -79,16 +79,16 @@ func appendUint(out []byte, n uint64) []byte {
 }
 
 // appendWaitReply formats the end of a wait for the command that started it.
-func appendWaitReply(out []byte, cmd *command, res waitResult) []byte {
+func appendWaitReply(out []byte, cmd *Command, res waitResult) []byte {
 	switch {
-	case cmd.verb == verbSGW && res.granted:
-		return appendReply(out, uint64(res.holders), textSharedGetSuccess, cmd.name)
-	case cmd.verb == verbSGW && res.deadlock:
-		return appendReply(out, 0, textSharedGetDeadlock, cmd.name)
-	case cmd.verb == verbSGW:
-		return appendReply(out, 0, textSharedGetTimeout, cmd.name)
+	case cmd.Verb == verbSGW && res.granted:
+		return appendReply(out, uint64(res.holders), textSharedGetSuccess, cmd.Name)
+	case cmd.Verb == verbSGW && res.deadlock:
+		return appendReply(out, 0, textSharedGetDeadlock, cmd.Name)
+	case cmd.Verb == verbSGW:
+		return appendReply(out, 0, textSharedGetTimeout, cmd.Name)
 	case res.deadlock:
-		return appendReply(out, 0, textGetDeadlock, cmd.name)
+		return appendReply(out, 0, textGetDeadlock, cmd.Name)
 	}
-	return appendBoolReply(out, res.granted, textGetSuccess, textGetTimeout, cmd.name)
+	return appendBoolReply(out, res.granted, textGetSuccess, textGetTimeout, cmd.Name)
 }

@@ -23,10 +23,10 @@ type statLine struct {
 func (m *manager) statLines() []statLine {
 	lines := make([]statLine, 0, 32)
 	for v := verbG; v < numVerbs; v++ {
-		if v.outOfBand() {
+		if v.OutOfBand() {
 			continue // not commands of the protocol's, but of its transport
 		}
-		if n := m.stats.commands[v]; n > 0 || v.original() {
+		if n := m.stats.commands[v]; n > 0 || v.Original() {
 			lines = append(lines, statLine{"command_" + v.String(), n})
 		}
 	}

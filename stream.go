@@ -78,7 +78,7 @@ const maxBatch = 1024
 // socket for its whole length (net.Conn.Close waits for it), and the
 // deepest call path of an idle connection's goroutine must stay within the
 // smallest stack (docs/design.md, "The idle-stack rule").
-func (t *streamTransport) read(cmds []command) ([]command, error) {
+func (t *streamTransport) read(cmds []Command) ([]Command, error) {
 	t.scratch = t.scratch[:0]
 	if cmds = t.parse(cmds); len(cmds) > 0 {
 		return cmds, nil // lines left over by a batch that was full
@@ -220,7 +220,7 @@ func (t *streamTransport) makeRoom() bool {
 
 // parse appends the commands of the complete lines in the buffer, up to
 // maxBatch of them.
-func (t *streamTransport) parse(cmds []command) []command {
+func (t *streamTransport) parse(cmds []Command) []Command {
 	for t.start < t.end && len(cmds) < maxBatch {
 		data := t.buf[t.start:t.end]
 		i := bytes.IndexByte(data, '\n')
@@ -235,7 +235,7 @@ func (t *streamTransport) parse(cmds []command) []command {
 		}
 		if i < 0 {
 			if len(data) > t.lineLimit()+1 { // too long even if a "\r\n" comes next
-				cmds = append(cmds, command{verb: verbTooLong})
+				cmds = append(cmds, Command{Verb: verbTooLong})
 				t.discarding = true
 				t.start = t.end
 			}
@@ -248,14 +248,14 @@ func (t *streamTransport) parse(cmds []command) []command {
 }
 
 // appendLine parses one line (without "\n") unless it is over max-line.
-func (t *streamTransport) appendLine(cmds []command, line []byte) []command {
+func (t *streamTransport) appendLine(cmds []Command, line []byte) []Command {
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
 	}
 	if len(line) > t.lineLimit() {
-		return append(cmds, command{verb: verbTooLong})
+		return append(cmds, Command{Verb: verbTooLong})
 	}
-	cmds = append(cmds, command{})
+	cmds = append(cmds, Command{})
 	t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
 	return cmds
 }

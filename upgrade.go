@@ -348,8 +348,8 @@ func captureConn(c *conn, h *connHandover) error {
 	if !c.waiting {
 		return nil
 	}
-	h.pendingVerb, h.pendingName = c.pending.verb.String(), string(c.pending.name)
-	h.pendingMS, h.pendingMax = c.pending.ms, c.pending.max
+	h.pendingVerb, h.pendingName = c.pending.Verb.String(), string(c.pending.Name)
+	h.pendingMS, h.pendingMax = c.pending.MS, c.pending.Max
 	q := &c.queue
 	for i := q.next; i < len(q.lines); i++ {
 		start := int32(0)
@@ -368,11 +368,11 @@ func (c *conn) adoptWait(h *connHandover) {
 		return
 	}
 	c.waiting = true
-	c.pending = command{verb: lookupVerb([]byte(h.pendingVerb)), name: []byte(h.pendingName), ms: h.pendingMS, max: h.pendingMax}
+	c.pending = Command{Verb: lookupVerb([]byte(h.pendingVerb)), Name: []byte(h.pendingName), MS: h.pendingMS, Max: h.pendingMax}
 	for _, q := range h.queued {
-		cmd := command{verb: verbTooLong}
+		cmd := Command{Verb: verbTooLong}
 		if !q.tooLong {
-			cmd = command{verb: verbInvalid, line: []byte(q.line)} // parsed again when it runs
+			cmd = Command{Verb: verbInvalid, Line: []byte(q.line)} // parsed again when it runs
 		}
 		c.queue.push(&cmd)
 	}

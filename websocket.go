@@ -128,7 +128,7 @@ func (s *Server) serveWebsocketHTTP(w http.ResponseWriter, r *http.Request) {
 // cost whatever it received or sent before.
 const keptBuffer = 4 << 10
 
-func (t *websocketTransport) read(cmds []command) ([]command, error) {
+func (t *websocketTransport) read(cmds []Command) ([]Command, error) {
 	t.scratch = t.scratch[:0]
 	if cap(t.scratch) > keptBuffer {
 		t.scratch = nil
@@ -143,7 +143,7 @@ func (t *websocketTransport) read(cmds []command) ([]command, error) {
 		}
 		err := t.receive()
 		if err == errMessageTooLarge {
-			return append(cmds, command{verb: verbTooLong}), nil
+			return append(cmds, Command{Verb: verbTooLong}), nil
 		}
 		if err != nil {
 			return cmds, err
@@ -158,10 +158,10 @@ func (t *websocketTransport) read(cmds []command) ([]command, error) {
 			line = line[:n-1]
 		}
 		if len(line) > t.maxLine {
-			cmds = append(cmds, command{verb: verbTooLong})
+			cmds = append(cmds, Command{Verb: verbTooLong})
 			continue
 		}
-		cmds = append(cmds, command{})
+		cmds = append(cmds, Command{})
 		t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
 	}
 	return cmds, nil
