@@ -11,6 +11,9 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // permissions are what an identity may do, beyond auth and ping.
@@ -216,36 +219,36 @@ func (acl *accessList) byCert(name string) *identity {
 // (docs/design.md, "The idle-stack rule").
 //
 //go:noinline
-func (m *manager) denied(c *connState, cmd *Command, b *batch) bool {
-	need := verbs[cmd.Verb].Access
-	if need == accessAnyone {
+func (m *manager) denied(c *connState, cmd *proto.Command, b *batch) bool {
+	need := cmd.Verb.Access()
+	if need == proto.AccessAnyone {
 		return false
 	}
 	id := c.ident
 	if id == nil {
-		b.out = append(b.out, replyAuthRequired...)
+		b.out = append(b.out, wire.AuthRequired...)
 		return true
 	}
 	switch need {
-	case accessLock:
+	case proto.AccessLock:
 		// A malformed gw or sgw does nothing, and says so.
 		if cmd.Bad || id.mayLock(cmd.Name) {
 			return false
 		}
-	case accessInspectName:
+	case proto.AccessInspectName:
 		if id.perms&permInspect != 0 || id.mayLock(cmd.Name) {
 			return false
 		}
-	case accessInspect:
+	case proto.AccessInspect:
 		if id.perms&permInspect != 0 {
 			return false
 		}
-		b.out = append(b.out, replyPermissionDenied...)
+		b.out = append(b.out, wire.PermissionDenied...)
 		return true
 	default:
 		return false
 	}
-	b.out = appendReply(b.out, 0, textPermissionDenied, cmd.Name)
+	b.out = proto.AppendReply(b.out, 0, wire.PermissionDeniedText, cmd.Name)
 	return true
 }
 
@@ -254,14 +257,14 @@ func (m *manager) denied(c *connState, cmd *Command, b *batch) bool {
 // while an earlier failure's delay ran (b.refuseAuth), or that finds the
 // failure buckets of its address or of the server empty, is refused without
 // the token being tried (authlimit.go).
-func (m *manager) auth(c *connState, cmd *Command, b *batch) bool {
+func (m *manager) auth(c *connState, cmd *proto.Command, b *batch) bool {
 	if m.sec.acl == nil {
-		b.out = append(b.out, replyDisabled...)
+		b.out = append(b.out, wire.Disabled...)
 		return true
 	}
 	if b.refuseAuth {
 		m.sec.authRefused.Inc()
-		b.out = append(b.out, replyAuthFailure...)
+		b.out = append(b.out, wire.AuthFailure...)
 		return true
 	}
 	addr := sourceAddr(c)
@@ -280,7 +283,7 @@ func (m *manager) auth(c *connState, cmd *Command, b *batch) bool {
 		return false
 	}
 	m.identify(c, id)
-	b.out = append(b.out, replyOK...)
+	b.out = append(b.out, wire.OK...)
 	return true
 }
 
@@ -296,7 +299,7 @@ func (m *manager) identify(c *connState, id *identity) {
 // that a client (the console) can tell what it may do before trying.
 func (m *manager) appendPerms(c *connState, out []byte) []byte {
 	if m.sec.acl == nil {
-		return append(out, replyDisabled...)
+		return append(out, wire.Disabled...)
 	}
 	id := c.ident // denied() has answered for an unidentified connection
 	out = append(out, "1 "...)

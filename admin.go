@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -92,30 +94,30 @@ func (m *manager) secureDisconnect(c *connState) {
 // manager has seen that disconnect and released the victim's locks, so that
 // a command pipelined after the kill sees them free; it reports false when
 // the reply is left pending that way (see killReleased and DefaultKillBound).
-func (m *manager) kill(c *connState, cmd *Command, b *batch) bool {
+func (m *manager) kill(c *connState, cmd *proto.Command, b *batch) bool {
 	switch {
 	case m.sec.acl != nil:
 		if c.ident.perms&permAdmin == 0 { // denied() has answered an unidentified one
-			b.out = append(b.out, replyPermissionDenied...)
+			b.out = append(b.out, wire.PermissionDenied...)
 			return true
 		}
 	case !m.sec.adminUnix:
-		b.out = append(b.out, replyDisabled...)
+		b.out = append(b.out, wire.Disabled...)
 		return true
 	case c.transport != "unix":
-		b.out = append(b.out, replyPermissionDenied...)
+		b.out = append(b.out, wire.PermissionDenied...)
 		return true
 	}
 	var victim *connState
-	if cmd.Verb == verbKill {
+	if cmd.Verb == proto.VerbKill {
 		if victim = m.sec.byName[string(cmd.Name)]; victim == nil {
-			b.out = appendReply(b.out, 0, textNoSuchConnection, cmd.Name)
+			b.out = proto.AppendReply(b.out, 0, wire.NoSuchConnection, cmd.Name)
 			return true
 		}
 	} else {
 		l, held := m.inspect(cmd.Name)
 		if !held {
-			b.out = appendReply(b.out, 0, textNotLocked, cmd.Name)
+			b.out = proto.AppendReply(b.out, 0, wire.NotLocked, cmd.Name)
 			return true
 		}
 		victim = l.owner
@@ -125,7 +127,7 @@ func (m *manager) kill(c *connState, cmd *Command, b *batch) bool {
 	if c.ident != nil {
 		args = append(args, "by_identity", c.ident.name)
 	}
-	if cmd.Verb == verbKillHolder {
+	if cmd.Verb == proto.VerbKillHolder {
 		args = append(args, "holder_of", string(cmd.Name))
 	}
 	m.sec.log.Warn("kill", args...)
@@ -135,7 +137,7 @@ func (m *manager) kill(c *connState, cmd *Command, b *batch) bool {
 		if victim.kill != nil {
 			victim.kill()
 		}
-		b.out = append(b.out, replyOK...)
+		b.out = append(b.out, wire.OK...)
 		return true
 	}
 	victim.kill()
@@ -175,9 +177,9 @@ func (m *manager) answerKill(pk *pendingKill, released bool) {
 	pk.timer.Stop()
 	b := pk.b
 	if released {
-		b.out = append(b.out, replyOK...)
+		b.out = append(b.out, wire.OK...)
 	} else {
-		b.out = appendReply(b.out, 1, textKillPending, pk.arg)
+		b.out = proto.AppendReply(b.out, 1, wire.KillPending, pk.arg)
 	}
 	b.ends = append(b.ends, len(b.out))
 	pk.killer.done <- struct{}{}

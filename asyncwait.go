@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/glockd/glockd/internal/wire"
 )
 
@@ -85,7 +86,7 @@ func appendAsyncOutcome(out []byte, shared bool, name string, res waitResult) []
 		out = append(out, wire.AsyncSGW+" "...)
 		switch {
 		case res.granted:
-			out = appendUint(out, uint64(res.holders))
+			out = proto.AppendUint(out, uint64(res.holders))
 		case res.deadlock:
 			out = append(out, wire.AsyncDeadlock...)
 		default:
@@ -96,7 +97,7 @@ func appendAsyncOutcome(out []byte, shared bool, name string, res waitResult) []
 		switch {
 		case res.granted:
 			out = append(out, "1 "...)
-			out = appendUint(out, res.token)
+			out = proto.AppendUint(out, res.token)
 		case res.deadlock:
 			out = append(out, "0 "+wire.AsyncDeadlock...)
 		default:
@@ -141,9 +142,9 @@ func (c *connState) asyncWaiting(name []byte, shared bool) bool {
 // c's), else a place in its queue; refused at once (the 0 outcome) when
 // malformed, not permitted, already waited for by c, at c's limit of locks
 // or of waits, with MS 0, or after the end of c's input.
-func (m *manager) asyncWait(c *connState, cmd *Command, b *batch) bool {
+func (m *manager) asyncWait(c *connState, cmd *proto.Command, b *batch) bool {
 	b.noReply = true
-	shared := cmd.Verb == verbAsyncSGW
+	shared := cmd.Verb == proto.VerbAsyncSGW
 	box := m.outbox(c)
 	name := cmd.Name
 	refuse := func() { box.put(shared, string(name), waitResult{}, false) }

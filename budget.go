@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/glockd/glockd/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,7 +17,7 @@ import (
 // being received, a stream's read buffer grown past the pooled one (a burst,
 // a long line) and the replies pending a write. Each holder charges what it
 // holds to the budget before it grows; past the budget, the connection that
-// asked for more is told replyQueueFull and closed (its locks orphaned, as
+// asked for more is told wire.QueueFull and closed (its locks orphaned, as
 // on any disconnect), and nobody else is slowed: the budget is one atomic
 // counter, never a lock, and the manager never touches it.
 //
@@ -25,7 +26,7 @@ import (
 // goroutine stacks. docs/security.md gives the overhead in numbers.
 
 // errOverBudget ends a connection that asked for more than -max-buffered had
-// left; it has been told replyQueueFull.
+// left; it has been told wire.QueueFull.
 var errOverBudget = errors.New("over the -max-buffered budget")
 
 // byteBudget is the server-wide budget.
@@ -130,12 +131,12 @@ func (c *conn) tellOverBudget() {
 	c.srv.metrics.overBudget.Inc()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+	c.t.write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 }
 
 // chargeReplies charges the pending replies' buffer, once it is bigger than
 // the one every connection keeps; over the budget, the replies are written,
-// then replyQueueFull, and the connection ends. Called with c.mu held; kept
+// then wire.QueueFull, and the connection ends. Called with c.mu held; kept
 // out of line for the idle-stack rule (docs/design.md).
 //
 //go:noinline
@@ -147,7 +148,7 @@ func (c *conn) chargeReplies() error {
 	if err := c.flush(); err != nil {
 		return err
 	}
-	c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+	c.t.write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 	return errOverBudget
 }
 

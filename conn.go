@@ -7,6 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // transport is how a connection reads commands and writes replies: lines on
@@ -15,7 +18,7 @@ type transport interface {
 	// read blocks until input arrives and appends the complete commands in
 	// it (up to maxBatch) to cmds. They alias the transport's buffers until
 	// the next read.
-	read(cmds []Command) ([]Command, error)
+	read(cmds []proto.Command) ([]proto.Command, error)
 	// write sends the replies in out; ends[i] is where reply i ends. When
 	// splitsReplies, out may end with the first part of a reply that the
 	// next write continues (a dump, see conn.appendDump).
@@ -41,13 +44,13 @@ type transport interface {
 // are pending (and the connection is not read meanwhile, so a client that
 // does not read stops being served); commands queued behind a wait are kept
 // as their raw lines, at most maxQueued bytes, past which the connection is
-// closed with replyQueueFull.
+// closed with wire.QueueFull.
 type conn struct {
 	srv   *Server
 	state *connState
 	t     transport
-	cmds  []Command     // the reader's batch
-	ended chan struct{} // closed when the reader has seen the connection end
+	cmds  []proto.Command // the reader's batch
+	ended chan struct{}   // closed when the reader has seen the connection end
 	// parkAt is set by a hand-over that asks the reader to stop (upgrade.go).
 	parkAt atomic.Pointer[pause]
 	// killed is set by a kill (kill, kill-holder, an eviction, the auth
@@ -58,13 +61,13 @@ type conn struct {
 	// mu is held by whichever goroutine is running commands or writing.
 	mu       sync.Mutex
 	b        batch
-	waiting  bool          // a wait is pending; later commands are queued
-	pending  Command       // the waiting command, with its name copied
-	queue    lineQueue     // commands read during the wait, to run after it
-	waitDone chan struct{} // closed when the current wait goroutine exits
-	drain    []Command     // the wait goroutine's commands, parsed from queue
-	scratch  []byte        // the wait goroutine's normalised arguments
-	now      []Command     // out-of-band commands to run at once
+	waiting  bool            // a wait is pending; later commands are queued
+	pending  proto.Command   // the waiting command, with its name copied
+	queue    lineQueue       // commands read during the wait, to run after it
+	waitDone chan struct{}   // closed when the current wait goroutine exits
+	drain    []proto.Command // the wait goroutine's commands, parsed from queue
+	scratch  []byte          // the wait goroutine's normalised arguments
+	now      []proto.Command // out-of-band commands to run at once
 
 	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
 	// delivering; deliverDone is closed when it exits.
@@ -241,7 +244,7 @@ func (c *conn) endOfInput() {
 // a burst made it big: an idle connection keeps a small one. (len, not cap:
 // append rounds capacity up to a size class, 67 for 64 commands, and a
 // client pipelining 64 would otherwise cost a new slice per batch.)
-func keepCommands(cmds []Command) []Command {
+func keepCommands(cmds []proto.Command) []proto.Command {
 	if len(cmds) > keptCommands {
 		return nil
 	}
@@ -250,7 +253,7 @@ func keepCommands(cmds []Command) []Command {
 
 // runOrQueue runs what the reader read, or queues it behind a pending wait.
 // It reports false when the connection must end.
-func (c *conn) runOrQueue(cmds []Command) bool {
+func (c *conn) runOrQueue(cmds []proto.Command) bool {
 	c.mu.Lock()
 	if c.waiting {
 		return c.queueLocked(cmds)
@@ -260,7 +263,7 @@ func (c *conn) runOrQueue(cmds []Command) bool {
 
 // queueLocked is queueBehindWait, unlocking c.mu even if it panics (see
 // runLocked).
-func (c *conn) queueLocked(cmds []Command) bool {
+func (c *conn) queueLocked(cmds []proto.Command) bool {
 	defer c.mu.Unlock()
 	return c.queueBehindWait(cmds)
 }
@@ -268,7 +271,7 @@ func (c *conn) queueLocked(cmds []Command) bool {
 // runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
 // a panicking websocket handler, and serve's cleanup must not then block on
 // the mutex for ever.
-func (c *conn) runLocked(cmds []Command) bool {
+func (c *conn) runLocked(cmds []proto.Command) bool {
 	defer c.mu.Unlock()
 	return c.runAndReply(cmds, false) == nil
 }
@@ -281,17 +284,17 @@ func (c *conn) runLocked(cmds []Command) bool {
 // (see the idle-stack rule in docs/design.md).
 //
 //go:noinline
-func (c *conn) queueBehindWait(cmds []Command) bool {
+func (c *conn) queueBehindWait(cmds []proto.Command) bool {
 	if now := c.queueAfterWait(cmds); len(now) > 0 && c.runAndReply(now, false) != nil {
 		return false
 	}
 	if c.queue.size() > c.maxQueued() {
-		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+		c.t.write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 		return false
 	}
 	if !c.queueMem.set(int64(c.queue.size())) {
 		c.srv.metrics.overBudget.Inc()
-		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+		c.t.write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 		return false
 	}
 	return true
@@ -303,7 +306,7 @@ func (c *conn) queueBehindWait(cmds []Command) bool {
 // waits sets c.waiting and leaves the commands after it to run after the
 // wait: queued, or when inWait (they come from the queue) left in it; the
 // out-of-band ones among them run at once. Called with c.mu held.
-func (c *conn) runAndReply(cmds []Command, inWait bool) error {
+func (c *conn) runAndReply(cmds []proto.Command, inWait bool) error {
 	b := &c.b
 	b.cmds, b.next = cmds, 0
 	for b.next < len(b.cmds) {
@@ -446,7 +449,7 @@ func (c *conn) flush() error {
 // when the wait ends: the reader queues them, the wait goroutine leaves them
 // in the queue they came from. It returns the out-of-band commands among
 // them, to run now.
-func (c *conn) startWait(cmd *Command, rest []Command, inWait bool) []Command {
+func (c *conn) startWait(cmd *proto.Command, rest []proto.Command, inWait bool) []proto.Command {
 	c.pending = *cmd
 	c.pending.Name = append([]byte(nil), cmd.Name...)
 	c.waiting = true
@@ -462,7 +465,7 @@ func (c *conn) startWait(cmd *Command, rest []Command, inWait bool) []Command {
 
 // queueAfterWait queues cmds to run after the pending wait, all but the
 // out-of-band ones, which it returns: they run at once.
-func (c *conn) queueAfterWait(cmds []Command) (now []Command) {
+func (c *conn) queueAfterWait(cmds []proto.Command) (now []proto.Command) {
 	c.now = c.now[:0]
 	for i := range cmds {
 		if cmds[i].Verb.OutOfBand() {
@@ -501,7 +504,7 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		} else {
 			c.b.out = appendWaitReply(c.b.out, &c.pending, res)
 			c.b.ends = append(c.b.ends, len(c.b.out))
-			c.pending = Command{}
+			c.pending = proto.Command{}
 			c.waiting = false
 			err = c.runQueue()
 		}
@@ -555,11 +558,11 @@ type queuedLine struct {
 // queuedLineCost is what a queued line costs beyond its bytes.
 const queuedLineCost = 8
 
-func (q *lineQueue) push(cmd *Command) {
-	if cmd.Verb != verbTooLong {
+func (q *lineQueue) push(cmd *proto.Command) {
+	if cmd.Verb != proto.VerbTooLong {
 		q.data = append(q.data, cmd.Line...)
 	}
-	q.lines = append(q.lines, queuedLine{end: int32(len(q.data)), tooLong: cmd.Verb == verbTooLong})
+	q.lines = append(q.lines, queuedLine{end: int32(len(q.data)), tooLong: cmd.Verb == proto.VerbTooLong})
 }
 
 // size is what the queue costs now.
@@ -567,7 +570,7 @@ func (q *lineQueue) size() int { return len(q.data) + queuedLineCost*len(q.lines
 
 // pop parses up to n queued lines into cmds, with scratch for their
 // normalised arguments. They alias q.data until the next push.
-func (q *lineQueue) pop(cmds []Command, scratch []byte, n int) ([]Command, []byte) {
+func (q *lineQueue) pop(cmds []proto.Command, scratch []byte, n int) ([]proto.Command, []byte) {
 	for ; n > 0 && q.next < len(q.lines); n-- {
 		start := int32(0)
 		if q.next > 0 {
@@ -576,11 +579,11 @@ func (q *lineQueue) pop(cmds []Command, scratch []byte, n int) ([]Command, []byt
 		l := q.lines[q.next]
 		q.next++
 		if l.tooLong {
-			cmds = append(cmds, Command{Verb: verbTooLong})
+			cmds = append(cmds, proto.Command{Verb: proto.VerbTooLong})
 			continue
 		}
-		var cmd Command
-		cmd, scratch = parseCommand(q.data[start:l.end], scratch)
+		var cmd proto.Command
+		cmd, scratch = proto.Parse(q.data[start:l.end], scratch)
 		cmds = append(cmds, cmd)
 	}
 	return cmds, scratch

@@ -40,6 +40,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -299,8 +300,8 @@ func (m *manager) mayGrant() bool {
 }
 
 // grantsAtOnce reports whether a command can grant a lock as it runs.
-func grantsAtOnce(v Verb) bool {
-	return v == verbG || v == verbSG || v == verbGW || v == verbSGW || v.Async()
+func grantsAtOnce(v proto.Verb) bool {
+	return v == proto.VerbG || v == proto.VerbSG || v == proto.VerbGW || v == proto.VerbSGW || v.Async()
 }
 
 // errNotServing ends a connection whose replies came back from the manager

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/wire"
 	"golang.org/x/net/websocket"
 )
 
@@ -346,8 +347,8 @@ func TestQueuedBehindWaitMemory(t *testing.T) {
 	if grew > maxGrow {
 		t.Fatalf("RSS grew by %d MB", grew>>20)
 	}
-	if got := c.line(); got != replyQueueFull {
-		t.Fatalf("over the queue limit: %q, want %q", got, replyQueueFull)
+	if got := c.line(); got != wire.QueueFull {
+		t.Fatalf("over the queue limit: %q, want %q", got, wire.QueueFull)
 	}
 	waitersQueued(t, srv, 0, "the waiter gone")
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/glockd/glockd/internal/wire"
 	"golang.org/x/net/websocket"
 )
 
@@ -505,7 +506,7 @@ func (s *Server) admit(c *conn) bool {
 	case admitted:
 		return true
 	case refusedFull:
-		c.t.refuse(replyTooMany)
+		c.t.refuse(wire.TooManyConns)
 	default:
 		c.t.refuse("")
 	}

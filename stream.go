@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
 // streamTransport speaks the line protocol on a TCP or unix connection.
@@ -78,7 +80,7 @@ const maxBatch = 1024
 // socket for its whole length (net.Conn.Close waits for it), and the
 // deepest call path of an idle connection's goroutine must stay within the
 // smallest stack (docs/design.md, "The idle-stack rule").
-func (t *streamTransport) read(cmds []Command) ([]Command, error) {
+func (t *streamTransport) read(cmds []proto.Command) ([]proto.Command, error) {
 	t.scratch = t.scratch[:0]
 	if cmds = t.parse(cmds); len(cmds) > 0 {
 		return cmds, nil // lines left over by a batch that was full
@@ -220,7 +222,7 @@ func (t *streamTransport) makeRoom() bool {
 
 // parse appends the commands of the complete lines in the buffer, up to
 // maxBatch of them.
-func (t *streamTransport) parse(cmds []Command) []Command {
+func (t *streamTransport) parse(cmds []proto.Command) []proto.Command {
 	for t.start < t.end && len(cmds) < maxBatch {
 		data := t.buf[t.start:t.end]
 		i := bytes.IndexByte(data, '\n')
@@ -235,7 +237,7 @@ func (t *streamTransport) parse(cmds []Command) []Command {
 		}
 		if i < 0 {
 			if len(data) > t.lineLimit()+1 { // too long even if a "\r\n" comes next
-				cmds = append(cmds, Command{Verb: verbTooLong})
+				cmds = append(cmds, proto.Command{Verb: proto.VerbTooLong})
 				t.discarding = true
 				t.start = t.end
 			}
@@ -248,15 +250,15 @@ func (t *streamTransport) parse(cmds []Command) []Command {
 }
 
 // appendLine parses one line (without "\n") unless it is over max-line.
-func (t *streamTransport) appendLine(cmds []Command, line []byte) []Command {
+func (t *streamTransport) appendLine(cmds []proto.Command, line []byte) []proto.Command {
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
 	}
 	if len(line) > t.lineLimit() {
-		return append(cmds, Command{Verb: verbTooLong})
+		return append(cmds, proto.Command{Verb: proto.VerbTooLong})
 	}
-	cmds = append(cmds, Command{})
-	t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
+	cmds = append(cmds, proto.Command{})
+	t.scratch = proto.ParseInto(&cmds[len(cmds)-1], line, t.scratch)
 	return cmds
 }
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -368,11 +369,11 @@ func (c *conn) adoptWait(h *connHandover) {
 		return
 	}
 	c.waiting = true
-	c.pending = Command{Verb: lookupVerb([]byte(h.pendingVerb)), Name: []byte(h.pendingName), MS: h.pendingMS, Max: h.pendingMax}
+	c.pending = proto.Command{Verb: proto.LookupVerb([]byte(h.pendingVerb)), Name: []byte(h.pendingName), MS: h.pendingMS, Max: h.pendingMax}
 	for _, q := range h.queued {
-		cmd := Command{Verb: verbTooLong}
+		cmd := proto.Command{Verb: proto.VerbTooLong}
 		if !q.tooLong {
-			cmd = Command{Verb: verbInvalid, Line: []byte(q.line)} // parsed again when it runs
+			cmd = proto.Command{Verb: proto.VerbInvalid, Line: []byte(q.line)} // parsed again when it runs
 		}
 		c.queue.push(&cmd)
 	}

@@ -8,6 +8,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
 // The state an old process hands to a new one (upgrade.go), and its
@@ -410,7 +412,7 @@ func (m *manager) snapshotHandover(st *handoverState, conns []*connState) error 
 	st.wall = time.Now().UnixNano()
 	st.nextToken = m.tokens.next
 	st.commands = make(map[string]uint64)
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		if n := m.stats.commands[v]; n > 0 {
 			st.commands[v.String()] = n
 		}
@@ -469,7 +471,7 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 	if st.nextToken > m.tokens.next && m.leader == nil {
 		m.tokens.next = min(st.nextToken, maxToken)
 	}
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		m.stats.commands[v] = st.commands[v.String()]
 	}
 	m.stats.invalid, m.stats.orphans, m.stats.sharedOrphans = st.invalid, st.orphans, st.sharedOrp
@@ -509,7 +511,7 @@ func (m *manager) restoreHandover(st *handoverState, conns []*connState) error {
 		m.shared.addHolder(c, ref, m.now-h.age-gap)
 	}
 	for _, ws := range st.waiters {
-		ms := int64(noWait)
+		ms := int64(proto.NoWait)
 		if ws.remaining >= 0 {
 			// Rounded up: a wait never ends before its original time.
 			left := max(0, time.Duration(ws.remaining-gap))

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/glockd/glockd/internal/proto"
 	"golang.org/x/net/websocket"
 )
 
@@ -128,7 +129,7 @@ func (s *Server) serveWebsocketHTTP(w http.ResponseWriter, r *http.Request) {
 // cost whatever it received or sent before.
 const keptBuffer = 4 << 10
 
-func (t *websocketTransport) read(cmds []Command) ([]Command, error) {
+func (t *websocketTransport) read(cmds []proto.Command) ([]proto.Command, error) {
 	t.scratch = t.scratch[:0]
 	if cap(t.scratch) > keptBuffer {
 		t.scratch = nil
@@ -143,7 +144,7 @@ func (t *websocketTransport) read(cmds []Command) ([]Command, error) {
 		}
 		err := t.receive()
 		if err == errMessageTooLarge {
-			return append(cmds, Command{Verb: verbTooLong}), nil
+			return append(cmds, proto.Command{Verb: proto.VerbTooLong}), nil
 		}
 		if err != nil {
 			return cmds, err
@@ -158,11 +159,11 @@ func (t *websocketTransport) read(cmds []Command) ([]Command, error) {
 			line = line[:n-1]
 		}
 		if len(line) > t.maxLine {
-			cmds = append(cmds, Command{Verb: verbTooLong})
+			cmds = append(cmds, proto.Command{Verb: proto.VerbTooLong})
 			continue
 		}
-		cmds = append(cmds, Command{})
-		t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
+		cmds = append(cmds, proto.Command{})
+		t.scratch = proto.ParseInto(&cmds[len(cmds)-1], line, t.scratch)
 	}
 	return cmds, nil
 }
