@@ -185,33 +185,6 @@ func (m *manager) answerKill(pk *pendingKill, released bool) {
 	pk.killer.done <- struct{}{}
 }
 
-// abortFunc returns what cuts a connection short from another goroutine
-// without blocking: a deadline in the past wakes its blocked read (and any
-// write stuck on a client that does not read), and its goroutine then ends
-// it the usual way. Closing it here instead could block the manager on a
-// TLS close_notify or a websocket close frame.
-func abortFunc(t transport) func() {
-	var setDeadline func(time.Time) error
-	switch t := t.(type) {
-	case *streamTransport:
-		if tc, ok := t.nc.(*tlsConn); ok {
-			return func() {
-				tc.killed.Store(true) // before the deadline: see tlsConn.waitInput
-				tc.SetDeadline(time.Unix(1, 0))
-			}
-		}
-		setDeadline = t.nc.SetDeadline
-	case *websocketTransport:
-		return func() {
-			t.killed.Store(true) // before the deadline: see wsSource
-			t.nc.SetDeadline(time.Unix(1, 0))
-		}
-	default:
-		return nil
-	}
-	return func() { setDeadline(time.Unix(1, 0)) }
-}
-
 // needsKill reports whether connections must be killable: kill is enabled,
 // or a reloaded ACL file may drop an identity.
 func (s *Server) needsKill() bool {

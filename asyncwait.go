@@ -286,7 +286,7 @@ func (c *conn) deliverOutcomes(done chan struct{}) {
 		}
 		c.mu.Unlock()
 		if err != nil {
-			c.t.close()
+			c.t.Close()
 			return
 		}
 		if pending == 0 {

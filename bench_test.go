@@ -25,25 +25,6 @@ import (
 // Allocations are the point as much as time: parsing and a get/release of a
 // held name allocate nothing; a first acquisition allocates only the name.
 
-// BenchmarkBatchParse is the stream transport's parse of a pipelined read of
-// 64 lines into one batch.
-func BenchmarkBatchParse(b *testing.B) {
-	var input []byte
-	for i := range 32 {
-		input = fmt.Appendf(input, "g k%d\nr k%d\n", i, i)
-	}
-	t := &streamTransport{maxLine: DefaultMaxLine, buf: input}
-	cmds := make([]proto.Command, 0, 64)
-	b.SetBytes(int64(len(input)))
-	b.ReportAllocs()
-	for b.Loop() {
-		t.start, t.end, t.scratch = 0, len(input), t.scratch[:0]
-		if cmds = t.parse(cmds[:0]); len(cmds) != 64 {
-			b.Fatalf("%d commands", len(cmds))
-		}
-	}
-}
-
 // benchBatch parses lines into a batch for the manager benchmarks.
 func benchBatch(lines ...string) *batch {
 	bt := &batch{}

@@ -9,28 +9,9 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/transport"
 	"github.com/glockd/glockd/internal/wire"
 )
-
-// transport is how a connection reads commands and writes replies: lines on
-// a stream (TCP, unix) or messages on a websocket.
-type transport interface {
-	// read blocks until input arrives and appends the complete commands in
-	// it (up to maxBatch) to cmds. They alias the transport's buffers until
-	// the next read.
-	read(cmds []proto.Command) ([]proto.Command, error)
-	// write sends the replies in out; ends[i] is where reply i ends. When
-	// splitsReplies, out may end with the first part of a reply that the
-	// next write continues (a dump, see conn.appendDump).
-	write(out []byte, ends []int) error
-	// splitsReplies reports whether a reply may be written in parts: on a
-	// stream it may, a websocket message is sent whole.
-	splitsReplies() bool
-	close() error
-	// refuse turns the connection away: it sends reply, if any and if it
-	// can within a second, and closes.
-	refuse(reply string)
-}
 
 // conn serves one client. Its goroutine reads commands, has the manager run
 // them and writes the replies. While a gw or sgw waits, a second goroutine
@@ -40,7 +21,7 @@ type transport interface {
 // never waits on a socket.
 //
 // What one connection can cost is bounded at every step: a batch is at most
-// maxBatch commands; replies are written once maxReplyBuffer bytes of them
+// transport.MaxBatch commands; replies are written once maxReplyBuffer bytes of them
 // are pending (and the connection is not read meanwhile, so a client that
 // does not read stops being served); commands queued behind a wait are kept
 // as their raw lines, at most maxQueued bytes, past which the connection is
@@ -48,7 +29,7 @@ type transport interface {
 type conn struct {
 	srv   *Server
 	state *connState
-	t     transport
+	t     transport.Conn
 	cmds  []proto.Command // the reader's batch
 	ended chan struct{}   // closed when the reader has seen the connection end
 	// parkAt is set by a hand-over that asks the reader to stop (upgrade.go).
@@ -93,7 +74,7 @@ type conn struct {
 
 	// What c.queue and c.b.out hold, charged to -max-buffered (budget.go);
 	// guarded by mu.
-	queueMem, outMem charge
+	queueMem, outMem transport.Charge
 }
 
 const (
@@ -114,9 +95,12 @@ const (
 	// dumpPause is how long a dump waits between its steps (see
 	// appendDump): a step takes about 0.3 ms on a 2-core EPYC guest.
 	dumpPause = 500 * time.Microsecond
+	// closeGrace is how long the end of a connection waits for a client
+	// that does not read: as long as a transport's Close.
+	closeGrace = transport.CloseGrace
 )
 
-func newConn(srv *Server, name, transportName string, t transport) *conn {
+func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 	c := &conn{
 		srv:   srv,
 		state: newConnState(name, transportName),
@@ -124,32 +108,24 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 		ended: make(chan struct{}),
 	}
 	if srv.needsKill() {
-		if abort := abortFunc(t); abort != nil {
-			c.state.kill = func() {
-				c.killed.Store(true) // before the deadline: see conn.park
-				abort()
-			}
+		c.state.kill = func() {
+			c.killed.Store(true) // before the deadline: see conn.park
+			t.Abort()
 		}
 	}
-	c.queueMem.budget, c.outMem.budget = &srv.budget, &srv.budget
-	switch t := t.(type) {
-	case *streamTransport:
-		t.mem.budget = &srv.budget
-	case *websocketTransport:
-		t.mem.budget = &srv.budget
-		t.park = &c.parkAt
-	}
+	c.queueMem.Budget, c.outMem.Budget = &srv.budget, &srv.budget
+	limits := transport.Limits{Budget: &srv.budget, Parker: c}
 	if srv.cfg.Security.ACLFile != "" {
 		// Small buffers until it authenticates (unauth.go).
-		switch t := t.(type) {
-		case *streamTransport:
-			t.identified = &c.state.identified
-		case *websocketTransport:
-			t.identified = &c.state.identified
-		}
+		limits.Identified = &c.state.identified
 	}
+	t.Bind(limits)
 	return c
 }
+
+// Parked reports whether a hand-over has asked c's reader to stop
+// (upgrade.go): a websocket reader stops between messages only.
+func (c *conn) Parked() bool { return c.parkAt.Load() != nil }
 
 // serve runs the connection until it ends, then releases everything it held.
 func (c *conn) serve() {
@@ -159,7 +135,7 @@ func (c *conn) serve() {
 
 // serveInput reads and runs commands until the connection ends, then
 // finishes it. A TLS connection that has waited tlsRest for input since it
-// last used crypto/tls (errRest, tls.go) goes on waiting on a fresh
+// last used crypto/tls (transport.ErrRest) goes on waiting on a fresh
 // goroutine instead, and this one ends: crypto/tls grew its stack to 8 KiB,
 // which the runtime shrinks back to 4 KiB only, and the new goroutine waits
 // on the 2 KiB it starts with.
@@ -167,17 +143,17 @@ func (c *conn) serveInput() {
 	rest := false
 	defer c.finishUnlessRested(&rest)
 	for {
-		cmds, err := c.t.read(c.cmds[:0])
+		cmds, err := c.t.Read(c.cmds[:0])
 		if len(cmds) > 0 && !c.runOrQueue(cmds) {
 			return
 		}
 		if err != nil {
-			if err == errRest {
+			if err == transport.ErrRest {
 				rest = true
 				go c.serveInput()
 			} else if errors.Is(err, io.EOF) {
 				c.endOfInput()
-			} else if err == errOverBudget {
+			} else if err == transport.ErrOverBudget {
 				c.tellOverBudget()
 			} else if c.park(err) {
 				continue // a hand-over failed: go on (upgrade.go)
@@ -208,7 +184,7 @@ func (c *conn) finish() {
 			defer c.authDeadline.Stop()
 		}
 	}
-	c.t.close()
+	c.t.Close()
 	c.mu.Lock()
 	done := c.waitDone
 	c.mu.Unlock()
@@ -289,12 +265,12 @@ func (c *conn) queueBehindWait(cmds []proto.Command) bool {
 		return false
 	}
 	if c.queue.size() > c.maxQueued() {
-		c.t.write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
+		c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 		return false
 	}
-	if !c.queueMem.set(int64(c.queue.size())) {
+	if !c.queueMem.Set(int64(c.queue.size())) {
 		c.srv.metrics.overBudget.Inc()
-		c.t.write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
+		c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 		return false
 	}
 	return true
@@ -368,7 +344,7 @@ func (c *conn) appendDump() error {
 	d := b.dump
 	b.dump = nil
 	defer c.srv.manager.releaseDump(d)
-	if c.t.splitsReplies() && cap(b.out) < dumpOutBuffer {
+	if c.t.SplitsReplies() && cap(b.out) < dumpOutBuffer {
 		// A buffer for a step's lines, from the server's pool: dumps
 		// in a loop then make next to no garbage (flush gives it back).
 		p, _ := c.srv.dumpBuffers.Get().(*[dumpOutBuffer]byte)
@@ -390,7 +366,7 @@ func (c *conn) appendDump() error {
 		if d.done() {
 			break
 		}
-		if c.t.splitsReplies() {
+		if c.t.SplitsReplies() {
 			// The batch's replies before the dump may hold grants:
 			// written under the same check as flush's.
 			if err := c.writePending(); err != nil {
@@ -417,9 +393,9 @@ func (c *conn) writePending() error {
 	b := &c.b
 	err := errNotServing
 	if c.srv.manager.serving() {
-		err = c.t.write(b.out, b.ends)
+		err = c.t.Write(b.out, b.ends)
 	} else {
-		c.t.close()
+		c.t.Close()
 	}
 	b.out, b.ends = b.out[:0], b.ends[:0]
 	return err
@@ -439,8 +415,8 @@ func (c *conn) flush() error {
 	if cap(b.ends) > keptReplyEnds {
 		b.ends = nil
 	}
-	if c.outMem.n > 0 {
-		c.outMem.set(int64(cap(b.out)))
+	if c.outMem.Held() > 0 {
+		c.outMem.Set(int64(cap(b.out)))
 	}
 	return err
 }
@@ -494,7 +470,7 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		if res.granted && !c.srv.manager.serving() {
 			// A grant made before this node's leadership ended (a
 			// pause, with -etcd) is not announced after it.
-			c.t.close()
+			c.t.Close()
 			return
 		}
 		c.mu.Lock()
@@ -512,12 +488,12 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		if !waiting {
 			c.b.refuseAuth = false
 			c.queue.release()
-			c.queueMem.release()
+			c.queueMem.Release()
 			c.drain, c.scratch = nil, nil
 		}
 		c.mu.Unlock()
 		if err != nil {
-			c.t.close()
+			c.t.Close()
 			return
 		}
 		if !waiting {
@@ -527,11 +503,11 @@ func (c *conn) awaitWaits(done chan struct{}) {
 }
 
 // runQueue runs the commands queued behind the wait that has just ended, up
-// to maxBatch at a time, until the queue is empty or one of them waits.
+// to transport.MaxBatch at a time, until the queue is empty or one of them waits.
 // Called with c.mu held.
 func (c *conn) runQueue() error {
 	for {
-		c.drain, c.scratch = c.queue.pop(c.drain[:0], c.scratch[:0], maxBatch)
+		c.drain, c.scratch = c.queue.pop(c.drain[:0], c.scratch[:0], transport.MaxBatch)
 		if len(c.drain) == 0 {
 			return c.flush()
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/transport"
 	"github.com/glockd/glockd/internal/wire"
 )
 
@@ -317,13 +318,13 @@ func (sc *scriptConn) SetWriteDeadline(time.Time) error { return nil }
 // recordingTransport is the line protocol's reader with a writer that keeps
 // each command's reply apart, as the websocket transport gets them.
 type recordingTransport struct {
-	*streamTransport
+	*transport.Stream
 	mu      sync.Mutex
 	replies []string
 	wrote   chan struct{}
 }
 
-func (rt *recordingTransport) write(out []byte, ends []int) error {
+func (rt *recordingTransport) Write(out []byte, ends []int) error {
 	rt.mu.Lock()
 	start := 0
 	for _, end := range ends {
@@ -430,7 +431,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 	} else {
 		in = newSocketFeed(t, data, chunking)
 	}
-	rt := &recordingTransport{streamTransport: newStreamTransport(in.conn(), cfg.MaxLine, &srv.readBuffers), wrote: make(chan struct{}, 1)}
+	rt := &recordingTransport{Stream: transport.NewStream(in.conn(), cfg.MaxLine, &srv.readBuffers), wrote: make(chan struct{}, 1)}
 	c := newConn(srv, fuzzConn, "test", rt)
 	served := make(chan struct{})
 	go func() {

@@ -842,7 +842,7 @@ func (s *Server) closeLockConns() {
 			return
 		}
 		for _, c := range conns {
-			c.t.close()
+			c.t.Close()
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/transport"
 	"github.com/glockd/glockd/internal/wire"
 	"golang.org/x/net/websocket"
 )
@@ -108,7 +109,7 @@ func TestMaxLineBoundary(t *testing.T) {
 		cases = append(cases,
 			lineCase{[]string{huge}, tl},
 			// Over the biggest message: refused without being buffered.
-			lineCase{[]string{strings.Repeat("w", maxMessage(maxLine)+1)}, tl},
+			lineCase{[]string{strings.Repeat("w", transport.MaxMessage(maxLine)+1)}, tl},
 		)
 		for i, lc := range cases {
 			c.send(lc.pieces[0])

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/glockd/glockd/internal/transport"
 )
 
 // SecurityConfig turns on TLS, client identities with per-name permissions
@@ -140,7 +142,7 @@ func (s *Server) listenSecure(lc *net.ListenConfig) error {
 		if err != nil {
 			return fmt.Errorf("tls: %w", err)
 		}
-		s.sec.tlsLn = &tlsListener{Listener: ln, config: s.sec.tls.config(false)}
+		s.sec.tlsLn = transport.NewTLSListener(ln, s.sec.tls.config(false))
 	}
 	return nil
 }

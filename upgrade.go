@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/transport"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -173,7 +174,7 @@ func (s *Server) listenUnixSocket() (net.Listener, error) {
 	l := s.up.takeInherited("unix")
 	if l == nil {
 		var err error
-		if l, err = listenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
+		if l, err = transport.ListenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
 			return nil, err
 		}
 	}
@@ -221,32 +222,12 @@ func (c *conn) park(err error) bool {
 }
 
 // handedConn returns the connection under c's transport when c can be
-// handed over: a plain TCP or unix connection, or a websocket on one. A TLS
-// connection (websockets under -ws-tls too) cannot: its keys stay here.
-func handedConn(c *conn) (net.Conn, bool) {
-	switch t := c.t.(type) {
-	case *streamTransport:
-		return t.nc, t.rc != nil
-	case *websocketTransport:
-		_, ok := t.nc.(syscall.Conn)
-		return t.nc, ok
-	}
-	return nil, false
-}
+// handed over (transport.Conn.Handover).
+func handedConn(c *conn) (net.Conn, bool) { return c.t.Handover() }
 
-// unreadInput is what a stopped connection has read and not yet run: a
-// partial line, or a websocket's bytes past the last whole message; and
-// whether it is skipping the rest of a too-long line.
-func unreadInput(c *conn) ([]byte, bool) {
-	switch t := c.t.(type) {
-	case *streamTransport:
-		return t.buf[t.start:t.end], t.discarding
-	case *websocketTransport:
-		p, _ := t.br.Peek(t.br.Buffered())
-		return p, false
-	}
-	return nil, false
-}
+// unreadInput is what a stopped connection has read and not yet run
+// (transport.Conn.Unread).
+func unreadInput(c *conn) ([]byte, bool) { return c.t.Unread() }
 
 // pauseAll stops the listeners and the connections for a hand-over, or
 // fails by deadline, and returns the connections stopped, to hand over. On
@@ -295,7 +276,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	}
 	for _, c := range others {
 		u.noteClosed(c.state.transport, 1)
-		c.t.close()
+		c.t.Close()
 	}
 	// Every connection has stopped, or ended. (u.mu is taken inside s.mu,
 	// never the other way round: track does so.)
@@ -377,7 +358,7 @@ func (c *conn) adoptWait(h *connHandover) {
 		}
 		c.queue.push(&cmd)
 	}
-	c.queueMem.set(int64(c.queue.size()))
+	c.queueMem.Set(int64(c.queue.size()))
 }
 
 // waitUntil polls cond until it holds or deadline passes.
@@ -531,7 +512,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	ls := s.up.listeners
 	s.up.mu.Unlock()
 	for kind, l := range ls {
-		sc, ok := rawListener(l.Listener).(syscall.Conn)
+		sc, ok := transport.RawListener(l.Listener).(syscall.Conn)
 		if !ok {
 			return fmt.Errorf("listener %s has no descriptor", kind)
 		}
@@ -722,14 +703,6 @@ func (o *asyncOutbox) pendingCount() int {
 	return o.pending
 }
 
-// rawListener is the listener under l's wrappers: what has the descriptor.
-func rawListener(l net.Listener) net.Listener {
-	if ul, ok := l.(*unixListener); ok {
-		return ul.UnixListener
-	}
-	return l
-}
-
 func mustFormat() uint64 {
 	f, err := strconv.ParseUint(handoverFormat, 10, 64)
 	if err != nil {
@@ -874,7 +847,7 @@ func (s *Server) adopt(h *heir) (err error) {
 		}
 		if err != nil {
 			for _, l := range s.up.inherited {
-				rawListener(l).Close()
+				transport.RawListener(l).Close()
 			}
 			for _, c := range s.up.adopted {
 				nc, _ := handedConn(c)
@@ -892,13 +865,10 @@ func (s *Server) adopt(h *heir) (err error) {
 			return fmt.Errorf("listener %s: %w", ls.kind, err)
 		}
 		if ul, ok := l.(*net.UnixListener); ok && ls.path != "" {
-			ul.SetUnlinkOnClose(false) // unixListener removes the path, if still its own
-			fi, err := os.Lstat(ls.path)
-			if err != nil {
+			if l, err = transport.AdoptUnix(ul, ls.path); err != nil {
 				ul.Close()
 				return fmt.Errorf("unix socket %s: %w", ls.path, err)
 			}
-			l = &unixListener{UnixListener: ul, path: ls.path, file: fi}
 		}
 		s.up.inherited[ls.kind] = l
 	}
@@ -910,16 +880,12 @@ func (s *Server) adopt(h *heir) (err error) {
 		if err != nil {
 			return fmt.Errorf("connection %s: %w", ch.name, err)
 		}
-		var t transport
+		var t transport.Conn
 		if ch.transport == "websocket" {
-			t = newWebsocketTransport(nc, ch.input, s.cfg.MaxLine)
+			t = transport.NewWebsocket(nc, ch.input, s.cfg.MaxLine)
 		} else {
-			st := newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers)
-			if len(ch.input) > 0 {
-				st.buf = make([]byte, max(pooledReadBuffer, 2*len(ch.input)))
-				st.end = copy(st.buf, ch.input)
-			}
-			st.discarding = ch.discarding
+			st := transport.NewStream(nc, s.cfg.MaxLine, &s.readBuffers)
+			st.Restore(ch.input, ch.discarding)
 			t = st
 		}
 		c := newConn(s, ch.name, ch.transport, t)
@@ -977,7 +943,7 @@ func (s *Server) serveAdopted() {
 	s.up.adopted = nil
 	for kind, l := range s.up.inherited { // not configured any more
 		s.cfg.Logger.Warn("upgrade: closing a listener the new configuration does not have", "listener", kind)
-		rawListener(l).Close()
+		transport.RawListener(l).Close()
 	}
 	s.up.inherited = nil
 }
