@@ -21,9 +21,9 @@ import (
 // never waits on a socket.
 //
 // What one connection can cost is bounded at every step: a batch is at most
-// transport.MaxBatch commands; replies are written once maxReplyBuffer bytes of them
-// are pending (and the connection is not read meanwhile, so a client that
-// does not read stops being served); commands queued behind a wait are kept
+// transport.MaxBatch commands; replies are written once maxReplyBuffer bytes
+// of them are pending (and the connection is not read meanwhile, so a client
+// that does not read stops being served); commands queued behind a wait are kept
 // as their raw lines, at most maxQueued bytes, past which the connection is
 // closed with wire.QueueFull.
 type conn struct {
