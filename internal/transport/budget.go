@@ -11,8 +11,8 @@ var ErrOverBudget = errors.New("over the -max-buffered budget")
 
 // Budget is the server-wide budget.
 type Budget struct {
-	Max  int64
-	Used atomic.Int64
+	Max  int64        // -max-buffered, set before any connection charges it
+	Used atomic.Int64 // what all charges hold
 }
 
 // Charge is what one holder has taken from a budget; each is used by one

@@ -72,8 +72,8 @@ func NewStream(nc net.Conn, maxLine int, pool *sync.Pool) *Stream {
 // time; the rest stays in the buffer for the next batch.
 const MaxBatch = 1024
 
-// read blocks until input arrives and appends every complete command in it
-// (up to MaxBatch) to cmds, which alias buf until the next read.
+// Read blocks until input arrives and appends every complete command in it
+// (up to MaxBatch) to cmds, which alias buf until the next Read.
 //
 // Each read is a RawConn read whose callback (readReady) does the read(2)
 // itself. The commands run outside the callback: a RawConn read holds the
@@ -317,7 +317,7 @@ func (t *Stream) SplitsReplies() bool { return true }
 
 func (t *Stream) Close() error { return t.nc.Close() }
 
-// refuse sends reply with a deadline, so that a client that does not read
+// Refuse sends reply with a deadline, so that a client that does not read
 // cannot hold up the accept loop, and closes. (A TLS connection is admitted
 // once its handshake is done, so it gets the reply too.)
 func (t *Stream) Refuse(reply string) {

@@ -130,6 +130,9 @@ func ServeWebsocket(w http.ResponseWriter, r *http.Request, handshake func(*webs
 // cost whatever it received or sent before.
 const keptBuffer = 4 << 10
 
+// Read returns the commands of the lines of a message, up to MaxBatch of
+// them: the rest of a longer message comes with the next Read, and the next
+// message is received only once all of its lines have been returned.
 func (t *Websocket) Read(cmds []proto.Command) ([]proto.Command, error) {
 	t.scratch = t.scratch[:0]
 	if cap(t.scratch) > keptBuffer {
@@ -169,7 +172,7 @@ func (t *Websocket) Read(cmds []proto.Command) ([]proto.Command, error) {
 	return cmds, nil
 }
 
-// write sends each reply as a text message, all of them in one write.
+// Write sends each reply as a text message, all of them in one write.
 func (t *Websocket) Write(out []byte, ends []int) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
@@ -226,16 +229,12 @@ func (t *Websocket) writeControlLocked(opcode byte, payload []byte) error {
 	return err
 }
 
-// close sends a close frame, unless one has been sent, and closes the
-// connection; but it gives up on the frame quickly: a client that does not
-// read must not hold up the end of its connection or a shutdown. The
-// deadline also unblocks a write already stuck on such a client.
-// refuse sends reply as a message, with a deadline, and closes.
-// splitsReplies is false: a reply is one message, whose frame header gives
+// SplitsReplies is false: a reply is one message, whose frame header gives
 // its length before it (golang.org/x/net/websocket's Message.Receive, which
 // our client uses, reads one frame, so a reply is never fragmented).
 func (t *Websocket) SplitsReplies() bool { return false }
 
+// Refuse sends reply as a message, with a deadline, and closes.
 func (t *Websocket) Refuse(reply string) {
 	if reply != "" {
 		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -244,6 +243,10 @@ func (t *Websocket) Refuse(reply string) {
 	t.Close()
 }
 
+// Close sends a close frame, unless one has been sent, and closes the
+// connection; but it gives up on the frame quickly: a client that does not
+// read must not hold up the end of its connection or a shutdown. The
+// deadline also unblocks a write already stuck on such a client.
 func (t *Websocket) Close() error {
 	t.nc.SetWriteDeadline(time.Now().Add(CloseGrace))
 	t.wmu.Lock()
@@ -254,4 +257,6 @@ func (t *Websocket) Close() error {
 	return t.nc.Close()
 }
 
+// CloseGrace is how long closing a connection tries to send a websocket
+// close frame or a TLS close_notify to a client that does not read.
 const CloseGrace = 250 * time.Millisecond
