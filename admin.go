@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/acl"
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -93,30 +95,30 @@ func (m *manager) secureDisconnect(c *connState) {
 // manager has seen that disconnect and released the victim's locks, so that
 // a command pipelined after the kill sees them free; it reports false when
 // the reply is left pending that way (see killReleased and DefaultKillBound).
-func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
+func (m *manager) kill(c *connState, cmd *proto.Command, b *batch) bool {
 	switch {
 	case m.sec.acl != nil:
 		if c.ident.Perms&acl.PermAdmin == 0 { // denied() has answered an unidentified one
-			b.out = append(b.out, replyPermissionDenied...)
+			b.out = append(b.out, wire.PermissionDenied...)
 			return true
 		}
 	case !m.sec.adminUnix:
-		b.out = append(b.out, replyDisabled...)
+		b.out = append(b.out, wire.Disabled...)
 		return true
 	case c.transport != "unix":
-		b.out = append(b.out, replyPermissionDenied...)
+		b.out = append(b.out, wire.PermissionDenied...)
 		return true
 	}
 	var victim *connState
-	if cmd.verb == verbKill {
-		if victim = m.sec.byName[string(cmd.name)]; victim == nil {
-			b.out = appendReply(b.out, 0, textNoSuchConnection, cmd.name)
+	if cmd.Verb == proto.VerbKill {
+		if victim = m.sec.byName[string(cmd.Name)]; victim == nil {
+			b.out = proto.AppendReply(b.out, 0, wire.NoSuchConnection, cmd.Name)
 			return true
 		}
 	} else {
-		l, held := m.inspect(cmd.name)
+		l, held := m.inspect(cmd.Name)
 		if !held {
-			b.out = appendReply(b.out, 0, textNotLocked, cmd.name)
+			b.out = proto.AppendReply(b.out, 0, wire.NotLocked, cmd.Name)
 			return true
 		}
 		victim = l.owner
@@ -126,8 +128,8 @@ func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 	if c.ident != nil {
 		args = append(args, "by_identity", c.ident.Name)
 	}
-	if cmd.verb == verbKillHolder {
-		args = append(args, "holder_of", string(cmd.name))
+	if cmd.Verb == proto.VerbKillHolder {
+		args = append(args, "holder_of", string(cmd.Name))
 	}
 	m.sec.log.Warn("kill", args...)
 	// A connection that kills itself cannot see its own disconnect while
@@ -136,11 +138,11 @@ func (m *manager) kill(c *connState, cmd *command, b *batch) bool {
 		if victim.kill != nil {
 			victim.kill()
 		}
-		b.out = append(b.out, replyOK...)
+		b.out = append(b.out, wire.OK...)
 		return true
 	}
 	victim.kill()
-	pk := &pendingKill{killer: c, b: b, victim: victim, arg: append([]byte(nil), cmd.name...)}
+	pk := &pendingKill{killer: c, b: b, victim: victim, arg: append([]byte(nil), cmd.Name...)}
 	pk.timer = time.AfterFunc(m.sec.killBound, func() {
 		select {
 		case m.requests <- request{kind: requestCall, fn: func(m *manager) { m.answerKill(pk, false) }}:
@@ -176,39 +178,12 @@ func (m *manager) answerKill(pk *pendingKill, released bool) {
 	pk.timer.Stop()
 	b := pk.b
 	if released {
-		b.out = append(b.out, replyOK...)
+		b.out = append(b.out, wire.OK...)
 	} else {
-		b.out = appendReply(b.out, 1, textKillPending, pk.arg)
+		b.out = proto.AppendReply(b.out, 1, wire.KillPending, pk.arg)
 	}
 	b.ends = append(b.ends, len(b.out))
 	pk.killer.done <- struct{}{}
-}
-
-// abortFunc returns what cuts a connection short from another goroutine
-// without blocking: a deadline in the past wakes its blocked read (and any
-// write stuck on a client that does not read), and its goroutine then ends
-// it the usual way. Closing it here instead could block the manager on a
-// TLS close_notify or a websocket close frame.
-func abortFunc(t transport) func() {
-	var setDeadline func(time.Time) error
-	switch t := t.(type) {
-	case *streamTransport:
-		if tc, ok := t.nc.(*tlsConn); ok {
-			return func() {
-				tc.killed.Store(true) // before the deadline: see tlsConn.waitInput
-				tc.SetDeadline(time.Unix(1, 0))
-			}
-		}
-		setDeadline = t.nc.SetDeadline
-	case *websocketTransport:
-		return func() {
-			t.killed.Store(true) // before the deadline: see wsSource
-			t.nc.SetDeadline(time.Unix(1, 0))
-		}
-	default:
-		return nil
-	}
-	return func() { setDeadline(time.Unix(1, 0)) }
 }
 
 // needsKill reports whether connections must be killable: kill is enabled,
@@ -224,36 +199,36 @@ func (s *Server) needsKill() bool {
 // (docs/design.md, "The idle-stack rule").
 //
 //go:noinline
-func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
-	need := verbs[cmd.verb].access
-	if need == accessAnyone {
+func (m *manager) denied(c *connState, cmd *proto.Command, b *batch) bool {
+	need := cmd.Verb.Access()
+	if need == proto.AccessAnyone {
 		return false
 	}
 	id := c.ident
 	if id == nil {
-		b.out = append(b.out, replyAuthRequired...)
+		b.out = append(b.out, wire.AuthRequired...)
 		return true
 	}
 	switch need {
-	case accessLock:
+	case proto.AccessLock:
 		// A malformed gw or sgw does nothing, and says so.
-		if cmd.bad || id.MayLock(cmd.name) {
+		if cmd.Bad || id.MayLock(cmd.Name) {
 			return false
 		}
-	case accessInspectName:
-		if id.Perms&acl.PermInspect != 0 || id.MayLock(cmd.name) {
+	case proto.AccessInspectName:
+		if id.Perms&acl.PermInspect != 0 || id.MayLock(cmd.Name) {
 			return false
 		}
-	case accessInspect:
+	case proto.AccessInspect:
 		if id.Perms&acl.PermInspect != 0 {
 			return false
 		}
-		b.out = append(b.out, replyPermissionDenied...)
+		b.out = append(b.out, wire.PermissionDenied...)
 		return true
 	default:
 		return false
 	}
-	b.out = appendReply(b.out, 0, textPermissionDenied, cmd.name)
+	b.out = proto.AppendReply(b.out, 0, wire.PermissionDeniedText, cmd.Name)
 	return true
 }
 
@@ -262,14 +237,14 @@ func (m *manager) denied(c *connState, cmd *command, b *batch) bool {
 // while an earlier failure's delay ran (b.refuseAuth), or that finds the
 // failure buckets of its address or of the server empty, is refused without
 // the token being tried (authlimit.go).
-func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
+func (m *manager) auth(c *connState, cmd *proto.Command, b *batch) bool {
 	if m.sec.acl == nil {
-		b.out = append(b.out, replyDisabled...)
+		b.out = append(b.out, wire.Disabled...)
 		return true
 	}
 	if b.refuseAuth {
 		m.sec.authRefused.Inc()
-		b.out = append(b.out, replyAuthFailure...)
+		b.out = append(b.out, wire.AuthFailure...)
 		return true
 	}
 	addr := sourceAddr(c)
@@ -279,7 +254,7 @@ func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
 		b.authFailed = authLimited
 		return false
 	}
-	id := m.sec.acl.ByToken(cmd.name)
+	id := m.sec.acl.ByToken(cmd.Name)
 	if id == nil {
 		m.sec.limiter.Failed(addr, m.now)
 		m.sec.authFailures.Inc()
@@ -288,7 +263,7 @@ func (m *manager) auth(c *connState, cmd *command, b *batch) bool {
 		return false
 	}
 	m.identify(c, id)
-	b.out = append(b.out, replyOK...)
+	b.out = append(b.out, wire.OK...)
 	return true
 }
 
@@ -304,7 +279,7 @@ func (m *manager) identify(c *connState, id *acl.Identity) {
 // that a client (the console) can tell what it may do before trying.
 func (m *manager) appendPerms(c *connState, out []byte) []byte {
 	if m.sec.acl == nil {
-		return append(out, replyDisabled...)
+		return append(out, wire.Disabled...)
 	}
 	id := c.ident // denied() has answered for an unidentified connection
 	out = append(out, "1 "...)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/glockd/glockd/internal/wire"
 )
 
@@ -85,7 +86,7 @@ func appendAsyncOutcome(out []byte, shared bool, name string, res waitResult) []
 		out = append(out, wire.AsyncSGW+" "...)
 		switch {
 		case res.granted:
-			out = appendUint(out, uint64(res.holders))
+			out = proto.AppendUint(out, uint64(res.holders))
 		case res.deadlock:
 			out = append(out, wire.AsyncDeadlock...)
 		default:
@@ -96,7 +97,7 @@ func appendAsyncOutcome(out []byte, shared bool, name string, res waitResult) []
 		switch {
 		case res.granted:
 			out = append(out, "1 "...)
-			out = appendUint(out, res.token)
+			out = proto.AppendUint(out, res.token)
 		case res.deadlock:
 			out = append(out, "0 "+wire.AsyncDeadlock...)
 		default:
@@ -141,13 +142,13 @@ func (c *connState) asyncWaiting(name []byte, shared bool) bool {
 // c's), else a place in its queue; refused at once (the 0 outcome) when
 // malformed, not permitted, already waited for by c, at c's limit of locks
 // or of waits, with MS 0, or after the end of c's input.
-func (m *manager) asyncWait(c *connState, cmd *command, b *batch) bool {
+func (m *manager) asyncWait(c *connState, cmd *proto.Command, b *batch) bool {
 	b.noReply = true
-	shared := cmd.verb == verbAsyncSGW
+	shared := cmd.Verb == proto.VerbAsyncSGW
 	box := m.outbox(c)
-	name := cmd.name
+	name := cmd.Name
 	refuse := func() { box.put(shared, string(name), waitResult{}, false) }
-	if cmd.bad || c.asyncWaiting(name, shared) ||
+	if cmd.Bad || c.asyncWaiting(name, shared) ||
 		(m.sec.acl != nil && (c.ident == nil || !c.ident.MayLock(name))) {
 		refuse()
 		return true
@@ -157,7 +158,7 @@ func (m *manager) asyncWait(c *connState, cmd *command, b *batch) bool {
 			box.put(true, string(name), waitResult{granted: true, holders: n}, false)
 			return true
 		}
-		if c.lockCount() < m.maxLocksPerConn && int64(m.sharedCount(name)) < cmd.max && m.sharedQueueEmpty(name) {
+		if c.lockCount() < m.maxLocksPerConn && int64(m.sharedCount(name)) < cmd.Max && m.sharedQueueEmpty(name) {
 			n := m.sharedGrantName(c, name)
 			box.put(true, string(name), waitResult{granted: true, holders: n}, false)
 			return true
@@ -167,11 +168,11 @@ func (m *manager) asyncWait(c *connState, cmd *command, b *batch) bool {
 		box.put(false, l.name, waitResult{granted: true, holders: 1, token: l.token}, false)
 		return true
 	}
-	if cmd.ms == 0 || c.inputEnded || c.lockCount() >= m.maxLocksPerConn || len(c.asyncWaits) >= m.maxWaitsPerConn {
+	if cmd.MS == 0 || c.inputEnded || c.lockCount() >= m.maxLocksPerConn || len(c.asyncWaits) >= m.maxWaitsPerConn {
 		refuse()
 		return true
 	}
-	m.wait(c, string(name), shared, cmd.max, cmd.ms, true)
+	m.wait(c, string(name), shared, cmd.Max, cmd.MS, true)
 	return true
 }
 
@@ -285,7 +286,7 @@ func (c *conn) deliverOutcomes(done chan struct{}) {
 		}
 		c.mu.Unlock()
 		if err != nil {
-			c.t.close()
+			c.t.Close()
 			return
 		}
 		if pending == 0 {

@@ -6,6 +6,9 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // Limits on guessing tokens (docs/security.md, "What a client without a
@@ -122,7 +125,7 @@ var errAuthFailures = errors.New("too many failed auths")
 // c.mu held; kept out of line for the idle-stack rule (docs/design.md).
 //
 //go:noinline
-func (c *conn) failAuth(cmd *command, rest []command, inWait bool) []command {
+func (c *conn) failAuth(cmd *proto.Command, rest []proto.Command, inWait bool) []proto.Command {
 	c.b.authFailed = authOK
 	c.authFailures++
 	grants := c.state.grants
@@ -154,9 +157,9 @@ func (c *conn) endAuthDelayLocked() {
 // untried. Called with c.mu held by the wait goroutine.
 func (c *conn) answerAuthFailure() error {
 	c.authTimer = nil
-	c.b.out = append(c.b.out, replyAuthFailure...)
+	c.b.out = append(c.b.out, wire.AuthFailure...)
 	c.b.ends = append(c.b.ends, len(c.b.out))
-	c.pending = command{}
+	c.pending = proto.Command{}
 	c.waiting = false
 	if c.authFailures >= maxAuthFailures {
 		if err := c.flush(); err != nil {

@@ -14,65 +14,26 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/ha"
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/glockd/glockd/internal/tokens"
 )
 
-// Benchmarks of the hot paths: the parser, the manager and a loopback round
-// trip. Run with
+// Benchmarks of the hot paths: the stream transport's parse of a batch, the
+// manager and a loopback round trip (the parser alone: internal/proto). Run
+// with
 //
 //	go test -run '^$' -bench . -benchmem .
 //
 // Allocations are the point as much as time: parsing and a get/release of a
 // held name allocate nothing; a first acquisition allocates only the name.
 
-func BenchmarkParseCommand(b *testing.B) {
-	for _, tc := range []struct{ name, line string }{
-		{"g", "g k12"},
-		{"r", "r some/longer:lock-name.1234"},
-		{"gw", "gw 1500 k12"},
-		{"sgw", "sgw -1 8 k12"},
-		{"spaces", "  g   a  b\t c  \r"},
-		{"unicode", "g a\u00a0\u2003b"},
-		{"invalid", "xx yy"},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			line := []byte(tc.line)
-			scratch := make([]byte, 0, 64)
-			b.SetBytes(int64(len(line)))
-			b.ReportAllocs()
-			for b.Loop() {
-				_, scratch = parseCommand(line, scratch[:0])
-			}
-		})
-	}
-}
-
-// BenchmarkBatchParse is the stream transport's parse of a pipelined read of
-// 64 lines into one batch.
-func BenchmarkBatchParse(b *testing.B) {
-	var input []byte
-	for i := range 32 {
-		input = fmt.Appendf(input, "g k%d\nr k%d\n", i, i)
-	}
-	t := &streamTransport{maxLine: DefaultMaxLine, buf: input}
-	cmds := make([]command, 0, 64)
-	b.SetBytes(int64(len(input)))
-	b.ReportAllocs()
-	for b.Loop() {
-		t.start, t.end, t.scratch = 0, len(input), t.scratch[:0]
-		if cmds = t.parse(cmds[:0]); len(cmds) != 64 {
-			b.Fatalf("%d commands", len(cmds))
-		}
-	}
-}
-
 // benchBatch parses lines into a batch for the manager benchmarks.
 func benchBatch(lines ...string) *batch {
 	bt := &batch{}
 	var scratch []byte
 	for _, l := range lines {
-		var cmd command
-		cmd, scratch = parseCommand([]byte(l), scratch)
+		var cmd proto.Command
+		cmd, scratch = proto.Parse([]byte(l), scratch)
 		bt.cmds = append(bt.cmds, cmd)
 	}
 	return bt

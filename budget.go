@@ -2,12 +2,12 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
+	"github.com/glockd/glockd/internal/transport"
+	"github.com/glockd/glockd/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,54 +16,13 @@ import (
 // being received, a stream's read buffer grown past the pooled one (a burst,
 // a long line) and the replies pending a write. Each holder charges what it
 // holds to the budget before it grows; past the budget, the connection that
-// asked for more is told replyQueueFull and closed (its locks orphaned, as
+// asked for more is told wire.QueueFull and closed (its locks orphaned, as
 // on any disconnect), and nobody else is slowed: the budget is one atomic
 // counter, never a lock, and the manager never touches it.
 //
 // What is not charged is small and bounded per connection: the pooled 4 KiB
 // read buffer (held only while input is there), a batch's commands, the
 // goroutine stacks. docs/security.md gives the overhead in numbers.
-
-// errOverBudget ends a connection that asked for more than -max-buffered had
-// left; it has been told replyQueueFull.
-var errOverBudget = errors.New("over the -max-buffered budget")
-
-// byteBudget is the server-wide budget.
-type byteBudget struct {
-	max  int64
-	used atomic.Int64
-}
-
-// charge is what one holder has taken from a budget; each is used by one
-// goroutine at a time. A nil budget (tests of a transport alone) charges
-// nothing.
-type charge struct {
-	budget *byteBudget
-	n      int64
-}
-
-// set makes the charge n bytes, and reports false, leaving it as it was,
-// when growing it would go over the budget.
-//
-//go:noinline
-func (c *charge) set(n int64) bool {
-	if c.budget == nil || n == c.n {
-		return true
-	}
-	delta := n - c.n
-	if delta > 0 && c.budget.used.Add(delta) > c.budget.max {
-		c.budget.used.Add(-delta)
-		return false
-	}
-	if delta < 0 {
-		c.budget.used.Add(delta)
-	}
-	c.n = n
-	return true
-}
-
-// release gives the whole charge back.
-func (c *charge) release() { c.set(0) }
 
 // defaultMaxBuffered is -max-buffered's default: a quarter of the memory the
 // process may use, the smaller of the machine's and its cgroup's limit; 1 GiB
@@ -130,39 +89,34 @@ func (c *conn) tellOverBudget() {
 	c.srv.metrics.overBudget.Inc()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+	c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 }
 
 // chargeReplies charges the pending replies' buffer, once it is bigger than
 // the one every connection keeps; over the budget, the replies are written,
-// then replyQueueFull, and the connection ends. Called with c.mu held; kept
+// then wire.QueueFull, and the connection ends. Called with c.mu held; kept
 // out of line for the idle-stack rule (docs/design.md).
 //
 //go:noinline
 func (c *conn) chargeReplies() error {
-	if c.outMem.set(int64(cap(c.b.out))) {
+	if c.outMem.Set(int64(cap(c.b.out))) {
 		return nil
 	}
 	c.srv.metrics.overBudget.Inc()
 	if err := c.flush(); err != nil {
 		return err
 	}
-	c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
-	return errOverBudget
+	c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
+	return transport.ErrOverBudget
 }
 
 // releaseCharges gives back everything c held, once its goroutines are done.
 func (c *conn) releaseCharges() {
 	c.mu.Lock()
-	c.queueMem.release()
-	c.outMem.release()
+	c.queueMem.Release()
+	c.outMem.Release()
 	c.mu.Unlock()
-	switch t := c.t.(type) {
-	case *streamTransport:
-		t.mem.release()
-	case *websocketTransport:
-		t.mem.release()
-	}
+	c.t.Release()
 }
 
 // budgetMetrics export the budget and its use.
@@ -171,10 +125,10 @@ func (s *Server) budgetMetrics() []prometheus.Collector {
 		Name: "glockd_max_buffered_bytes",
 		Help: "The -max-buffered budget: bytes that may be held for all connections together.",
 	})
-	limit.Set(float64(s.budget.max))
+	limit.Set(float64(s.budget.Max))
 	used := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "glockd_buffered_bytes",
 		Help: "Bytes held for connections, charged to -max-buffered: queued lines, websocket messages being received, grown read buffers, pending replies.",
-	}, func() float64 { return float64(s.budget.used.Load()) })
+	}, func() float64 { return float64(s.budget.Used.Load()) })
 	return []prometheus.Collector{limit, used}
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // raceEnabled reports whether the test binary was built with -race.
@@ -135,9 +137,9 @@ func TestDumpOverBudget(t *testing.T) {
 	eventually(t, "the locks taken", func() bool { return owner.stat("locks") == locks })
 	c := dial(t, srv, "websocket")
 	c.send("d")
-	if got := c.line(); got != replyQueueFull {
+	if got := c.line(); got != wire.QueueFull {
 		t.Fatalf("d over a websocket: a reply of %d bytes (%d lines), want %q: the listing was built whole before the budget was applied",
-			len(got), strings.Count(got, "\n"), replyQueueFull)
+			len(got), strings.Count(got, "\n"), wire.QueueFull)
 	}
 	expectClosed(t, c)
 }

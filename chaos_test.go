@@ -384,13 +384,13 @@ func (s *chaosSession) cancelled(first string) (string, error) {
 		return "", err
 	}
 	switch {
-	case first == replyCancelled && strings.HasPrefix(second, wire.ReplyLine(0, wire.GetTimeout, "")):
+	case first == wire.Cancelled && strings.HasPrefix(second, wire.ReplyLine(0, wire.GetTimeout, "")):
 		return second, nil
-	case second == replyNothingPending && strings.HasPrefix(first, wire.ReplyLine(1, wire.GetSuccess, "")):
+	case second == wire.NothingPending && strings.HasPrefix(first, wire.ReplyLine(1, wire.GetSuccess, "")):
 		return first, nil
-	case second == replyNothingPending && strings.HasPrefix(first, wire.ReplyLine(0, wire.GetDeadlock, "")):
+	case second == wire.NothingPending && strings.HasPrefix(first, wire.ReplyLine(0, wire.GetDeadlock, "")):
 		return first, nil
-	case first == replyNothingPending && strings.HasPrefix(second, wire.ReplyLine(1, wire.GetSuccess, "")):
+	case first == wire.NothingPending && strings.HasPrefix(second, wire.ReplyLine(1, wire.GetSuccess, "")):
 		return second, nil
 	}
 	return "", fmt.Errorf("gw then !cancel: replies %q, %q", first, second)
@@ -782,7 +782,7 @@ func (st *chaosStep) release() (cmd string, check chaosCheck) {
 	name := st.pick(st.mine, chaosLocks)
 	had := m.unclaim(s, name, false)
 	cmd = "r " + name
-	released := releaseCheck(had, textReleaseSuccess, textReleaseFailure, name)
+	released := releaseCheck(had, wire.ReleaseSuccess, wire.ReleaseFailure, name)
 	return cmd, func(reply string, stable, stableShared map[string][]chaosClaim) string {
 		m.over(s, false, name)
 		return released(reply, stable, stableShared)
@@ -907,7 +907,7 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 					return "two outcomes"
 				}
 				outcome = l
-			case l == replyCancelled || l == replyNothingPending:
+			case l == wire.Cancelled || l == wire.NothingPending:
 				if !cancel {
 					return "a !cancel reply to no !cancel"
 				}
@@ -930,7 +930,7 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 			switch {
 			case held:
 				return "a deadlock on a lock it holds"
-			case cancel && !strings.Contains(reply, replyNothingPending):
+			case cancel && !strings.Contains(reply, wire.NothingPending):
 				return "!cancel 1 after a wait refused as a deadlock"
 			case !m.possibleCycle(s, key, st.sent):
 				return "a deadlock where no cycle of waiters could have been"
@@ -957,7 +957,7 @@ func (st *chaosStep) asyncWait() (cmd string, check chaosCheck) {
 		default:
 			return "bad outcome"
 		}
-		if cancel && granted == strings.Contains(reply, replyCancelled) {
+		if cancel && granted == strings.Contains(reply, wire.Cancelled) {
 			return "!cancel 1 with a grant, or !cancel 0 without one"
 		}
 		if !granted {
@@ -1048,7 +1048,7 @@ func (st *chaosStep) sharedRelease() (cmd string, check chaosCheck) {
 	sname := st.pick(st.mineShared, chaosShared)
 	had := m.unclaim(s, sname, true)
 	cmd = "sr " + sname
-	released := releaseCheck(had, textSharedReleaseSuccess, textSharedReleaseFailure, sname)
+	released := releaseCheck(had, wire.SharedReleaseSuccess, wire.SharedReleaseFailure, sname)
 	return cmd, func(reply string, stable, stableShared map[string][]chaosClaim) string {
 		m.over(s, false, "shared "+sname)
 		return released(reply, stable, stableShared)

@@ -3,36 +3,38 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
-// TestVerbTable: lookupVerb finds every word of the command table, each verb
+// TestVerbTable: proto.LookupVerb finds every word of the command table, each verb
 // has a handler in runCommand, and q lists the original counters from
 // start-up and no out-of-band verb.
 func TestVerbTable(t *testing.T) {
 	seen := map[string]bool{}
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		word := v.String()
 		if word == "" || seen[word] {
 			t.Fatalf("verb %d: word %q empty or used twice", v, word)
 		}
 		seen[word] = true
-		if got := lookupVerb([]byte(word)); got != v {
-			t.Errorf("lookupVerb(%q) = %v, want %v", word, got, v)
+		if got := proto.LookupVerb([]byte(word)); got != v {
+			t.Errorf("proto.LookupVerb(%q) = %v, want %v", word, got, v)
 		}
-		if got := lookupVerb([]byte(strings.ToUpper(word))); got != verbInvalid && word != strings.ToUpper(word) {
-			t.Errorf("lookupVerb(%q) = %v: command words are lower case", strings.ToUpper(word), got)
+		if got := proto.LookupVerb([]byte(strings.ToUpper(word))); got != proto.VerbInvalid && word != strings.ToUpper(word) {
+			t.Errorf("proto.LookupVerb(%q) = %v: command words are lower case", strings.ToUpper(word), got)
 		}
 	}
 	for _, word := range []string{"", "(invalid)", "(too long)", "G", "gg", "ping!", "!"} {
-		if got := lookupVerb([]byte(word)); got != verbInvalid {
-			t.Errorf("lookupVerb(%q) = %v, want none", word, got)
+		if got := proto.LookupVerb([]byte(word)); got != proto.VerbInvalid {
+			t.Errorf("proto.LookupVerb(%q) = %v, want none", word, got)
 		}
 	}
 
 	// Every verb is dispatched: runCommand panics on one without a handler.
 	m := newManager(Config{Registry: true, Dump: true, MaxLocksPerConn: DefaultMaxLocksPerConn})
 	c := newConnState("127.0.0.1:1", "tcp")
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		b := benchBatch(v.String() + " name")
 		func() {
 			defer func() {
@@ -59,10 +61,10 @@ func TestVerbTable(t *testing.T) {
 	}
 
 	q := string(newManager(Config{}).appendStats(nil))
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		listed := strings.Contains(q, "command_"+v.String()+":")
-		if listed != v.original() {
-			t.Errorf("q from start-up lists command_%s: %v, want %v", v, listed, v.original())
+		if listed != v.Original() {
+			t.Errorf("q from start-up lists command_%s: %v, want %v", v, listed, v.Original())
 		}
 	}
 }

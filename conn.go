@@ -7,27 +7,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// transport is how a connection reads commands and writes replies: lines on
-// a stream (TCP, unix) or messages on a websocket.
-type transport interface {
-	// read blocks until input arrives and appends the complete commands in
-	// it (up to maxBatch) to cmds. They alias the transport's buffers until
-	// the next read.
-	read(cmds []command) ([]command, error)
-	// write sends the replies in out; ends[i] is where reply i ends. When
-	// splitsReplies, out may end with the first part of a reply that the
-	// next write continues (a dump, see conn.appendDump).
-	write(out []byte, ends []int) error
-	// splitsReplies reports whether a reply may be written in parts: on a
-	// stream it may, a websocket message is sent whole.
-	splitsReplies() bool
-	close() error
-	// refuse turns the connection away: it sends reply, if any and if it
-	// can within a second, and closes.
-	refuse(reply string)
-}
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/transport"
+	"github.com/glockd/glockd/internal/wire"
+)
 
 // conn serves one client. Its goroutine reads commands, has the manager run
 // them and writes the replies. While a gw or sgw waits, a second goroutine
@@ -37,17 +21,17 @@ type transport interface {
 // never waits on a socket.
 //
 // What one connection can cost is bounded at every step: a batch is at most
-// maxBatch commands; replies are written once maxReplyBuffer bytes of them
-// are pending (and the connection is not read meanwhile, so a client that
-// does not read stops being served); commands queued behind a wait are kept
+// transport.MaxBatch commands; replies are written once maxReplyBuffer bytes
+// of them are pending (and the connection is not read meanwhile, so a client
+// that does not read stops being served); commands queued behind a wait are kept
 // as their raw lines, at most maxQueued bytes, past which the connection is
-// closed with replyQueueFull.
+// closed with wire.QueueFull.
 type conn struct {
 	srv   *Server
 	state *connState
-	t     transport
-	cmds  []command     // the reader's batch
-	ended chan struct{} // closed when the reader has seen the connection end
+	t     transport.Conn
+	cmds  []proto.Command // the reader's batch
+	ended chan struct{}   // closed when the reader has seen the connection end
 	// parkAt is set by a hand-over that asks the reader to stop (upgrade.go).
 	parkAt atomic.Pointer[pause]
 	// killed is set by a kill (kill, kill-holder, an eviction, the auth
@@ -58,13 +42,13 @@ type conn struct {
 	// mu is held by whichever goroutine is running commands or writing.
 	mu       sync.Mutex
 	b        batch
-	waiting  bool          // a wait is pending; later commands are queued
-	pending  command       // the waiting command, with its name copied
-	queue    lineQueue     // commands read during the wait, to run after it
-	waitDone chan struct{} // closed when the current wait goroutine exits
-	drain    []command     // the wait goroutine's commands, parsed from queue
-	scratch  []byte        // the wait goroutine's normalised arguments
-	now      []command     // out-of-band commands to run at once
+	waiting  bool            // a wait is pending; later commands are queued
+	pending  proto.Command   // the waiting command, with its name copied
+	queue    lineQueue       // commands read during the wait, to run after it
+	waitDone chan struct{}   // closed when the current wait goroutine exits
+	drain    []proto.Command // the wait goroutine's commands, parsed from queue
+	scratch  []byte          // the wait goroutine's normalised arguments
+	now      []proto.Command // out-of-band commands to run at once
 
 	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
 	// delivering; deliverDone is closed when it exits.
@@ -90,7 +74,7 @@ type conn struct {
 
 	// What c.queue and c.b.out hold, charged to -max-buffered (budget.go);
 	// guarded by mu.
-	queueMem, outMem charge
+	queueMem, outMem transport.Charge
 }
 
 const (
@@ -111,9 +95,12 @@ const (
 	// dumpPause is how long a dump waits between its steps (see
 	// appendDump): a step takes about 0.3 ms on a 2-core EPYC guest.
 	dumpPause = 500 * time.Microsecond
+	// closeGrace is how long the end of a connection waits for a client
+	// that does not read: as long as a transport's Close.
+	closeGrace = transport.CloseGrace
 )
 
-func newConn(srv *Server, name, transportName string, t transport) *conn {
+func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 	c := &conn{
 		srv:   srv,
 		state: newConnState(name, transportName),
@@ -121,32 +108,24 @@ func newConn(srv *Server, name, transportName string, t transport) *conn {
 		ended: make(chan struct{}),
 	}
 	if srv.needsKill() {
-		if abort := abortFunc(t); abort != nil {
-			c.state.kill = func() {
-				c.killed.Store(true) // before the deadline: see conn.park
-				abort()
-			}
+		c.state.kill = func() {
+			c.killed.Store(true) // before the deadline: see conn.park
+			t.Abort()
 		}
 	}
-	c.queueMem.budget, c.outMem.budget = &srv.budget, &srv.budget
-	switch t := t.(type) {
-	case *streamTransport:
-		t.mem.budget = &srv.budget
-	case *websocketTransport:
-		t.mem.budget = &srv.budget
-		t.park = &c.parkAt
-	}
+	c.queueMem.Budget, c.outMem.Budget = &srv.budget, &srv.budget
+	limits := transport.Limits{Budget: &srv.budget, Parker: c}
 	if srv.cfg.Security.ACLFile != "" {
 		// Small buffers until it authenticates (unauth.go).
-		switch t := t.(type) {
-		case *streamTransport:
-			t.identified = &c.state.identified
-		case *websocketTransport:
-			t.identified = &c.state.identified
-		}
+		limits.Identified = &c.state.identified
 	}
+	t.Bind(limits)
 	return c
 }
+
+// Parked reports whether a hand-over has asked c's reader to stop
+// (upgrade.go): a websocket reader stops between messages only.
+func (c *conn) Parked() bool { return c.parkAt.Load() != nil }
 
 // serve runs the connection until it ends, then releases everything it held.
 func (c *conn) serve() {
@@ -156,7 +135,7 @@ func (c *conn) serve() {
 
 // serveInput reads and runs commands until the connection ends, then
 // finishes it. A TLS connection that has waited tlsRest for input since it
-// last used crypto/tls (errRest, tls.go) goes on waiting on a fresh
+// last used crypto/tls (transport.ErrRest) goes on waiting on a fresh
 // goroutine instead, and this one ends: crypto/tls grew its stack to 8 KiB,
 // which the runtime shrinks back to 4 KiB only, and the new goroutine waits
 // on the 2 KiB it starts with.
@@ -164,17 +143,17 @@ func (c *conn) serveInput() {
 	rest := false
 	defer c.finishUnlessRested(&rest)
 	for {
-		cmds, err := c.t.read(c.cmds[:0])
+		cmds, err := c.t.Read(c.cmds[:0])
 		if len(cmds) > 0 && !c.runOrQueue(cmds) {
 			return
 		}
 		if err != nil {
-			if err == errRest {
+			if err == transport.ErrRest {
 				rest = true
 				go c.serveInput()
 			} else if errors.Is(err, io.EOF) {
 				c.endOfInput()
-			} else if err == errOverBudget {
+			} else if err == transport.ErrOverBudget {
 				c.tellOverBudget()
 			} else if c.park(err) {
 				continue // a hand-over failed: go on (upgrade.go)
@@ -205,7 +184,7 @@ func (c *conn) finish() {
 			defer c.authDeadline.Stop()
 		}
 	}
-	c.t.close()
+	c.t.Close()
 	c.mu.Lock()
 	done := c.waitDone
 	c.mu.Unlock()
@@ -241,7 +220,7 @@ func (c *conn) endOfInput() {
 // a burst made it big: an idle connection keeps a small one. (len, not cap:
 // append rounds capacity up to a size class, 67 for 64 commands, and a
 // client pipelining 64 would otherwise cost a new slice per batch.)
-func keepCommands(cmds []command) []command {
+func keepCommands(cmds []proto.Command) []proto.Command {
 	if len(cmds) > keptCommands {
 		return nil
 	}
@@ -250,7 +229,7 @@ func keepCommands(cmds []command) []command {
 
 // runOrQueue runs what the reader read, or queues it behind a pending wait.
 // It reports false when the connection must end.
-func (c *conn) runOrQueue(cmds []command) bool {
+func (c *conn) runOrQueue(cmds []proto.Command) bool {
 	c.mu.Lock()
 	if c.waiting {
 		return c.queueLocked(cmds)
@@ -260,7 +239,7 @@ func (c *conn) runOrQueue(cmds []command) bool {
 
 // queueLocked is queueBehindWait, unlocking c.mu even if it panics (see
 // runLocked).
-func (c *conn) queueLocked(cmds []command) bool {
+func (c *conn) queueLocked(cmds []proto.Command) bool {
 	defer c.mu.Unlock()
 	return c.queueBehindWait(cmds)
 }
@@ -268,7 +247,7 @@ func (c *conn) queueLocked(cmds []command) bool {
 // runLocked runs cmds and unlocks c.mu even if that panics: net/http recovers
 // a panicking websocket handler, and serve's cleanup must not then block on
 // the mutex for ever.
-func (c *conn) runLocked(cmds []command) bool {
+func (c *conn) runLocked(cmds []proto.Command) bool {
 	defer c.mu.Unlock()
 	return c.runAndReply(cmds, false) == nil
 }
@@ -281,17 +260,17 @@ func (c *conn) runLocked(cmds []command) bool {
 // (see the idle-stack rule in docs/design.md).
 //
 //go:noinline
-func (c *conn) queueBehindWait(cmds []command) bool {
+func (c *conn) queueBehindWait(cmds []proto.Command) bool {
 	if now := c.queueAfterWait(cmds); len(now) > 0 && c.runAndReply(now, false) != nil {
 		return false
 	}
 	if c.queue.size() > c.maxQueued() {
-		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+		c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 		return false
 	}
-	if !c.queueMem.set(int64(c.queue.size())) {
+	if !c.queueMem.Set(int64(c.queue.size())) {
 		c.srv.metrics.overBudget.Inc()
-		c.t.write([]byte(replyQueueFull), []int{len(replyQueueFull)})
+		c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
 		return false
 	}
 	return true
@@ -303,7 +282,7 @@ func (c *conn) queueBehindWait(cmds []command) bool {
 // waits sets c.waiting and leaves the commands after it to run after the
 // wait: queued, or when inWait (they come from the queue) left in it; the
 // out-of-band ones among them run at once. Called with c.mu held.
-func (c *conn) runAndReply(cmds []command, inWait bool) error {
+func (c *conn) runAndReply(cmds []proto.Command, inWait bool) error {
 	b := &c.b
 	b.cmds, b.next = cmds, 0
 	for b.next < len(b.cmds) {
@@ -365,7 +344,7 @@ func (c *conn) appendDump() error {
 	d := b.dump
 	b.dump = nil
 	defer c.srv.manager.releaseDump(d)
-	if c.t.splitsReplies() && cap(b.out) < dumpOutBuffer {
+	if c.t.SplitsReplies() && cap(b.out) < dumpOutBuffer {
 		// A buffer for a step's lines, from the server's pool: dumps
 		// in a loop then make next to no garbage (flush gives it back).
 		p, _ := c.srv.dumpBuffers.Get().(*[dumpOutBuffer]byte)
@@ -387,7 +366,7 @@ func (c *conn) appendDump() error {
 		if d.done() {
 			break
 		}
-		if c.t.splitsReplies() {
+		if c.t.SplitsReplies() {
 			// The batch's replies before the dump may hold grants:
 			// written under the same check as flush's.
 			if err := c.writePending(); err != nil {
@@ -414,9 +393,9 @@ func (c *conn) writePending() error {
 	b := &c.b
 	err := errNotServing
 	if c.srv.manager.serving() {
-		err = c.t.write(b.out, b.ends)
+		err = c.t.Write(b.out, b.ends)
 	} else {
-		c.t.close()
+		c.t.Close()
 	}
 	b.out, b.ends = b.out[:0], b.ends[:0]
 	return err
@@ -436,8 +415,8 @@ func (c *conn) flush() error {
 	if cap(b.ends) > keptReplyEnds {
 		b.ends = nil
 	}
-	if c.outMem.n > 0 {
-		c.outMem.set(int64(cap(b.out)))
+	if c.outMem.Held() > 0 {
+		c.outMem.Set(int64(cap(b.out)))
 	}
 	return err
 }
@@ -446,9 +425,9 @@ func (c *conn) flush() error {
 // when the wait ends: the reader queues them, the wait goroutine leaves them
 // in the queue they came from. It returns the out-of-band commands among
 // them, to run now.
-func (c *conn) startWait(cmd *command, rest []command, inWait bool) []command {
+func (c *conn) startWait(cmd *proto.Command, rest []proto.Command, inWait bool) []proto.Command {
 	c.pending = *cmd
-	c.pending.name = append([]byte(nil), cmd.name...)
+	c.pending.Name = append([]byte(nil), cmd.Name...)
 	c.waiting = true
 	if inWait {
 		c.queue.unread(len(rest))
@@ -462,10 +441,10 @@ func (c *conn) startWait(cmd *command, rest []command, inWait bool) []command {
 
 // queueAfterWait queues cmds to run after the pending wait, all but the
 // out-of-band ones, which it returns: they run at once.
-func (c *conn) queueAfterWait(cmds []command) (now []command) {
+func (c *conn) queueAfterWait(cmds []proto.Command) (now []proto.Command) {
 	c.now = c.now[:0]
 	for i := range cmds {
-		if cmds[i].verb.outOfBand() {
+		if cmds[i].Verb.OutOfBand() {
 			c.now = append(c.now, cmds[i])
 			continue
 		}
@@ -491,7 +470,7 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		if res.granted && !c.srv.manager.serving() {
 			// A grant made before this node's leadership ended (a
 			// pause, with -etcd) is not announced after it.
-			c.t.close()
+			c.t.Close()
 			return
 		}
 		c.mu.Lock()
@@ -501,7 +480,7 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		} else {
 			c.b.out = appendWaitReply(c.b.out, &c.pending, res)
 			c.b.ends = append(c.b.ends, len(c.b.out))
-			c.pending = command{}
+			c.pending = proto.Command{}
 			c.waiting = false
 			err = c.runQueue()
 		}
@@ -509,12 +488,12 @@ func (c *conn) awaitWaits(done chan struct{}) {
 		if !waiting {
 			c.b.refuseAuth = false
 			c.queue.release()
-			c.queueMem.release()
+			c.queueMem.Release()
 			c.drain, c.scratch = nil, nil
 		}
 		c.mu.Unlock()
 		if err != nil {
-			c.t.close()
+			c.t.Close()
 			return
 		}
 		if !waiting {
@@ -524,11 +503,11 @@ func (c *conn) awaitWaits(done chan struct{}) {
 }
 
 // runQueue runs the commands queued behind the wait that has just ended, up
-// to maxBatch at a time, until the queue is empty or one of them waits.
+// to transport.MaxBatch at a time, until the queue is empty or one of them waits.
 // Called with c.mu held.
 func (c *conn) runQueue() error {
 	for {
-		c.drain, c.scratch = c.queue.pop(c.drain[:0], c.scratch[:0], maxBatch)
+		c.drain, c.scratch = c.queue.pop(c.drain[:0], c.scratch[:0], transport.MaxBatch)
 		if len(c.drain) == 0 {
 			return c.flush()
 		}
@@ -555,11 +534,11 @@ type queuedLine struct {
 // queuedLineCost is what a queued line costs beyond its bytes.
 const queuedLineCost = 8
 
-func (q *lineQueue) push(cmd *command) {
-	if cmd.verb != verbTooLong {
-		q.data = append(q.data, cmd.line...)
+func (q *lineQueue) push(cmd *proto.Command) {
+	if cmd.Verb != proto.VerbTooLong {
+		q.data = append(q.data, cmd.Line...)
 	}
-	q.lines = append(q.lines, queuedLine{end: int32(len(q.data)), tooLong: cmd.verb == verbTooLong})
+	q.lines = append(q.lines, queuedLine{end: int32(len(q.data)), tooLong: cmd.Verb == proto.VerbTooLong})
 }
 
 // size is what the queue costs now.
@@ -567,7 +546,7 @@ func (q *lineQueue) size() int { return len(q.data) + queuedLineCost*len(q.lines
 
 // pop parses up to n queued lines into cmds, with scratch for their
 // normalised arguments. They alias q.data until the next push.
-func (q *lineQueue) pop(cmds []command, scratch []byte, n int) ([]command, []byte) {
+func (q *lineQueue) pop(cmds []proto.Command, scratch []byte, n int) ([]proto.Command, []byte) {
 	for ; n > 0 && q.next < len(q.lines); n-- {
 		start := int32(0)
 		if q.next > 0 {
@@ -576,11 +555,11 @@ func (q *lineQueue) pop(cmds []command, scratch []byte, n int) ([]command, []byt
 		l := q.lines[q.next]
 		q.next++
 		if l.tooLong {
-			cmds = append(cmds, command{verb: verbTooLong})
+			cmds = append(cmds, proto.Command{Verb: proto.VerbTooLong})
 			continue
 		}
-		var cmd command
-		cmd, scratch = parseCommand(q.data[start:l.end], scratch)
+		var cmd proto.Command
+		cmd, scratch = proto.Parse(q.data[start:l.end], scratch)
 		cmds = append(cmds, cmd)
 	}
 	return cmds, scratch

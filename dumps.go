@@ -3,6 +3,8 @@ package main
 import (
 	"maps"
 	"slices"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
 // dumpEntry is one "key: value" pair of a table listing.
@@ -128,17 +130,17 @@ func (d *dump) appendDetails(out []byte) []byte {
 		out = append(out, e.owner...)
 		if e.shared {
 			out = append(out, " shared held_ms="...)
-			out = appendUint(out, uint64(max(0, d.now-e.since)/1e6))
+			out = proto.AppendUint(out, uint64(max(0, d.now-e.since)/1e6))
 			out = append(out, " holders="...)
-			out = appendUint(out, uint64(e.holders))
+			out = proto.AppendUint(out, uint64(e.holders))
 		} else {
 			out = append(out, " token="...)
-			out = appendUint(out, e.token)
+			out = proto.AppendUint(out, e.token)
 			out = append(out, " held_ms="...)
-			out = appendUint(out, uint64(max(0, d.now-e.since)/1e6))
+			out = proto.AppendUint(out, uint64(max(0, d.now-e.since)/1e6))
 		}
 		out = append(out, " waiters="...)
-		out = appendUint(out, uint64(e.waiters))
+		out = proto.AppendUint(out, uint64(e.waiters))
 		out = append(out, '\n')
 	}
 	return out
@@ -153,7 +155,7 @@ const dumpStep = 4096
 // startDump begins the dump cmd asks for into b.dump and copies its first
 // step. A dump copied in steps is not a snapshot: a lock held throughout is
 // listed once, one taken or released meanwhile may or may not be.
-func (m *manager) startDump(cmd *command, b *batch) {
+func (m *manager) startDump(cmd *proto.Command, b *batch) {
 	d, _ := m.dumps.Get().(*dump)
 	if d == nil {
 		d = &dump{entries: make([]dumpEntry, 0, dumpStep)}
@@ -161,22 +163,22 @@ func (m *manager) startDump(cmd *command, b *batch) {
 	*d = dump{entries: d.entries[:0], details: d.details[:0]}
 	b.dump = d
 	switch {
-	case cmd.verb == verbWho:
+	case cmd.Verb == proto.VerbWho:
 		d.format = dumpLines
-		d.step = m.registryDump(d, cmd.name)
-	case cmd.verb == verbD:
+		d.step = m.registryDump(d, cmd.Name)
+	case cmd.Verb == proto.VerbD:
 		d.format = dumpLines
-		d.step = m.exclusiveDump(d, cmd.name, (*connState).displayName)
-	case cmd.verb == verbSD:
+		d.step = m.exclusiveDump(d, cmd.Name, (*connState).displayName)
+	case cmd.Verb == proto.VerbSD:
 		d.format = dumpLines
-		d.step = m.sharedDump(d, cmd.name, (*connState).displayName)
-	case cmd.verb == verbDL:
+		d.step = m.sharedDump(d, cmd.Name, (*connState).displayName)
+	case cmd.Verb == proto.VerbDL:
 		d.format = dumpDetailed
-		d.step = m.detailedDump(d, cmd.name)
-	case cmd.verb == verbDW:
+		d.step = m.detailedDump(d, cmd.Name)
+	case cmd.Verb == proto.VerbDW:
 		d.format = dumpWaiters
-		d.step = m.waitersDump(d, cmd.name)
-	case string(cmd.name) == "shared":
+		d.step = m.waitersDump(d, cmd.Name)
+	case string(cmd.Name) == "shared":
 		d.format = dumpSharedMap
 		d.step = m.sharedDump(d, nil, connName)
 	default:
@@ -414,10 +416,10 @@ func (d *dump) appendWaiters(out []byte) []byte {
 			out = append(out, " shared"...)
 		}
 		out = append(out, " queued_ms="...)
-		out = appendUint(out, uint64(max(0, d.now-e.since)/1e6))
+		out = proto.AppendUint(out, uint64(max(0, d.now-e.since)/1e6))
 		if e.cycle != 0 {
 			out = append(out, " deadlock="...)
-			out = appendUint(out, e.cycle)
+			out = proto.AppendUint(out, e.cycle)
 		}
 		out = append(out, '\n')
 	}

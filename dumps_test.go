@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
 // TestDumpInSteps: dumps of tables bigger than one step list every entry
@@ -439,7 +441,7 @@ func TestWaitersListingInSteps(t *testing.T) {
 			if l, _, _ := m.exclusive.get([]byte(name)); l == nil {
 				m.lock(newConnState("holder:"+name, "tcp"), []byte(name))
 			}
-			m.wait(c, name, false, 0, noWait, false)
+			m.wait(c, name, false, 0, proto.NoWait, false)
 		}
 		close(done)
 	})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // TestMaxConnectionsUnderFileLimit: with a limit of 256 open files and
@@ -49,7 +51,7 @@ func TestMaxConnectionsUnderFileLimit(t *testing.T) {
 		switch reply {
 		case "1 pong\n":
 			served++
-		case replyTooMany:
+		case wire.TooManyConns:
 			refused++
 		default:
 			t.Fatalf("connection %d: %q, %v", i, reply, err)

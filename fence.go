@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/ha"
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/glockd/glockd/internal/tokens"
 )
 
@@ -97,8 +98,8 @@ func (m *manager) mayGrant() bool {
 }
 
 // grantsAtOnce reports whether a command can grant a lock as it runs.
-func grantsAtOnce(v verb) bool {
-	return v == verbG || v == verbSG || v == verbGW || v == verbSGW || v.async()
+func grantsAtOnce(v proto.Verb) bool {
+	return v == proto.VerbG || v == proto.VerbSG || v == proto.VerbGW || v == proto.VerbSGW || v.Async()
 }
 
 // errNotServing ends a connection whose replies came back from the manager

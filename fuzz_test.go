@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/transport"
 	"github.com/glockd/glockd/internal/wire"
 )
 
@@ -103,11 +105,11 @@ func modelLines(data []byte, maxLine int) []modelCommand {
 }
 
 // verbWords maps the parser's verbs to their words, for comparing with the model.
-func verbWord(v verb) string {
+func verbWord(v proto.Verb) string {
 	switch v {
-	case verbInvalid:
+	case proto.VerbInvalid:
 		return ""
-	case verbTooLong:
+	case proto.VerbTooLong:
 		return "toolong"
 	}
 	return v.String()
@@ -127,30 +129,30 @@ func FuzzParseCommand(f *testing.F) {
 			t.Skip("a line has no newline")
 		}
 		orig := string(line)
-		cmd, scratch := parseCommand(line, nil)
+		cmd, scratch := proto.Parse(line, nil)
 		checkParsed(t, orig, cmd)
 
 		// The parser must not have changed its input.
 		if string(line) != orig {
-			t.Fatalf("parseCommand changed its input: %q became %q", orig, line)
+			t.Fatalf("proto.Parse changed its input: %q became %q", orig, line)
 		}
-		if cmd.verb == verbInvalid {
+		if cmd.Verb == proto.VerbInvalid {
 			return
 		}
-		name := string(cmd.name)
+		name := string(cmd.Name)
 
 		// Idempotence: the normalised form parses to the same command, and
 		// needs no rewriting.
-		norm := cmd.verb.String()
-		if arg := strings.Join(strings.Fields(string(trimSpace(line))[len(firstWord(orig)):]), " "); arg != "" {
+		norm := cmd.Verb.String()
+		if arg := strings.Join(strings.Fields(strings.TrimSpace(orig)[len(firstWord(orig)):]), " "); arg != "" {
 			norm += " " + arg
 		}
-		again, scratch2 := parseCommand([]byte(norm), nil)
-		if again.verb != cmd.verb || string(again.name) != name || again.ms != cmd.ms || again.max != cmd.max || again.bad != cmd.bad {
+		again, scratch2 := proto.Parse([]byte(norm), nil)
+		if again.Verb != cmd.Verb || string(again.Name) != name || again.MS != cmd.MS || again.Max != cmd.Max || again.Bad != cmd.Bad {
 			t.Fatalf("%q parses to %+v, its normal form %q to %+v", orig, cmd, norm, again)
 		}
-		if string(again.line) != norm {
-			t.Fatalf("normal form %q: line %q", norm, again.line)
+		if string(again.Line) != norm {
+			t.Fatalf("normal form %q: line %q", norm, again.Line)
 		}
 		if len(scratch2) != 0 && isASCII(norm) {
 			t.Fatalf("normal form %q needed rewriting into %q", norm, scratch2)
@@ -158,10 +160,10 @@ func FuzzParseCommand(f *testing.F) {
 
 		// A second command parsed into the same scratch space leaves the
 		// first one's name alone.
-		second, _ := parseCommand(next, scratch)
+		second, _ := proto.Parse(next, scratch)
 		checkParsed(t, string(next), second)
-		if string(cmd.name) != name {
-			t.Fatalf("parsing %q after %q changed the first name from %q to %q", next, orig, name, cmd.name)
+		if string(cmd.Name) != name {
+			t.Fatalf("parsing %q after %q changed the first name from %q to %q", next, orig, name, cmd.Name)
 		}
 	})
 }
@@ -184,32 +186,32 @@ func firstWord(line string) string {
 }
 
 // checkParsed compares a parsed command with the model of the same line.
-func checkParsed(t *testing.T, line string, cmd command) {
+func checkParsed(t *testing.T, line string, cmd proto.Command) {
 	t.Helper()
 	mc := modelParse(line, len(line))
-	if verbWord(cmd.verb) != mc.verb {
-		t.Fatalf("%q: verb %q, want %q", line, verbWord(cmd.verb), mc.verb)
+	if verbWord(cmd.Verb) != mc.verb {
+		t.Fatalf("%q: verb %q, want %q", line, verbWord(cmd.Verb), mc.verb)
 	}
-	if string(cmd.line) != mc.line {
-		t.Fatalf("%q: line %q, want %q", line, cmd.line, mc.line)
+	if string(cmd.Line) != mc.line {
+		t.Fatalf("%q: line %q, want %q", line, cmd.Line, mc.line)
 	}
-	if cmd.verb == verbInvalid {
+	if cmd.Verb == proto.VerbInvalid {
 		return
 	}
-	name := string(cmd.name)
+	name := string(cmd.Name)
 	if name != strings.TrimSpace(name) || strings.Contains(name, "  ") {
 		t.Fatalf("%q: name %q is not normalised", line, name)
 	}
-	if cmd.bad != mc.bad {
-		t.Fatalf("%q: bad = %v, want %v", line, cmd.bad, mc.bad)
+	if cmd.Bad != mc.bad {
+		t.Fatalf("%q: bad = %v, want %v", line, cmd.Bad, mc.bad)
 	}
-	if cmd.bad {
+	if cmd.Bad {
 		return
 	}
-	if name != mc.name || cmd.ms != mc.ms || cmd.max != mc.max {
-		t.Fatalf("%q: name %q ms %d max %d, want %q %d %d", line, name, cmd.ms, cmd.max, mc.name, mc.ms, mc.max)
+	if name != mc.name || cmd.MS != mc.ms || cmd.Max != mc.max {
+		t.Fatalf("%q: name %q ms %d max %d, want %q %d %d", line, name, cmd.MS, cmd.Max, mc.name, mc.ms, mc.max)
 	}
-	if cmd.verb != verbGW && cmd.verb != verbSGW && !cmd.verb.async() && name != mc.arg {
+	if cmd.Verb != proto.VerbGW && cmd.Verb != proto.VerbSGW && !cmd.Verb.Async() && name != mc.arg {
 		t.Fatalf("%q: name %q, want strings.Fields's %q", line, name, mc.arg)
 	}
 }
@@ -316,13 +318,13 @@ func (sc *scriptConn) SetWriteDeadline(time.Time) error { return nil }
 // recordingTransport is the line protocol's reader with a writer that keeps
 // each command's reply apart, as the websocket transport gets them.
 type recordingTransport struct {
-	*streamTransport
+	*transport.Stream
 	mu      sync.Mutex
 	replies []string
 	wrote   chan struct{}
 }
 
-func (rt *recordingTransport) write(out []byte, ends []int) error {
+func (rt *recordingTransport) Write(out []byte, ends []int) error {
 	rt.mu.Lock()
 	start := 0
 	for _, end := range ends {
@@ -414,8 +416,8 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 	var scratch []byte
 	var b batch
 	for _, l := range []string{"g busy", "sg sbusy"} {
-		var cmd command
-		cmd, scratch = parseCommand([]byte(l), scratch)
+		var cmd proto.Command
+		cmd, scratch = proto.Parse([]byte(l), scratch)
 		b.cmds = append(b.cmds, cmd)
 	}
 	m.execute(other, &b)
@@ -429,7 +431,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 	} else {
 		in = newSocketFeed(t, data, chunking)
 	}
-	rt := &recordingTransport{streamTransport: newStreamTransport(in.conn(), cfg.MaxLine, &srv.readBuffers), wrote: make(chan struct{}, 1)}
+	rt := &recordingTransport{Stream: transport.NewStream(in.conn(), cfg.MaxLine, &srv.readBuffers), wrote: make(chan struct{}, 1)}
 	c := newConn(srv, fuzzConn, "test", rt)
 	served := make(chan struct{})
 	go func() {
@@ -513,7 +515,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 		mc := want[i]
 		switch mc.verb {
 		case "!ping":
-			outOfBand = append(outOfBand, replyNowPong)
+			outOfBand = append(outOfBand, wire.NowPong)
 			continue
 		case "!cancel":
 			outOfBand = append(outOfBand, "!cancel")
@@ -534,7 +536,7 @@ func runCommandPath(t *testing.T, data []byte, chunking uint16) {
 	}
 	for _, r := range rt.replies {
 		switch r {
-		case replyNowPong, replyCancelled, replyNothingPending:
+		case wire.NowPong, wire.Cancelled, wire.NothingPending:
 			gotOutOfBand = append(gotOutOfBand, r)
 		default:
 			// (A d line of a lock named "!gw 1 2 x" looks like one too.)
@@ -782,17 +784,17 @@ func (cm *connModel) checkG(rc *replyCheck) {
 	add := rc.add
 	switch {
 	case cm.held[n]:
-		add(modelReply(1, textGetSuccess, n), nil)
+		add(modelReply(1, wire.GetSuccess, n), nil)
 	case n == "busy" && full:
-		add(modelReply(0, textGetFailure, n), nil)
-		add(modelReply(0, textTooManyLocks, n), nil)
+		add(modelReply(0, wire.GetFailure, n), nil)
+		add(modelReply(0, wire.TooManyLocks, n), nil)
 	case n == "busy":
-		add(modelReply(0, textGetFailure, n), nil)
-		add(modelReply(1, textGetSuccess, n), take)
+		add(modelReply(0, wire.GetFailure, n), nil)
+		add(modelReply(1, wire.GetSuccess, n), take)
 	case full:
-		add(modelReply(0, textTooManyLocks, n), nil)
+		add(modelReply(0, wire.TooManyLocks, n), nil)
 	default:
-		add(modelReply(1, textGetSuccess, n), take)
+		add(modelReply(1, wire.GetSuccess, n), take)
 	}
 }
 
@@ -806,17 +808,17 @@ func (cm *connModel) checkGw(rc *replyCheck) {
 	case mc.bad:
 		add(wire.Reply(0, wire.InvalidArgument, mc.line), nil)
 	case cm.held[n]:
-		add(modelReply(1, textGetSuccess, n), nil)
+		add(modelReply(1, wire.GetSuccess, n), nil)
 	case full:
-		add(modelReply(0, textTooManyLocks, n), nil)
+		add(modelReply(0, wire.TooManyLocks, n), nil)
 	case n == "busy":
-		add(modelReply(1, textGetSuccess, n), take)
+		add(modelReply(1, wire.GetSuccess, n), take)
 		// With a !gw busy pending, gw busy times out at once.
 		if waitMayTimeOut(mc.ms) || mc.cancellable || cm.asyncBusy {
-			add(modelReply(0, textGetTimeout, n), nil)
+			add(modelReply(0, wire.GetTimeout, n), nil)
 		}
 	default:
-		add(modelReply(1, textGetSuccess, n), take)
+		add(modelReply(1, wire.GetSuccess, n), take)
 	}
 }
 
@@ -875,9 +877,9 @@ func (cm *connModel) checkR(rc *replyCheck) {
 	n := rc.mc.name
 	add := rc.add
 	if cm.held[n] {
-		add(modelReply(1, textReleaseSuccess, n), func() { delete(cm.held, n) })
+		add(modelReply(1, wire.ReleaseSuccess, n), func() { delete(cm.held, n) })
 	} else {
-		add(modelReply(0, textReleaseFailure, n), nil)
+		add(modelReply(0, wire.ReleaseFailure, n), nil)
 	}
 }
 
@@ -885,10 +887,10 @@ func (cm *connModel) checkI(rc *replyCheck) {
 	n := rc.mc.name
 	add := rc.add
 	if cm.held[n] || n == "busy" {
-		add(modelReply(1, textIsLocked, n), nil)
+		add(modelReply(1, wire.IsLocked, n), nil)
 	}
 	if !cm.held[n] {
-		add(modelReply(0, textNotLocked, n), nil)
+		add(modelReply(0, wire.NotLocked, n), nil)
 	}
 }
 
@@ -897,11 +899,11 @@ func (cm *connModel) checkT(rc *replyCheck) {
 	got := rc.got
 	add := rc.add
 	if !cm.held[n] {
-		add(modelReply(0, textNotLocked, n), nil)
+		add(modelReply(0, wire.NotLocked, n), nil)
 	}
 	if cm.held[n] || n == "busy" {
 		// Any token: checked below.
-		if f := strings.Fields(got); len(f) > 0 && strings.HasSuffix(got, " "+textToken+": "+n+"\n") {
+		if f := strings.Fields(got); len(f) > 0 && strings.HasSuffix(got, " "+wire.Token+": "+n+"\n") {
 			if tok, err := strconv.ParseUint(f[0], 10, 64); err == nil && tok > 0 {
 				add(got, nil)
 			}
@@ -926,21 +928,21 @@ func (cm *connModel) checkSg(rc *replyCheck) {
 	}
 	if own == 1 {
 		for _, o := range otherShared() {
-			add(modelReply(own+o, textSharedGetSuccess, n), nil)
+			add(modelReply(own+o, wire.SharedGetSuccess, n), nil)
 		}
 		return
 	}
 	if full {
-		add(modelReply(0, textTooManyLocks, n), nil)
+		add(modelReply(0, wire.TooManyLocks, n), nil)
 		return
 	}
 	for _, o := range otherShared() {
 		if mc.verb == "sg" || int64(o) < mc.max {
-			add(modelReply(1+o, textSharedGetSuccess, n), stake)
+			add(modelReply(1+o, wire.SharedGetSuccess, n), stake)
 		}
 	}
 	if mc.verb == "sgw" && n == "sbusy" && (mc.max == 1 && (waitMayTimeOut(mc.ms) || mc.cancellable) || cm.asyncSbusy) {
-		add(modelReply(0, textSharedGetTimeout, n), nil)
+		add(modelReply(0, wire.SharedGetTimeout, n), nil)
 	}
 }
 
@@ -948,9 +950,9 @@ func (cm *connModel) checkSr(rc *replyCheck) {
 	n := rc.mc.name
 	add := rc.add
 	if cm.sheld[n] {
-		add(modelReply(1, textSharedReleaseSuccess, n), func() { delete(cm.sheld, n) })
+		add(modelReply(1, wire.SharedReleaseSuccess, n), func() { delete(cm.sheld, n) })
 	} else {
-		add(modelReply(0, textSharedReleaseFailure, n), nil)
+		add(modelReply(0, wire.SharedReleaseFailure, n), nil)
 	}
 }
 
@@ -964,9 +966,9 @@ func (cm *connModel) checkSi(rc *replyCheck) {
 	}
 	for _, o := range otherShared() {
 		if own+o == 0 {
-			add(modelReply(0, textSharedNotLocked, n), nil)
+			add(modelReply(0, wire.SharedNotLocked, n), nil)
 		} else {
-			add(modelReply(own+o, textSharedIsLocked, n), nil)
+			add(modelReply(own+o, wire.SharedIsLocked, n), nil)
 		}
 	}
 }

@@ -34,7 +34,7 @@ func liveHeap() int64 {
 func TestWebsocketIdleMemory(t *testing.T) {
 	const (
 		conns   = 20
-		msgSize = 1<<20 - 16 // within maxMessage, so buffered whole
+		msgSize = 1<<20 - 16 // within transport.MaxMessage, so buffered whole
 	)
 	srv := startServer(t, nil)
 	clients := make([]*client, conns)
@@ -218,7 +218,7 @@ func TestHTTPBudget(t *testing.T) {
 		}
 		return closed >= floodSize-budget
 	})
-	if n := srv.httpConns.open(); n > budget {
+	if n := srv.httpConns.Open(); n > budget {
 		t.Fatalf("%d HTTP connections counted, budget %d", n, budget)
 	}
 	// More websockets than the HTTP budget, all open at once.

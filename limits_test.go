@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/transport"
+	"github.com/glockd/glockd/internal/wire"
 	"golang.org/x/net/websocket"
 )
 
@@ -107,7 +109,7 @@ func TestMaxLineBoundary(t *testing.T) {
 		cases = append(cases,
 			lineCase{[]string{huge}, tl},
 			// Over the biggest message: refused without being buffered.
-			lineCase{[]string{strings.Repeat("w", maxMessage(maxLine)+1)}, tl},
+			lineCase{[]string{strings.Repeat("w", transport.MaxMessage(maxLine)+1)}, tl},
 		)
 		for i, lc := range cases {
 			c.send(lc.pieces[0])
@@ -346,8 +348,8 @@ func TestQueuedBehindWaitMemory(t *testing.T) {
 	if grew > maxGrow {
 		t.Fatalf("RSS grew by %d MB", grew>>20)
 	}
-	if got := c.line(); got != replyQueueFull {
-		t.Fatalf("over the queue limit: %q, want %q", got, replyQueueFull)
+	if got := c.line(); got != wire.QueueFull {
+		t.Fatalf("over the queue limit: %q, want %q", got, wire.QueueFull)
 	}
 	waitersQueued(t, srv, 0, "the waiter gone")
 

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -209,7 +210,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	gauge(sc.managerUp, 1)
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		counter(sc.commands, s.commands[v], v.String())
 	}
 	counter(sc.invalid, s.invalid)

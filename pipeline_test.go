@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/glockd/glockd/internal/transport"
 )
 
 // TestPipelining writes 10,000 commands in one burst; every one is answered,
@@ -66,7 +68,7 @@ func TestFloodOfShortLines(t *testing.T) {
 		t.Run(tr, func(t *testing.T) {
 			srv := startServer(t, nil)
 			c := dial(t, srv, tr)
-			const n = 20 * maxBatch
+			const n = 20 * transport.MaxBatch
 			c.send(strings.Repeat("x\n", n) + "g after\n")
 			if tr == "websocket" {
 				for i := range n {

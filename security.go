@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/acl"
+	"github.com/glockd/glockd/internal/transport"
 )
 
 // SecurityConfig turns on TLS, client identities with per-name permissions
@@ -140,7 +141,7 @@ func (s *Server) listenSecure(lc *net.ListenConfig) error {
 		if err != nil {
 			return fmt.Errorf("tls: %w", err)
 		}
-		s.sec.tlsLn = &tlsListener{Listener: ln, config: s.sec.tls.config(false)}
+		s.sec.tlsLn = transport.NewTLSListener(ln, s.sec.tls.config(false))
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
 // snapshot asks the manager for its counters.
@@ -24,9 +26,9 @@ func snapshot(t testing.TB, srv *Server) statsSnapshot {
 // cannot hang when another waiter leaves at the same moment.
 func sendSGW(t testing.TB, srv *Server, c *client, cmd string) {
 	t.Helper()
-	before := snapshot(t, srv).commands[verbSGW]
+	before := snapshot(t, srv).commands[proto.VerbSGW]
 	c.send(cmd + "\n")
-	eventually(t, "ran: "+cmd, func() bool { return snapshot(t, srv).commands[verbSGW] > before })
+	eventually(t, "ran: "+cmd, func() bool { return snapshot(t, srv).commands[proto.VerbSGW] > before })
 }
 
 // TestSemaphoreQueueMovesWhenHeadLeaves: when the first waiter of a shared

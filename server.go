@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/glockd/glockd/internal/transport"
+	"github.com/glockd/glockd/internal/wire"
 	"golang.org/x/net/websocket"
 
 	"github.com/glockd/glockd/internal/ha"
@@ -128,7 +128,7 @@ type Server struct {
 	metrics     *metrics
 	metricsLn   net.Listener
 	metricsHTTP *http.Server
-	httpConns   *httpBudget // both HTTP servers' connections, websockets aside
+	httpConns   *transport.HTTPBudget // both HTTP servers' connections, websockets aside
 
 	ha *ha.Node // nil without -etcd; see internal/ha and fence.go
 
@@ -153,9 +153,9 @@ type Server struct {
 	// -etcd, only while this node leads.
 	lockOpen bool
 
-	readBuffers sync.Pool  // stream transports' read buffers, see streamTransport
-	dumpBuffers sync.Pool  // streamed dumps' reply buffers, see conn.appendDump
-	budget      byteBudget // -max-buffered (budget.go)
+	readBuffers sync.Pool        // stream transports' read buffers, see transport.Stream
+	dumpBuffers sync.Pool        // streamed dumps' reply buffers, see conn.appendDump
+	budget      transport.Budget // -max-buffered (budget.go)
 
 	sec serverSecurity // TLS (security.go)
 
@@ -190,7 +190,7 @@ func NewServer(cfg Config) (*Server, error) {
 		maxConns:  maxConns,
 		metrics:   newMetrics(m, maxConns, build),
 		conns:     make(map[*conn]struct{}),
-		httpConns: newHTTPBudget(cfg.MaxHTTPConns),
+		httpConns: transport.NewHTTPBudget(cfg.MaxHTTPConns),
 	}
 	m.sec.authFailures, m.sec.authRefused = s.metrics.authFailures, s.metrics.authRefused
 	s.unauth.max = cfg.Security.MaxUnauthConns
@@ -198,7 +198,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.unauth.max = max(1, maxConns/unauthShare)
 	}
 	s.metrics.registry.MustRegister(s.unauthGauge())
-	s.budget.max = cfg.MaxBuffered
+	s.budget.Max = cfg.MaxBuffered
 	s.metrics.registry.MustRegister(s.budgetMetrics()...)
 	s.up.init(s)
 	if cfg.HA != nil {
@@ -240,7 +240,7 @@ func (s *Server) Start() (err error) {
 		}
 	}()
 	if s.cfg.MetricsAddr != "" {
-		lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
+		lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: transport.TCPOptions(s.cfg.UserTimeout)}
 		if s.metricsLn, err = s.listen(&lc, "metrics", s.cfg.MetricsAddr); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
@@ -279,7 +279,7 @@ func (s *Server) openLockListeners() (err error) {
 			s.closeLockListeners()
 		}
 	}()
-	lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: s.tcpOptions}
+	lc := net.ListenConfig{KeepAliveConfig: s.cfg.KeepAlive, Control: transport.TCPOptions(s.cfg.UserTimeout)}
 	if s.cfg.TCPAddr != "" {
 		if s.tcp, err = s.listen(&lc, "tcp", s.cfg.TCPAddr); err != nil {
 			return fmt.Errorf("tcp: %w", err)
@@ -334,7 +334,7 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 		ReadTimeout:       timeout,
 		WriteTimeout:      timeout,
 		IdleTimeout:       timeout,
-		ConnState:         s.httpConns.connState,
+		ConnState:         s.httpConns.ConnState,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
 }
@@ -412,7 +412,7 @@ func (s *Server) connList() []*conn {
 // added to while it is waited on.
 func (s *Server) closeConns() {
 	for _, c := range s.connList() {
-		c.t.close()
+		c.t.Close()
 	}
 	s.connsWG.Wait()
 	s.answering.Wait()
@@ -581,9 +581,9 @@ func (s *Server) admit(c *conn) bool {
 	case admitted:
 		return true
 	case refusedFull:
-		c.t.refuse(replyTooMany)
+		c.t.Refuse(wire.TooManyConns)
 	default:
-		c.t.refuse("")
+		c.t.Refuse("")
 	}
 	return false
 }
@@ -632,11 +632,11 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 			unixSeq++
 			name = fmt.Sprintf("unix:%d", unixSeq)
 		}
-		if tc, ok := nc.(*tlsConn); ok {
+		if tc, ok := nc.(*transport.TLSConn); ok {
 			s.startHandshake(tc) // admitted once it completes (tls.go)
 			continue
 		}
-		c := newConn(s, name, transportName, newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers))
+		c := newConn(s, name, transportName, transport.NewStream(nc, s.cfg.MaxLine, &s.readBuffers))
 		if s.admit(c) {
 			go s.serveAdmitted(c)
 		}
@@ -654,7 +654,7 @@ func (s *Server) httpHandler() http.Handler {
 			console.ServeHTTP(w, r)
 			return
 		}
-		s.serveWebsocketHTTP(w, r)
+		transport.ServeWebsocket(w, r, s.checkOrigin, s.cfg.MaxLine, s.serveWebsocket)
 	}))
 	mux.Handle("GET /console/", console)
 	s.addMetricsRoutes(mux)
@@ -679,7 +679,7 @@ func (s *Server) checkOrigin(_ *websocket.Config, req *http.Request) error {
 	return fmt.Errorf("origin %q not allowed", origin)
 }
 
-func (s *Server) serveWebsocket(ws *websocket.Conn, t *websocketTransport) {
+func (s *Server) serveWebsocket(ws *websocket.Conn, t *transport.Websocket) {
 	c := newConn(s, ws.Request().RemoteAddr, "websocket", t)
 	if tls := ws.Request().TLS; tls != nil {
 		c.state.certName = peerName(*tls)
@@ -687,74 +687,4 @@ func (s *Server) serveWebsocket(ws *websocket.Conn, t *websocketTransport) {
 	if s.admit(c) {
 		s.serveAdmitted(c)
 	}
-}
-
-// listenUnix listens on path, replacing a socket file left by a daemon that
-// died, but never one that a live daemon still answers on, nor a file that
-// is not a socket.
-//
-// bind(2) creates the socket file with the process's umask; a chmod after
-// it would leave a moment in which others may connect. The umask cannot be
-// changed for one bind (it is the whole process's, and two servers may
-// start at once), so the socket is bound in a private directory (0700:
-// nobody else reaches it there), given its mode, and renamed into place,
-// which rename(2) does atomically.
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		probe, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			probe.Close()
-			return nil, fmt.Errorf("%s is in use by a running daemon", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%s: cannot tell whether it is in use: %w", path, err)
-		}
-		// A stale socket: the rename below replaces it.
-	}
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".glockd")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	private := filepath.Join(dir, "s")
-	l, err := net.Listen("unix", private)
-	if err != nil {
-		return nil, fmt.Errorf("%w (the socket is bound first as %s, %d bytes longer than the path)", err, private, len(private)-len(path))
-	}
-	ul := l.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false) // its name changes; unixListener removes it
-	if err := os.Chmod(private, mode); err != nil {
-		l.Close()
-		return nil, err
-	}
-	if err := os.Rename(private, path); err != nil {
-		l.Close()
-		return nil, err
-	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		l.Close()
-		return nil, err
-	}
-	return &unixListener{UnixListener: ul, path: path, file: fi}, nil
-}
-
-// unixListener is a unix socket bound under another name and renamed to
-// path; closing it removes path, if the file there is still this socket.
-type unixListener struct {
-	*net.UnixListener
-	path string
-	file os.FileInfo
-}
-
-func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
-
-func (l *unixListener) Close() error {
-	if fi, err := os.Lstat(l.path); err == nil && os.SameFile(fi, l.file) {
-		os.Remove(l.path)
-	}
-	return l.UnixListener.Close()
 }

@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"slices"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
 // stats are the counters behind q that are not derived from the tables.
 type stats struct {
-	commands      [numVerbs]uint64
+	commands      [proto.NumVerbs]uint64
 	invalid       uint64
 	orphans       uint64
 	sharedOrphans uint64
@@ -22,11 +24,11 @@ type statLine struct {
 // statLines is every counter q lists now, sorted by key.
 func (m *manager) statLines() []statLine {
 	lines := make([]statLine, 0, 32)
-	for v := verbG; v < numVerbs; v++ {
-		if v.outOfBand() {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
+		if v.OutOfBand() {
 			continue // not commands of the protocol's, but of its transport
 		}
-		if n := m.stats.commands[v]; n > 0 || v.original() {
+		if n := m.stats.commands[v]; n > 0 || v.Original() {
 			lines = append(lines, statLine{"command_" + v.String(), n})
 		}
 	}
@@ -46,7 +48,7 @@ func (m *manager) appendStats(out []byte) []byte {
 	for _, l := range m.statLines() {
 		out = append(out, l.key...)
 		out = append(out, ": "...)
-		out = appendUint(out, l.value)
+		out = proto.AppendUint(out, l.value)
 		out = append(out, '\n')
 	}
 	return out

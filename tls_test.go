@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/glockd/glockd/internal/transport"
 	"golang.org/x/net/websocket"
 )
 
@@ -337,7 +338,7 @@ func TestIdleTLSConnMemory(t *testing.T) {
 		}
 	}
 	// After tlsRest, each connection waits on a fresh goroutine: its
-	// stack is the 2 KiB it starts with (tlsConn.waitInput). Collections
+	// stack is the 2 KiB it starts with (transport.TLSConn.waitInput). Collections
 	// halve a stack that uses under a quarter of it, and free the old
 	// goroutines' stacks. On a loaded machine the goroutines may take a
 	// while to move: the check is tried until 10 s have passed. The race
@@ -346,7 +347,7 @@ func TestIdleTLSConnMemory(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	var stack, heap int64
 	for {
-		time.Sleep(tlsRest + 100*time.Millisecond)
+		time.Sleep(transport.TLSRest + 100*time.Millisecond)
 		for range 5 {
 			runtime.GC()
 		}
@@ -496,10 +497,10 @@ func TestTLSKillAndClose(t *testing.T) {
 	admin.expect("kill "+victim.name, "1 ok\n")
 	expectClosed(t, victim)
 	eventually(t, "the TLS victim's lock orphaned", func() bool { return admin.do("i v") == "0 Lock Not Locked: v\n" })
-	// One at rest, waiting on a fresh goroutine (tlsConn.waitInput).
+	// One at rest, waiting on a fresh goroutine (transport.TLSConn.waitInput).
 	rested := tlsClient(t, srv, ca.clientTLS())
 	rested.expect("g w", "1 Lock Get Success: w\n")
-	time.Sleep(tlsRest + 500*time.Millisecond)
+	time.Sleep(transport.TLSRest + 500*time.Millisecond)
 	admin.expect("kill "+rested.name, "1 ok\n")
 	expectClosed(t, rested)
 	eventually(t, "the rested victim's lock orphaned", func() bool { return admin.do("i w") == "0 Lock Not Locked: w\n" })

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"time"
 
+	"github.com/glockd/glockd/internal/transport"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,7 +16,7 @@ import (
 //     connection to make room: strangers that connect and say nothing can
 //     never keep a client with a credential out, only make it race them.
 //   - One that has not authenticated within -auth-timeout is closed.
-//   - Before it authenticates, a connection buffers at most unauthBuffer
+//   - Before it authenticates, a connection buffers at most transport.UnauthBuffer
 //     bytes of input: a line, a websocket message, the lines queued behind a
 //     failed auth's delay.
 const (
@@ -24,13 +25,6 @@ const (
 	// unauthShare is -max-unauth-conns' default: this fraction of
 	// -max-conns.
 	unauthShare = 4
-	// unauthMaxLine is the longest line of an unauthenticated connection:
-	// "auth" and a token of up to 1 KiB.
-	unauthMaxLine = 1<<10 + len("auth ")
-	// unauthBuffer is what an unauthenticated connection may buffer: its
-	// read buffer (the pooled one, never grown), or a websocket message,
-	// or the lines queued behind a failed auth.
-	unauthBuffer = pooledReadBuffer
 )
 
 // unauthConns is the Server's list of unauthenticated connections, oldest
@@ -107,7 +101,7 @@ func (c *conn) startAuthTimer() *time.Timer {
 // auth's delay.
 func (c *conn) maxQueued() int {
 	if c.unauthenticated() {
-		return unauthBuffer
+		return transport.UnauthBuffer
 	}
 	return max(maxQueued, 2*c.srv.cfg.MaxLine)
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // TestUnauthCannotCrowdOut: twice -max-conns connections that never
@@ -86,8 +88,8 @@ func TestUnauthSmallBuffers(t *testing.T) {
 	// Lines queued behind a failed auth: at most 4 KiB.
 	q := rawClient(t, srv, "tcp")
 	q.send(wrongAuths(1000))
-	if got := q.line(); got != replyQueueFull {
-		t.Fatalf("1,000 lines behind a failed auth: %q, want %q", got, replyQueueFull)
+	if got := q.line(); got != wire.QueueFull {
+		t.Fatalf("1,000 lines behind a failed auth: %q, want %q", got, wire.QueueFull)
 	}
 	expectClosed(t, q)
 

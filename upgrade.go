@@ -8,10 +8,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/glockd/glockd/internal/handover"
+	"github.com/glockd/glockd/internal/transport"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/glockd/glockd/internal/ha"
@@ -158,7 +158,7 @@ func (s *Server) listenUnixSocket() (net.Listener, error) {
 	l := s.up.takeInherited("unix")
 	if l == nil {
 		var err error
-		if l, err = listenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
+		if l, err = transport.ListenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
 			return nil, err
 		}
 	}
@@ -206,32 +206,12 @@ func (c *conn) park(err error) bool {
 }
 
 // handedConn returns the connection under c's transport when c can be
-// handed over: a plain TCP or unix connection, or a websocket on one. A TLS
-// connection (websockets under -ws-tls too) cannot: its keys stay here.
-func handedConn(c *conn) (net.Conn, bool) {
-	switch t := c.t.(type) {
-	case *streamTransport:
-		return t.nc, t.rc != nil
-	case *websocketTransport:
-		_, ok := t.nc.(syscall.Conn)
-		return t.nc, ok
-	}
-	return nil, false
-}
+// handed over (transport.Conn.Handover).
+func handedConn(c *conn) (net.Conn, bool) { return c.t.Handover() }
 
-// unreadInput is what a stopped connection has read and not yet run: a
-// partial line, or a websocket's bytes past the last whole message; and
-// whether it is skipping the rest of a too-long line.
-func unreadInput(c *conn) ([]byte, bool) {
-	switch t := c.t.(type) {
-	case *streamTransport:
-		return t.buf[t.start:t.end], t.discarding
-	case *websocketTransport:
-		p, _ := t.br.Peek(t.br.Buffered())
-		return p, false
-	}
-	return nil, false
-}
+// unreadInput is what a stopped connection has read and not yet run
+// (transport.Conn.Unread).
+func unreadInput(c *conn) ([]byte, bool) { return c.t.Unread() }
 
 // pauseAll stops the listeners and the connections for a hand-over, or
 // fails by deadline, and returns the connections stopped, to hand over. On
@@ -280,7 +260,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	}
 	for _, c := range others {
 		u.noteClosed(c.state.transport, 1)
-		c.t.close()
+		c.t.Close()
 	}
 	// Every connection has stopped, or ended. (u.mu is taken inside s.mu,
 	// never the other way round: track does so.)
@@ -334,8 +314,8 @@ func captureConn(c *conn, h *handover.Conn) error {
 	if !c.waiting {
 		return nil
 	}
-	h.PendingVerb, h.PendingName = c.pending.verb.String(), string(c.pending.name)
-	h.PendingMS, h.PendingMax = c.pending.ms, c.pending.max
+	h.PendingVerb, h.PendingName = c.pending.Verb.String(), string(c.pending.Name)
+	h.PendingMS, h.PendingMax = c.pending.MS, c.pending.Max
 	q := &c.queue
 	for i := q.next; i < len(q.lines); i++ {
 		start := int32(0)
@@ -557,12 +537,4 @@ func (o *asyncOutbox) pendingCount() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.pending
-}
-
-// rawListener is the listener under l's wrappers: what has the descriptor.
-func rawListener(l net.Listener) net.Listener {
-	if ul, ok := l.(*unixListener); ok {
-		return ul.UnixListener
-	}
-	return l
 }

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/handover"
+	"github.com/glockd/glockd/internal/proto"
 	"github.com/glockd/glockd/internal/tokens"
+	"github.com/glockd/glockd/internal/transport"
 )
 
 // The state of a hand-over (upgrade.go) on its way through the two servers:
@@ -45,7 +47,7 @@ func (m *manager) snapshotHandover(st *handover.State, conns []*connState) error
 	st.Wall = time.Now().UnixNano()
 	st.NextToken = m.tokens.Next()
 	st.Commands = make(map[string]uint64)
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		if n := m.stats.commands[v]; n > 0 {
 			st.Commands[v.String()] = n
 		}
@@ -119,7 +121,7 @@ func (s *Server) handoverDescriptors(req handoverRequest, conns []*conn) (*hando
 		}
 	}
 	for kind, l := range ls {
-		sc, ok := rawListener(l.Listener).(syscall.Conn)
+		sc, ok := transport.RawListener(l.Listener).(syscall.Conn)
 		if !ok {
 			return nil, nil, fmt.Errorf("listener %s has no descriptor", kind)
 		}
@@ -225,7 +227,7 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 	if m.leader == nil {
 		m.tokens.Raise(st.NextToken)
 	}
-	for v := verbG; v < numVerbs; v++ {
+	for v := proto.VerbG; v < proto.NumVerbs; v++ {
 		m.stats.commands[v] = st.Commands[v.String()]
 	}
 	m.stats.invalid, m.stats.orphans, m.stats.sharedOrphans = st.Invalid, st.Orphans, st.SharedOrphans
@@ -265,7 +267,7 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 		m.shared.addHolder(c, ref, m.now-h.Age-gap)
 	}
 	for _, ws := range st.Waiters {
-		ms := int64(noWait)
+		ms := int64(proto.NoWait)
 		if ws.Remaining >= 0 {
 			// Rounded up: a wait never ends before its original time.
 			left := max(0, time.Duration(ws.Remaining-gap))
@@ -309,7 +311,7 @@ func (s *Server) adopt(h *handover.Heir) (err error) {
 		}
 		if err != nil {
 			for _, l := range s.up.inherited {
-				rawListener(l).Close()
+				transport.RawListener(l).Close()
 			}
 			for _, c := range s.up.adopted {
 				nc, _ := handedConn(c)
@@ -363,13 +365,10 @@ func (s *Server) adoptListeners(st *handover.State, files []*os.File) error {
 			return fmt.Errorf("listener %s: %w", ls.Kind, err)
 		}
 		if ul, ok := l.(*net.UnixListener); ok && ls.Path != "" {
-			ul.SetUnlinkOnClose(false) // unixListener removes the path, if still its own
-			fi, err := os.Lstat(ls.Path)
-			if err != nil {
+			if l, err = transport.AdoptUnix(ul, ls.Path); err != nil {
 				ul.Close()
 				return fmt.Errorf("unix socket %s: %w", ls.Path, err)
 			}
-			l = &unixListener{UnixListener: ul, path: ls.Path, file: fi}
 		}
 		s.up.inherited[ls.Kind] = l
 	}
@@ -388,16 +387,12 @@ func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState,
 		if err != nil {
 			return nil, fmt.Errorf("connection %s: %w", ch.Name, err)
 		}
-		var t transport
+		var t transport.Conn
 		if ch.Transport == "websocket" {
-			t = newWebsocketTransport(nc, ch.Input, s.cfg.MaxLine)
+			t = transport.NewWebsocket(nc, ch.Input, s.cfg.MaxLine)
 		} else {
-			st := newStreamTransport(nc, s.cfg.MaxLine, &s.readBuffers)
-			if len(ch.Input) > 0 {
-				st.buf = make([]byte, max(pooledReadBuffer, 2*len(ch.Input)))
-				st.end = copy(st.buf, ch.Input)
-			}
-			st.discarding = ch.Discarding
+			st := transport.NewStream(nc, s.cfg.MaxLine, &s.readBuffers)
+			st.Restore(ch.Input, ch.Discarding)
 			t = st
 		}
 		c := newConn(s, ch.Name, ch.Transport, t)
@@ -432,7 +427,7 @@ func (s *Server) serveAdopted() {
 	s.up.adopted = nil
 	for kind, l := range s.up.inherited { // not configured any more
 		s.cfg.Logger.Warn("upgrade: closing a listener the new configuration does not have", "listener", kind)
-		rawListener(l).Close()
+		transport.RawListener(l).Close()
 	}
 	s.up.inherited = nil
 }
@@ -444,13 +439,13 @@ func (c *conn) adoptWait(h *handover.Conn) {
 		return
 	}
 	c.waiting = true
-	c.pending = command{verb: lookupVerb([]byte(h.PendingVerb)), name: []byte(h.PendingName), ms: h.PendingMS, max: h.PendingMax}
+	c.pending = proto.Command{Verb: proto.LookupVerb([]byte(h.PendingVerb)), Name: []byte(h.PendingName), MS: h.PendingMS, Max: h.PendingMax}
 	for _, q := range h.Queued {
-		cmd := command{verb: verbTooLong}
+		cmd := proto.Command{Verb: proto.VerbTooLong}
 		if !q.TooLong {
-			cmd = command{verb: verbInvalid, line: []byte(q.Line)} // parsed again when it runs
+			cmd = proto.Command{Verb: proto.VerbInvalid, Line: []byte(q.Line)} // parsed again when it runs
 		}
 		c.queue.push(&cmd)
 	}
-	c.queueMem.set(int64(c.queue.size()))
+	c.queueMem.Set(int64(c.queue.size()))
 }

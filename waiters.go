@@ -3,6 +3,9 @@ package main
 import (
 	"math"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
+	"github.com/glockd/glockd/internal/wire"
 )
 
 // waitResult is how a wait ended: granted, with the holder count for sgw and
@@ -158,7 +161,7 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 		return waitRefused
 	}
 	// An MS too large for a time.Duration (292 years) waits without a limit.
-	if ms != noWait && ms <= math.MaxInt64/int64(time.Millisecond) {
+	if ms != proto.NoWait && ms <= math.MaxInt64/int64(time.Millisecond) {
 		w.deadline = w.started.Add(time.Duration(ms) * time.Millisecond)
 		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
 			select {
@@ -262,4 +265,19 @@ func popWaiter(table map[string]*waitQueue, q *waitQueue, name string) *waiter {
 		delete(table, name)
 	}
 	return w
+}
+
+// appendWaitReply formats the end of a wait for the command that started it.
+func appendWaitReply(out []byte, cmd *proto.Command, res waitResult) []byte {
+	switch {
+	case cmd.Verb == proto.VerbSGW && res.granted:
+		return proto.AppendReply(out, uint64(res.holders), wire.SharedGetSuccess, cmd.Name)
+	case cmd.Verb == proto.VerbSGW && res.deadlock:
+		return proto.AppendReply(out, 0, wire.SharedGetDeadlock, cmd.Name)
+	case cmd.Verb == proto.VerbSGW:
+		return proto.AppendReply(out, 0, wire.SharedGetTimeout, cmd.Name)
+	case res.deadlock:
+		return proto.AppendReply(out, 0, wire.GetDeadlock, cmd.Name)
+	}
+	return proto.AppendBoolReply(out, res.granted, wire.GetSuccess, wire.GetTimeout, cmd.Name)
 }

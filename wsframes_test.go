@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/glockd/glockd/internal/transport"
 )
 
 // TestWebsocketFragmentedMessage: a websocket message may come in several
@@ -85,7 +87,7 @@ func TestWebsocketFragmentsAndControlFrames(t *testing.T) {
 	}
 	fragment := strings.Repeat("f", 64<<10)
 	msg = wsFrame(0x01, fragment)
-	for range maxMessage(srv.cfg.MaxLine)/len(fragment) + 1 {
+	for range transport.MaxMessage(srv.cfg.MaxLine)/len(fragment) + 1 {
 		msg = append(msg, wsFrame(0x00, fragment)...)
 	}
 	msg = append(msg, wsFrame(0x80, "\ng evil")...)

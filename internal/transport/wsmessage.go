@@ -1,4 +1,4 @@
-package main
+package transport
 
 import (
 	"encoding/binary"
@@ -9,7 +9,7 @@ import (
 )
 
 var (
-	// errMessageTooLarge: a websocket message over maxMessage, already skipped.
+	// errMessageTooLarge: a websocket message over MaxMessage, already skipped.
 	errMessageTooLarge = errors.New("websocket message too large")
 	// errProtocol: a frame that RFC 6455 says fails the connection; the
 	// close frame saying so has been sent.
@@ -47,22 +47,22 @@ type frameHeader struct {
 // read buffer is unmasked where it lies and left there (t.inPlace says how
 // much to discard at the next read); any other is read into t.own. Pings are
 // answered, pongs ignored, and a close ends the input (the close frame in
-// reply goes out when the connection closes). A message over maxMessage is
+// reply goes out when the connection closes). A message over MaxMessage is
 // read to its end and dropped, never buffered, and reported as
 // errMessageTooLarge.
-func (t *websocketTransport) receive() error {
+func (t *Websocket) receive() error {
 	if t.inPlace > 0 {
 		t.br.Discard(t.inPlace)
 		t.inPlace = 0
 	}
 	t.own = t.own[:0]
-	if t.park != nil && t.park.Load() != nil {
-		return os.ErrDeadlineExceeded // a hand-over stops the reader here (upgrade.go)
+	if t.parker != nil && t.parker.Parked() {
+		return os.ErrDeadlineExceeded // a hand-over stops the reader here
 	}
 	defer func() { t.midMessage = false }()
-	limit := int64(maxMessage(t.maxLine))
+	limit := int64(MaxMessage(t.maxLine))
 	if t.identified != nil && !t.identified.Load() {
-		limit = unauthBuffer
+		limit = UnauthBuffer
 	}
 	tooLarge, inMessage := false, false
 	for {
@@ -103,8 +103,8 @@ func (t *websocketTransport) receive() error {
 			return nil
 		default:
 			start := len(t.own)
-			if !t.mem.set(int64(start + n)) {
-				return errOverBudget
+			if !t.mem.Set(int64(start + n)) {
+				return ErrOverBudget
 			}
 			t.own = append(t.own, make([]byte, n)...)
 			if _, err := io.ReadFull(t.br, t.own[start:]); err != nil {
@@ -124,7 +124,7 @@ func (t *websocketTransport) receive() error {
 
 // readHeader reads a frame header. An end of input before it is io.EOF, in
 // it io.ErrUnexpectedEOF.
-func (t *websocketTransport) readHeader() (frameHeader, error) {
+func (t *Websocket) readHeader() (frameHeader, error) {
 	p, err := t.br.Peek(2)
 	if err != nil {
 		if len(p) > 0 && err == io.EOF {
@@ -168,7 +168,7 @@ func unexpected(err error) error {
 }
 
 // control answers a ping with a pong of the same payload, and skips a pong.
-func (t *websocketTransport) control(h frameHeader) error {
+func (t *Websocket) control(h frameHeader) error {
 	n := int(h.payload) // at most maxControlPayload: validFrame checked it
 	p, err := t.br.Peek(n)
 	if err != nil {
@@ -185,7 +185,7 @@ func (t *websocketTransport) control(h frameHeader) error {
 }
 
 // discard skips n bytes of payload without buffering them.
-func (t *websocketTransport) discard(n int64) error {
+func (t *Websocket) discard(n int64) error {
 	for n > 0 {
 		step := int(min(n, 1<<30))
 		if _, err := t.br.Discard(step); err != nil {
@@ -232,8 +232,8 @@ func validFrame(h frameHeader, inMessage bool) bool {
 
 // failProtocol sends a close frame with status 1002, after which nothing
 // more is sent.
-func (t *websocketTransport) failProtocol() error {
-	t.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+func (t *Websocket) failProtocol() error {
+	t.nc.SetWriteDeadline(time.Now().Add(CloseGrace))
 	t.writeControl(opClose, closeStatus(closeProtocolError))
 	return errProtocol
 }

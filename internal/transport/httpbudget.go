@@ -1,4 +1,4 @@
-package main
+package transport
 
 import (
 	"container/list"
@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// httpBudget bounds the HTTP connections that are not websockets, over
+// HTTPBudget bounds the HTTP connections that are not websockets, over
 // every HTTP listener of a server: a browser, a scraper or a flood of idle
 // connections must not use up the file descriptors that lock clients need.
 // It follows each connection through http.Server.ConnState. Over the bound
@@ -17,7 +17,7 @@ import (
 // gets through. Only when every connection is busy with a request is the
 // new one closed. A websocket leaves the budget when it is hijacked and
 // counts in -max-conns instead.
-type httpBudget struct {
+type HTTPBudget struct {
 	max int
 
 	mu    sync.Mutex
@@ -31,12 +31,12 @@ type httpConn struct {
 	evicted bool
 }
 
-func newHTTPBudget(maxConns int) *httpBudget {
-	return &httpBudget{max: maxConns, conns: make(map[net.Conn]*httpConn)}
+func NewHTTPBudget(maxConns int) *HTTPBudget {
+	return &HTTPBudget{max: maxConns, conns: make(map[net.Conn]*httpConn)}
 }
 
-// connState is an http.Server's ConnState hook.
-func (b *httpBudget) connState(nc net.Conn, state http.ConnState) {
+// ConnState is an http.Server's ConnState hook.
+func (b *HTTPBudget) ConnState(nc net.Conn, state http.ConnState) {
 	b.mu.Lock()
 	var evict net.Conn
 	switch state {
@@ -77,7 +77,7 @@ func (b *httpBudget) connState(nc net.Conn, state http.ConnState) {
 
 // evictLocked picks the connection idle the longest, the new one at worst,
 // and takes it out of the count.
-func (b *httpBudget) evictLocked() net.Conn {
+func (b *HTTPBudget) evictLocked() net.Conn {
 	front := b.idle.Front()
 	if front == nil {
 		return nil // cannot happen: the new connection is idle
@@ -89,8 +89,8 @@ func (b *httpBudget) evictLocked() net.Conn {
 	return nc
 }
 
-// open is how many connections count against the budget now.
-func (b *httpBudget) open() int {
+// Open is how many connections count against the budget now.
+func (b *HTTPBudget) Open() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.live

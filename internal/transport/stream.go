@@ -1,4 +1,4 @@
-package main
+package transport
 
 import (
 	"bytes"
@@ -8,10 +8,12 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/glockd/glockd/internal/proto"
 )
 
-// streamTransport speaks the line protocol on a TCP or unix connection.
-type streamTransport struct {
+// Stream speaks the line protocol on a TCP or unix connection.
+type Stream struct {
 	nc      net.Conn
 	maxLine int
 	buf     []byte
@@ -22,10 +24,10 @@ type streamTransport struct {
 	discarding bool
 	filled     bool // the last read filled buf
 	// identified, with an ACL file: until it is set, lines are at most
-	// unauthMaxLine and the buffer never grows (unauth.go).
+	// UnauthMaxLine and the buffer never grows (Limits.Identified).
 	identified *atomic.Bool
 	// mem charges a buffer grown past the pooled one to -max-buffered.
-	mem     charge
+	mem     Charge
 	scratch []byte // normalised arguments of the current batch
 
 	// An empty buffer is not kept between reads: it goes back to pool, and
@@ -54,8 +56,8 @@ const (
 	maxReadBuffer    = 64 << 10
 )
 
-func newStreamTransport(nc net.Conn, maxLine int, pool *sync.Pool) *streamTransport {
-	t := &streamTransport{nc: nc, maxLine: maxLine, pool: pool}
+func NewStream(nc net.Conn, maxLine int, pool *sync.Pool) *Stream {
+	t := &Stream{nc: nc, maxLine: maxLine, pool: pool}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			t.rc = rc
@@ -65,27 +67,27 @@ func newStreamTransport(nc net.Conn, maxLine int, pool *sync.Pool) *streamTransp
 	return t
 }
 
-// maxBatch bounds the commands of one batch, so that a flood of short lines
+// MaxBatch bounds the commands of one batch, so that a flood of short lines
 // costs bounded memory per connection and holds the manager for a bounded
 // time; the rest stays in the buffer for the next batch.
-const maxBatch = 1024
+const MaxBatch = 1024
 
-// read blocks until input arrives and appends every complete command in it
-// (up to maxBatch) to cmds, which alias buf until the next read.
+// Read blocks until input arrives and appends every complete command in it
+// (up to MaxBatch) to cmds, which alias buf until the next Read.
 //
 // Each read is a RawConn read whose callback (readReady) does the read(2)
 // itself. The commands run outside the callback: a RawConn read holds the
 // socket for its whole length (net.Conn.Close waits for it), and the
 // deepest call path of an idle connection's goroutine must stay within the
 // smallest stack (docs/design.md, "The idle-stack rule").
-func (t *streamTransport) read(cmds []command) ([]command, error) {
+func (t *Stream) Read(cmds []proto.Command) ([]proto.Command, error) {
 	t.scratch = t.scratch[:0]
 	if cmds = t.parse(cmds); len(cmds) > 0 {
 		return cmds, nil // lines left over by a batch that was full
 	}
 	for {
 		if !t.makeRoom() {
-			return cmds, errOverBudget
+			return cmds, ErrOverBudget
 		}
 		n, err := t.fill()
 		t.filled = n > 0 && t.end+n == len(t.buf)
@@ -103,7 +105,7 @@ func (t *streamTransport) read(cmds []command) ([]command, error) {
 
 // fill reads what has arrived into buf[end:], taking a pooled buffer if
 // there is none: with a file descriptor, only once there is input.
-func (t *streamTransport) fill() (int, error) {
+func (t *Stream) fill() (int, error) {
 	if t.rc == nil {
 		if t.buf == nil {
 			// TLS: wait for input before taking a buffer (tls.go).
@@ -131,7 +133,7 @@ func (t *streamTransport) fill() (int, error) {
 // there is none, and returns false, to be called again once the socket is
 // readable, when nothing has arrived; a buffer it took then goes back, so
 // that a connection waiting for input holds none.
-func (t *streamTransport) readReady(fd uintptr) bool {
+func (t *Stream) readReady(fd uintptr) bool {
 	took := t.buf == nil
 	if took {
 		t.takeBuffer()
@@ -155,7 +157,7 @@ func (t *streamTransport) readReady(fd uintptr) bool {
 	}
 }
 
-func (t *streamTransport) takeBuffer() {
+func (t *Stream) takeBuffer() {
 	p, _ := t.pool.Get().(*[pooledReadBuffer]byte)
 	if p == nil {
 		p = new([pooledReadBuffer]byte)
@@ -165,7 +167,7 @@ func (t *streamTransport) takeBuffer() {
 
 // releaseBuffer drops buf, back to the pool if it came from there. Commands
 // alias buf, so this is done only when the next read begins.
-func (t *streamTransport) releaseBuffer() {
+func (t *Stream) releaseBuffer() {
 	if t.pooled {
 		t.pool.Put((*[pooledReadBuffer]byte)(t.buf))
 	}
@@ -178,17 +180,17 @@ func (t *streamTransport) releaseBuffer() {
 // made for it. An incomplete line is moved to the front, or the buffer grows
 // for it. A buffer of its own is charged to -max-buffered; makeRoom reports
 // false when growing it would go over.
-func (t *streamTransport) makeRoom() bool {
+func (t *Stream) makeRoom() bool {
 	if t.start == t.end {
 		t.start, t.end = 0, 0
 		switch {
 		case t.buf == nil:
 		case !t.filled, !t.mayGrow():
 			t.releaseBuffer()
-			t.mem.release()
+			t.mem.Release()
 		case len(t.buf) < maxReadBuffer:
 			size := 2 * len(t.buf)
-			if !t.mem.set(int64(size)) {
+			if !t.mem.Set(int64(size)) {
 				return false
 			}
 			t.releaseBuffer()
@@ -206,7 +208,7 @@ func (t *streamTransport) makeRoom() bool {
 		// one longer than max-line, "\r" and "\n" could be, so this one may
 		// still be valid: grow towards that size.
 		size := min(2*len(t.buf), t.lineLimit()+2)
-		if !t.mem.set(int64(size)) {
+		if !t.mem.Set(int64(size)) {
 			return false
 		}
 		grown := make([]byte, size)
@@ -219,9 +221,9 @@ func (t *streamTransport) makeRoom() bool {
 }
 
 // parse appends the commands of the complete lines in the buffer, up to
-// maxBatch of them.
-func (t *streamTransport) parse(cmds []command) []command {
-	for t.start < t.end && len(cmds) < maxBatch {
+// MaxBatch of them.
+func (t *Stream) parse(cmds []proto.Command) []proto.Command {
+	for t.start < t.end && len(cmds) < MaxBatch {
 		data := t.buf[t.start:t.end]
 		i := bytes.IndexByte(data, '\n')
 		if t.discarding {
@@ -235,7 +237,7 @@ func (t *streamTransport) parse(cmds []command) []command {
 		}
 		if i < 0 {
 			if len(data) > t.lineLimit()+1 { // too long even if a "\r\n" comes next
-				cmds = append(cmds, command{verb: verbTooLong})
+				cmds = append(cmds, proto.Command{Verb: proto.VerbTooLong})
 				t.discarding = true
 				t.start = t.end
 			}
@@ -248,19 +250,19 @@ func (t *streamTransport) parse(cmds []command) []command {
 }
 
 // appendLine parses one line (without "\n") unless it is over max-line.
-func (t *streamTransport) appendLine(cmds []command, line []byte) []command {
+func (t *Stream) appendLine(cmds []proto.Command, line []byte) []proto.Command {
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
 	}
 	if len(line) > t.lineLimit() {
-		return append(cmds, command{verb: verbTooLong})
+		return append(cmds, proto.Command{Verb: proto.VerbTooLong})
 	}
-	cmds = append(cmds, command{})
-	t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
+	cmds = append(cmds, proto.Command{})
+	t.scratch = proto.ParseInto(&cmds[len(cmds)-1], line, t.scratch)
 	return cmds
 }
 
-func (t *streamTransport) write(out []byte, _ []int) error {
+func (t *Stream) Write(out []byte, _ []int) error {
 	if len(out) == 0 {
 		return nil
 	}
@@ -279,7 +281,7 @@ func (t *streamTransport) write(out []byte, _ []int) error {
 
 // writeReady is write's callback: it writes until all is written, or
 // returns false, to be called again once the socket is writable.
-func (t *streamTransport) writeReady(fd uintptr) bool {
+func (t *Stream) writeReady(fd uintptr) bool {
 	for len(t.unwritten) > 0 {
 		n, errno := rawWrite(fd, t.unwritten)
 		switch errno {
@@ -298,27 +300,27 @@ func (t *streamTransport) writeReady(fd uintptr) bool {
 
 // mayGrow reports whether the read buffer may grow past the pooled one:
 // not before authentication.
-func (t *streamTransport) mayGrow() bool {
+func (t *Stream) mayGrow() bool {
 	return t.identified == nil || t.identified.Load()
 }
 
 // lineLimit is the longest line: -max-line, or before authentication
-// unauthMaxLine.
-func (t *streamTransport) lineLimit() int {
+// UnauthMaxLine.
+func (t *Stream) lineLimit() int {
 	if t.identified != nil && !t.identified.Load() {
-		return min(t.maxLine, unauthMaxLine)
+		return min(t.maxLine, UnauthMaxLine)
 	}
 	return t.maxLine
 }
 
-func (t *streamTransport) splitsReplies() bool { return true }
+func (t *Stream) SplitsReplies() bool { return true }
 
-func (t *streamTransport) close() error { return t.nc.Close() }
+func (t *Stream) Close() error { return t.nc.Close() }
 
-// refuse sends reply with a deadline, so that a client that does not read
+// Refuse sends reply with a deadline, so that a client that does not read
 // cannot hold up the accept loop, and closes. (A TLS connection is admitted
 // once its handshake is done, so it gets the reply too.)
-func (t *streamTransport) refuse(reply string) {
+func (t *Stream) Refuse(reply string) {
 	if reply != "" {
 		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		t.nc.Write([]byte(reply))

@@ -1,4 +1,4 @@
-package main
+package proto
 
 import (
 	"unicode"
@@ -8,56 +8,56 @@ import (
 // A line becomes a command here: split into its verb and its argument, the
 // argument normalised as strings.Fields would split it, without allocating.
 
-// noWait is the MS of a wait without a time limit.
-const noWait = -1
+// NoWait is the MS of a wait without a time limit.
+const NoWait = -1
 
-// command is one parsed line. Its byte slices alias the connection's read
-// buffer (or its scratch space), so a command is only valid until the
+// Command is one parsed line. Its byte slices alias the connection's read
+// buffer (or its scratch space), so a Command is only valid until the
 // connection reads again; the manager copies a name before it keeps it.
-type command struct {
-	verb verb
-	name []byte // the normalised argument; for gw/sgw the part after MS (and MAX)
-	line []byte // the line without surrounding white space, quoted by "Invalid Argument"
-	ms   int64  // gw, sgw: how long to wait, noWait for ever
-	max  int64  // sgw: the most holders the shared lock may have
-	bad  bool   // gw, sgw: MS or MAX is not a valid integer
+type Command struct {
+	Verb Verb
+	Name []byte // the normalised argument; for gw/sgw the part after MS (and MAX)
+	Line []byte // the line without surrounding white space, quoted by "Invalid Argument"
+	MS   int64  // gw, sgw: how long to wait, NoWait for ever
+	Max  int64  // sgw: the most holders the shared lock may have
+	Bad  bool   // gw, sgw: MS or MAX is not a valid integer
 }
 
-// parseCommand parses one line (without its "\n"; a "\r" before it goes
+// Parse parses one line (without its "\n"; a "\r" before it goes
 // with the surrounding white space). scratch is used when the argument has to
 // be rewritten; the returned scratch must be passed to the next call so that
 // its space is reused without clobbering earlier commands.
-func parseCommand(line, scratch []byte) (command, []byte) {
-	var cmd command
-	scratch = parseInto(&cmd, line, scratch)
+func Parse(line, scratch []byte) (Command, []byte) {
+	var cmd Command
+	scratch = ParseInto(&cmd, line, scratch)
 	return cmd, scratch
 }
 
-// parseInto is parseCommand writing to *cmd. The stream transport parses
+// ParseInto is Parse writing to *cmd. The stream transport parses
 // into its batch with it: a command returned by value is copied through the
 // stack, and the reader goroutine's stack has to stay small (docs/design.md,
 // "The idle-stack rule").
-func parseInto(cmd *command, line, scratch []byte) []byte {
+func ParseInto(cmd *Command, line, scratch []byte) []byte {
 	line = trimSpace(line)
 	end := 0
 	for end < len(line) && line[end] != ' ' && line[end] != '\t' {
 		end++
 	}
-	*cmd = command{verb: lookupVerb(line[:end]), line: line}
-	if cmd.verb == verbInvalid {
+	*cmd = Command{Verb: LookupVerb(line[:end]), Line: line}
+	if cmd.Verb == VerbInvalid {
 		return scratch
 	}
-	cmd.name, scratch = normaliseArgument(line[end:], scratch)
-	switch cmd.verb {
-	case verbGW, verbAsyncGW:
+	cmd.Name, scratch = normaliseArgument(line[end:], scratch)
+	switch cmd.Verb {
+	case VerbGW, VerbAsyncGW:
 		var ok bool
-		cmd.ms, cmd.name, ok = cutInteger(cmd.name)
-		cmd.bad = !ok || cmd.ms < noWait
-	case verbSGW, verbAsyncSGW:
+		cmd.MS, cmd.Name, ok = cutInteger(cmd.Name)
+		cmd.Bad = !ok || cmd.MS < NoWait
+	case VerbSGW, VerbAsyncSGW:
 		var okMS, okMax bool
-		cmd.ms, cmd.name, okMS = cutInteger(cmd.name)
-		cmd.max, cmd.name, okMax = cutInteger(cmd.name)
-		cmd.bad = !okMS || !okMax || cmd.ms < noWait || cmd.max < 1
+		cmd.MS, cmd.Name, okMS = cutInteger(cmd.Name)
+		cmd.Max, cmd.Name, okMax = cutInteger(cmd.Name)
+		cmd.Bad = !okMS || !okMax || cmd.MS < NoWait || cmd.Max < 1
 	}
 	return scratch
 }

@@ -1,4 +1,4 @@
-package main
+package transport
 
 import (
 	"bufio"
@@ -12,10 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/glockd/glockd/internal/proto"
 	"golang.org/x/net/websocket"
 )
 
-// websocketTransport speaks the protocol over websocket messages: each line
+// Websocket speaks the protocol over websocket messages: each line
 // of a message is a command, and each command gets exactly one message back,
 // empty where the line protocol would send nothing.
 //
@@ -25,7 +26,7 @@ import (
 // and unmasks a byte at a time. All of a batch's reply frames go out in one
 // write, and a message that arrived whole is unmasked where it lies in the
 // read buffer and parsed there.
-type websocketTransport struct {
+type Websocket struct {
 	nc      net.Conn      // the hijacked connection
 	br      *bufio.Reader // the handshake's reader: it may hold the first frames
 	maxLine int
@@ -38,15 +39,15 @@ type websocketTransport struct {
 	more    bool   // rest holds at least one more line (maybe empty)
 	scratch []byte
 	// identified, with an ACL file: until it is set, a message is at most
-	// unauthBuffer bytes (unauth.go).
+	// UnauthBuffer bytes (Limits.Identified).
 	identified *atomic.Bool
 	// mem charges the message buffer (own) to -max-buffered.
-	mem charge
-	// A hand-over (upgrade.go) stops the reader between messages: park is
-	// the connection's request to stop, and midMessage says part of a
-	// message or frame has been consumed (see wsSource).
-	park *atomic.Pointer[pause]
-	// killed is set by a kill before its deadline (abortFunc), so that a
+	mem Charge
+	// A hand-over stops the reader between messages: parker reports the
+	// connection's request to stop (Limits.Parker), and midMessage says part
+	// of a message or frame has been consumed (see wsSource).
+	parker Parker
+	// killed is set by a kill before its deadline (Abort), so that a
 	// hand-over waiting for the message's end does not lift it (wsSource).
 	killed     atomic.Bool
 	midMessage bool
@@ -58,14 +59,14 @@ type websocketTransport struct {
 	closeSent bool   // a close frame is out: nothing more may follow it
 }
 
-// maxMessage bounds a websocket message: a message over it is answered with
+// MaxMessage bounds a websocket message: a message over it is answered with
 // one "0 Line Too Long" and skipped without being buffered.
-func maxMessage(maxLine int) int { return max(maxLine+2, 1<<20) }
+func MaxMessage(maxLine int) int { return max(maxLine+2, 1<<20) }
 
-// newWebsocketTransport reads the frames after pending, the bytes already
+// NewWebsocket reads the frames after pending, the bytes already
 // read past the handshake, from nc.
-func newWebsocketTransport(nc net.Conn, pending []byte, maxLine int) *websocketTransport {
-	t := &websocketTransport{nc: nc, maxLine: maxLine}
+func NewWebsocket(nc net.Conn, pending []byte, maxLine int) *Websocket {
+	t := &Websocket{nc: nc, maxLine: maxLine}
 	src := io.Reader(wsSource{t})
 	if len(pending) > 0 {
 		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), src)
@@ -81,12 +82,12 @@ const wsReadBuffer = 4 << 10
 // the reader with a read deadline; in the middle of a message that would
 // lose what was consumed of it, so there the deadline is lifted and the
 // reader stops once the message is whole (receive checks before the next).
-type wsSource struct{ t *websocketTransport }
+type wsSource struct{ t *Websocket }
 
 func (s wsSource) Read(p []byte) (int, error) {
 	for {
 		n, err := s.t.nc.Read(p)
-		if n > 0 || !s.t.midMessage || s.t.park == nil || s.t.park.Load() == nil || s.t.killed.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 || !s.t.midMessage || s.t.parker == nil || !s.t.parker.Parked() || s.t.killed.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
 		s.t.nc.SetReadDeadline(time.Time{})
@@ -111,14 +112,15 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return nc, brw, err
 }
 
-// serveWebsocketHTTP has the websocket package answer the upgrade request
-// and, once the handshake is done, serves the connection it hijacked.
-func (s *Server) serveWebsocketHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeWebsocket has the websocket package answer the upgrade request,
+// with handshake checking it, and once the handshake is done calls serve
+// with the connection it hijacked and its transport.
+func ServeWebsocket(w http.ResponseWriter, r *http.Request, handshake func(*websocket.Config, *http.Request) error, maxLine int, serve func(*websocket.Conn, *Websocket)) {
 	h := &hijackRecorder{ResponseWriter: w}
-	ws := websocket.Server{Handshake: s.checkOrigin, Handler: func(ws *websocket.Conn) {
+	ws := websocket.Server{Handshake: handshake, Handler: func(ws *websocket.Conn) {
 		ws.PayloadType = websocket.TextFrame
 		pending, _ := h.brw.Reader.Peek(h.brw.Reader.Buffered())
-		s.serveWebsocket(ws, newWebsocketTransport(h.nc, pending, s.cfg.MaxLine))
+		serve(ws, NewWebsocket(h.nc, pending, maxLine))
 	}}
 	ws.ServeHTTP(h, r)
 }
@@ -128,7 +130,10 @@ func (s *Server) serveWebsocketHTTP(w http.ResponseWriter, r *http.Request) {
 // cost whatever it received or sent before.
 const keptBuffer = 4 << 10
 
-func (t *websocketTransport) read(cmds []command) ([]command, error) {
+// Read returns the commands of the lines of a message, up to MaxBatch of
+// them: the rest of a longer message comes with the next Read, and the next
+// message is received only once all of its lines have been returned.
+func (t *Websocket) Read(cmds []proto.Command) ([]proto.Command, error) {
 	t.scratch = t.scratch[:0]
 	if cap(t.scratch) > keptBuffer {
 		t.scratch = nil
@@ -139,11 +144,11 @@ func (t *websocketTransport) read(cmds []command) ([]command, error) {
 		t.msg = nil
 		if cap(t.own) > keptBuffer {
 			t.own = nil
-			t.mem.release()
+			t.mem.Release()
 		}
 		err := t.receive()
 		if err == errMessageTooLarge {
-			return append(cmds, command{verb: verbTooLong}), nil
+			return append(cmds, proto.Command{Verb: proto.VerbTooLong}), nil
 		}
 		if err != nil {
 			return cmds, err
@@ -151,24 +156,24 @@ func (t *websocketTransport) read(cmds []command) ([]command, error) {
 		// A trailing newline ends the last line; it does not start another.
 		t.rest, t.more = bytes.TrimSuffix(t.msg, []byte{'\n'}), true
 	}
-	for t.more && len(cmds) < maxBatch {
+	for t.more && len(cmds) < MaxBatch {
 		var line []byte
 		line, t.rest, t.more = bytes.Cut(t.rest, []byte{'\n'})
 		if n := len(line); n > 0 && line[n-1] == '\r' {
 			line = line[:n-1]
 		}
 		if len(line) > t.maxLine {
-			cmds = append(cmds, command{verb: verbTooLong})
+			cmds = append(cmds, proto.Command{Verb: proto.VerbTooLong})
 			continue
 		}
-		cmds = append(cmds, command{})
-		t.scratch = parseInto(&cmds[len(cmds)-1], line, t.scratch)
+		cmds = append(cmds, proto.Command{})
+		t.scratch = proto.ParseInto(&cmds[len(cmds)-1], line, t.scratch)
 	}
 	return cmds, nil
 }
 
-// write sends each reply as a text message, all of them in one write.
-func (t *websocketTransport) write(out []byte, ends []int) error {
+// Write sends each reply as a text message, all of them in one write.
+func (t *Websocket) Write(out []byte, ends []int) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	if t.closeSent {
@@ -208,13 +213,13 @@ const bigReply = 16 << 10
 
 // writeControl sends a control frame, unless a close frame has gone before
 // it. Called from the reader goroutine.
-func (t *websocketTransport) writeControl(opcode byte, payload []byte) error {
+func (t *Websocket) writeControl(opcode byte, payload []byte) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	return t.writeControlLocked(opcode, payload)
 }
 
-func (t *websocketTransport) writeControlLocked(opcode byte, payload []byte) error {
+func (t *Websocket) writeControlLocked(opcode byte, payload []byte) error {
 	if t.closeSent {
 		return net.ErrClosed
 	}
@@ -224,26 +229,26 @@ func (t *websocketTransport) writeControlLocked(opcode byte, payload []byte) err
 	return err
 }
 
-// close sends a close frame, unless one has been sent, and closes the
+// SplitsReplies is false: a reply is one message, whose frame header gives
+// its length before it (golang.org/x/net/websocket's Message.Receive, which
+// our client uses, reads one frame, so a reply is never fragmented).
+func (t *Websocket) SplitsReplies() bool { return false }
+
+// Refuse sends reply as a message, with a deadline, and closes.
+func (t *Websocket) Refuse(reply string) {
+	if reply != "" {
+		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		t.Write([]byte(reply), []int{len(reply)})
+	}
+	t.Close()
+}
+
+// Close sends a close frame, unless one has been sent, and closes the
 // connection; but it gives up on the frame quickly: a client that does not
 // read must not hold up the end of its connection or a shutdown. The
 // deadline also unblocks a write already stuck on such a client.
-// refuse sends reply as a message, with a deadline, and closes.
-// splitsReplies is false: a reply is one message, whose frame header gives
-// its length before it (golang.org/x/net/websocket's Message.Receive, which
-// our client uses, reads one frame, so a reply is never fragmented).
-func (t *websocketTransport) splitsReplies() bool { return false }
-
-func (t *websocketTransport) refuse(reply string) {
-	if reply != "" {
-		t.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		t.write([]byte(reply), []int{len(reply)})
-	}
-	t.close()
-}
-
-func (t *websocketTransport) close() error {
-	t.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+func (t *Websocket) Close() error {
+	t.nc.SetWriteDeadline(time.Now().Add(CloseGrace))
 	t.wmu.Lock()
 	if !t.closeSent {
 		t.writeControlLocked(opClose, closeStatus(closeNormal))
@@ -252,4 +257,6 @@ func (t *websocketTransport) close() error {
 	return t.nc.Close()
 }
 
-const closeGrace = 250 * time.Millisecond
+// CloseGrace is how long closing a connection tries to send a websocket
+// close frame or a TLS close_notify to a client that does not read.
+const CloseGrace = 250 * time.Millisecond
