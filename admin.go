@@ -183,7 +183,7 @@ func (m *manager) answerKill(pk *pendingKill, released bool) {
 		b.out = proto.AppendReply(b.out, 1, wire.KillPending, pk.arg)
 	}
 	b.ends = append(b.ends, len(b.out))
-	pk.killer.done <- struct{}{}
+	pk.killer.answered()
 }
 
 // needsKill reports whether connections must be killable: kill is enabled,

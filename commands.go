@@ -58,7 +58,7 @@ func (m *manager) runBatch(c *connState, b *batch) {
 		b.killPending = false
 		return
 	}
-	c.done <- struct{}{}
+	c.answered()
 }
 
 // runCommand runs one command, appending its reply to b.out. It returns

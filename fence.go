@@ -58,7 +58,7 @@ func (m *manager) admit(req request) bool {
 		// connection.
 		d := req.dump
 		d.step, d.cut, d.entries, d.details = nil, true, d.entries[:0], d.details[:0]
-		req.conn.done <- struct{}{}
+		req.conn.answered()
 		return false
 	case requestWaitExpired:
 		m.mayServe()
@@ -112,7 +112,7 @@ var errNotServing = errors.New("the term ended before the replies were written")
 func refuseBatch(c *connState, b *batch) {
 	b.next = len(b.cmds)
 	b.out, b.ends = b.out[:0], b.ends[:0]
-	c.done <- struct{}{}
+	c.answered()
 }
 
 // mayServe reports whether the current term allows serving, takes a new

@@ -2,14 +2,30 @@ package main
 
 import (
 	"bufio"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/glockd/glockd/internal/transport"
 	"github.com/glockd/glockd/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
+)
+
+// What connections may cost, and the limits' defaults: -max-buffered, the
+// one memory budget of all connections; the connection cap the
+// file-descriptor limit allows; the other limits' defaults.
+
+// Defaults of the limits, also the flags' defaults.
+const (
+	DefaultMaxLine         = 64 << 10
+	DefaultMaxConns        = 100000
+	DefaultMaxLocksPerConn = 1000000
+	DefaultMaxWaitsPerConn = 1024
+	DefaultMaxHTTPConns    = 1024
+	DefaultHTTPIdleTimeout = 30 * time.Second
 )
 
 // One memory budget, -max-buffered, for the bytes held for connections: the
@@ -150,4 +166,38 @@ func connCap(cfg Config) int {
 		return cfg.MaxConns
 	}
 	return int(max(allowed, 1))
+}
+
+// withDefaults gives every limit (and the logger) a Config leaves zero its
+// default.
+func (cfg Config) withDefaults() Config {
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = DefaultMaxLine
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxLocksPerConn <= 0 {
+		cfg.MaxLocksPerConn = DefaultMaxLocksPerConn
+	}
+	if cfg.MaxWaitsPerConn <= 0 {
+		cfg.MaxWaitsPerConn = DefaultMaxWaitsPerConn
+	}
+	if cfg.MaxHTTPConns <= 0 {
+		cfg.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if cfg.MaxBuffered <= 0 {
+		cfg.MaxBuffered = defaultMaxBuffered()
+	}
+	if cfg.HTTPIdleTimeout <= 0 {
+		cfg.HTTPIdleTimeout = DefaultHTTPIdleTimeout
+	}
+	if cfg.UnixMode == 0 {
+		cfg.UnixMode = 0o666
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Security = cfg.Security.withDefaults()
+	return cfg
 }

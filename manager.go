@@ -63,7 +63,7 @@ type connState struct {
 	// Set before the manager first sees the connection; read-only after.
 	name      string        // "127.0.0.1:5000", "unix:3"
 	transport string        // "tcp", "unix", "websocket"
-	done      chan struct{} // the manager has answered a batch
+	done      chan struct{} // the manager has answered a request: see answered
 	grants    chan waitResult
 	key       uint64 // random: the shared table hashes the connection's holds with it
 
@@ -101,6 +101,12 @@ func newConnState(name, transport string) *connState {
 }
 
 // displayName is the owner shown by d and sd: the registered name, if any.
+// answered tells c's connection that the manager is done with the request
+// it waits for: a batch run or refused, a dump step copied or cut short, a
+// kill answered. Every such signal goes through here; the connection then
+// owns the batch (or the dump) again.
+func (c *connState) answered() { c.done <- struct{}{} }
+
 func (c *connState) displayName() string {
 	if c.regSeq != 0 {
 		return c.regName
@@ -226,7 +232,7 @@ func (m *manager) handle(req request) bool {
 		req.fn(m)
 	case requestDumpStep:
 		m.copyStep(req.dump)
-		req.conn.done <- struct{}{}
+		req.conn.answered()
 	case requestStop:
 		return false
 	}

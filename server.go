@@ -6,15 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/glockd/glockd/internal/transport"
 	"github.com/glockd/glockd/internal/wire"
-	"golang.org/x/net/websocket"
 
 	"github.com/glockd/glockd/internal/ha"
 )
@@ -70,48 +67,6 @@ type Config struct {
 	// HA elects one serving node among several through etcd; nil: a
 	// single node. See internal/ha.
 	HA *ha.Config
-}
-
-// Defaults of the limits, also the flags' defaults.
-const (
-	DefaultMaxLine         = 64 << 10
-	DefaultMaxConns        = 100000
-	DefaultMaxLocksPerConn = 1000000
-	DefaultMaxWaitsPerConn = 1024
-	DefaultMaxHTTPConns    = 1024
-	DefaultHTTPIdleTimeout = 30 * time.Second
-)
-
-func (cfg Config) withDefaults() Config {
-	if cfg.MaxLine <= 0 {
-		cfg.MaxLine = DefaultMaxLine
-	}
-	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	if cfg.MaxLocksPerConn <= 0 {
-		cfg.MaxLocksPerConn = DefaultMaxLocksPerConn
-	}
-	if cfg.MaxWaitsPerConn <= 0 {
-		cfg.MaxWaitsPerConn = DefaultMaxWaitsPerConn
-	}
-	if cfg.MaxHTTPConns <= 0 {
-		cfg.MaxHTTPConns = DefaultMaxHTTPConns
-	}
-	if cfg.MaxBuffered <= 0 {
-		cfg.MaxBuffered = defaultMaxBuffered()
-	}
-	if cfg.HTTPIdleTimeout <= 0 {
-		cfg.HTTPIdleTimeout = DefaultHTTPIdleTimeout
-	}
-	if cfg.UnixMode == 0 {
-		cfg.UnixMode = 0o666
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Security = cfg.Security.withDefaults()
-	return cfg
 }
 
 // Server is one glockd: its listeners, connections and lock manager.
@@ -213,19 +168,6 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// checkOriginSyntax accepts "*" or an origin as browsers send it:
-// scheme://host[:port], nothing after.
-func checkOriginSyntax(origin string) error {
-	if origin == "*" {
-		return nil
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("websocket origin %q: want scheme://host[:port] or *", origin)
-	}
-	return nil
-}
-
 // Start opens the configured listeners and starts serving. On error nothing
 // is left open.
 func (s *Server) Start() (err error) {
@@ -320,23 +262,6 @@ func (s *Server) openLockListeners() (err error) {
 		}(s.http, s.ws)
 	}
 	return nil
-}
-
-// newHTTPServer serves h with every HTTP connection bounded in number (see
-// httpBudget) and in time: one that sends no whole request, idle or not, is
-// closed after HTTPIdleTimeout. Hijacking clears the deadlines, so a
-// websocket is not cut by them.
-func (s *Server) newHTTPServer(h http.Handler) *http.Server {
-	timeout := s.cfg.HTTPIdleTimeout
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: timeout,
-		ReadTimeout:       timeout,
-		WriteTimeout:      timeout,
-		IdleTimeout:       timeout,
-		ConnState:         s.httpConns.ConnState,
-		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
-	}
 }
 
 // TCPAddr is the address of the TCP listener, nil when disabled (or, with
@@ -640,51 +565,5 @@ func (s *Server) acceptLoop(l net.Listener, transportName string) {
 		if s.admit(c) {
 			go s.serveAdmitted(c)
 		}
-	}
-}
-
-// httpHandler serves the -ws address: on "/", the websocket to a websocket
-// upgrade and the console to a browser; the console's assets, /metrics and
-// /healthz.
-func (s *Server) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	console := consoleHandler(s.build)
-	mux.Handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.Header.Get("Upgrade") == "" {
-			console.ServeHTTP(w, r)
-			return
-		}
-		transport.ServeWebsocket(w, r, s.checkOrigin, s.cfg.MaxLine, s.serveWebsocket)
-	}))
-	mux.Handle("GET /console/", console)
-	s.addMetricsRoutes(mux)
-	return mux
-}
-
-// checkOrigin enforces -ws-origin. Requests without an Origin header come from
-// programs, not browsers, and cross-site websocket hijacking needs a browser.
-func (s *Server) checkOrigin(_ *websocket.Config, req *http.Request) error {
-	origin := req.Header.Get("Origin")
-	if origin == "" {
-		return nil
-	}
-	for _, allowed := range s.cfg.WSOrigins {
-		if allowed == "*" || strings.EqualFold(allowed, origin) {
-			return nil
-		}
-	}
-	if len(s.cfg.WSOrigins) == 0 {
-		return nil
-	}
-	return fmt.Errorf("origin %q not allowed", origin)
-}
-
-func (s *Server) serveWebsocket(ws *websocket.Conn, t *transport.Websocket) {
-	c := newConn(s, ws.Request().RemoteAddr, "websocket", t)
-	if tls := ws.Request().TLS; tls != nil {
-		c.state.certName = peerName(*tls)
-	}
-	if s.admit(c) {
-		s.serveAdmitted(c)
 	}
 }
