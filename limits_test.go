@@ -143,3 +143,33 @@ func TestDumpOverBudget(t *testing.T) {
 	}
 	expectClosed(t, c)
 }
+
+// TestRaiseFileLimit: a soft limit on open files below what the limits
+// need is raised to the hard limit; one that is enough is left alone.
+func TestRaiseFileLimit(t *testing.T) {
+	var orig syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
+		t.Skip(err)
+	}
+	if orig.Max < 2048 || orig.Max > 1<<30 {
+		t.Skipf("hard limit %d: nothing to raise to", orig.Max)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig) })
+	low := orig
+	low.Cur = 1024
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skip(err)
+	}
+	if got, err := raiseFileLimit(512); err != nil || got != 1024 {
+		t.Fatalf("enough already: limit %d (%v), want it left at 1024", got, err)
+	}
+	got, err := raiseFileLimit(orig.Max + 1)
+	if err != nil || got != orig.Max {
+		t.Fatalf("raised to %d (%v), want the hard limit %d", got, err, orig.Max)
+	}
+	var now syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &now)
+	if now.Cur != orig.Max {
+		t.Fatalf("soft limit %d, want %d", now.Cur, orig.Max)
+	}
+}
