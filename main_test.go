@@ -369,3 +369,70 @@ func TestPackagedDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestDesignFileTable: the file tables of docs/design.md name every root
+// source file and every internal package, and nothing that is gone; and
+// every root test file is named after the root file whose code it tests, or
+// after how it runs (e2e_*: in process over real sockets; proc_*: the
+// binary, etcd or network namespaces), or holds helpers (helpers*).
+func TestDesignFileTable(t *testing.T) {
+	data, err := os.ReadFile("docs/design.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Files\n")
+	if !ok {
+		t.Fatal(`docs/design.md: no "## Files"`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	named := map[string]bool{}
+	for line := range strings.SplitSeq(section, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		for _, m := range codeSpanRE.FindAllStringSubmatch(strings.Split(line, "|")[1], -1) {
+			if name := m[1]; strings.HasSuffix(name, ".go") || strings.HasPrefix(name, "internal/") {
+				named[name] = true
+			}
+		}
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs, err := os.ReadDir("internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exist []string
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			exist = append(exist, f)
+		}
+	}
+	for _, d := range dirs {
+		if d.IsDir() {
+			exist = append(exist, "internal/"+d.Name())
+		}
+	}
+	for _, f := range exist {
+		if !named[f] {
+			t.Errorf("docs/design.md's file tables do not name %s", f)
+		}
+		delete(named, f)
+	}
+	for f := range named {
+		t.Errorf("docs/design.md's file tables name %s, which does not exist", f)
+	}
+
+	for _, f := range files {
+		stem, ok := strings.CutSuffix(f, "_test.go")
+		switch {
+		case !ok, strings.HasPrefix(stem, "e2e_"), strings.HasPrefix(stem, "proc_"), strings.HasPrefix(stem, "helpers"):
+		default:
+			if _, err := os.Stat(stem + ".go"); err != nil {
+				t.Errorf("%s tests no root file and is named neither e2e_* nor proc_* (docs/design.md, \"Files\")", f)
+			}
+		}
+	}
+}
