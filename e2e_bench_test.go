@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,12 @@ import (
 	"testing"
 	"time"
 )
+
+// Benchmarks over loopback sockets: an in-process server and TCP clients.
+
+var benchPar = 50 // BenchmarkLoopbackParallel's clients
+
+var benchLocks = flag.Int("orphan-locks", 100000, "BenchmarkOrphan: locks taken before the disconnect")
 
 // benchServer starts a server with only the TCP transport.
 func benchServer(b *testing.B) *Server {

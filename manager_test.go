@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -12,9 +11,10 @@ import (
 	"github.com/glockd/glockd/internal/tokens"
 )
 
-// Benchmarks of the hot paths: the stream transport's parse of a batch, the
-// manager and a loopback round trip (the parser alone: internal/proto). Run
-// with
+// Benchmarks of the manager: batches run through runBatch (BenchmarkManager)
+// and the round trip to the manager goroutine (BenchmarkExecute). The
+// loopback ones are in e2e_bench_test.go, the deadline check's in
+// fence_test.go, the parser's in internal/proto. Run with
 //
 //	go test -run '^$' -bench . -benchmem .
 //
@@ -147,7 +147,3 @@ func BenchmarkExecute(b *testing.B) {
 		}
 	})
 }
-
-var benchPar = 50
-
-var benchLocks = flag.Int("orphan-locks", 100000, "BenchmarkOrphan: locks taken before the disconnect")
