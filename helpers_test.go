@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -265,4 +267,40 @@ func (c *client) stat(key string) int {
 	}
 	c.t.Fatalf("q has no %s", key)
 	return 0
+}
+
+var codeSpanRE = regexp.MustCompile("`([^`]+)`")
+
+// markdownTable returns the first cell of each row of the table that
+// follows the heading in a markdown file.
+func markdownTable(t *testing.T, file, heading string) []string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("%s: no %q", file, heading)
+	}
+	var cells []string
+	inTable := false
+	for line := range strings.SplitSeq(section, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			if inTable {
+				break
+			}
+			continue
+		}
+		inTable = true
+		cell := strings.TrimSpace(strings.Split(line, "|")[1])
+		if cell == "" || strings.Trim(cell, "-") == "" {
+			continue
+		}
+		cells = append(cells, cell)
+	}
+	if len(cells) < 2 {
+		t.Fatalf("%s: no table under %q", file, heading)
+	}
+	return cells[1:] // the header row
 }

@@ -2,13 +2,20 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/glockd/glockd/internal/ha"
 )
 
 // httpGet fetches url with a client of the test's own, so that no idle
@@ -286,4 +293,166 @@ func TestMetricsForAlerts(t *testing.T) {
 			got["glockd_oldest_wait_seconds"] == 0 &&
 			got[`glockd_oldest_hold_seconds{kind="shared"}`] == 0
 	})
+}
+
+// TestOperatingMetricsTable: every metric family a server's /metrics
+// lists (and a node with -etcd adds) is in docs/operating.md's metrics
+// table, and every metric the table lists is exported. A row "go_*" covers
+// a prefix.
+func TestOperatingMetricsTable(t *testing.T) {
+	srv := startServer(t, nil)
+	exported := map[string]bool{}
+	resp, body := httpGet(t, "http://"+srv.WSAddr().String()+"/metrics")
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\S+) `).FindAllStringSubmatch(body, -1) {
+		exported[m[1]] = true
+	}
+	reg := prometheus.NewRegistry()
+	isLeader, elections, stepDowns := ha.NewMetrics()
+	reg.MustRegister(isLeader, elections, stepDowns)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		exported[f.GetName()] = true
+	}
+	documented := map[string]bool{}
+	var prefixes []string
+	for _, cell := range markdownTable(t, "docs/operating.md", "## Metrics") {
+		for _, m := range codeSpanRE.FindAllStringSubmatch(cell, -1) {
+			if p, ok := strings.CutSuffix(m[1], "*"); ok {
+				prefixes = append(prefixes, p)
+			} else {
+				documented[m[1]] = true
+			}
+		}
+	}
+	for _, name := range sortedKeys(exported) {
+		covered := documented[name]
+		for _, p := range prefixes {
+			covered = covered || strings.HasPrefix(name, p)
+		}
+		if !covered {
+			t.Errorf("metric %s: on /metrics, missing from docs/operating.md's metrics table", name)
+		}
+	}
+	for _, name := range sortedKeys(documented) {
+		if !exported[name] {
+			t.Errorf("metric %s: in docs/operating.md's metrics table, but not on /metrics", name)
+		}
+	}
+	for _, p := range prefixes {
+		found := false
+		for name := range exported {
+			found = found || strings.HasPrefix(name, p)
+		}
+		if !found {
+			t.Errorf("metrics %s*: in docs/operating.md's metrics table, but none on /metrics", p)
+		}
+	}
+}
+
+// metricNameRE finds the metric names a PromQL expression uses: glockd's,
+// and the Go and process collectors'.
+var metricNameRE = regexp.MustCompile(`\b(glockd|go|process)_[a-z_]+\b`)
+
+// checkExprMetrics fails when expr names a metric the server does not export.
+func checkExprMetrics(t *testing.T, where, expr string, exported map[string]bool) {
+	t.Helper()
+	names := metricNameRE.FindAllString(expr, -1)
+	if len(names) == 0 {
+		t.Errorf("%s: %q uses no glockd metric", where, expr)
+	}
+	for _, n := range names {
+		base := n
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			base = strings.TrimSuffix(base, suffix)
+		}
+		if !exported[n] && !exported[base] {
+			t.Errorf("%s: %q names %s, which glockd does not export", where, expr, n)
+		}
+	}
+}
+
+// exportedMetrics is every metric family a server's /metrics lists, and
+// those a node with -etcd adds.
+func exportedMetrics(t *testing.T) map[string]bool {
+	srv := startServer(t, nil)
+	names := map[string]bool{}
+	reg := prometheus.NewRegistry()
+	isLeader, elections, stepDowns := ha.NewMetrics()
+	reg.MustRegister(isLeader, elections, stepDowns)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		names[f.GetName()] = true
+	}
+	for series := range scrape(t, srv.WSAddr().String()) {
+		name, _, _ := strings.Cut(series, "{")
+		names[name] = true
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			names[strings.TrimSuffix(name, suffix)] = true
+		}
+	}
+	return names
+}
+
+// TestGrafanaDashboard: the dashboard is JSON Grafana can load, and every
+// query names a metric glockd exports.
+func TestGrafanaDashboard(t *testing.T) {
+	data, err := os.ReadFile("contrib/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Title  string
+		Panels []struct {
+			Title   string
+			Type    string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	if dash.Title == "" || len(dash.Panels) == 0 {
+		t.Fatal("dashboard has no title or panels")
+	}
+	exported := exportedMetrics(t)
+	for _, p := range dash.Panels {
+		if p.Type == "" || len(p.Targets) == 0 {
+			t.Errorf("panel %q has no type or queries", p.Title)
+		}
+		for _, target := range p.Targets {
+			checkExprMetrics(t, "panel "+p.Title, target.Expr, exported)
+		}
+	}
+}
+
+// TestAlertRules: every alert rule's expression names metrics glockd
+// exports. (The file is YAML; its expr: lines are read as text.)
+func TestAlertRules(t *testing.T) {
+	data, err := os.ReadFile("contrib/prometheus-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := exportedMetrics(t)
+	alerts := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "- alert:") {
+			alerts++
+		}
+		if expr, ok := strings.CutPrefix(line, "expr:"); ok {
+			checkExprMetrics(t, "alert rules", strings.TrimSpace(expr), exported)
+		}
+	}
+	if alerts < 3 {
+		t.Fatalf("%d alert rules", alerts)
+	}
 }

@@ -639,6 +639,8 @@ func TestUpgradeTLS(t *testing.T) {
 		t.Cleanup(func() { tc.Close() })
 		return &upConn{nc: tc, r: bufio.NewReader(tc)}
 	}
+	// The TLS listener opens after the TCP one startUpgradable waited for.
+	dialRetry(t, "tcp", tlsAddr).Close()
 	secure := dialTLS()
 	if l := secure.do(t, "g over-tls"); l != "1 Lock Get Success: over-tls\n" {
 		t.Fatal(l)

@@ -386,3 +386,26 @@ func expectRunning(t *testing.T, d *daemon, logs *logBuffer) {
 	default:
 	}
 }
+
+// TestAuthFailureSIGTERM: a daemon with a pipeline of 1,000 wrong auths of
+// an authenticated client pending stops on SIGTERM within 3 s.
+func TestAuthFailureSIGTERM(t *testing.T) {
+	port := freePort(t)
+	acl := writeFile(t, "acl", testACL)
+	d, logs := loggedDaemon(t, "-bind", "127.0.0.1", "-port", strconv.Itoa(port), "-ws", "0", "-acl-file", acl)
+	nc := dialRetry(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+	c := streamClient(t, nc)
+	// Authenticated: its queue may hold the 1,000 lines (one that is not
+	// may queue only 4 KiB, and is closed past it).
+	c.expectOne("auth "+billingToken, "1 ok\n")
+	c.send(wrongAuths(1000))
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+		t.Logf("stopped %v after SIGTERM", time.Since(start))
+	case <-time.After(3 * time.Second):
+		t.Fatalf("still running 3s after SIGTERM; log:\n%s", logs)
+	}
+}

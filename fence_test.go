@@ -243,3 +243,78 @@ func TestDeadlineAtWrite(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkMayGrant is the deadline check made before each grant with
+// -etcd (fence.go): a read of the monotonic clock and a comparison.
+func BenchmarkMayGrant(b *testing.B) {
+	m := newManager(Config{}.withDefaults())
+	benchLeader(m)
+	for b.Loop() {
+		if !m.mayGrant() {
+			b.Fatal("the term ended")
+		}
+	}
+}
+
+// TestDeadlineBeforeEveryBatch: once the leader's deadline has passed, the
+// manager runs no batch (even one already read), hands no orphaned lock to
+// a waiter, and ends the term so that the node steps down. A new term
+// starts its tokens from its own block.
+func TestDeadlineBeforeEveryBatch(t *testing.T) {
+	l := ha.NewLeadership()
+	tm := testTerm(l, 1<<40)
+	l.Publish(tm)
+	srv := startLeaderServer(t, l)
+
+	holder, waiter, other := dial(t, srv, "tcp"), dial(t, srv, "tcp"), dial(t, srv, "tcp")
+	holder.expect("g x", "1 Lock Get Success: x\n")
+	if token := tokenOf(t, holder, "x"); token != 1<<40 {
+		t.Fatalf("first token %d, want the block's start %d", token, uint64(1<<40))
+	}
+	waiter.send("gw -1 x\n")
+	waitersQueued(t, srv, 1, "the waiter queued")
+
+	// As for a process paused past its deadline.
+	tm.SetDeadline(time.Time{})
+	other.send("g y\nt y\n")
+	select {
+	case <-tm.Over():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the term did not end")
+	}
+	if s, _ := srv.manager.askStats(time.Second); s.locks != 1 {
+		t.Fatalf("%d locks after the refused batch, want 1", s.locks)
+	}
+	// The connection finds the term over and closes without a reply.
+	expectClosedUnanswered(t, other)
+
+	holder.close()
+	eventually(t, "x orphaned", func() bool {
+		s, _ := srv.manager.askStats(time.Second)
+		return s.locks == 0 && s.waiters == 0
+	})
+	expectSilence(t, waiter)
+
+	// A client that stops sending while its wait was dropped is let go: its
+	// connection ends, with no grant.
+	waiter.nc.(*net.TCPConn).CloseWrite()
+	waiter.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(waiter.r); err != nil || strings.Contains(string(rest), "Success") {
+		t.Fatalf("waiter after its end of input: %q, %v", rest, err)
+	}
+
+	// A deadline that moves again does not revive the term.
+	tm.SetDeadline(time.Now().Add(time.Hour))
+	nc, _ := rawDial(t, srv, "tcp")
+	other = streamClient(t, nc)
+	other.send("g z\n")
+	expectSilence(t, other)
+
+	// Nor do the tokens of a new term start from the old block.
+	l.Publish(testTerm(l, 1<<41))
+	c := dial(t, srv, "tcp")
+	c.expect("g x", "1 Lock Get Success: x\n")
+	if token := tokenOf(t, c, "x"); token != 1<<41 {
+		t.Fatalf("first token of the new term %d, want %d", token, uint64(1<<41))
+	}
+}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 // TestBind: with -bind 127.0.0.1 both listeners are on that address alone;
@@ -114,4 +117,36 @@ func TestTwoServers(t *testing.T) {
 	a, b := startServer(t, nil), startServer(t, nil)
 	dial(t, a, "tcp").expect("g x", "1 Lock Get Success: x\n")
 	dial(t, b, "tcp").expect("g x", "1 Lock Get Success: x\n")
+}
+
+// TestCloseWithClients closes a server with connections, a waiter and held
+// locks: Close returns and nothing is left running (goleak checks at exit).
+func TestCloseWithClients(t *testing.T) {
+	srv := startServer(t, nil)
+	var cs []*client
+	for _, tr := range transports {
+		c := dial(t, srv, tr)
+		c.expect("g busy-"+tr, "1 Lock Get Success: busy-"+tr+"\n")
+		cs = append(cs, c)
+	}
+	cs[0].send("gw -1 busy-unix\n")
+	waitersQueued(t, srv, 1, "the wait queued")
+	closeWithin(t, srv, 5*time.Second)
+	// The waiter was answered, then every client saw its connection end.
+	if got := cs[0].line(); got != "0 Lock Get Timeout: busy-unix\n" {
+		t.Errorf("waiter at shutdown: %q", got)
+	}
+	for _, c := range cs {
+		c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var err error
+		if c.ws != nil {
+			var msg string
+			err = websocket.Message.Receive(c.ws, &msg)
+		} else {
+			_, err = c.r.ReadString('\n')
+		}
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: connection still open after Close: %v", c.name, err)
+		}
+	}
 }

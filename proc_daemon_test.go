@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/net/websocket"
 )
 
 // daemonBinary builds glockd once per test run.
@@ -163,69 +159,36 @@ func TestPidfileConflict(t *testing.T) {
 	}
 }
 
-func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"-port", "70000"},
-		{"-unix-mode", "999"},
-		{"-ws-origin", "example.com"},
-		{"stray"},
-		{"-nosuchflag"},
-	} {
-		var stderr bytes.Buffer
-		if code := run(args, &stderr); code == 0 {
-			t.Errorf("%q: exit 0", args)
-		}
-		if stderr.Len() == 0 {
-			t.Errorf("%q: no message", args)
-		}
+// TestShutdownUnderLoad: SIGTERM to a daemon with waiters, pipelining
+// clients and clients whose replies it cannot write: it exits 0 within 2 s,
+// removes its pidfile and socket file, and every connection ends.
+func TestShutdownUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	sock, pid := filepath.Join(dir, "g.sock"), filepath.Join(dir, "g.pid")
+	port, wsPort := freePort(t), freePort(t)
+	d := startDaemon(t, "-bind", "127.0.0.1", "-port", strconv.Itoa(port), "-ws", strconv.Itoa(wsPort), "-unix", sock, "-pidfile", pid)
+	a := transportAddrs{tcp: "127.0.0.1:" + strconv.Itoa(port), unix: sock, ws: "127.0.0.1:" + strconv.Itoa(wsPort)}
+	dialRetry(t, "tcp", a.tcp).Close()
+	dialRetry(t, "tcp", a.ws).Close()
+	l := startLoad(t, a)
+	probe, err := dialLoad("tcp", a)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
+	defer probe.nc.Close()
+	waitQueued(t, probe, l.waiters)
 
-// TestCloseWithClients closes a server with connections, a waiter and held
-// locks: Close returns and nothing is left running (goleak checks at exit).
-func TestCloseWithClients(t *testing.T) {
-	srv := startServer(t, nil)
-	var cs []*client
-	for _, tr := range transports {
-		c := dial(t, srv, tr)
-		c.expect("g busy-"+tr, "1 Lock Get Success: busy-"+tr+"\n")
-		cs = append(cs, c)
+	l.closing.Store(true)
+	start := time.Now()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitCode(t, 2*time.Second); code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s", code, d.stderr)
 	}
-	cs[0].send("gw -1 busy-unix\n")
-	waitersQueued(t, srv, 1, "the wait queued")
-	closeWithin(t, srv, 5*time.Second)
-	// The waiter was answered, then every client saw its connection end.
-	if got := cs[0].line(); got != "0 Lock Get Timeout: busy-unix\n" {
-		t.Errorf("waiter at shutdown: %q", got)
-	}
-	for _, c := range cs {
-		c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		var err error
-		if c.ws != nil {
-			var msg string
-			err = websocket.Message.Receive(c.ws, &msg)
-		} else {
-			_, err = c.r.ReadString('\n')
-		}
-		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("%s: connection still open after Close: %v", c.name, err)
+	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	for _, f := range []string{sock, pid} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s still exists after shutdown (%v)", f, err)
 		}
 	}
-}
-
-func TestUserTimeoutDefault(t *testing.T) {
-	for _, tt := range []struct {
-		args []string
-		want time.Duration
-	}{
-		{nil, 30 * time.Second},
-		{[]string{"-keepalive-idle", "1s", "-keepalive-interval", "1s", "-keepalive-count", "2"}, 3 * time.Second},
-		{[]string{"-keepalive-idle", "1s", "-user-timeout", "10s"}, 10 * time.Second},
-		{[]string{"-user-timeout", "0"}, 0},
-	} {
-		cfg, _, err := parseFlags(tt.args, io.Discard)
-		if err != nil || cfg.UserTimeout != tt.want {
-			t.Errorf("%q: user timeout %v (%v), want %v", tt.args, cfg.UserTimeout, err, tt.want)
-		}
-	}
+	l.finish(5 * time.Second)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -192,4 +194,100 @@ func TestWebsocketOriginConsole(t *testing.T) {
 		}
 		srv.Close()
 	}
+}
+
+// httpFlood opens n connections to addr: half send nothing, half send a
+// keep-alive request, read the answer and then stay idle.
+func httpFlood(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	flood := make([]net.Conn, n)
+	for i := range flood {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("flood connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		flood[i] = nc
+		if i%2 == 1 {
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(nc, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+			// An evicted connection may be closed before it is answered.
+			if resp, err := http.ReadResponse(bufio.NewReader(nc), nil); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	return flood
+}
+
+// TestHTTPBudget: idle HTTP connections on the -ws port beyond the HTTP
+// budget are closed, oldest first, instead of piling up until the process
+// runs out of file descriptors; lock clients on TCP and websocket still get
+// in and are served, and websockets do not count in the HTTP budget.
+func TestHTTPBudget(t *testing.T) {
+	const budget, floodSize = 16, 200
+	srv := startServer(t, func(c *Config) { c.MaxHTTPConns = budget })
+	addr := srv.WSAddr().String()
+	flood := httpFlood(t, addr, floodSize)
+	eventually(t, "the server closes the connections over the budget", func() bool {
+		closed := 0
+		for _, nc := range flood {
+			if isClosed(nc) {
+				closed++
+			}
+		}
+		return closed >= floodSize-budget
+	})
+	if n := srv.httpConns.Open(); n > budget {
+		t.Fatalf("%d HTTP connections counted, budget %d", n, budget)
+	}
+	// More websockets than the HTTP budget, all open at once.
+	var ws []*client
+	for range 2 * budget {
+		c := dial(t, srv, "websocket")
+		c.expect("ping", "1 pong\n")
+		ws = append(ws, c)
+	}
+	tcp := dial(t, srv, "tcp")
+	tcp.expect("g x", "1 Lock Get Success: x\n")
+	for _, c := range ws {
+		c.expect("i x", "1 Lock Is Locked: x\n")
+	}
+	// And HTTP itself still answers.
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz: %s", resp.Status)
+	}
+}
+
+// TestHTTPIdleTimeout: an HTTP connection that sends nothing, or nothing
+// more after a request, is closed after -http-idle-timeout; a websocket is
+// not, however long it is quiet.
+func TestHTTPIdleTimeout(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	srv := startServer(t, func(c *Config) { c.HTTPIdleTimeout = idle })
+	ws := dial(t, srv, "websocket")
+	flood := httpFlood(t, srv.WSAddr().String(), 4)
+	for i, nc := range flood {
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(nc); err != nil {
+			t.Fatalf("connection %d not closed when idle: %v", i, err)
+		}
+	}
+	time.Sleep(2 * idle)
+	ws.expect("ping", "1 pong\n")
+}
+
+// isClosed reports whether the server has closed nc: a read returns at
+// once with an error other than a timeout.
+func isClosed(nc net.Conn) bool {
+	nc.SetReadDeadline(time.Now().Add(time.Millisecond))
+	var b [1]byte
+	_, err := nc.Read(b[:])
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }

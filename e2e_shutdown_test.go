@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -195,40 +192,6 @@ func waitQueued(t *testing.T, probe *loadConn, n int) {
 			}
 		}
 	})
-}
-
-// TestShutdownUnderLoad: SIGTERM to a daemon with waiters, pipelining
-// clients and clients whose replies it cannot write: it exits 0 within 2 s,
-// removes its pidfile and socket file, and every connection ends.
-func TestShutdownUnderLoad(t *testing.T) {
-	dir := t.TempDir()
-	sock, pid := filepath.Join(dir, "g.sock"), filepath.Join(dir, "g.pid")
-	port, wsPort := freePort(t), freePort(t)
-	d := startDaemon(t, "-bind", "127.0.0.1", "-port", strconv.Itoa(port), "-ws", strconv.Itoa(wsPort), "-unix", sock, "-pidfile", pid)
-	a := transportAddrs{tcp: "127.0.0.1:" + strconv.Itoa(port), unix: sock, ws: "127.0.0.1:" + strconv.Itoa(wsPort)}
-	dialRetry(t, "tcp", a.tcp).Close()
-	dialRetry(t, "tcp", a.ws).Close()
-	l := startLoad(t, a)
-	probe, err := dialLoad("tcp", a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.nc.Close()
-	waitQueued(t, probe, l.waiters)
-
-	l.closing.Store(true)
-	start := time.Now()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	if code := d.exitCode(t, 2*time.Second); code != 0 {
-		t.Fatalf("exit code %d; stderr:\n%s", code, d.stderr)
-	}
-	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
-	for _, f := range []string{sock, pid} {
-		if _, err := os.Stat(f); !os.IsNotExist(err) {
-			t.Errorf("%s still exists after shutdown (%v)", f, err)
-		}
-	}
-	l.finish(5 * time.Second)
 }
 
 // TestCloseUnderLoad: Server.Close with the same load returns, ends every
