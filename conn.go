@@ -134,7 +134,7 @@ func (c *conn) serve() {
 }
 
 // serveInput reads and runs commands until the connection ends, then
-// finishes it. A TLS connection that has waited tlsRest for input since it
+// finishes it. A TLS connection that has waited transport.TLSRest for input since it
 // last used crypto/tls (transport.ErrRest) goes on waiting on a fresh
 // goroutine instead, and this one ends: crypto/tls grew its stack to 8 KiB,
 // which the runtime shrinks back to 4 KiB only, and the new goroutine waits

@@ -100,13 +100,13 @@ func newConnState(name, transport string) *connState {
 	}
 }
 
-// displayName is the owner shown by d and sd: the registered name, if any.
 // answered tells c's connection that the manager is done with the request
 // it waits for: a batch run or refused, a dump step copied or cut short, a
 // kill answered. Every such signal goes through here; the connection then
 // owns the batch (or the dump) again.
 func (c *connState) answered() { c.done <- struct{}{} }
 
+// displayName is the owner shown by d and sd: the registered name, if any.
 func (c *connState) displayName() string {
 	if c.regSeq != 0 {
 		return c.regName
