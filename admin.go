@@ -26,7 +26,7 @@ type managerSecurity struct {
 	kills     []*pendingKill
 	killBound time.Duration // SecurityConfig.KillBound
 
-	// Failed auths (authlimit.go, internal/acl): their buckets, their sampled log and
+	// Failed auths (auth.go, internal/acl): their buckets, their sampled log and
 	// their counters (set by NewServer once the metrics exist).
 	limiter                   *acl.Limiter
 	authLog                   *logSampler
@@ -236,7 +236,7 @@ func (m *manager) denied(c *connState, cmd *proto.Command, b *batch) bool {
 // a delay (see conn.failAuth), so that the manager never sleeps. An auth read
 // while an earlier failure's delay ran (b.refuseAuth), or that finds the
 // failure buckets of its address or of the server empty, is refused without
-// the token being tried (authlimit.go).
+// the token being tried (auth.go).
 func (m *manager) auth(c *connState, cmd *proto.Command, b *batch) bool {
 	if m.sec.acl == nil {
 		b.out = append(b.out, wire.Disabled...)

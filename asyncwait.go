@@ -276,7 +276,7 @@ func (c *conn) deliverOutcomes(done chan struct{}) {
 		c.mu.Lock()
 		pending, err := c.takeOutcomes()
 		if err == nil && cap(c.b.out) > keptReplyBytes {
-			err = c.chargeReplies() // -max-buffered (budget.go)
+			err = c.chargeReplies() // -max-buffered (limits.go)
 		}
 		if err == nil && len(c.b.ends) > 0 {
 			err = c.flush()

@@ -19,7 +19,7 @@ type batch struct {
 	dump        *dump
 	waitStarted bool
 	// authFailed: cmds[next-1] is an auth that failed, which the
-	// connection answers after a delay (authlimit.go).
+	// connection answers after a delay (auth.go).
 	authFailed authOutcome
 	// refuseAuth: set by the connection, the auth commands of the batch
 	// are refused untried (they came during a failure's delay).

@@ -56,7 +56,7 @@ type conn struct {
 	deliverDone chan struct{}
 	outcomes    []waitResult // outcomes taken from the outbox, for metrics
 
-	// A failed auth is a wait for a timer (authlimit.go): authTimer runs
+	// A failed auth is a wait for a timer (auth.go): authTimer runs
 	// while its delay does; authFailures counts the failures.
 	authTimer    *time.Timer
 	authFailures int
@@ -66,13 +66,13 @@ type conn struct {
 	admitted     bool
 	authDeadline *time.Timer
 
-	// Admission (unauth.go): unauthElem and evicted are guarded by the
+	// Admission (auth.go): unauthElem and evicted are guarded by the
 	// server's mu; listedUnauth, by mu, says unauthElem may be set.
 	unauthElem   *list.Element
 	evicted      bool
 	listedUnauth bool
 
-	// What c.queue and c.b.out hold, charged to -max-buffered (budget.go);
+	// What c.queue and c.b.out hold, charged to -max-buffered (limits.go);
 	// guarded by mu.
 	queueMem, outMem transport.Charge
 }
@@ -116,7 +116,7 @@ func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 	c.queueMem.Budget, c.outMem.Budget = &srv.budget, &srv.budget
 	limits := transport.Limits{Budget: &srv.budget, Parker: c}
 	if srv.cfg.Security.ACLFile != "" {
-		// Small buffers until it authenticates (unauth.go).
+		// Small buffers until it authenticates (auth.go).
 		limits.Identified = &c.state.identified
 	}
 	t.Bind(limits)
@@ -357,7 +357,7 @@ func (c *conn) appendDump() error {
 		b.out = d.appendStep(b.out)
 		// A step's lines are pending replies for -max-buffered: names as
 		// long as -max-line make a step big, and a websocket keeps every
-		// step until the dump's end (budget.go).
+		// step until the dump's end (limits.go).
 		if cap(b.out) > keptReplyBytes {
 			if err := c.chargeReplies(); err != nil {
 				return err

@@ -490,6 +490,9 @@ func TestTLSKillAndClose(t *testing.T) {
 	srv, _ := tlsServer(t, ca, func(c *Config) {
 		c.Security.Admin = true
 		c.Security.HandshakeTimeout = 30 * time.Second
+		// "1 ok" once the victim's locks are released: under -race and a
+		// loaded machine that took over the default second once.
+		c.Security.KillBound = 10 * time.Second
 	})
 	victim := tlsClient(t, srv, ca.clientTLS())
 	victim.expect("g v", "1 Lock Get Success: v\n")

@@ -217,9 +217,6 @@ func finishAddrs(cfg *Config, raw rawFlags) error {
 	if raw.tlsPort != 0 {
 		cfg.Security.TLSAddr = net.JoinHostPort(raw.bind, strconv.Itoa(raw.tlsPort))
 	}
-	if cfg.Security.MaxHandshakes <= 0 {
-		cfg.Security.MaxHandshakes = DefaultMaxHandshakes
-	}
 	return nil
 }
 

@@ -86,7 +86,7 @@ type connState struct {
 	kill     func()        // cuts the connection short; nil when kill is off
 	ident    *acl.Identity // who the connection is; nil until identified
 	// identified: ident is set. Written by the manager, read by the
-	// connection and the server (unauth.go).
+	// connection and the server (auth.go).
 	identified atomic.Bool
 }
 

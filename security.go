@@ -33,7 +33,7 @@ type SecurityConfig struct {
 
 	AuthFailureDelay time.Duration // before "0 Auth Failure"; 0 means DefaultAuthFailureDelay
 	// Failed auths allowed per second from one source address, and in
-	// all (authlimit.go); 0 means the defaults.
+	// all (auth.go); 0 means the defaults.
 	AuthFailuresPerAddr, AuthFailuresPerSecond float64
 
 	HandshakeTimeout time.Duration // 0 means DefaultHandshakeTimeout
@@ -42,7 +42,7 @@ type SecurityConfig struct {
 	// With ACLFile, a connection that has not authenticated within
 	// AuthTimeout is closed (0 means DefaultAuthTimeout), and at most
 	// MaxUnauthConns are unauthenticated at once (0 means a quarter of
-	// MaxConns); see unauth.go.
+	// MaxConns); see auth.go.
 	AuthTimeout    time.Duration
 	MaxUnauthConns int
 

@@ -33,7 +33,7 @@ type Config struct {
 	MaxLocksPerConn int // exclusive plus shared locks one connection may hold
 	MaxWaitsPerConn int // pending !gw and !sgw of one connection
 	// MaxBuffered bounds the bytes held for all connections together
-	// (budget.go); 0 means a quarter of the memory available.
+	// (limits.go); 0 means a quarter of the memory available.
 	MaxBuffered int64
 
 	// Deadlocks: what a wait that closes a cycle of waiters gets
@@ -95,9 +95,9 @@ type Server struct {
 	connsWG sync.WaitGroup
 	// answering counts answerWaiters' goroutines; closeConns waits on it.
 	answering sync.WaitGroup
-	live      int // conns less those closed to make room (unauth.go)
+	live      int // conns less those closed to make room (auth.go)
 	// maxConns is -max-conns, or less when the file-descriptor limit
-	// cannot hold that many (fdlimit.go).
+	// cannot hold that many (limits.go).
 	maxConns int
 	unauth   unauthConns
 	started  bool
@@ -110,7 +110,7 @@ type Server struct {
 
 	readBuffers sync.Pool        // stream transports' read buffers, see transport.Stream
 	dumpBuffers sync.Pool        // streamed dumps' reply buffers, see conn.appendDump
-	budget      transport.Budget // -max-buffered (budget.go)
+	budget      transport.Budget // -max-buffered (limits.go)
 
 	sec serverSecurity // TLS (security.go)
 
@@ -188,7 +188,7 @@ func (s *Server) Start() (err error) {
 		}
 	}
 	// HA: the node opens them only while it leads (haHooks.Lead), or at
-	// once for a term taken over from the old process (upgrade_ha.go).
+	// once for a term taken over from the old process (upgrade_snapshot.go).
 	if s.ha == nil || s.ha.Resumed() {
 		if err := s.openLockListeners(); err != nil {
 			return err
@@ -346,29 +346,46 @@ func (s *Server) closeConns() {
 // answerWaiters ends the pending waits of every connection (asynchronous
 // ones too) as timeouts, as at the end of a client's input, and gives their
 // replies up to grace to be written: a client waiting when the server stops
-// learns that it did not get the lock before its connection closes. A
+// learns that it did not get the lock before its connection closes. Most
+// connections are idle, and what to wait for is taken from them at once. A
 // connection busy writing to a client that does not read holds its mutex:
-// it is waited on by a goroutine of its own, never past grace; closeConns,
-// which must follow, ends those goroutines by closing the connections.
+// it is waited on by a goroutine of its own, so that there are as many
+// goroutines as busy connections, never past grace; closeConns, which must
+// follow, ends those goroutines by closing the connections.
 func (s *Server) answerWaiters(grace time.Duration) {
 	conns := s.connList()
 	for _, c := range conns {
 		s.manager.send(request{kind: requestEndOfInput, conn: c.state})
 	}
-	answered := make(chan struct{}, len(conns))
-	s.answering.Add(len(conns))
+	var pending []chan struct{}
+	busy := make(chan struct{}, len(conns))
+	nbusy := 0
 	for _, c := range conns {
-		go func() {
-			defer s.answering.Done()
-			c.awaitAnswers()
-			answered <- struct{}{}
-		}()
+		if !c.mu.TryLock() {
+			nbusy++
+			s.answering.Add(1)
+			go func() {
+				defer s.answering.Done()
+				c.awaitAnswers()
+				busy <- struct{}{}
+			}()
+			continue
+		}
+		pending = append(pending, c.answersLocked()...)
+		c.mu.Unlock()
 	}
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
-	for range conns {
+	for _, done := range pending {
 		select {
-		case <-answered:
+		case <-done:
+		case <-timer.C:
+			return
+		}
+	}
+	for range nbusy {
+		select {
+		case <-busy:
 		case <-timer.C:
 			return
 		}
@@ -379,21 +396,27 @@ func (s *Server) answerWaiters(grace time.Duration) {
 // answered and their replies written, or the connection has ended.
 func (c *conn) awaitAnswers() {
 	c.mu.Lock()
+	done := c.answersLocked()
+	c.mu.Unlock()
+	for _, d := range done {
+		<-d
+	}
+}
+
+// answersLocked ends a failed auth's delay and returns what closes once the
+// connection's pending waits are answered: the goroutine of its gw or sgw,
+// the one delivering the outcomes of its !gw and !sgw. Each closes when the
+// connection ends too. c.mu is held.
+func (c *conn) answersLocked() []chan struct{} {
 	c.endAuthDelayLocked()
-	var waitDone, deliverDone chan struct{}
+	var done []chan struct{}
 	if c.waiting {
-		waitDone = c.waitDone
+		done = append(done, c.waitDone)
 	}
 	if c.delivering {
-		deliverDone = c.deliverDone // outcomes of !gw and !sgw
+		done = append(done, c.deliverDone)
 	}
-	c.mu.Unlock()
-	if waitDone != nil {
-		<-waitDone
-	}
-	if deliverDone != nil {
-		<-deliverDone
-	}
+	return done
 }
 
 // haHooks are the Server's side of an HA node (internal/ha): the node

@@ -430,12 +430,21 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}()
 	pid := child.Pid()
-	var haTerm *ha.Term // the term a leader hands over (upgrade_ha.go)
+	var haTerm *ha.Term // the term a leader hands over (upgrade_snapshot.go)
+	stepDown := false   // the term ended at the go: close what it left open
 	if s.ha != nil {
 		haTerm = s.ha.BeginHandover()
 		defer func() {
 			if !committed {
 				s.ha.EndHandover()
+			}
+		}()
+		// Deferred before the resumption, so run after it: closeLock
+		// waits for every connection to end, which a parked reader or
+		// one waiting on the frozen manager never would.
+		defer func() {
+			if stepDown {
+				s.closeLock()
 			}
 		}()
 	}
@@ -482,6 +491,9 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		return err
 	}
 	if err := s.sendGo(child, req, haTerm); err != nil {
+		// The node's step-down may have left the lock listeners open for
+		// the new process, which will not have them.
+		stepDown = errors.Is(err, errTermEnded) && haTerm.Ended()
 		return err
 	}
 	committed = true
@@ -490,6 +502,9 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		"waiters", len(st.Waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
 	return nil
 }
+
+// errTermEnded fails a leader's hand-over at the go.
+var errTermEnded = errors.New("the term ended during the hand-over, or had too little time left")
 
 // sendGo writes the new process's pid into the pidfile and tells it to
 // serve. A leader's term goes with the go; a standby stops campaigning. On
@@ -509,15 +524,10 @@ func (s *Server) sendGo(child *handover.Child, req handoverRequest, haTerm *ha.T
 		var ok bool
 		if goMsg, ok = s.ha.GoMessage(haTerm); !ok {
 			s.ha.HandOff(false)
-			if haTerm.Ended() {
-				// Its step-down may have left them open for the new
-				// process, which will not have them.
-				s.closeLock()
-			}
 			if req.pidfile != nil {
 				handover.WritePid(req.pidfile, os.Getpid())
 			}
-			return errors.New("the term ended during the hand-over, or had too little time left")
+			return errTermEnded
 		}
 	case s.ha != nil:
 		// A standby: it stops campaigning and gives its lease up; the

@@ -16,7 +16,7 @@ type waitResult struct {
 	holders  int
 	token    uint64
 	waited   time.Duration
-	// authFailure: not a wait but a failed auth's delay, ended (authlimit.go).
+	// authFailure: not a wait but a failed auth's delay, ended (auth.go).
 	authFailure bool
 }
 
