@@ -111,6 +111,9 @@ func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 		c.state.kill = func() {
 			c.killed.Store(true) // before the deadline: see conn.park
 			t.Abort()
+			if srv.up.handingOff.Load() { // after killed: see upgrader.shutdownKilled
+				shutdownHanded(c)
+			}
 		}
 	}
 	c.queueMem.Budget, c.outMem.Budget = &srv.budget, &srv.budget

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/glockd/glockd/internal/handover"
@@ -58,6 +59,10 @@ var errUpgradeUnderWay = errors.New("a hand-over is already under way")
 // upgrader is a server's part in hand-overs, on either side.
 type upgrader struct {
 	active atomic.Bool // a hand-over is under way (or done): refuse another
+	// handingOff is set once the new process has confirmed, from just
+	// before the go: a kill from then on shuts the victim's socket down,
+	// since the new process serves it next (see shutdownKilled).
+	handingOff atomic.Bool
 
 	mu        sync.Mutex
 	cur       *pause // the current or last pause
@@ -327,6 +332,48 @@ func captureConn(c *conn, h *handover.Conn) error {
 	return nil
 }
 
+// shutdownKilled shuts down the socket of every connection among conns
+// killed during the pause, and from now on has every kill do so (handingOff).
+// A kill there (kill, kill-holder, -auth-timeout, an eviction, an identity
+// dropped by a reload) sets conn.killed and a read deadline: that ends the
+// connection when its reader resumes after a failed hand-over (conn.park,
+// Server.resume), but after a successful one the reader never resumes, and
+// closing this process's descriptor would not end the connection either: the
+// new process holds a duplicate of it. shutdown(2) acts on the socket that
+// both descriptors share, so the new process reads the end of input and ends
+// the connection, orphaning the locks it adopted. Done only from the go on,
+// so that a failed hand-over before it leaves a kill as it would be
+// without the hand-over (a websocket close frame, the replies of what was
+// read before it). The flag is set before the killed flags are read, and a
+// kill sets killed before it reads the flag: one of the two shuts it down.
+func (u *upgrader) shutdownKilled(conns []*conn) {
+	u.handingOff.Store(true)
+	for _, c := range conns {
+		if c.killed.Load() {
+			shutdownHanded(c)
+		}
+	}
+}
+
+// shutdownHanded shuts down both directions of the socket under c, for
+// every process that holds a descriptor of it; nothing for a connection
+// that is not handed over (TLS).
+func shutdownHanded(c *conn) {
+	nc, ok := handedConn(c)
+	if !ok {
+		return
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+}
+
 // waitUntil polls cond until it holds or deadline passes.
 func waitUntil(deadline time.Time, cond func() bool) bool {
 	for {
@@ -481,6 +528,12 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err := child.AwaitConfirm(time.Now().Add(req.timeout)); err != nil {
 		return err
 	}
+	s.up.shutdownKilled(conns)
+	defer func() {
+		if !committed {
+			s.up.handingOff.Store(false)
+		}
+	}()
 	if err := s.sendGo(child, req, haTerm); err != nil {
 		return err
 	}
