@@ -109,13 +109,25 @@ func (t *Stream) Handover() (net.Conn, bool) { return t.nc, t.rc != nil }
 func (t *Stream) Unread() ([]byte, bool) { return t.buf[t.start:t.end], t.discarding }
 
 // Restore gives a stream handed over from the old process what its reader
-// there had read and not run (Unread), before the first Read.
+// there had read and not run (Unread), after Bind and before the first Read.
+// The buffer is the size the old reader's would have grown to for that
+// input (makeRoom doubles the pooled size until it fits), and one past the
+// pooled size is charged to the budget again. Should that go over the
+// budget (a -max-buffered lowered across the hand-over), the first Read
+// returns ErrOverBudget: the connection ends as one that asked for too much.
 func (t *Stream) Restore(input []byte, discarding bool) {
-	if len(input) > 0 {
-		t.buf = make([]byte, max(pooledReadBuffer, 2*len(input)))
-		t.end = copy(t.buf, input)
-	}
 	t.discarding = discarding
+	if len(input) == 0 {
+		return
+	}
+	size := pooledReadBuffer
+	for size <= len(input) {
+		size *= 2
+	}
+	size = max(min(size, t.maxLine+2), len(input)+1)
+	t.buf = make([]byte, size)
+	t.end = copy(t.buf, input)
+	t.overBudget = size > pooledReadBuffer && !t.mem.Set(int64(size))
 }
 
 // Abort: see Conn. The transport is marked first, so that a hand-over
