@@ -127,8 +127,12 @@ func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 }
 
 // Parked reports whether a hand-over has asked c's reader to stop
-// (upgrade.go): a websocket reader stops between messages only.
+// (upgrade.go).
 func (c *conn) Parked() bool { return c.parkAt.Load() != nil }
+
+// Park is conn.park for a websocket reader stopped in the middle of a
+// message (transport.Parker).
+func (c *conn) Park(err error) bool { return c.park(err) }
 
 // serve runs the connection until it ends, then releases everything it held.
 func (c *conn) serve() {

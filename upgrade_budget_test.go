@@ -34,9 +34,10 @@ func (d *upgradedDaemon) bufferedBytes(t *testing.T) int64 {
 }
 
 // TestUpgradeBudget: what the connections hold against -max-buffered goes
-// on being charged in the new process: the lines queued behind a pending gw
-// and a read buffer grown for a long partial line, so glockd_buffered_bytes
-// is the same after a hand-over as before it.
+// on being charged in the new process: the lines queued behind a pending gw,
+// a read buffer grown for a long partial line and a websocket message whose
+// first fragment has come, so glockd_buffered_bytes is the same after a
+// hand-over as before it.
 func TestUpgradeBudget(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("hand-overs are built on Linux")
@@ -62,18 +63,39 @@ func TestUpgradeBudget(t *testing.T) {
 	if err := partial.send("t " + strings.Repeat("p", 10000)); err != nil {
 		t.Fatal(err)
 	}
+	// A websocket message of which a fragment of 10,002 bytes has come:
+	// the message buffer holds it.
+	ws, _, err := dialTransport("websocket", transportAddrs{ws: net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	key := [4]byte{9, 8, 7, 6}
+	if _, err := ws.Write(maskedFrame(0x01, key, "g "+strings.Repeat("w", 10000))); err != nil {
+		t.Fatal(err)
+	}
 	var before int64
-	eventually(t, "the queue and the partial line charged", func() bool {
+	eventually(t, "the queue, the partial line and the fragment charged", func() bool {
 		before = d.bufferedBytes(t)
-		return before >= 300*int64(len("t queued")+queuedLineCost)+16<<10
+		return before >= 300*int64(len("t queued")+queuedLineCost)+16<<10+10002
 	})
 	time.Sleep(100 * time.Millisecond) // nothing more is coming
 	if again := d.bufferedBytes(t); again != before {
 		t.Fatalf("glockd_buffered_bytes moved from %d to %d with nothing sent", before, again)
 	}
 	d.upgrade(t, v1)
+	// The websocket's reader charges its message buffer again as it reads
+	// the fragment handed over, once the new process serves.
+	deadline := time.Now().Add(10 * time.Second)
+	for after := d.bufferedBytes(t); after != before; after = d.bufferedBytes(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("glockd_buffered_bytes after the hand-over: %d, want %d as before it", after, before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
 	if after := d.bufferedBytes(t); after != before {
-		t.Errorf("glockd_buffered_bytes after the hand-over: %d, want %d as before it", after, before)
+		t.Fatalf("glockd_buffered_bytes after the hand-over: %d, then %d, want %d as before it", before, after, before)
 	}
 	// The charges are still the connections': they go back to zero as
 	// the queue runs and the line ends.
@@ -90,6 +112,13 @@ func TestUpgradeBudget(t *testing.T) {
 	}
 	if l := partial.do(t, ""); !strings.Contains(l, "pppp") {
 		t.Fatalf("the partial line's reply: %q", l)
+	}
+	if _, err := ws.Write(maskedFrame(0x80, key, "\n")); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, reply := readServerFrame(t, ws); !strings.HasPrefix(reply, "1 Lock Get Success: www") {
+		t.Fatalf("the websocket message finished after the hand-over: %.40q", reply)
 	}
 	eventually(t, "the charges released", func() bool { return d.bufferedBytes(t) == 0 })
 }

@@ -21,14 +21,16 @@ import (
 // duplicate of its socket: the kill must reach it) or fails (the victim's
 // reader must not be resumed).
 //
-// The pause is held open by a websocket client that has sent part of a
-// frame (its reader waits for the message's end, up to the 3 s stop
-// timeout). The kill must run while the victim's reader is stopped: the
-// killer's "d" and "kill-holder" are read in one batch, before the pause,
-// and the dump blocks on a killer that does not read it; the test drains it
-// once the pause has begun, and the kill then runs. Its reply, "Kill
-// Pending" at the kill bound, shows that the victim could not end in the
-// old process meanwhile.
+// The kill must run while the victim's reader is stopped, and the pause
+// must wait for it: the killer's "d" and "kill-holder" are read in one
+// batch, before the pause, and the dump blocks on a killer that does not
+// read it, which holds the pause open. The test drains it once the pause
+// has begun, and the kill then runs. Its reply, "Kill Pending" at the kill
+// bound, shows that the victim could not end in the old process meanwhile.
+// For the failing hand-over a second client that does not read its dump
+// holds the pause past the 3 s stop timeout. For the one that succeeds a
+// websocket client has sent part of a frame: it goes over in the middle of
+// its message and is answered by the new process once it sends the rest.
 func TestUpgradeKillDuringPause(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("hand-overs are built on Linux")
@@ -64,14 +66,27 @@ func TestUpgradeKillDuringPause(t *testing.T) {
 					}
 				}
 			}
-			stall, _, err := dialTransport("websocket", transportAddrs{ws: net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stall.Close()
-			frame := maskedFrame(0x81, [4]byte{1, 2, 3, 4}, "g stalled\n")
-			if _, err := stall.Write(frame[:len(frame)-4]); err != nil {
-				t.Fatal(err)
+			var stall net.Conn
+			var frame []byte
+			if tc.handOff {
+				var err error
+				stall, _, err = dialTransport("websocket", transportAddrs{ws: net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer stall.Close()
+				frame = maskedFrame(0x81, [4]byte{1, 2, 3, 4}, "g stalled\n")
+				if _, err := stall.Write(frame[:len(frame)-4]); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				blocker := dialUp(t, "unix", d.sock)
+				if err := blocker.send("d\n"); err != nil {
+					t.Fatal(err)
+				}
+				if l, err := blocker.line(30 * time.Second); err != nil || !strings.Contains(l, ": ") {
+					t.Fatalf("the blocker's dump: %q %v", l, err)
+				}
 			}
 			if err := killer.send("d\nkill-holder victim\n"); err != nil {
 				t.Fatal(err)
@@ -119,12 +134,16 @@ func TestUpgradeKillDuringPause(t *testing.T) {
 				break
 			}
 			if tc.handOff {
-				if _, err := stall.Write(frame[len(frame)-4:]); err != nil {
-					t.Fatal(err)
-				}
 				eventually(t, "the hand-over", func() bool {
 					return strings.Count(d.logs.String(), "glockd took over") > tookOver
 				})
+				if _, err := stall.Write(frame[len(frame)-4:]); err != nil {
+					t.Fatal(err)
+				}
+				stall.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, reply := readServerFrame(t, stall); reply != "1 Lock Get Success: stalled\n" {
+					t.Errorf("the message finished after the hand-over: %q", reply)
+				}
 			} else {
 				deadline := time.Now().Add(20 * time.Second)
 				for strings.Count(d.logs.String(), "upgrade failed; still serving") == failures {
@@ -137,7 +156,8 @@ func TestUpgradeKillDuringPause(t *testing.T) {
 					time.Sleep(5 * time.Millisecond)
 				}
 			}
-			if l, err := bystander.line(10 * time.Second); err != nil || !strings.Contains(l, "Lock Token: victim") {
+			// Run before or after the victim's end.
+			if l, err := bystander.line(10 * time.Second); err != nil || !strings.Contains(l, "Lock Token: victim") && l != "0 Lock Not Locked: victim\n" {
 				t.Fatalf("the bystander's command during the pause: %q %v", l, err)
 			}
 			if l, err := victim.line(5 * time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
