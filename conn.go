@@ -322,6 +322,9 @@ func (c *conn) runAndReply(cmds []proto.Command, inWait bool) error {
 		if b.waitStarted {
 			b.waitStarted = false
 			b.cmds, b.next = c.startWait(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
+			if err := c.chargeQueue(); err != nil {
+				return err
+			}
 		}
 		if len(b.out) >= maxReplyBuffer {
 			if err := c.flush(); err != nil {

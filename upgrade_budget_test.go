@@ -49,13 +49,12 @@ func TestUpgradeBudget(t *testing.T) {
 		t.Fatal(l)
 	}
 	waiter := dialUp(t, "unix", d.sock)
-	if err := waiter.send("gw -1 busy\n"); err != nil {
+	// The lines behind the gw, in its batch and read during the wait.
+	if err := waiter.send("gw -1 busy\n" + strings.Repeat("t queued\n", 100)); err != nil {
 		t.Fatal(err)
 	}
-	// Read after the gw began waiting: queued behind it and charged (the
-	// rest of the gw's own batch is queued before the charge is set).
-	time.Sleep(200 * time.Millisecond)
-	if err := waiter.send(strings.Repeat("t queued\n", 300)); err != nil {
+	time.Sleep(100 * time.Millisecond)
+	if err := waiter.send(strings.Repeat("t queued\n", 200)); err != nil {
 		t.Fatal(err)
 	}
 	// A line of 10,000 bytes, not finished: the read buffer grows for it.
