@@ -27,8 +27,11 @@ import (
 //     the state) and waits for it to answer that it reads that format.
 //  2. It pauses: the listeners stop accepting and every connection's reader
 //     stops at a batch boundary, once the replies of everything it read are
-//     written (a read deadline in the past ends its read; see conn.park).
-//     TLS connections are closed (their locks are orphaned).
+//     written (a read deadline in the past ends its read; see conn.park),
+//     a websocket's possibly in the middle of a message (see
+//     transport.Websocket.Unread). TLS connections are closed (their locks
+//     are orphaned). A connection killed meanwhile is ended whatever the
+//     outcome (shutdownKilled).
 //  3. The manager takes a snapshot, then waits, frozen.
 //  4. The descriptors go by SCM_RIGHTS, then the state; the new process
 //     builds its server from them without serving yet, and confirms.

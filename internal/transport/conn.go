@@ -117,8 +117,8 @@ func (t *Stream) Unread() ([]byte, bool) { return t.buf[t.start:t.end], t.discar
 
 // Restore gives a stream handed over from the old process what its reader
 // there had read and not run (Unread), after Bind and before the first Read.
-// The buffer is the size the old reader's would have grown to for that
-// input (makeRoom doubles the pooled size until it fits), and one past the
+// The buffer is the size a reader's grows to for that input alone
+// (makeRoom doubles the pooled size until it fits), and one past the
 // pooled size is charged to the budget again. Should that go over the
 // budget (a -max-buffered lowered across the hand-over), the first Read
 // returns ErrOverBudget: the connection ends as one that asked for too much.
@@ -160,9 +160,9 @@ func (t *Websocket) Handover() (net.Conn, bool) {
 // it: that part is given back as frames that the next reader parses as it
 // would have the original ones. The fragments already received become one
 // fragment (unmasked, so with a zero key); the frame being received, if its
-// header was read, is
-// given its header back, with its masking key, and the payload read so
-// far, still masked; the rest follows in the buffer and the socket.
+// header was read, is given its header back, with its masking key, and the
+// payload read so far, still masked; the rest follows in the buffer and the
+// socket.
 func (t *Websocket) Unread() ([]byte, bool) {
 	p, _ := t.br.Peek(t.br.Buffered())
 	if !t.midMessage {

@@ -47,12 +47,12 @@ type Websocket struct {
 	// in the middle of one (see wsSource), where what it consumed of the
 	// message is handed over as frames again (Unread). midMessage says part
 	// of a message or frame has been consumed; fragments, that data frames
-	// of the message have been read whole into own (own[:frameStart] while
-	// inFrame), the first
-	// with opcode msgOp; inFrame, that the header cur has been consumed and
-	// got bytes of its payload read into own[frameStart:]; skipping, that
-	// the message is too large and being skipped, which cannot be handed
-	// over: the reader then reads on until the message's end.
+	// of the message, the first with opcode msgOp, have been read whole
+	// into own (own[:frameStart] while inFrame); inFrame, that the header
+	// cur has been consumed and got bytes of its payload read into
+	// own[frameStart:]; skipping, that the message is too large and being
+	// skipped, which cannot be handed over: the reader then reads on until
+	// the message's end.
 	parker     Parker
 	midMessage bool
 	fragments  bool
