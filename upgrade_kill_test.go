@@ -38,7 +38,7 @@ func TestUpgradeKillDuringPause(t *testing.T) {
 	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
 	for _, tc := range []struct {
 		name    string
-		handOff bool // the stalled client finishes its message in time
+		handOff bool // false: a client that does not read holds the pause past the stop timeout
 	}{{"handed over", true}, {"failed", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -110,7 +110,7 @@ func TestUpgradeKillDuringPause(t *testing.T) {
 				if err := bystander.send("t victim\n"); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := bystander.line(300 * time.Millisecond); err != nil {
+				if _, err := bystander.line(500 * time.Millisecond); err != nil {
 					break
 				}
 				if time.Now().After(deadline) {
