@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -70,6 +71,8 @@ type upgrader struct {
 	mu        sync.Mutex
 	cur       *pause // the current or last pause
 	listeners map[string]*pausableListener
+
+	heirPid int // the new process, once handed over (guarded by mu)
 
 	// The new process's: what it adopts before Start.
 	inherited    map[string]net.Listener
@@ -541,10 +544,28 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		return err
 	}
 	committed = true
+	s.up.mu.Lock()
+	s.up.heirPid = pid
+	s.up.mu.Unlock()
 	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(child.Version),
 		"connections", len(conns), "locks", len(st.Locks), "shared_holds", len(st.Shared),
 		"waiters", len(st.Waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
 	return nil
+}
+
+// passHangup sends SIGHUP to the new process a successful hand-over
+// started: one came during the hand-over (serveSignals).
+func (u *upgrader) passHangup(log *slog.Logger) {
+	u.mu.Lock()
+	pid := u.heirPid
+	u.mu.Unlock()
+	if pid <= 0 {
+		return
+	}
+	log.Info("SIGHUP during the hand-over: passed on to the new process", "pid", pid)
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		log.Error("SIGHUP during the hand-over: could not pass it on; send it again", "pid", pid, "err", err)
+	}
 }
 
 // sendGo writes the new process's pid into the pidfile and tells it to
