@@ -111,6 +111,9 @@ func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 		c.state.kill = func() {
 			c.killed.Store(true) // before the deadline: see conn.park
 			t.Abort()
+			if srv.up.handingOff.Load() { // after killed: see upgrader.shutdownKilled
+				shutdownHanded(c)
+			}
 		}
 	}
 	c.queueMem.Budget, c.outMem.Budget = &srv.budget, &srv.budget
@@ -124,8 +127,12 @@ func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 }
 
 // Parked reports whether a hand-over has asked c's reader to stop
-// (upgrade.go): a websocket reader stops between messages only.
+// (upgrade.go).
 func (c *conn) Parked() bool { return c.parkAt.Load() != nil }
+
+// Park is conn.park for a websocket reader stopped in the middle of a
+// message (transport.Parker).
+func (c *conn) Park(err error) bool { return c.park(err) }
 
 // serve runs the connection until it ends, then releases everything it held.
 func (c *conn) serve() {
@@ -315,6 +322,9 @@ func (c *conn) runAndReply(cmds []proto.Command, inWait bool) error {
 		if b.waitStarted {
 			b.waitStarted = false
 			b.cmds, b.next = c.startWait(&b.cmds[b.next-1], b.cmds[b.next:], inWait), 0
+			if err := c.chargeQueue(); err != nil {
+				return err
+			}
 		}
 		if len(b.out) >= maxReplyBuffer {
 			if err := c.flush(); err != nil {

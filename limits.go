@@ -127,6 +127,24 @@ func (c *conn) chargeReplies() error {
 	return transport.ErrOverBudget
 }
 
+// chargeQueue charges the lines queued behind a wait that has just begun:
+// the rest of its batch (queueBehindWait charges what is read during the
+// wait). Over the budget, the replies are written, then wire.QueueFull, and
+// the connection ends. Called with c.mu held.
+//
+//go:noinline
+func (c *conn) chargeQueue() error {
+	if c.queueMem.Set(int64(c.queue.size())) {
+		return nil
+	}
+	c.srv.metrics.overBudget.Inc()
+	if err := c.flush(); err != nil {
+		return err
+	}
+	c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
+	return transport.ErrOverBudget
+}
+
 // releaseCharges gives back everything c held, once its goroutines are done.
 func (c *conn) releaseCharges() {
 	c.mu.Lock()

@@ -337,6 +337,13 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 func serveSignals(ctx context.Context, srv *Server, hup, usr2 <-chan os.Signal, req handoverRequest) bool {
 	log := srv.cfg.Logger
 	var result chan error // non-nil while a hand-over is under way
+	// A SIGHUP during a hand-over is put off until its end: the manager
+	// may be frozen for it, and a reload waiting for the manager would then
+	// wait for ever once the hand-over succeeds, and this process would
+	// never exit. It is applied here if the hand-over fails, and passed on
+	// to the new process (which handles SIGHUP before it confirms) if it
+	// succeeds.
+	reloadAfter := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -345,6 +352,11 @@ func serveSignals(ctx context.Context, srv *Server, hup, usr2 <-chan os.Signal, 
 			}
 			return false
 		case <-hup:
+			if result != nil {
+				log.Info("SIGHUP during a hand-over: reloading after it")
+				reloadAfter = true
+				continue
+			}
 			log.Info("SIGHUP: reloading")
 			srv.Reload()
 		case <-usr2:
@@ -366,9 +378,17 @@ func serveSignals(ctx context.Context, srv *Server, hup, usr2 <-chan os.Signal, 
 		case err := <-result:
 			result = nil
 			if err == nil {
+				if reloadAfter {
+					srv.up.passHangup(log)
+				}
 				return true
 			}
 			log.Error("upgrade failed; still serving", "err", err)
+			if reloadAfter {
+				reloadAfter = false
+				log.Info("SIGHUP: reloading")
+				srv.Reload()
+			}
 		}
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/glockd/glockd/internal/handover"
@@ -26,8 +28,11 @@ import (
 //     the state) and waits for it to answer that it reads that format.
 //  2. It pauses: the listeners stop accepting and every connection's reader
 //     stops at a batch boundary, once the replies of everything it read are
-//     written (a read deadline in the past ends its read; see conn.park).
-//     TLS connections are closed (their locks are orphaned).
+//     written (a read deadline in the past ends its read; see conn.park),
+//     a websocket's possibly in the middle of a message (see
+//     transport.Websocket.Unread). TLS connections are closed (their locks
+//     are orphaned). A connection killed meanwhile is ended whatever the
+//     outcome (shutdownKilled).
 //  3. The manager takes a snapshot, then waits, frozen.
 //  4. The descriptors go by SCM_RIGHTS, then the state; the new process
 //     builds its server from them without serving yet, and confirms.
@@ -58,10 +63,16 @@ var errUpgradeUnderWay = errors.New("a hand-over is already under way")
 // upgrader is a server's part in hand-overs, on either side.
 type upgrader struct {
 	active atomic.Bool // a hand-over is under way (or done): refuse another
+	// handingOff is set once the new process has confirmed, from just
+	// before the go: a kill from then on shuts the victim's socket down,
+	// since the new process serves it next (see shutdownKilled).
+	handingOff atomic.Bool
 
 	mu        sync.Mutex
 	cur       *pause // the current or last pause
 	listeners map[string]*pausableListener
+
+	heirPid int // the new process, once handed over (guarded by mu)
 
 	// The new process's: what it adopts before Start.
 	inherited    map[string]net.Listener
@@ -327,6 +338,48 @@ func captureConn(c *conn, h *handover.Conn) error {
 	return nil
 }
 
+// shutdownKilled shuts down the socket of every connection among conns
+// killed during the pause, and from now on has every kill do so (handingOff).
+// A kill there (kill, kill-holder, -auth-timeout, an eviction, an identity
+// dropped by a reload) sets conn.killed and a read deadline: that ends the
+// connection when its reader resumes after a failed hand-over (conn.park,
+// Server.resume), but after a successful one the reader never resumes, and
+// closing this process's descriptor would not end the connection either: the
+// new process holds a duplicate of it. shutdown(2) acts on the socket that
+// both descriptors share, so the new process reads the end of input and ends
+// the connection, orphaning the locks it adopted. Done only from the go on,
+// so that a failed hand-over before it leaves a kill as it would be
+// without the hand-over (a websocket close frame, the replies of what was
+// read before it). The flag is set before the killed flags are read, and a
+// kill sets killed before it reads the flag: one of the two shuts it down.
+func (u *upgrader) shutdownKilled(conns []*conn) {
+	u.handingOff.Store(true)
+	for _, c := range conns {
+		if c.killed.Load() {
+			shutdownHanded(c)
+		}
+	}
+}
+
+// shutdownHanded shuts down both directions of the socket under c, for
+// every process that holds a descriptor of it; nothing for a connection
+// that is not handed over (TLS).
+func shutdownHanded(c *conn) {
+	nc, ok := handedConn(c)
+	if !ok {
+		return
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+}
+
 // waitUntil polls cond until it holds or deadline passes.
 func waitUntil(deadline time.Time, cond func() bool) bool {
 	for {
@@ -490,6 +543,12 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err := child.AwaitConfirm(time.Now().Add(req.timeout)); err != nil {
 		return err
 	}
+	s.up.shutdownKilled(conns)
+	defer func() {
+		if !committed {
+			s.up.handingOff.Store(false)
+		}
+	}()
 	if err := s.sendGo(child, req, haTerm); err != nil {
 		// The node's step-down may have left the lock listeners open for
 		// the new process, which will not have them.
@@ -497,6 +556,9 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		return err
 	}
 	committed = true
+	s.up.mu.Lock()
+	s.up.heirPid = pid
+	s.up.mu.Unlock()
 	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(child.Version),
 		"connections", len(conns), "locks", len(st.Locks), "shared_holds", len(st.Shared),
 		"waiters", len(st.Waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
@@ -505,6 +567,21 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 
 // errTermEnded fails a leader's hand-over at the go.
 var errTermEnded = errors.New("the term ended during the hand-over, or had too little time left")
+
+// passHangup sends SIGHUP to the new process a successful hand-over
+// started: one came during the hand-over (serveSignals).
+func (u *upgrader) passHangup(log *slog.Logger) {
+	u.mu.Lock()
+	pid := u.heirPid
+	u.mu.Unlock()
+	if pid <= 0 {
+		return
+	}
+	log.Info("SIGHUP during the hand-over: passed on to the new process", "pid", pid)
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		log.Error("SIGHUP during the hand-over: could not pass it on; send it again", "pid", pid, "err", err)
+	}
+}
 
 // sendGo writes the new process's pid into the pidfile and tells it to
 // serve. A leader's term goes with the go; a standby stops campaigning. On

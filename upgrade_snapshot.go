@@ -389,14 +389,17 @@ func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState,
 			return nil, fmt.Errorf("connection %s: %w", ch.Name, err)
 		}
 		var t transport.Conn
+		var stream *transport.Stream
 		if ch.Transport == "websocket" {
 			t = transport.NewWebsocket(nc, ch.Input, s.cfg.MaxLine)
 		} else {
-			st := transport.NewStream(nc, s.cfg.MaxLine, &s.readBuffers)
-			st.Restore(ch.Input, ch.Discarding)
-			t = st
+			stream = transport.NewStream(nc, s.cfg.MaxLine, &s.readBuffers)
+			t = stream
 		}
 		c := newConn(s, ch.Name, ch.Transport, t)
+		if stream != nil {
+			stream.Restore(ch.Input, ch.Discarding) // charged once bound to the budget
+		}
 		c.authFailures = ch.AuthFailures
 		c.adoptWait(&st.Conns[i])
 		s.up.adopted = append(s.up.adopted, c)

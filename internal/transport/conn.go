@@ -69,14 +69,21 @@ type Limits struct {
 	// UnauthMaxLine, a websocket message UnauthBuffer, and the read
 	// buffer never grows.
 	Identified *atomic.Bool
-	// Parker tells a websocket reader that a hand-over asked it to stop:
-	// it stops between messages only.
+	// Parker tells a websocket reader that a hand-over asked it to stop,
+	// and stops it in the middle of a message.
 	Parker Parker
 }
 
-// A Parker reports whether a hand-over has asked the connection's reader to
-// stop.
-type Parker interface{ Parked() bool }
+// A Parker is the connection's side of a hand-over's stop of its reader.
+type Parker interface {
+	// Parked reports whether a hand-over has asked the reader to stop.
+	Parked() bool
+	// Park stops the reader, whose read ended with err, if a hand-over
+	// asked it to: it reports false at once when none did (err is the
+	// connection's end, or a kill's deadline), and true when it may read
+	// on, the hand-over having failed.
+	Park(err error) bool
+}
 
 const (
 	// UnauthMaxLine is the longest line of an unauthenticated connection:
@@ -109,13 +116,25 @@ func (t *Stream) Handover() (net.Conn, bool) { return t.nc, t.rc != nil }
 func (t *Stream) Unread() ([]byte, bool) { return t.buf[t.start:t.end], t.discarding }
 
 // Restore gives a stream handed over from the old process what its reader
-// there had read and not run (Unread), before the first Read.
+// there had read and not run (Unread), after Bind and before the first Read.
+// The buffer is the size a reader's grows to for that input alone
+// (makeRoom doubles the pooled size until it fits), and one past the
+// pooled size is charged to the budget again. Should that go over the
+// budget (a -max-buffered lowered across the hand-over), the first Read
+// returns ErrOverBudget: the connection ends as one that asked for too much.
 func (t *Stream) Restore(input []byte, discarding bool) {
-	if len(input) > 0 {
-		t.buf = make([]byte, max(pooledReadBuffer, 2*len(input)))
-		t.end = copy(t.buf, input)
-	}
 	t.discarding = discarding
+	if len(input) == 0 {
+		return
+	}
+	size := pooledReadBuffer
+	for size <= len(input) {
+		size *= 2
+	}
+	size = max(min(size, t.maxLine+2), len(input)+1)
+	t.buf = make([]byte, size)
+	t.end = copy(t.buf, input)
+	t.overBudget = size > pooledReadBuffer && !t.mem.Set(int64(size))
 }
 
 // Abort: see Conn. The transport is marked first, so that a hand-over
@@ -136,9 +155,31 @@ func (t *Websocket) Handover() (net.Conn, bool) {
 	return t.nc, ok
 }
 
-// Unread: the bytes of the frames after the last whole message; a
-// websocket is stopped between messages only.
+// Unread: the bytes of the frames after the last whole message. A reader
+// stopped in the middle of a message (see wsSource) has consumed part of
+// it: that part is given back as frames that the next reader parses as it
+// would have the original ones. The fragments already received become one
+// fragment (unmasked, so with a zero key); the frame being received, if its
+// header was read, is given its header back, with its masking key, and the
+// payload read so far, still masked; the rest follows in the buffer and the
+// socket.
 func (t *Websocket) Unread() ([]byte, bool) {
 	p, _ := t.br.Peek(t.br.Buffered())
-	return p, false
+	if !t.midMessage {
+		return p, false
+	}
+	var b []byte
+	if t.fragments {
+		prefix := t.own
+		if t.inFrame {
+			prefix = t.own[:t.frameStart]
+		}
+		b = appendClientFrameHeader(b, frameHeader{b0: t.msgOp, masked: true, payload: int64(len(prefix))})
+		b = append(b, prefix...)
+	}
+	if t.inFrame {
+		b = appendClientFrameHeader(b, t.cur)
+		b = append(b, t.own[t.frameStart:t.frameStart+t.got]...)
+	}
+	return append(b, p...), false
 }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"os"
@@ -120,4 +121,34 @@ func appendNames(names []string, cmds []proto.Command) []string {
 		names = append(names, string(c.Name))
 	}
 	return names
+}
+
+// TestStreamRestoreCharges: a partial line handed over in a buffer past the
+// pooled size is charged to the budget again, at the size the old reader's
+// buffer grew to for it; over the budget, the first Read says so.
+func TestStreamRestoreCharges(t *testing.T) {
+	srv, _ := loopback(t)
+	input := bytes.Repeat([]byte("p"), 10000) // the old buffer: 4 KiB, 8 KiB, then 16 KiB
+	budget := &Budget{Max: 1 << 20}
+	s := NewStream(srv, 65536, &sync.Pool{})
+	s.Bind(Limits{Budget: budget})
+	s.Restore(input, false)
+	if got := budget.Used.Load(); got != 16<<10 {
+		t.Fatalf("charged %d, want %d", got, 16<<10)
+	}
+	s.Release()
+	if got := budget.Used.Load(); got != 0 {
+		t.Fatalf("after Release: charged %d", got)
+	}
+
+	small := &Budget{Max: 8 << 10}
+	over := NewStream(srv, 65536, &sync.Pool{})
+	over.Bind(Limits{Budget: small})
+	over.Restore(input, false)
+	if got := small.Used.Load(); got != 0 {
+		t.Fatalf("over the budget: charged %d, want nothing", got)
+	}
+	if _, err := over.Read(nil); err != ErrOverBudget {
+		t.Fatalf("Read after a Restore over the budget: %v, want ErrOverBudget", err)
+	}
 }

@@ -26,9 +26,11 @@ type Stream struct {
 	// identified, with an ACL file: until it is set, lines are at most
 	// UnauthMaxLine and the buffer never grows (Limits.Identified).
 	identified *atomic.Bool
-	// mem charges a buffer grown past the pooled one to -max-buffered.
-	mem     Charge
-	scratch []byte // normalised arguments of the current batch
+	// mem charges a buffer grown past the pooled one to -max-buffered;
+	// overBudget: Restore could not charge the buffer it was handed.
+	mem        Charge
+	overBudget bool
+	scratch    []byte // normalised arguments of the current batch
 
 	// An empty buffer is not kept between reads: it goes back to pool, and
 	// the read callback takes one only once input has arrived, so that an
@@ -82,6 +84,9 @@ const MaxBatch = 1024
 // smallest stack (docs/design.md, "The idle-stack rule").
 func (t *Stream) Read(cmds []proto.Command) ([]proto.Command, error) {
 	t.scratch = t.scratch[:0]
+	if t.overBudget {
+		return cmds, ErrOverBudget
+	}
 	if cmds = t.parse(cmds); len(cmds) > 0 {
 		return cmds, nil // lines left over by a batch that was full
 	}

@@ -43,14 +43,28 @@ type Websocket struct {
 	identified *atomic.Bool
 	// mem charges the message buffer (own) to -max-buffered.
 	mem Charge
-	// A hand-over stops the reader between messages: parker reports the
-	// connection's request to stop (Limits.Parker), and midMessage says part
-	// of a message or frame has been consumed (see wsSource).
-	parker Parker
+	// A hand-over stops the reader (Limits.Parker): between messages, or
+	// in the middle of one (see wsSource), where what it consumed of the
+	// message is handed over as frames again (Unread). midMessage says part
+	// of a message or frame has been consumed; fragments, that data frames
+	// of the message, the first with opcode msgOp, have been read whole
+	// into own (own[:frameStart] while inFrame); inFrame, that the header
+	// cur has been consumed and got bytes of its payload read into
+	// own[frameStart:]; skipping, that the message is too large and being
+	// skipped, which cannot be handed over: the reader then reads on until
+	// the message's end.
+	parker     Parker
+	midMessage bool
+	fragments  bool
+	inFrame    bool
+	skipping   bool
+	msgOp      byte
+	cur        frameHeader
+	frameStart int
+	got        int
 	// killed is set by a kill before its deadline (Abort), so that a
 	// hand-over waiting for the message's end does not lift it (wsSource).
-	killed     atomic.Bool
-	midMessage bool
+	killed atomic.Bool
 
 	// wmu orders every write to nc: the replies, written by whichever
 	// goroutine runs commands, and the reader's pongs and close frames.
@@ -79,18 +93,32 @@ func NewWebsocket(nc net.Conn, pending []byte, maxLine int) *Websocket {
 const wsReadBuffer = 4 << 10
 
 // wsSource reads a websocket's bytes from its connection. A hand-over stops
-// the reader with a read deadline; in the middle of a message that would
-// lose what was consumed of it, so there the deadline is lifted and the
-// reader stops once the message is whole (receive checks before the next).
+// the reader with a read deadline. Between messages the error goes up to
+// the connection's reader, which stops there (receive checks before the
+// next message, too); in the middle of a message, where returning the error
+// would lose what was consumed of it, the reader stops here, and Unread
+// hands that part over. A message being skipped as too large cannot be:
+// there the deadline is lifted and the reader stops once the message has
+// ended. A kill's deadline is never lifted.
 type wsSource struct{ t *Websocket }
 
 func (s wsSource) Read(p []byte) (int, error) {
 	for {
 		n, err := s.t.nc.Read(p)
-		if n > 0 || !s.t.midMessage || s.t.parker == nil || !s.t.parker.Parked() || s.t.killed.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 || !s.t.midMessage || s.t.parker == nil || s.t.killed.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
-		s.t.nc.SetReadDeadline(time.Time{})
+		if s.t.skipping {
+			if !s.t.parker.Parked() {
+				return n, err
+			}
+			s.t.nc.SetReadDeadline(time.Time{})
+			continue
+		}
+		if !s.t.parker.Park(err) {
+			return n, err
+		}
+		// The hand-over failed; it cleared the deadline: read on.
 	}
 }
 

@@ -59,7 +59,7 @@ func (t *Websocket) receive() error {
 	if t.parker != nil && t.parker.Parked() {
 		return os.ErrDeadlineExceeded // a hand-over stops the reader here
 	}
-	defer func() { t.midMessage = false }()
+	defer t.endMessage()
 	limit := int64(MaxMessage(t.maxLine))
 	if t.identified != nil && !t.identified.Load() {
 		limit = UnauthBuffer
@@ -75,21 +75,27 @@ func (t *Websocket) receive() error {
 		if !validFrame(h, inMessage) {
 			return t.failProtocol()
 		}
+		// What a hand-over stopping the reader now hands over (Unread).
+		t.cur, t.inFrame, t.frameStart, t.got = h, true, len(t.own), 0
 		switch h.b0 & frameOpcode {
 		case opPing, opPong:
 			if err := t.control(h); err != nil {
 				return err
 			}
+			t.inFrame = false
 			continue
 		case opClose:
 			return io.EOF
+		}
+		if !inMessage {
+			t.msgOp = h.b0 & frameOpcode
 		}
 		inMessage = true
 		fin := h.b0&frameFin != 0
 		n := int(h.payload) // h.payload <= limit after the first test
 		switch {
 		case tooLarge || h.payload > limit-int64(len(t.own)):
-			tooLarge = true
+			tooLarge, t.skipping = true, true
 			if err := t.discard(h.payload); err != nil {
 				return err
 			}
@@ -107,11 +113,12 @@ func (t *Websocket) receive() error {
 				return ErrOverBudget
 			}
 			t.own = append(t.own, make([]byte, n)...)
-			if _, err := io.ReadFull(t.br, t.own[start:]); err != nil {
+			if err := t.readPayload(t.own[start:]); err != nil {
 				return unexpected(err)
 			}
 			unmask(t.own[start:], h.key)
 		}
+		t.inFrame, t.fragments = false, true
 		if fin {
 			if tooLarge {
 				return errMessageTooLarge
@@ -120,6 +127,25 @@ func (t *Websocket) receive() error {
 			return nil
 		}
 	}
+}
+
+// endMessage clears what receive notes of the message it receives, for a
+// hand-over (Unread).
+func (t *Websocket) endMessage() {
+	t.midMessage, t.fragments, t.inFrame, t.skipping = false, false, false, false
+}
+
+// readPayload is io.ReadFull from the read buffer into p, counting the
+// bytes read so far in t.got for a hand-over (Unread).
+func (t *Websocket) readPayload(p []byte) error {
+	for t.got < len(p) {
+		n, err := t.br.Read(p[t.got:])
+		t.got += n
+		if err != nil && t.got < len(p) {
+			return err
+		}
+	}
+	return nil
 }
 
 // readHeader reads a frame header. An end of input before it is io.EOF, in
@@ -240,6 +266,19 @@ func (t *Websocket) failProtocol() error {
 
 // closeStatus is a close frame's payload: the status code alone.
 func closeStatus(code uint16) []byte { return binary.BigEndian.AppendUint16(nil, code) }
+
+// appendClientFrameHeader appends the header h of a client frame, as
+// readHeader read it; with a payload length of 126 or more it takes the
+// shortest form, which readHeader accepts whatever form the client used.
+func appendClientFrameHeader(b []byte, h frameHeader) []byte {
+	i := len(b)
+	b = appendFrameHeader(b, h.b0, int(h.payload))
+	if !h.masked {
+		return b
+	}
+	b[i+1] |= frameMask
+	return binary.LittleEndian.AppendUint32(b, h.key)
+}
 
 // appendFrameHeader appends the header of an unmasked server frame.
 func appendFrameHeader(b []byte, b0 byte, n int) []byte {
