@@ -269,12 +269,15 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	signal.Notify(upgrades, syscall.SIGUSR2)
 	defer signal.Stop(upgrades)
 	var h *handover.Heir
+	var ph *phases // the steps of a take-over, for its log line
 	if fd, ok := os.LookupEnv(handover.Env); ok {
 		os.Unsetenv(handover.Env)
 		var err error
 		if h, err = handover.Receive(fd, readBuildInfo().Version); err != nil {
 			return fmt.Errorf("upgrade: %w", err)
 		}
+		ph = newPhases(h.Received)
+		ph.mark("decode")
 	}
 	var pf *pidfile
 	handedOver := false
@@ -298,8 +301,9 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		return err
 	}
 	if h != nil {
+		ph.mark("new_server")
 		pidFile := h.TakePidfile()
-		if err := srv.adopt(h); err != nil {
+		if err := srv.adopt(h, ph); err != nil {
 			h.Fail(err)
 			return fmt.Errorf("upgrade: %w", err)
 		}
@@ -307,6 +311,7 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		if err != nil {
 			return fmt.Errorf("upgrade: %w", err) // the old process serves on
 		}
+		ph.mark("confirm_go")
 		srv.startResumed(goMsg, at)
 		if pidFile != nil {
 			pf = &pidfile{f: pidFile, path: opts.pidfile} // the old process wrote our pid in it
@@ -318,7 +323,8 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	build := srv.build.logAttrs()
 	switch {
 	case h != nil:
-		cfg.Logger.Info("glockd took over from the old process", append(build, "pause", time.Since(h.PauseStart), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters))...)
+		ph.mark("start")
+		cfg.Logger.Info("glockd took over from the old process", append(append(build, "pause", time.Since(h.PauseStart), "received", h.Received.Sub(h.PauseStart).Round(time.Microsecond), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters)), ph.attrs...)...)
 	case cfg.HA != nil: // the lock listeners open when it is elected
 		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
 	default:

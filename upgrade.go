@@ -216,7 +216,7 @@ func unreadInput(c *conn) ([]byte, bool) { return c.t.Unread() }
 // pauseAll stops the listeners and the connections for a hand-over, or
 // fails by deadline, and returns the connections stopped, to hand over. On
 // error the caller resumes.
-func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
+func (s *Server) pauseAll(p *pause, deadline time.Time, ph *phases) ([]*conn, error) {
 	u := &s.up
 	u.mu.Lock()
 	u.cur = p
@@ -240,6 +240,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	if !waitUntil(deadline, accepting) {
 		return nil, errors.New("the listeners did not stop in time")
 	}
+	ph.mark("stop_listeners")
 	// Nothing is accepted now; connections being admitted (TLS
 	// handshakes, websocket upgrades) are refused while paused (track).
 	s.mu.Lock()
@@ -279,6 +280,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	if !waitUntil(deadline, stopped) {
 		return nil, errors.New("connections did not stop at a batch boundary in time (a client that does not read its replies?)")
 	}
+	ph.mark("stop_conns")
 	var handed []*conn
 	s.mu.Lock()
 	for c := range s.conns {
@@ -325,6 +327,21 @@ func captureConn(c *conn, h *handover.Conn) error {
 		h.Queued = append(h.Queued, handover.QueuedLine{Line: string(q.data[start:q.lines[i].end]), TooLong: q.lines[i].tooLong})
 	}
 	return nil
+}
+
+// phases times the steps of a hand-over for its log line: each mark
+// records the time since the previous one under its name.
+type phases struct {
+	last  time.Time
+	attrs []any
+}
+
+func newPhases(start time.Time) *phases { return &phases{last: start} }
+
+func (p *phases) mark(name string) {
+	now := time.Now()
+	p.attrs = append(p.attrs, name, now.Sub(p.last).Round(time.Microsecond))
+	p.last = now
 }
 
 // waitUntil polls cond until it holds or deadline passes.
@@ -442,6 +459,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 
 	// The pause.
 	pauseStart := time.Now()
+	ph := newPhases(pauseStart)
 	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
 	var conns []*conn
 	defer func() {
@@ -450,7 +468,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 			log.Info("upgrade: resumed serving", "pause", time.Since(pauseStart))
 		}
 	}()
-	conns, err = s.pauseAll(p, pauseStart.Add(min(stopTimeout, req.timeout)))
+	conns, err = s.pauseAll(p, pauseStart.Add(min(stopTimeout, req.timeout)), ph)
 	if err != nil {
 		return err
 	}
@@ -458,10 +476,12 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err != nil {
 		return err
 	}
+	ph.mark("descriptors")
 	frozen, err := s.snapshot(st, conns, pauseStart, req.timeout)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	ph.mark("snapshot")
 	defer func() {
 		if !committed {
 			close(frozen) // the manager goes on
@@ -473,21 +493,23 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}
 	data := st.Encode(nil)
-	snapshotTook := time.Since(pauseStart)
-
+	ph.mark("encode")
 	if err := child.SendState(fds, data, pauseStart); err != nil {
 		return err
 	}
+	ph.mark("send")
 	if err := child.AwaitConfirm(time.Now().Add(req.timeout)); err != nil {
 		return err
 	}
+	ph.mark("await_confirm")
 	if err := s.sendGo(child, req, haTerm); err != nil {
 		return err
 	}
+	ph.mark("go")
 	committed = true
-	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(child.Version),
+	log.Info("upgrade: handed over; exiting", append([]any{"pid", pid, "new_version", string(child.Version),
 		"connections", len(conns), "locks", len(st.Locks), "shared_holds", len(st.Shared),
-		"waiters", len(st.Waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
+		"waiters", len(st.Waiters), "state_bytes", len(data), "pause_until_go", time.Since(pauseStart)}, ph.attrs...)...)
 	return nil
 }
 

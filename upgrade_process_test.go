@@ -415,6 +415,9 @@ func TestUpgradeProcess(t *testing.T) {
 		if _, p, ok := strings.Cut(l, " pause="); ok && strings.Contains(l, "took over") {
 			pauses = append(pauses, strings.Fields(p)[0])
 		}
+		if strings.Contains(l, "took over") || strings.Contains(l, "handed over") {
+			t.Log(l) // the steps of each hand-over, timed
+		}
 	}
 	t.Logf("%d hand-overs, %d connections, %d locks: pauses %s (from the old process stopping to the new one serving); the bystander's longest round trip %v; the looping client ran %d rounds",
 		handovers, nconns, nlocks, strings.Join(pauses, " "), longest, rounds)

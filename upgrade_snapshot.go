@@ -298,7 +298,7 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 // adopt builds the server's listeners, connections and manager state from
 // the hand-over, before Start. The descriptors are the server's from then
 // on; on error none is left open.
-func (s *Server) adopt(h *handover.Heir) (err error) {
+func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 	st := h.State
 	if ha := st.HA; ha != nil && ha.BlockEnd > tokens.Max+1 {
 		return fmt.Errorf("hand-over state: token block [%d, %d)", ha.BlockStart, ha.BlockEnd)
@@ -328,12 +328,14 @@ func (s *Server) adopt(h *handover.Heir) (err error) {
 	if err != nil {
 		return err
 	}
+	ph.mark("adopt_conns")
 	if err := s.adoptHA(st); err != nil {
 		return err
 	}
 	if err := s.manager.restoreHandover(st, states); err != nil {
 		return err
 	}
+	ph.mark("restore")
 	s.up.done = st.Upgrades
 	s.up.handovers.WithLabelValues("done").Add(float64(st.Upgrades))
 	for transport, n := range st.Closed {

@@ -173,6 +173,7 @@ type Heir struct {
 	State      *State
 	fds        []int
 	PauseStart time.Time // when the old process stopped serving
+	Received   time.Time // when the last of the state arrived, before it was decoded
 }
 
 // Receive is what a process started for a hand-over does first: it opens
@@ -235,7 +236,7 @@ func (h *Heir) receiveState() error {
 				h.Fail(err)
 				return err
 			}
-			h.PauseStart = time.Unix(0, start)
+			h.PauseStart, h.Received = time.Unix(0, start), time.Now()
 			if h.State, err = Decode(data, len(h.fds)); err != nil {
 				h.Fail(err)
 				return err
