@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -270,8 +272,17 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	defer signal.Stop(upgrades)
 	var h *handover.Heir
 	var ph *phases // the steps of a take-over, for its log line
+	gcOn := func() {}
 	if fd, ok := os.LookupEnv(handover.Env); ok {
 		os.Unsetenv(handover.Env)
+		// No garbage collection until the server is built and serves:
+		// the heap grows from nothing to the whole state (the decoded
+		// state, then the tables, about 200 bytes a lock), which would
+		// take a collection at each doubling, all of them in the pause.
+		// GOMEMLIMIT still holds.
+		gc := debug.SetGCPercent(-1)
+		gcOn = sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+		defer gcOn()
 		var err error
 		if h, err = handover.Receive(fd, readBuildInfo().Version); err != nil {
 			return fmt.Errorf("upgrade: %w", err)
@@ -324,13 +335,14 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	switch {
 	case h != nil:
 		ph.mark("start")
+		gcOn()
 		cfg.Logger.Info("glockd took over from the old process", append(append(build, "pause", time.Since(h.PauseStart), "received", h.Received.Sub(h.PauseStart).Round(time.Microsecond), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters)), ph.attrs...)...)
 	case cfg.HA != nil: // the lock listeners open when it is elected
 		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
 	default:
 		cfg.Logger.Info("glockd listening", append(build, "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))...)
 	}
-	req := handoverRequest{args: opts.args, timeout: opts.upgradeTimeout}
+	req := handoverRequest{args: opts.args, timeout: opts.upgradeTimeout, pauseGC: true}
 	if pf != nil {
 		req.pidfile = pf.f
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -410,6 +411,10 @@ type handoverRequest struct {
 	args    []string // its arguments: this process's
 	pidfile *os.File // nil without -pidfile
 	timeout time.Duration
+	// pauseGC stops the garbage collector from the pause on: set by main,
+	// whose process the server is (the setting is the process's). Once
+	// handed over the process exits; a failed hand-over turns it back on.
+	pauseGC bool
 }
 
 // Upgrade hands the server over to a new process, as described above. On
@@ -460,6 +465,17 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	// The pause.
 	pauseStart := time.Now()
 	ph := newPhases(pauseStart)
+	if req.pauseGC {
+		// The snapshot and its encoding allocate about 60 bytes a lock,
+		// all garbage soon: a collection meanwhile (the heap's goal may be
+		// near) would only lengthen the pause. GOMEMLIMIT still holds.
+		gc := debug.SetGCPercent(-1)
+		defer func() {
+			if !committed {
+				debug.SetGCPercent(gc)
+			}
+		}()
+	}
 	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
 	var conns []*conn
 	defer func() {
