@@ -193,6 +193,32 @@ func (t *lockTable) insert(name string, frag uint32) (*exclusiveLock, lockRef) {
 	return l, ref
 }
 
+// reserve readies an empty table for n locks: its index starts with as
+// many buckets as n locks granted one by one leave (each about half full),
+// so that filling it splits none. A hand-over fills a new table so
+// (upgrade_snapshot.go).
+func (t *lockTable) reserve(n int) {
+	if t.count == 0 {
+		t.hashIndex.reserve(n)
+	}
+}
+
+// reserve readies an empty index for n entries; see lockTable.reserve.
+func (x *hashIndex) reserve(n int) {
+	if n <= bucketMax/2 {
+		return
+	}
+	var depth uint8
+	for 1<<depth*(bucketMax/2) < n && depth < 24 {
+		depth++
+	}
+	dir := make([]*lockBucket, 1<<depth)
+	for i := range dir {
+		dir[i] = &lockBucket{depth: depth}
+	}
+	x.dir, x.depth = dir, depth
+}
+
 // add indexes ref under frag.
 func (x *hashIndex) add(frag uint32, ref lockRef) {
 	b := x.bucket(frag)

@@ -246,11 +246,20 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 			}
 		}
 	}
+	// Sized at once: no bucket splits, no growing of the holders' lists.
+	m.exclusive.reserve(len(st.Locks))
+	held := make([]int, len(conns))
 	for _, l := range st.Locks {
-		if found, _, _ := m.exclusive.get([]byte(l.Name)); found != nil {
+		held[l.Conn]++
+	}
+	for i, c := range conns {
+		c.held = make([]lockRef, 0, held[i])
+	}
+	for _, l := range st.Locks {
+		found, _, frag := m.exclusive.get([]byte(l.Name))
+		if found != nil {
 			return fmt.Errorf("lock %q handed over twice", l.Name)
 		}
-		frag := m.exclusive.hashFragment([]byte(l.Name))
 		rec, ref := m.exclusive.insert(l.Name, frag)
 		c := conns[l.Conn]
 		rec.owner, rec.token, rec.index = c, l.Token, uint32(len(c.held))
