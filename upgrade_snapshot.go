@@ -7,8 +7,10 @@ import (
 	"maps"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -391,14 +393,13 @@ func (s *Server) adoptListeners(st *handover.State, files []*os.File) error {
 // input and pending waits, and returns their states by index; the files
 // they come from are closed and cleared.
 func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState, error) {
+	ncs, err := fileConns(st, files)
+	if err != nil {
+		return nil, err
+	}
 	states := make([]*connState, len(st.Conns))
 	for i, ch := range st.Conns {
-		nc, err := net.FileConn(files[ch.FD])
-		files[ch.FD].Close() // FileConn made its own duplicate: one descriptor a connection at a time
-		files[ch.FD] = nil
-		if err != nil {
-			return nil, fmt.Errorf("connection %s: %w", ch.Name, err)
-		}
+		nc := ncs[i]
 		var t transport.Conn
 		if ch.Transport == "websocket" {
 			t = transport.NewWebsocket(nc, ch.Input, s.cfg.MaxLine)
@@ -419,6 +420,47 @@ func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState,
 		}
 	}
 	return states, nil
+}
+
+// fileConns makes the connections of the hand-over from their files, by
+// index, and closes and clears the files. Each takes a handful of system
+// calls (the duplicate FileConn makes, the poller's registration, its
+// addresses, the file's close), the most of a hand-over's work per
+// connection, so they run on every CPU. On error none is left open.
+func fileConns(st *handover.State, files []*os.File) ([]net.Conn, error) {
+	used := make([]bool, len(files))
+	for _, ch := range st.Conns {
+		if used[ch.FD] || files[ch.FD] == nil {
+			return nil, fmt.Errorf("connection %s: descriptor %d handed over twice", ch.Name, ch.FD)
+		}
+		used[ch.FD] = true
+	}
+	ncs := make([]net.Conn, len(st.Conns))
+	errs := make([]error, len(st.Conns))
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(st.Conns)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(st.Conns); i += workers {
+				fd := st.Conns[i].FD
+				ncs[i], errs[i] = net.FileConn(files[fd])
+				files[fd].Close() // FileConn made its own duplicate: one descriptor a connection at a time
+				files[fd] = nil
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			for _, nc := range ncs {
+				if nc != nil {
+					nc.Close()
+				}
+			}
+			return nil, fmt.Errorf("connection %s: %w", st.Conns[i].Name, err)
+		}
+	}
+	return ncs, nil
 }
 
 // serveAdopted serves the connections adopted from the old process; Start
