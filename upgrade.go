@@ -492,6 +492,16 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err != nil {
 		return err
 	}
+	// The connections' descriptors (the last ones) go at once, marked as
+	// such: the new process makes its connections of them while this one
+	// takes its snapshot.
+	split := len(fds) - len(conns)
+	if err := child.SendFDs(fds[:split], false); err != nil {
+		return err
+	}
+	if err := child.SendFDs(fds[split:], true); err != nil {
+		return err
+	}
 	ph.mark("descriptors")
 	frozen, err := s.snapshot(st, conns, pauseStart, req.timeout)
 	if err != nil {
@@ -510,7 +520,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	}
 	data := st.Encode(nil)
 	ph.mark("encode")
-	if err := child.SendState(fds, data, pauseStart); err != nil {
+	if err := child.SendState(data, pauseStart); err != nil {
 		return err
 	}
 	ph.mark("send")

@@ -100,8 +100,8 @@ func (m *manager) snapshotHandover(st *handover.State, conns []*connState) error
 
 // handoverDescriptors begins the state of a hand-over with the descriptors
 // of the pidfile, the listeners and the stopped connections conns, which it
-// returns too, by their index in the state. They stay this process's: never
-// closed here.
+// returns too, by their index in the state: the connections' are the last
+// len(conns). They stay this process's: never closed here.
 func (s *Server) handoverDescriptors(req handoverRequest, conns []*conn) (*handover.State, []int, error) {
 	st := &handover.State{Pidfile: -1, Conns: make([]handover.Conn, len(conns))}
 	s.up.mu.Lock()
@@ -315,7 +315,11 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 		return fmt.Errorf("hand-over state: token block [%d, %d)", ha.BlockStart, ha.BlockEnd)
 	}
 	files := h.Files()
+	early, earlyErrs := h.TakeConns()
 	defer func() {
+		for _, nc := range early {
+			nc.Close() // made of a descriptor the state names for no connection
+		}
 		for _, f := range files {
 			if f != nil {
 				f.Close() // the listeners and connections hold duplicates
@@ -335,7 +339,7 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 	if err := s.adoptListeners(st, files); err != nil {
 		return err
 	}
-	states, err := s.adoptConns(st, files)
+	states, err := s.adoptConns(st, files, early, earlyErrs)
 	if err != nil {
 		return err
 	}
@@ -372,6 +376,9 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 func (s *Server) adoptListeners(st *handover.State, files []*os.File) error {
 	s.up.inherited = make(map[string]net.Listener)
 	for _, ls := range st.Listeners {
+		if files[ls.FD] == nil {
+			return fmt.Errorf("listener %s: descriptor %d handed over twice, or as a connection's", ls.Kind, ls.FD)
+		}
 		l, err := net.FileListener(files[ls.FD])
 		files[ls.FD].Close()
 		files[ls.FD] = nil
@@ -392,8 +399,8 @@ func (s *Server) adoptListeners(st *handover.State, files []*os.File) error {
 // adoptConns makes the connections of the hand-over, with their unread
 // input and pending waits, and returns their states by index; the files
 // they come from are closed and cleared.
-func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState, error) {
-	ncs, err := fileConns(st, files)
+func (s *Server) adoptConns(st *handover.State, files []*os.File, early map[int]net.Conn, earlyErrs map[int]error) ([]*connState, error) {
+	ncs, err := fileConns(st, files, early, earlyErrs)
 	if err != nil {
 		return nil, err
 	}
@@ -422,26 +429,40 @@ func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState,
 	return states, nil
 }
 
-// fileConns makes the connections of the hand-over from their files, by
-// index, and closes and clears the files. Each takes a handful of system
-// calls (the duplicate FileConn makes, the poller's registration, its
-// addresses, the file's close), the most of a hand-over's work per
-// connection, so they run on every CPU. On error none is left open.
-func fileConns(st *handover.State, files []*os.File) ([]net.Conn, error) {
+// fileConns returns the connections of the hand-over by index: the ones
+// the new process made as their descriptors came (early, taken out of it;
+// earlyErrs says why one could not be made), and the others made of their
+// files, which are closed and cleared. Each takes a handful of system calls
+// (the duplicate FileConn makes, the poller's registration, its addresses,
+// the file's close), so those run on every CPU. On error none is left open.
+func fileConns(st *handover.State, files []*os.File, early map[int]net.Conn, earlyErrs map[int]error) ([]net.Conn, error) {
 	used := make([]bool, len(files))
-	for _, ch := range st.Conns {
-		if used[ch.FD] || files[ch.FD] == nil {
+	var fromFiles []int
+	for i, ch := range st.Conns {
+		_, made := early[ch.FD]
+		if used[ch.FD] || (files[ch.FD] == nil && !made && earlyErrs[ch.FD] == nil) {
 			return nil, fmt.Errorf("connection %s: descriptor %d handed over twice", ch.Name, ch.FD)
 		}
 		used[ch.FD] = true
+		if !made && earlyErrs[ch.FD] == nil {
+			fromFiles = append(fromFiles, i)
+		}
 	}
 	ncs := make([]net.Conn, len(st.Conns))
 	errs := make([]error, len(st.Conns))
-	workers := max(1, min(runtime.GOMAXPROCS(0), len(st.Conns)/64))
+	for i, ch := range st.Conns {
+		if nc, ok := early[ch.FD]; ok {
+			ncs[i] = nc
+			delete(early, ch.FD)
+		}
+		errs[i] = earlyErrs[ch.FD]
+	}
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(fromFiles)/64))
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			for i := w; i < len(st.Conns); i += workers {
+			for k := w; k < len(fromFiles); k += workers {
+				i := fromFiles[k]
 				fd := st.Conns[i].FD
 				ncs[i], errs[i] = net.FileConn(files[fd])
 				files[fd].Close() // FileConn made its own duplicate: one descriptor a connection at a time
