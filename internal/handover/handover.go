@@ -235,7 +235,10 @@ func Receive(fdText, version string) (*Heir, error) {
 // receiveState receives the descriptors and the state, up to the message
 // that ends them; on error it has given everything up.
 func (h *Heir) receiveState() error {
-	var data []byte
+	// The chunks are joined once at the end: appending each to the rest
+	// would copy megabytes over and over.
+	var chunks [][]byte
+	size := 0
 	for {
 		kind, payload, fds, err := h.link.receive(time.Time{})
 		if err != nil {
@@ -255,8 +258,15 @@ func (h *Heir) receiveState() error {
 				}
 			}
 		case msgState:
-			data = append(data, payload...)
+			chunks = append(chunks, payload) // receive's buffer is the message's own
+			size += len(payload)
 		case msgDone:
+			received := time.Now()
+			data := make([]byte, 0, size)
+			for _, c := range chunks {
+				data = append(data, c...)
+			}
+			chunks = nil
 			d := decoder{b: payload}
 			nfds, nbytes, start := d.uvarint(), d.uvarint(), d.varint()
 			if d.err != nil || nfds != uint64(len(h.fds)) || nbytes != uint64(len(data)) {
@@ -264,7 +274,7 @@ func (h *Heir) receiveState() error {
 				h.Fail(err)
 				return err
 			}
-			h.PauseStart, h.Received = time.Unix(0, start), time.Now()
+			h.PauseStart, h.Received = time.Unix(0, start), received
 			if h.State, err = Decode(data, len(h.fds)); err != nil {
 				h.Fail(err)
 				return err
