@@ -31,23 +31,28 @@ func benchState(conns, locks int) *handover.State {
 
 // BenchmarkHandoverRestore is the new process's rebuilding of the tables
 // from a hand-over's state (restoreHandover), at 1,000 connections and
-// 100,000 locks: part of the pause (docs/operating.md).
+// 100,000 locks, and at 100 connections and 1,000,000 locks: part of the
+// pause (docs/operating.md).
 //
 //	go test -run '^$' -bench HandoverRestore -benchmem .
 func BenchmarkHandoverRestore(b *testing.B) {
-	st := benchState(1000, 100000)
-	cfg := Config{}.withDefaults()
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		m := newManager(cfg)
-		states := make([]*connState, len(st.Conns))
-		for i := range states {
-			states[i] = newConnState(st.Conns[i].Name, "tcp")
-		}
-		b.StartTimer()
-		if err := m.restoreHandover(st, states); err != nil {
-			b.Fatal(err)
-		}
+	for _, size := range []struct{ conns, locks int }{{1000, 100000}, {100, 1000000}} {
+		b.Run(fmt.Sprintf("%d/%d", size.conns, size.locks), func(b *testing.B) {
+			st := benchState(size.conns, size.locks)
+			cfg := Config{}.withDefaults()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				m := newManager(cfg)
+				states := make([]*connState, len(st.Conns))
+				for i := range states {
+					states[i] = newConnState(st.Conns[i].Name, "tcp")
+				}
+				b.StartTimer()
+				if err := m.restoreHandover(st, states); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

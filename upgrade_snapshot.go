@@ -248,7 +248,8 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 			}
 		}
 	}
-	// Sized at once: no bucket splits, no growing of the holders' lists.
+	// The records first, in their order of grant (the slab's and the
+	// holders' lists' order too), then the index, sized at once.
 	m.exclusive.reserve(len(st.Locks))
 	held := make([]int, len(conns))
 	for _, l := range st.Locks {
@@ -257,16 +258,17 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 	for i, c := range conns {
 		c.held = make([]lockRef, 0, held[i])
 	}
-	for _, l := range st.Locks {
-		found, _, frag := m.exclusive.get([]byte(l.Name))
-		if found != nil {
-			return fmt.Errorf("lock %q handed over twice", l.Name)
-		}
-		rec, ref := m.exclusive.insert(l.Name, frag)
+	refs := make([]lockRef, len(st.Locks))
+	for i, l := range st.Locks {
+		rec, ref := m.exclusive.insertUnindexed(l.Name)
 		c := conns[l.Conn]
 		rec.owner, rec.token, rec.index = c, l.Token, uint32(len(c.held))
 		m.exclusive.age(ref, m.now-l.Age-gap)
 		c.held = append(c.held, ref)
+		refs[i] = ref
+	}
+	if dup := m.exclusive.indexAll(refs); dup != nil {
+		return fmt.Errorf("lock %q handed over twice", dup.name)
 	}
 	for _, h := range st.Shared {
 		c := conns[h.Conn]
