@@ -276,10 +276,10 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	if fd, ok := os.LookupEnv(handover.Env); ok {
 		os.Unsetenv(handover.Env)
 		// No garbage collection until the server is built and serves:
-		// the heap grows from nothing to the whole state (the decoded
-		// state, then the tables, about 200 bytes a lock), which would
-		// take a collection at each doubling, all of them in the pause.
-		// GOMEMLIMIT still holds.
+		// the heap grows from nothing to the whole state (its encoding,
+		// the decoded state, then the tables: about 150 bytes a lock),
+		// which would take a collection at each doubling, all of them in
+		// the pause. GOMEMLIMIT still holds.
 		gc := debug.SetGCPercent(-1)
 		gcOn = sync.OnceFunc(func() { debug.SetGCPercent(gc) })
 		defer gcOn()

@@ -466,7 +466,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	pauseStart := time.Now()
 	ph := newPhases(pauseStart)
 	if req.pauseGC {
-		// The snapshot and its encoding allocate about 60 bytes a lock,
+		// The snapshot and its encoding allocate about 70 bytes a lock,
 		// all garbage soon: a collection meanwhile (the heap's goal may be
 		// near) would only lengthen the pause. GOMEMLIMIT still holds.
 		gc := debug.SetGCPercent(-1)
