@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,7 +210,8 @@ func Receive(fdText, version string) (*Heir, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Heir{link: link, early: early{conns: make(map[int]net.Conn), errs: make(map[int]error)}}
+	h := &Heir{link: link, early: early{sem: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		conns: make(map[int]net.Conn), errs: make(map[int]error)}}
 	header, err := expect(link, msgHeader, time.Time{})
 	if err != nil {
 		link.close()
@@ -294,7 +296,13 @@ func (h *Heir) receiveState() error {
 // duplicate, the poller's registration, its addresses, closing the
 // original), the most of the new process's work per connection.
 type early struct {
-	wg    sync.WaitGroup
+	wg sync.WaitGroup
+	// sem bounds the goroutines making connections at once to the CPUs:
+	// one for each F message (50 for 10,000 connections) would starve the
+	// receiving of the state beside them (measured: one hand-over's send
+	// took 340 ms). One goroutine only leaves the receiving a CPU of its
+	// own but makes 10,000 connections a third slower.
+	sem   chan struct{}
 	mu    sync.Mutex
 	conns map[int]net.Conn // by descriptor index
 	errs  map[int]error
@@ -304,6 +312,8 @@ type early struct {
 // which are its own from then on.
 func (e *early) makeConns(first int, fds []int) {
 	e.wg.Go(func() {
+		e.sem <- struct{}{}
+		defer func() { <-e.sem }()
 		for j, fd := range fds {
 			f := os.NewFile(uintptr(fd), "handover")
 			nc, err := net.FileConn(f)
