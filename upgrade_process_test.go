@@ -616,14 +616,16 @@ func TestUpgradeRefused(t *testing.T) {
 
 // TestUpgradeTLS: a TLS connection is closed at a hand-over, orphaning its
 // locks, and counted; the TLS listener goes over; the counters go on in the
-// new process.
+// new process. The binary does not mark the connections' descriptors, as
+// the ones before the mark did not: the new process makes the plain
+// connection from the state, not as its descriptor comes.
 func TestUpgradeTLS(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("hand-overs are built on Linux")
 	}
 	certs := makeCerts(t)
 	dir := t.TempDir()
-	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
+	v1 := buildGlockd(t, "unmarked", "-X main.version=0.0.1-first -X github.com/glockd/glockd/internal/handover.markConns=false")
 	tlsPort := freePort(t)
 	d := startUpgradable(t, dir, v1, "-tls-port", strconv.Itoa(tlsPort),
 		"-tls-cert", filepath.Join(certs, "server.crt"), "-tls-key", filepath.Join(certs, "server.key"))
@@ -634,6 +636,7 @@ func TestUpgradeTLS(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	tlsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	dialRetry(t, "tcp", tlsAddr).Close() // opened after the TCP port startUpgradable waited for
 	dialTLS := func() *upConn {
 		tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 		if err != nil {

@@ -34,6 +34,13 @@ const (
 // connections'.
 const connsMark = "c"
 
+// markConns is whether this binary marks its F messages of connections
+// with connsMark. It is a string so that a test can build a binary that
+// does not, as the ones before the mark did not (-ldflags -X
+// github.com/glockd/glockd/internal/handover.markConns=false); it is never
+// written at run time.
+var markConns = "true"
+
 // Child is the old process's side of a hand-over: the new process, started,
 // and the link to it.
 type Child struct {
@@ -102,7 +109,7 @@ func (c *Child) Close() { c.link.close() }
 // makes its connections of them at once, while the rest comes.
 func (c *Child) SendFDs(fds []int, conns bool) error {
 	var mark []byte
-	if conns {
+	if conns && markConns == "true" {
 		mark = []byte(connsMark)
 	}
 	for sent := 0; sent < len(fds); sent += maxFDs {
