@@ -101,8 +101,10 @@ func startUpgradable(t *testing.T, dir, first string, extra ...string) *upgraded
 		cmd.Wait() // returns once every process writing the log has gone
 	})
 	eventually(t, "the daemon's pidfile", func() bool { return d.readPid() == cmd.Process.Pid })
-	nc := dialRetry(t, "tcp", d.addr())
-	nc.Close()
+	// Every listener: they open one after the other.
+	dialRetry(t, "tcp", d.addr()).Close()
+	dialRetry(t, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort))).Close()
+	dialRetry(t, "unix", d.sock).Close()
 	return d
 }
 
