@@ -193,6 +193,74 @@ func (t *lockTable) insert(name string, frag uint32) (*exclusiveLock, lockRef) {
 	return l, ref
 }
 
+// reserve readies an empty table for n locks: its index starts with as
+// many buckets as n locks granted one by one leave (each about half full),
+// so that filling it splits none. A hand-over fills a new table so
+// (upgrade_snapshot.go).
+func (t *lockTable) reserve(n int) {
+	if t.count == 0 {
+		t.hashIndex.reserve(n)
+	}
+}
+
+// reserve readies an empty index for n entries; see lockTable.reserve.
+func (x *hashIndex) reserve(n int) {
+	if n <= bucketMax/2 {
+		return
+	}
+	var depth uint8
+	for 1<<depth*(bucketMax/2) < n && depth < 24 {
+		depth++
+	}
+	dir := make([]*lockBucket, 1<<depth)
+	for i := range dir {
+		dir[i] = &lockBucket{depth: depth}
+	}
+	x.dir, x.depth = dir, depth
+}
+
+// insertUnindexed adds name with a new record, as insert does, but leaves
+// it out of the index: indexAll indexes such records, many at once.
+func (t *lockTable) insertUnindexed(name string) (*exclusiveLock, lockRef) {
+	ref := t.alloc()
+	l := t.record(ref)
+	l.name, l.frag = name, uint32(maphash.String(t.seed, name)>>32)
+	t.count++
+	return l, ref
+}
+
+// indexAll indexes the records refs, which insertUnindexed added, bucket by
+// bucket: a bucket is 8 KiB and a million locks' are 16 MiB, so indexing
+// them in their order (a cache miss each) takes half as long again. It
+// returns the first record whose name the table already had, or nil: the
+// table is then fit only to be thrown away.
+func (t *lockTable) indexAll(refs []lockRef) *exclusiveLock {
+	// A counting sort by the bucket each will go to (reserve's, so that
+	// few split meanwhile).
+	mask := uint32(1)<<t.depth - 1
+	starts := make([]int, mask+2)
+	for _, ref := range refs {
+		starts[t.record(ref).frag&mask+1]++
+	}
+	for i := 1; i < len(starts); i++ {
+		starts[i] += starts[i-1]
+	}
+	sorted := make([]lockRef, len(refs))
+	for _, ref := range refs {
+		b := t.record(ref).frag & mask
+		sorted[starts[b]] = ref
+		starts[b]++
+	}
+	for _, ref := range sorted {
+		l := t.record(ref)
+		if found := t.find(l.frag, func(r lockRef) bool { return t.record(r).name == l.name }); found != noRef {
+			return l
+		}
+		t.add(l.frag, ref)
+	}
+	return nil
+}
+
 // add indexes ref under frag.
 func (x *hashIndex) add(frag uint32, ref lockRef) {
 	b := x.bucket(frag)

@@ -68,3 +68,52 @@ func TestLockTable(t *testing.T) {
 		t.Errorf("an empty table keeps %d chunks and %d buckets", len(tab.chunks), len(tab.dir))
 	}
 }
+
+// TestLockTableIndexAll checks the bulk filling of a hand-over (reserve,
+// insertUnindexed, indexAll): every name found again, the table usable
+// after, a duplicate reported, whether reserve saw the right size or not.
+func TestLockTableIndexAll(t *testing.T) {
+	for _, reserved := range []int{30000, 100, 0} {
+		tab := newLockTable()
+		tab.reserve(reserved)
+		owner := newConnState("x", "tcp")
+		refs := make([]lockRef, 30000)
+		for i := range refs {
+			l, ref := tab.insertUnindexed("n" + strconv.Itoa(i))
+			l.owner = owner
+			refs[i] = ref
+		}
+		if dup := tab.indexAll(refs); dup != nil {
+			t.Fatalf("reserved %d: %q reported twice", reserved, dup.name)
+		}
+		for i, ref := range refs {
+			if l, got, _ := tab.get([]byte("n" + strconv.Itoa(i))); l == nil || got != ref {
+				t.Fatalf("reserved %d: n%d not found", reserved, i)
+			}
+		}
+		for i := range 20000 { // splits, and removals, go on as usual
+			name := "m" + strconv.Itoa(i)
+			_, _, frag := tab.get([]byte(name))
+			l, _ := tab.insert(name, frag)
+			l.owner = owner
+			tab.remove(refs[i])
+		}
+		if tab.count != 30000 {
+			t.Fatalf("reserved %d: count %d", reserved, tab.count)
+		}
+		for i := range 30000 {
+			name := "n" + strconv.Itoa(i)
+			if i < 20000 {
+				name = "m" + strconv.Itoa(i)
+			}
+			if l, _, _ := tab.get([]byte(name)); l == nil {
+				t.Fatalf("reserved %d: %s lost", reserved, name)
+			}
+		}
+		l, ref := tab.insertUnindexed("n29999")
+		l.owner = owner
+		if dup := tab.indexAll([]lockRef{ref}); dup == nil || dup.name != "n29999" {
+			t.Fatalf("reserved %d: a name added twice not reported: %v", reserved, dup)
+		}
+	}
+}

@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -266,12 +268,24 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	signal.Notify(upgrades, syscall.SIGUSR2)
 	defer signal.Stop(upgrades)
 	var h *handover.Heir
+	var ph *phases // the steps of a take-over, for its log line
+	gcOn := func() {}
 	if fd, ok := os.LookupEnv(handover.Env); ok {
 		os.Unsetenv(handover.Env)
+		// No garbage collection until the server is built and serves:
+		// the heap grows from nothing to the whole state (its encoding,
+		// the decoded state, then the tables: about 150 bytes a lock),
+		// which would take a collection at each doubling, all of them in
+		// the pause. GOMEMLIMIT still holds.
+		gc := debug.SetGCPercent(-1)
+		gcOn = sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+		defer gcOn()
 		var err error
 		if h, err = handover.Receive(fd, readBuildInfo().Version); err != nil {
 			return fmt.Errorf("upgrade: %w", err)
 		}
+		ph = newPhases(h.Received)
+		ph.mark("decode")
 	}
 	var pf *pidfile
 	handedOver := false
@@ -295,8 +309,9 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		return err
 	}
 	if h != nil {
+		ph.mark("new_server")
 		pidFile := h.TakePidfile()
-		if err := srv.adopt(h); err != nil {
+		if err := srv.adopt(h, ph); err != nil {
 			h.Fail(err)
 			return fmt.Errorf("upgrade: %w", err)
 		}
@@ -304,6 +319,7 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		if err != nil {
 			return fmt.Errorf("upgrade: %w", err) // the old process serves on
 		}
+		ph.mark("confirm_go")
 		srv.startResumed(goMsg, at)
 		if pidFile != nil {
 			pf = &pidfile{f: pidFile, path: opts.pidfile} // the old process wrote our pid in it
@@ -315,13 +331,15 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	build := srv.build.logAttrs()
 	switch {
 	case h != nil:
-		cfg.Logger.Info("glockd took over from the old process", append(build, "pause", time.Since(h.PauseStart), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters))...)
+		ph.mark("start")
+		gcOn()
+		cfg.Logger.Info("glockd took over from the old process", append(append(build, "pause", time.Since(h.PauseStart), "received", h.Received.Sub(h.PauseStart).Round(time.Microsecond), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters)), ph.attrs...)...)
 	case cfg.HA != nil: // the lock listeners open when it is elected
 		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
 	default:
 		cfg.Logger.Info("glockd listening", append(build, "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))...)
 	}
-	req := handoverRequest{args: opts.args, timeout: opts.upgradeTimeout}
+	req := handoverRequest{args: opts.args, timeout: opts.upgradeTimeout, pauseGC: true}
 	if pf != nil {
 		req.pidfile = pf.f
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -227,7 +228,7 @@ func unreadInput(c *conn) ([]byte, bool) { return c.t.Unread() }
 // pauseAll stops the listeners and the connections for a hand-over, or
 // fails by deadline, and returns the connections stopped, to hand over. On
 // error the caller resumes.
-func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
+func (s *Server) pauseAll(p *pause, deadline time.Time, ph *phases) ([]*conn, error) {
 	u := &s.up
 	u.mu.Lock()
 	u.cur = p
@@ -251,6 +252,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	if !waitUntil(deadline, accepting) {
 		return nil, errors.New("the listeners did not stop in time")
 	}
+	ph.mark("stop_listeners")
 	// Nothing is accepted now; connections being admitted (TLS
 	// handshakes, websocket upgrades) are refused while paused (track).
 	s.mu.Lock()
@@ -290,6 +292,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time) ([]*conn, error) {
 	if !waitUntil(deadline, stopped) {
 		return nil, errors.New("connections did not stop at a batch boundary in time (a client that does not read its replies?)")
 	}
+	ph.mark("stop_conns")
 	var handed []*conn
 	s.mu.Lock()
 	for c := range s.conns {
@@ -380,6 +383,21 @@ func shutdownHanded(c *conn) {
 	rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
 }
 
+// phases times the steps of a hand-over for its log line: each mark
+// records the time since the previous one under its name.
+type phases struct {
+	last  time.Time
+	attrs []any
+}
+
+func newPhases(start time.Time) *phases { return &phases{last: start} }
+
+func (p *phases) mark(name string) {
+	now := time.Now()
+	p.attrs = append(p.attrs, name, now.Sub(p.last).Round(time.Microsecond))
+	p.last = now
+}
+
 // waitUntil polls cond until it holds or deadline passes.
 func waitUntil(deadline time.Time, cond func() bool) bool {
 	for {
@@ -446,6 +464,10 @@ type handoverRequest struct {
 	args    []string // its arguments: this process's
 	pidfile *os.File // nil without -pidfile
 	timeout time.Duration
+	// pauseGC stops the garbage collector from the pause on: set by main,
+	// whose process the server is (the setting is the process's). Once
+	// handed over the process exits; a failed hand-over turns it back on.
+	pauseGC bool
 }
 
 // Upgrade hands the server over to a new process, as described above. On
@@ -504,6 +526,18 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 
 	// The pause.
 	pauseStart := time.Now()
+	ph := newPhases(pauseStart)
+	if req.pauseGC {
+		// The snapshot and its encoding allocate about 70 bytes a lock,
+		// all garbage soon: a collection meanwhile (the heap's goal may be
+		// near) would only lengthen the pause. GOMEMLIMIT still holds.
+		gc := debug.SetGCPercent(-1)
+		defer func() {
+			if !committed {
+				debug.SetGCPercent(gc)
+			}
+		}()
+	}
 	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
 	var conns []*conn
 	defer func() {
@@ -512,7 +546,7 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 			log.Info("upgrade: resumed serving", "pause", time.Since(pauseStart))
 		}
 	}()
-	conns, err = s.pauseAll(p, pauseStart.Add(min(stopTimeout, req.timeout)))
+	conns, err = s.pauseAll(p, pauseStart.Add(min(stopTimeout, req.timeout)), ph)
 	if err != nil {
 		return err
 	}
@@ -520,10 +554,22 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	if err != nil {
 		return err
 	}
+	// The connections' descriptors (the last ones) go at once, marked as
+	// such: the new process makes its connections of them while this one
+	// takes its snapshot.
+	split := len(fds) - len(conns)
+	if err := child.SendFDs(fds[:split], false); err != nil {
+		return err
+	}
+	if err := child.SendFDs(fds[split:], true); err != nil {
+		return err
+	}
+	ph.mark("descriptors")
 	frozen, err := s.snapshot(st, conns, pauseStart, req.timeout)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	ph.mark("snapshot")
 	defer func() {
 		if !committed {
 			close(frozen) // the manager goes on
@@ -535,14 +581,15 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		}
 	}
 	data := st.Encode(nil)
-	snapshotTook := time.Since(pauseStart)
-
-	if err := child.SendState(fds, data, pauseStart); err != nil {
+	ph.mark("encode")
+	if err := child.SendState(data, pauseStart); err != nil {
 		return err
 	}
+	ph.mark("send")
 	if err := child.AwaitConfirm(time.Now().Add(req.timeout)); err != nil {
 		return err
 	}
+	ph.mark("await_confirm")
 	s.up.shutdownKilled(conns)
 	defer func() {
 		if !committed {
@@ -555,13 +602,14 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		stepDown = errors.Is(err, errTermEnded) && haTerm.Ended()
 		return err
 	}
+	ph.mark("go")
 	committed = true
 	s.up.mu.Lock()
 	s.up.heirPid = pid
 	s.up.mu.Unlock()
-	log.Info("upgrade: handed over; exiting", "pid", pid, "new_version", string(child.Version),
+	log.Info("upgrade: handed over; exiting", append([]any{"pid", pid, "new_version", string(child.Version),
 		"connections", len(conns), "locks", len(st.Locks), "shared_holds", len(st.Shared),
-		"waiters", len(st.Waiters), "state_bytes", len(data), "snapshot", snapshotTook, "pause_until_go", time.Since(pauseStart))
+		"waiters", len(st.Waiters), "state_bytes", len(data), "pause_until_go", time.Since(pauseStart)}, ph.attrs...)...)
 	return nil
 }
 

@@ -7,8 +7,10 @@ import (
 	"maps"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -98,8 +100,8 @@ func (m *manager) snapshotHandover(st *handover.State, conns []*connState) error
 
 // handoverDescriptors begins the state of a hand-over with the descriptors
 // of the pidfile, the listeners and the stopped connections conns, which it
-// returns too, by their index in the state. They stay this process's: never
-// closed here.
+// returns too, by their index in the state: the connections' are the last
+// len(conns). They stay this process's: never closed here.
 func (s *Server) handoverDescriptors(req handoverRequest, conns []*conn) (*handover.State, []int, error) {
 	st := &handover.State{Pidfile: -1, Conns: make([]handover.Conn, len(conns))}
 	s.up.mu.Lock()
@@ -246,16 +248,27 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 			}
 		}
 	}
+	// The records first, in their order of grant (the slab's and the
+	// holders' lists' order too), then the index, sized at once.
+	m.exclusive.reserve(len(st.Locks))
+	held := make([]int, len(conns))
 	for _, l := range st.Locks {
-		if found, _, _ := m.exclusive.get([]byte(l.Name)); found != nil {
-			return fmt.Errorf("lock %q handed over twice", l.Name)
-		}
-		frag := m.exclusive.hashFragment([]byte(l.Name))
-		rec, ref := m.exclusive.insert(l.Name, frag)
+		held[l.Conn]++
+	}
+	for i, c := range conns {
+		c.held = make([]lockRef, 0, held[i])
+	}
+	refs := make([]lockRef, len(st.Locks))
+	for i, l := range st.Locks {
+		rec, ref := m.exclusive.insertUnindexed(l.Name)
 		c := conns[l.Conn]
 		rec.owner, rec.token, rec.index = c, l.Token, uint32(len(c.held))
 		m.exclusive.age(ref, m.now-l.Age-gap)
 		c.held = append(c.held, ref)
+		refs[i] = ref
+	}
+	if dup := m.exclusive.indexAll(refs); dup != nil {
+		return fmt.Errorf("lock %q handed over twice", dup.name)
 	}
 	for _, h := range st.Shared {
 		c := conns[h.Conn]
@@ -298,13 +311,17 @@ func (m *manager) restoreHandover(st *handover.State, conns []*connState) error 
 // adopt builds the server's listeners, connections and manager state from
 // the hand-over, before Start. The descriptors are the server's from then
 // on; on error none is left open.
-func (s *Server) adopt(h *handover.Heir) (err error) {
+func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 	st := h.State
 	if ha := st.HA; ha != nil && ha.BlockEnd > tokens.Max+1 {
 		return fmt.Errorf("hand-over state: token block [%d, %d)", ha.BlockStart, ha.BlockEnd)
 	}
 	files := h.Files()
+	early, earlyErrs := h.TakeConns()
 	defer func() {
+		for _, nc := range early {
+			nc.Close() // made of a descriptor the state names for no connection
+		}
 		for _, f := range files {
 			if f != nil {
 				f.Close() // the listeners and connections hold duplicates
@@ -324,16 +341,18 @@ func (s *Server) adopt(h *handover.Heir) (err error) {
 	if err := s.adoptListeners(st, files); err != nil {
 		return err
 	}
-	states, err := s.adoptConns(st, files)
+	states, err := s.adoptConns(st, files, early, earlyErrs)
 	if err != nil {
 		return err
 	}
+	ph.mark("adopt_conns")
 	if err := s.adoptHA(st); err != nil {
 		return err
 	}
 	if err := s.manager.restoreHandover(st, states); err != nil {
 		return err
 	}
+	ph.mark("restore")
 	s.up.done = st.Upgrades
 	s.up.handovers.WithLabelValues("done").Add(float64(st.Upgrades))
 	for transport, n := range st.Closed {
@@ -359,6 +378,9 @@ func (s *Server) adopt(h *handover.Heir) (err error) {
 func (s *Server) adoptListeners(st *handover.State, files []*os.File) error {
 	s.up.inherited = make(map[string]net.Listener)
 	for _, ls := range st.Listeners {
+		if files[ls.FD] == nil {
+			return fmt.Errorf("listener %s: descriptor %d handed over twice, or as a connection's", ls.Kind, ls.FD)
+		}
 		l, err := net.FileListener(files[ls.FD])
 		files[ls.FD].Close()
 		files[ls.FD] = nil
@@ -379,15 +401,14 @@ func (s *Server) adoptListeners(st *handover.State, files []*os.File) error {
 // adoptConns makes the connections of the hand-over, with their unread
 // input and pending waits, and returns their states by index; the files
 // they come from are closed and cleared.
-func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState, error) {
+func (s *Server) adoptConns(st *handover.State, files []*os.File, early map[int]net.Conn, earlyErrs map[int]error) ([]*connState, error) {
+	ncs, err := fileConns(st, files, early, earlyErrs)
+	if err != nil {
+		return nil, err
+	}
 	states := make([]*connState, len(st.Conns))
 	for i, ch := range st.Conns {
-		nc, err := net.FileConn(files[ch.FD])
-		files[ch.FD].Close() // FileConn made its own duplicate: one descriptor a connection at a time
-		files[ch.FD] = nil
-		if err != nil {
-			return nil, fmt.Errorf("connection %s: %w", ch.Name, err)
-		}
+		nc := ncs[i]
 		var t transport.Conn
 		var stream *transport.Stream
 		if ch.Transport == "websocket" {
@@ -411,6 +432,61 @@ func (s *Server) adoptConns(st *handover.State, files []*os.File) ([]*connState,
 		}
 	}
 	return states, nil
+}
+
+// fileConns returns the connections of the hand-over by index: the ones
+// the new process made as their descriptors came (early, taken out of it;
+// earlyErrs says why one could not be made), and the others made of their
+// files, which are closed and cleared. Each takes a handful of system calls
+// (the duplicate FileConn makes, the poller's registration, its addresses,
+// the file's close), so those run on every CPU. On error none is left open.
+func fileConns(st *handover.State, files []*os.File, early map[int]net.Conn, earlyErrs map[int]error) ([]net.Conn, error) {
+	used := make([]bool, len(files))
+	var fromFiles []int
+	for i, ch := range st.Conns {
+		_, made := early[ch.FD]
+		if used[ch.FD] || (files[ch.FD] == nil && !made && earlyErrs[ch.FD] == nil) {
+			return nil, fmt.Errorf("connection %s: descriptor %d handed over twice", ch.Name, ch.FD)
+		}
+		used[ch.FD] = true
+		if !made && earlyErrs[ch.FD] == nil {
+			fromFiles = append(fromFiles, i)
+		}
+	}
+	ncs := make([]net.Conn, len(st.Conns))
+	errs := make([]error, len(st.Conns))
+	for i, ch := range st.Conns {
+		if nc, ok := early[ch.FD]; ok {
+			ncs[i] = nc
+			delete(early, ch.FD)
+		}
+		errs[i] = earlyErrs[ch.FD]
+	}
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(fromFiles)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for k := w; k < len(fromFiles); k += workers {
+				i := fromFiles[k]
+				fd := st.Conns[i].FD
+				ncs[i], errs[i] = net.FileConn(files[fd])
+				files[fd].Close() // FileConn made its own duplicate: one descriptor a connection at a time
+				files[fd] = nil
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			for _, nc := range ncs {
+				if nc != nil {
+					nc.Close()
+				}
+			}
+			return nil, fmt.Errorf("connection %s: %w", st.Conns[i].Name, err)
+		}
+	}
+	return ncs, nil
 }
 
 // serveAdopted serves the connections adopted from the old process; Start

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 )
 
@@ -128,7 +129,7 @@ type Waiter struct {
 
 // Encode appends the state's encoding, in this binary's format.
 func (st *State) Encode(b []byte) []byte {
-	e := encoder{b}
+	e := encoder{slices.Grow(b, st.sizeHint())}
 	e.varint(st.Wall)
 	e.uvarint(st.NextToken)
 	e.uvarint(uint64(len(st.Commands)))
@@ -267,6 +268,31 @@ func Decode(b []byte, fds int) (*State, error) {
 	return st, nil
 }
 
+// sizeHint is about the size of the state's encoding, a little more as a
+// rule: it is made at once, where growing it as it is written would copy
+// it over and over (a million locks are about 20 MB).
+func (st *State) sizeHint() int {
+	const record = 3 * binary.MaxVarintLen32 // a record's small integers and lengths
+	n := 256
+	for i := range st.Conns {
+		c := &st.Conns[i]
+		n += 4*record + len(c.Name) + len(c.Transport) + len(c.Input) + len(c.RegName) + len(c.Ident) + len(c.PendingName)
+		for _, q := range c.Queued {
+			n += record + len(q.Line)
+		}
+	}
+	for _, l := range st.Locks {
+		n += record + binary.MaxVarintLen64 + len(l.Name) // and the token
+	}
+	for _, h := range st.Shared {
+		n += record + len(h.Name)
+	}
+	for _, w := range st.Waiters {
+		n += 2*record + len(w.Name)
+	}
+	return n
+}
+
 type encoder struct{ b []byte }
 
 // conn appends a connection's record.
@@ -274,7 +300,7 @@ func (e *encoder) conn(c *Conn) {
 	e.string(c.Name)
 	e.string(c.Transport)
 	e.uvarint(uint64(c.FD))
-	e.string(string(c.Input))
+	e.bytes(c.Input)
 	e.bool(c.Discarding)
 	e.string(c.RegName)
 	e.uvarint(c.RegSeq)
@@ -294,6 +320,10 @@ func (e *encoder) conn(c *Conn) {
 func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
 func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
 func (e *encoder) string(s string) {
+	e.uvarint(uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+func (e *encoder) bytes(s []byte) {
 	e.uvarint(uint64(len(s)))
 	e.b = append(e.b, s...)
 }
