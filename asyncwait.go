@@ -304,3 +304,9 @@ func (c *conn) awaitDelivery() {
 		<-done
 	}
 }
+
+func (o *asyncOutbox) pendingCount() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pending
+}

@@ -309,36 +309,18 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		return err
 	}
 	if h != nil {
-		ph.mark("new_server")
-		pidFile := h.TakePidfile()
-		if err := srv.adopt(h, ph); err != nil {
-			h.Fail(err)
-			return fmt.Errorf("upgrade: %w", err)
-		}
-		goMsg, at, err := h.Confirm()
-		if err != nil {
-			return fmt.Errorf("upgrade: %w", err) // the old process serves on
-		}
-		ph.mark("confirm_go")
-		srv.startResumed(goMsg, at)
-		if pidFile != nil {
-			pf = &pidfile{f: pidFile, path: opts.pidfile} // the old process wrote our pid in it
+		if pf, err = adoptHandover(srv, h, ph, opts.pidfile); err != nil {
+			return err
 		}
 	}
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	build := srv.build.logAttrs()
-	switch {
-	case h != nil:
+	if h != nil {
 		ph.mark("start")
 		gcOn()
-		cfg.Logger.Info("glockd took over from the old process", append(append(build, "pause", time.Since(h.PauseStart), "received", h.Received.Sub(h.PauseStart).Round(time.Microsecond), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters)), ph.attrs...)...)
-	case cfg.HA != nil: // the lock listeners open when it is elected
-		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
-	default:
-		cfg.Logger.Info("glockd listening", append(build, "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))...)
 	}
+	logStarted(cfg, srv, h, ph)
 	req := handoverRequest{args: opts.args, timeout: opts.upgradeTimeout, pauseGC: true}
 	if pf != nil {
 		req.pidfile = pf.f
@@ -348,6 +330,42 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 	}
 	cfg.Logger.Info("glockd shutting down")
 	return srv.Close()
+}
+
+// adoptHandover builds srv, before it starts, from the hand-over h,
+// confirms to the old process and takes its go; it returns the pidfile the
+// old process passed on (with this process's pid written in it), if any.
+func adoptHandover(srv *Server, h *handover.Heir, ph *phases, path string) (*pidfile, error) {
+	ph.mark("new_server")
+	pidFile := h.TakePidfile()
+	if err := srv.adopt(h, ph); err != nil {
+		h.Fail(err)
+		return nil, fmt.Errorf("upgrade: %w", err)
+	}
+	goMsg, at, err := h.Confirm()
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: %w", err) // the old process serves on
+	}
+	ph.mark("confirm_go")
+	srv.startResumed(goMsg, at)
+	if pidFile == nil {
+		return nil, nil
+	}
+	return &pidfile{f: pidFile, path: path}, nil
+}
+
+// logStarted says how the server started: taking over from an old process
+// (h), as a standby of an -etcd group, or listening.
+func logStarted(cfg Config, srv *Server, h *handover.Heir, ph *phases) {
+	build := srv.build.logAttrs()
+	switch {
+	case h != nil:
+		cfg.Logger.Info("glockd took over from the old process", append(append(build, "pause", time.Since(h.PauseStart), "received", h.Received.Sub(h.PauseStart).Round(time.Microsecond), "connections", len(h.State.Conns), "locks", len(h.State.Locks), "shared_holds", len(h.State.Shared), "waiters", len(h.State.Waiters)), ph.attrs...)...)
+	case cfg.HA != nil: // the lock listeners open when it is elected
+		cfg.Logger.Info("glockd started as a standby", append(build, "etcd", strings.Join(cfg.HA.Endpoints, ","), "advertise", cfg.HA.Advertise, "metrics", addrString(srv.MetricsAddr()))...)
+	default:
+		cfg.Logger.Info("glockd listening", append(build, "tcp", addrString(srv.TCPAddr()), "tls", addrString(srv.TLSAddr()), "websocket", addrString(srv.WSAddr()), "websocket_tls", cfg.Security.WSTLS, "unix", cfg.UnixPath, "metrics", addrString(srv.MetricsAddr()))...)
+	}
 }
 
 // serveSignals reloads on SIGHUP and hands over to a new binary on SIGUSR2,

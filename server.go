@@ -188,7 +188,7 @@ func (s *Server) Start() (err error) {
 		}
 	}
 	// HA: the node opens them only while it leads (haHooks.Lead), or at
-	// once for a term taken over from the old process (upgrade_snapshot.go).
+	// once for a term taken over from the old process (upgrade.go, adoptHA).
 	if s.ha == nil || s.ha.Resumed() {
 		if err := s.openLockListeners(); err != nil {
 			return err

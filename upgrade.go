@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +13,7 @@ import (
 	"time"
 
 	"github.com/glockd/glockd/internal/handover"
-	"github.com/glockd/glockd/internal/transport"
+	"github.com/glockd/glockd/internal/tokens"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/glockd/glockd/internal/ha"
@@ -46,8 +45,9 @@ import (
 // written meanwhile.
 //
 // The state's encoding, the link between the two processes, starting the
-// new one and its receiving side are in internal/handover; the snapshot and
-// restore of the manager's state in upgrade_snapshot.go.
+// new one and its receiving side are in internal/handover; the pause in
+// upgrade_pause.go; the snapshot and restore of the manager's state in
+// upgrade_snapshot.go.
 
 // DefaultUpgradeTimeout bounds each step of a hand-over in which the old
 // process waits for the new one.
@@ -88,13 +88,6 @@ type upgrader struct {
 	closedCount map[string]uint64
 }
 
-// pause is one hand-over's stop of the listeners and connections.
-type pause struct {
-	gate    chan struct{} // closed to resume; never closed once handed over
-	conns   map[*conn]struct{}
-	accepts int
-}
-
 func (u *upgrader) init(s *Server) {
 	u.handovers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "glockd_upgrades_total",
@@ -122,340 +115,6 @@ func (u *upgrader) noteClosed(transport string, n uint64) {
 	}
 	u.closedCount[transport] += n
 	u.closed.WithLabelValues(transport).Add(float64(n))
-}
-
-// pausableListener is a listener whose Accept can be stopped and resumed
-// without closing it: a hand-over sets a deadline in the past on it.
-type pausableListener struct {
-	net.Listener
-	kind   string
-	path   string // unix
-	u      *upgrader
-	parkAt atomic.Pointer[pause]
-}
-
-type deadliner interface{ SetDeadline(time.Time) error }
-
-func (l *pausableListener) Accept() (net.Conn, error) {
-	for {
-		nc, err := l.Listener.Accept()
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return nc, err
-		}
-		p := l.parkAt.Swap(nil)
-		if p == nil {
-			return nc, err
-		}
-		l.u.mu.Lock()
-		p.accepts++
-		l.u.mu.Unlock()
-		<-p.gate
-	}
-}
-
-// listen opens, or takes from the old process, the listener of kind.
-func (s *Server) listen(lc *net.ListenConfig, kind, addr string) (net.Listener, error) {
-	l := s.up.takeInherited(kind)
-	if l == nil {
-		var err error
-		if l, err = lc.Listen(context.Background(), "tcp", addr); err != nil {
-			return nil, err
-		}
-	}
-	return s.up.pausable(kind, "", l), nil
-}
-
-// listenUnixSocket is listenUnix, or the unix listener of the old process.
-func (s *Server) listenUnixSocket() (net.Listener, error) {
-	l := s.up.takeInherited("unix")
-	if l == nil {
-		var err error
-		if l, err = transport.ListenUnix(s.cfg.UnixPath, s.cfg.UnixMode); err != nil {
-			return nil, err
-		}
-	}
-	return s.up.pausable("unix", s.cfg.UnixPath, l), nil
-}
-
-func (u *upgrader) takeInherited(kind string) net.Listener {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	l := u.inherited[kind]
-	delete(u.inherited, kind)
-	return l
-}
-
-func (u *upgrader) pausable(kind, path string, l net.Listener) net.Listener {
-	pl := &pausableListener{Listener: l, kind: kind, path: path, u: u}
-	u.mu.Lock()
-	if u.listeners == nil {
-		u.listeners = make(map[string]*pausableListener)
-	}
-	u.listeners[kind] = pl
-	u.mu.Unlock()
-	return pl
-}
-
-// park stops the reader at a batch boundary for a hand-over: the read that
-// ended with a deadline error was asked to stop by pauseAll. It reports
-// whether the reader was asked to, and returns when it may go on (never,
-// once the connection is handed over: the process then exits).
-//
-//go:noinline
-func (c *conn) park(err error) bool {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
-	}
-	p := c.parkAt.Swap(nil)
-	if p == nil || c.killed.Load() {
-		return false // a kill's deadline: the connection ends
-	}
-	c.srv.up.mu.Lock()
-	p.conns[c] = struct{}{}
-	c.srv.up.mu.Unlock()
-	<-p.gate
-	return true
-}
-
-// handedConn returns the connection under c's transport when c can be
-// handed over (transport.Conn.Handover).
-func handedConn(c *conn) (net.Conn, bool) { return c.t.Handover() }
-
-// unreadInput is what a stopped connection has read and not yet run
-// (transport.Conn.Unread).
-func unreadInput(c *conn) ([]byte, bool) { return c.t.Unread() }
-
-// pauseAll stops the listeners and the connections for a hand-over, or
-// fails by deadline, and returns the connections stopped, to hand over. On
-// error the caller resumes.
-func (s *Server) pauseAll(p *pause, deadline time.Time, ph *phases) ([]*conn, error) {
-	u := &s.up
-	u.mu.Lock()
-	u.cur = p
-	var ls []*pausableListener
-	for _, l := range u.listeners {
-		ls = append(ls, l)
-	}
-	u.mu.Unlock()
-	past := time.Unix(1, 0)
-	for _, l := range ls {
-		l.parkAt.Store(p)
-		if d, ok := l.Listener.(deadliner); ok {
-			d.SetDeadline(past)
-		}
-	}
-	accepting := func() bool {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		return p.accepts == len(ls)
-	}
-	if !waitUntil(deadline, accepting) {
-		return nil, errors.New("the listeners did not stop in time")
-	}
-	ph.mark("stop_listeners")
-	// Nothing is accepted now; connections being admitted (TLS
-	// handshakes, websocket upgrades) are refused while paused (track).
-	s.mu.Lock()
-	s.closeHandshakes()
-	var plain, others []*conn
-	for c := range s.conns {
-		if _, ok := handedConn(c); ok {
-			plain = append(plain, c)
-		} else {
-			others = append(others, c)
-		}
-	}
-	s.mu.Unlock()
-	for _, c := range plain {
-		nc, _ := handedConn(c)
-		c.parkAt.Store(p)
-		nc.SetReadDeadline(past)
-	}
-	for _, c := range others {
-		u.noteClosed(c.state.transport, 1)
-		c.t.Close()
-	}
-	// Every connection has stopped, or ended. (u.mu is taken inside s.mu,
-	// never the other way round: track does so.)
-	stopped := func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		for c := range s.conns {
-			if _, ok := p.conns[c]; !ok {
-				return false
-			}
-		}
-		return true
-	}
-	if !waitUntil(deadline, stopped) {
-		return nil, errors.New("connections did not stop at a batch boundary in time (a client that does not read its replies?)")
-	}
-	ph.mark("stop_conns")
-	var handed []*conn
-	s.mu.Lock()
-	for c := range s.conns {
-		handed = append(handed, c)
-	}
-	s.mu.Unlock()
-	return handed, nil
-}
-
-// captureConn records what a stopped connection holds besides its input: a
-// pending gw or sgw and the lines queued behind it. Called while the manager
-// is frozen after its snapshot, whose view of the connection it checks: it
-// reports errHandoverBusy when an outcome is decided but not yet written
-// (the snapshot is then taken again), or when the connection is in a failed
-// auth's delay.
-func captureConn(c *conn, h *handover.Conn) error {
-	if !c.mu.TryLock() {
-		return errHandoverBusy
-	}
-	defer c.mu.Unlock()
-	if c.authTimer != nil || len(c.b.out) > 0 || c.waiting != (c.state.waiter != nil) || len(c.state.grants) > 0 {
-		return errHandoverBusy
-	}
-	if box := c.state.box; box != nil {
-		box.mu.Lock()
-		undelivered := len(box.out)
-		box.mu.Unlock()
-		if undelivered > 0 {
-			return errHandoverBusy
-		}
-	}
-	h.PendingVerb, h.PendingName, h.PendingMS, h.PendingMax, h.Queued = "", "", 0, 0, nil
-	if !c.waiting {
-		return nil
-	}
-	h.PendingVerb, h.PendingName = c.pending.Verb.String(), string(c.pending.Name)
-	h.PendingMS, h.PendingMax = c.pending.MS, c.pending.Max
-	q := &c.queue
-	for i := q.next; i < len(q.lines); i++ {
-		start := int32(0)
-		if i > 0 {
-			start = q.lines[i-1].end
-		}
-		h.Queued = append(h.Queued, handover.QueuedLine{Line: string(q.data[start:q.lines[i].end]), TooLong: q.lines[i].tooLong})
-	}
-	return nil
-}
-
-// shutdownKilled shuts down the socket of every connection among conns
-// killed during the pause, and from now on has every kill do so (handingOff).
-// A kill there (kill, kill-holder, -auth-timeout, an eviction, an identity
-// dropped by a reload) sets conn.killed and a read deadline: that ends the
-// connection when its reader resumes after a failed hand-over (conn.park,
-// Server.resume), but after a successful one the reader never resumes, and
-// closing this process's descriptor would not end the connection either: the
-// new process holds a duplicate of it. shutdown(2) acts on the socket that
-// both descriptors share, so the new process reads the end of input and ends
-// the connection, orphaning the locks it adopted. Done only from the go on,
-// so that a failed hand-over before it leaves a kill as it would be
-// without the hand-over (a websocket close frame, the replies of what was
-// read before it). The flag is set before the killed flags are read, and a
-// kill sets killed before it reads the flag: one of the two shuts it down.
-func (u *upgrader) shutdownKilled(conns []*conn) {
-	u.handingOff.Store(true)
-	for _, c := range conns {
-		if c.killed.Load() {
-			shutdownHanded(c)
-		}
-	}
-}
-
-// shutdownHanded shuts down both directions of the socket under c, for
-// every process that holds a descriptor of it; nothing for a connection
-// that is not handed over (TLS).
-func shutdownHanded(c *conn) {
-	nc, ok := handedConn(c)
-	if !ok {
-		return
-	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
-}
-
-// phases times the steps of a hand-over for its log line: each mark
-// records the time since the previous one under its name.
-type phases struct {
-	last  time.Time
-	attrs []any
-}
-
-func newPhases(start time.Time) *phases { return &phases{last: start} }
-
-func (p *phases) mark(name string) {
-	now := time.Now()
-	p.attrs = append(p.attrs, name, now.Sub(p.last).Round(time.Microsecond))
-	p.last = now
-}
-
-// waitUntil polls cond until it holds or deadline passes.
-func waitUntil(deadline time.Time, cond func() bool) bool {
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
-
-// resume lets the listeners and connections go on after a failed hand-over.
-// The deadlines are cleared before the gate opens: a reader that saw the
-// error parks and then reads again; one that did not never sees it.
-func (s *Server) resume(p *pause, conns []*conn) {
-	s.up.mu.Lock()
-	for _, l := range s.up.listeners {
-		l.parkAt.Store(nil)
-		if d, ok := l.Listener.(deadliner); ok {
-			d.SetDeadline(time.Time{})
-		}
-	}
-	s.up.mu.Unlock()
-	// A connection killed during the pause keeps its kill's deadline: it
-	// ends as it would have without the hand-over.
-	unpark := func(c *conn) {
-		c.parkAt.Store(nil)
-		if nc, ok := handedConn(c); ok && !c.killed.Load() {
-			nc.SetReadDeadline(time.Time{})
-		}
-	}
-	s.mu.Lock()
-	for c := range s.conns {
-		unpark(c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		unpark(c)
-	}
-	close(p.gate)
-}
-
-// paused reports whether a hand-over has stopped the server: new
-// connections are refused meanwhile.
-func (u *upgrader) paused() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.cur == nil {
-		return false
-	}
-	select {
-	case <-u.cur.gate:
-		return false
-	default:
-		return true
-	}
 }
 
 // handoverRequest is how main asks for a hand-over.
@@ -489,7 +148,6 @@ func (s *Server) Upgrade(req handoverRequest) error {
 }
 
 func (s *Server) upgrade(req handoverRequest) (err error) {
-	log := s.cfg.Logger
 	if req.timeout <= 0 {
 		req.timeout = DefaultUpgradeTimeout
 	}
@@ -498,119 +156,131 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 		return err
 	}
 	defer child.Close()
-	committed := false
+	var undo undoList
 	defer func() {
-		if !committed {
-			child.Kill()
+		if err != nil {
+			undo.run()
 		}
 	}()
-	pid := child.Pid()
-	var haTerm *ha.Term // the term a leader hands over (upgrade_snapshot.go)
+	undo.add(child.Kill)
+	var haTerm *ha.Term // the term a leader hands over (handoverHA)
 	stepDown := false   // the term ended at the go: close what it left open
 	if s.ha != nil {
 		haTerm = s.ha.BeginHandover()
-		defer func() {
-			if !committed {
-				s.ha.EndHandover()
-			}
-		}()
-		// Deferred before the resumption, so run after it: closeLock
-		// waits for every connection to end, which a parked reader or
-		// one waiting on the frozen manager never would.
-		defer func() {
+		undo.add(s.ha.EndHandover)
+		// Added before the resumption, so run after it: closeLock waits
+		// for every connection to end, which a parked reader or one
+		// waiting on the frozen manager never would.
+		undo.add(func() {
 			if stepDown {
 				s.closeLock()
 			}
-		}()
+		})
 	}
-
-	// The pause.
-	pauseStart := time.Now()
-	ph := newPhases(pauseStart)
-	if req.pauseGC {
-		// The snapshot and its encoding allocate about 70 bytes a lock,
-		// all garbage soon: a collection meanwhile (the heap's goal may be
-		// near) would only lengthen the pause. GOMEMLIMIT still holds.
-		gc := debug.SetGCPercent(-1)
-		defer func() {
-			if !committed {
-				debug.SetGCPercent(gc)
-			}
-		}()
-	}
-	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
-	var conns []*conn
-	defer func() {
-		if !committed {
-			s.resume(p, conns)
-			log.Info("upgrade: resumed serving", "pause", time.Since(pauseStart))
-		}
-	}()
-	conns, err = s.pauseAll(p, pauseStart.Add(min(stopTimeout, req.timeout)), ph)
+	sent, err := s.pauseAndSend(req, child, haTerm, &undo)
 	if err != nil {
 		return err
 	}
-	st, fds, err := s.handoverDescriptors(req, conns)
-	if err != nil {
-		return err
-	}
-	// The connections' descriptors (the last ones) go at once, marked as
-	// such: the new process makes its connections of them while this one
-	// takes its snapshot.
-	split := len(fds) - len(conns)
-	if err := child.SendFDs(fds[:split], false); err != nil {
-		return err
-	}
-	if err := child.SendFDs(fds[split:], true); err != nil {
-		return err
-	}
-	ph.mark("descriptors")
-	frozen, err := s.snapshot(st, conns, pauseStart, req.timeout)
-	if err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	ph.mark("snapshot")
-	defer func() {
-		if !committed {
-			close(frozen) // the manager goes on
-		}
-	}()
-	if s.ha != nil {
-		if err := s.handoverHA(st, haTerm); err != nil {
-			return err
-		}
-	}
-	data := st.Encode(nil)
-	ph.mark("encode")
-	if err := child.SendState(data, pauseStart); err != nil {
-		return err
-	}
-	ph.mark("send")
 	if err := child.AwaitConfirm(time.Now().Add(req.timeout)); err != nil {
 		return err
 	}
-	ph.mark("await_confirm")
-	s.up.shutdownKilled(conns)
-	defer func() {
-		if !committed {
-			s.up.handingOff.Store(false)
-		}
-	}()
+	sent.ph.mark("await_confirm")
+	s.up.shutdownKilled(sent.conns)
+	undo.add(func() { s.up.handingOff.Store(false) })
 	if err := s.sendGo(child, req, haTerm); err != nil {
 		// The node's step-down may have left the lock listeners open for
 		// the new process, which will not have them.
 		stepDown = errors.Is(err, errTermEnded) && haTerm.Ended()
 		return err
 	}
-	ph.mark("go")
-	committed = true
+	sent.ph.mark("go")
 	s.up.mu.Lock()
-	s.up.heirPid = pid
+	s.up.heirPid = child.Pid()
 	s.up.mu.Unlock()
-	log.Info("upgrade: handed over; exiting", append([]any{"pid", pid, "new_version", string(child.Version),
-		"connections", len(conns), "locks", len(st.Locks), "shared_holds", len(st.Shared),
-		"waiters", len(st.Waiters), "state_bytes", len(data), "pause_until_go", time.Since(pauseStart)}, ph.attrs...)...)
+	st := sent.st
+	s.cfg.Logger.Info("upgrade: handed over; exiting", append([]any{"pid", child.Pid(), "new_version", string(child.Version),
+		"connections", len(sent.conns), "locks", len(st.Locks), "shared_holds", len(st.Shared),
+		"waiters", len(st.Waiters), "state_bytes", sent.bytes, "pause_until_go", time.Since(sent.pauseStart)}, sent.ph.attrs...)...)
 	return nil
+}
+
+// undoList is what a hand-over that fails takes back, last first, as
+// deferred calls would, but gathered across upgrade's steps.
+type undoList []func()
+
+func (u *undoList) add(f func()) { *u = append(*u, f) }
+
+func (u undoList) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// sentState is what pauseAndSend leaves for the rest of the hand-over.
+type sentState struct {
+	conns      []*conn // paused, and handed over if it succeeds
+	st         *handover.State
+	bytes      int // of the state's encoding
+	pauseStart time.Time
+	ph         *phases
+}
+
+// pauseAndSend stops the listeners and the connections at a batch
+// boundary, sends the descriptors, freezes the manager on its snapshot and
+// sends the state. What it does, undo takes back if the hand-over fails.
+func (s *Server) pauseAndSend(req handoverRequest, child *handover.Child, haTerm *ha.Term, undo *undoList) (*sentState, error) {
+	pauseStart := time.Now()
+	out := &sentState{pauseStart: pauseStart, ph: newPhases(pauseStart)}
+	if req.pauseGC {
+		// The snapshot and its encoding allocate about 70 bytes a lock,
+		// all garbage soon: a collection meanwhile (the heap's goal may be
+		// near) would only lengthen the pause. GOMEMLIMIT still holds.
+		gc := debug.SetGCPercent(-1)
+		undo.add(func() { debug.SetGCPercent(gc) })
+	}
+	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
+	undo.add(func() {
+		s.resume(p, out.conns)
+		s.cfg.Logger.Info("upgrade: resumed serving", "pause", time.Since(pauseStart))
+	})
+	var err error
+	if out.conns, err = s.pauseAll(p, pauseStart.Add(min(stopTimeout, req.timeout)), out.ph); err != nil {
+		return nil, err
+	}
+	st, fds, err := s.handoverDescriptors(req, out.conns)
+	if err != nil {
+		return nil, err
+	}
+	// The connections' descriptors (the last ones) go at once, marked as
+	// such: the new process makes its connections of them while this one
+	// takes its snapshot.
+	split := len(fds) - len(out.conns)
+	if err := child.SendFDs(fds[:split], false); err != nil {
+		return nil, err
+	}
+	if err := child.SendFDs(fds[split:], true); err != nil {
+		return nil, err
+	}
+	out.ph.mark("descriptors")
+	frozen, err := s.snapshot(st, out.conns, pauseStart, req.timeout)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	out.ph.mark("snapshot")
+	undo.add(func() { close(frozen) }) // the manager goes on
+	if s.ha != nil {
+		if err := s.handoverHA(st, haTerm); err != nil {
+			return nil, err
+		}
+	}
+	data := st.Encode(nil)
+	out.ph.mark("encode")
+	if err := child.SendState(data, pauseStart); err != nil {
+		return nil, err
+	}
+	out.ph.mark("send")
+	out.st, out.bytes = st, len(data)
+	return out, nil
 }
 
 // errTermEnded fails a leader's hand-over at the go.
@@ -668,8 +338,58 @@ func (s *Server) sendGo(child *handover.Child, req handoverRequest, haTerm *ha.T
 	return nil
 }
 
-func (o *asyncOutbox) pendingCount() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.pending
+// Hand-overs to a new binary under -etcd: the glue between the hand-over's
+// state (internal/handover) and the node's term, which internal/ha hands
+// over and resumes (internal/ha/handover.go says how).
+
+// handoverHA fills in the state what the new process needs to resume the
+// term t, the one BeginHandover returned; the manager's snapshot put the
+// rest of its tokens in st.HA.
+func (s *Server) handoverHA(st *handover.State, t *ha.Term) error {
+	switch {
+	case t == nil && st.HA != nil:
+		return errors.New("the node began serving during the hand-over")
+	case t == nil:
+		return nil
+	case st.HA == nil:
+		return errors.New("the term ended during the hand-over")
+	}
+	r, err := s.ha.Handover(t)
+	if err != nil {
+		return err
+	}
+	h := st.HA
+	h.Lease, h.TTL, h.Key, h.Rev = r.Lease, int64(r.TTL/time.Second), r.Key, r.Rev
+	h.Left, h.Elections = int64(r.Left), r.Elections
+	return nil
+}
+
+// adoptHA takes over the old process's term, if it led: the term is the
+// manager's before the manager runs, so that the adopted connections and
+// waiters are served by it. Called by adopt, before Start.
+func (s *Server) adoptHA(st *handover.State) error {
+	switch {
+	case st.HA == nil && s.ha == nil:
+		return nil
+	case st.HA != nil && s.ha == nil:
+		return errors.New("the old process leads an -etcd group and this one has no -etcd: restart instead")
+	case st.HA == nil:
+		if len(st.Conns) > 0 {
+			return errors.New("the old process serves clients without -etcd and this one has -etcd: restart instead")
+		}
+		return nil // a standby: this process campaigns afresh
+	}
+	h := st.HA
+	return s.ha.Adopt(ha.Resume{
+		Lease: h.Lease, TTL: time.Duration(h.TTL) * time.Second, Key: h.Key, Rev: h.Rev,
+		Block: tokens.Block{Start: h.BlockStart, End: h.BlockEnd}, Left: time.Duration(h.Left), Elections: h.Elections,
+	})
+}
+
+// startResumed sets the resumed term's deadline from the go message,
+// received at at; without one the term is over at once.
+func (s *Server) startResumed(goMsg []byte, at time.Time) {
+	if s.ha != nil {
+		s.ha.StartResumed(goMsg, at)
+	}
 }

@@ -1,7 +1,7 @@
 package ha
 
-// Hand-overs to a new binary under -etcd (the root's upgrade.go and
-// upgrade_snapshot.go).
+// Hand-overs to a new binary under -etcd (the root's upgrade.go, which
+// holds the glue, and upgrade_snapshot.go).
 //
 // A leader hands over its term: the lease, the election key and its create
 // revision, the rest of its token block, and the time left before its
