@@ -231,12 +231,17 @@ type sentState struct {
 func (s *Server) pauseAndSend(req handoverRequest, child *handover.Child, haTerm *ha.Term, undo *undoList) (*sentState, error) {
 	pauseStart := time.Now()
 	out := &sentState{pauseStart: pauseStart, ph: newPhases(pauseStart)}
+	gcOn := func() {}
 	if req.pauseGC {
 		// The snapshot and its encoding allocate about 70 bytes a lock,
 		// all garbage soon: a collection meanwhile (the heap's goal may be
 		// near) would only lengthen the pause. GOMEMLIMIT still holds.
+		// A snapshot taken again (a connection was busy) leaves its
+		// predecessor's garbage: collection goes back on then, or the
+		// retries would fill the heap until the timeout.
 		gc := debug.SetGCPercent(-1)
-		undo.add(func() { debug.SetGCPercent(gc) })
+		gcOn = sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+		undo.add(gcOn)
 	}
 	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
 	undo.add(func() {
@@ -262,7 +267,7 @@ func (s *Server) pauseAndSend(req handoverRequest, child *handover.Child, haTerm
 		return nil, err
 	}
 	out.ph.mark("descriptors")
-	frozen, err := s.snapshot(st, out.conns, pauseStart, req.timeout)
+	frozen, err := s.snapshot(st, out.conns, pauseStart, req.timeout, gcOn)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}

@@ -149,9 +149,9 @@ func (s *Server) handoverDescriptors(req handoverRequest, conns []*conn) (*hando
 // snapshot has the manager take its snapshot into st, then wait, frozen,
 // until the returned channel is closed: the connections' side is checked
 // against it, and a snapshot taken while an outcome was on its way to a
-// connection is taken again, until timeout since pauseStart. On error the
-// manager is not frozen.
-func (s *Server) snapshot(st *handover.State, conns []*conn, pauseStart time.Time, timeout time.Duration) (chan struct{}, error) {
+// connection is taken again, until timeout since pauseStart, after
+// calling again (once or more). On error the manager is not frozen.
+func (s *Server) snapshot(st *handover.State, conns []*conn, pauseStart time.Time, timeout time.Duration, again func()) (chan struct{}, error) {
 	states := make([]*connState, len(conns))
 	for i, c := range conns {
 		states[i] = c.state
@@ -181,6 +181,7 @@ func (s *Server) snapshot(st *handover.State, conns []*conn, pauseStart time.Tim
 		if err != errHandoverBusy || time.Since(pauseStart) > timeout {
 			return nil, err
 		}
+		again()
 		time.Sleep(time.Millisecond)
 	}
 }

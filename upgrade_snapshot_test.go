@@ -2,6 +2,10 @@ package main
 
 import (
 	"fmt"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,5 +58,63 @@ func BenchmarkHandoverRestore(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSnapshotRetriesCollect: a hand-over turns the collector off for its
+// pause, and a connection that is busy (here: its mutex held, as by a
+// delivery goroutine blocked writing to a client that does not read) makes
+// the snapshot be taken again every millisecond until the timeout. Each try
+// leaves its predecessor's copy of the tables as garbage, so the collector
+// must come back on at the first retry (pauseAndSend's gcOn): without it
+// the heap grew by hundreds of MB a second.
+func TestSnapshotRetriesCollect(t *testing.T) {
+	srv := startServer(t, nil)
+	holder := dial(t, srv, "tcp")
+	const n = 50000
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "g lock/%d\n", i)
+	}
+	holder.send(b.String())
+	for range n {
+		holder.line()
+	}
+	other := dial(t, srv, "tcp")
+	other.expect("ping", "1 pong\n")
+	var busy *conn
+	for _, c := range srv.connList() {
+		if c.state.name == other.name {
+			busy = c
+		}
+	}
+	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}
+	start := time.Now()
+	conns, err := srv.pauseAll(p, start.Add(3*time.Second), newPhases(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.resume(p, conns)
+	st, _, err := srv.handoverDescriptors(handoverRequest{}, conns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy.mu.Lock()
+	runtime.GC()
+	gc := debug.SetGCPercent(-1)
+	gcOn := sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+	defer gcOn()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = srv.snapshot(st, conns, time.Now(), 2*time.Second, gcOn)
+	runtime.ReadMemStats(&after)
+	busy.mu.Unlock()
+	if err != errHandoverBusy {
+		t.Fatalf("snapshot with a busy connection: %v, want errHandoverBusy", err)
+	}
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("2 s of retries: heap %+d MB, %d collections", grown>>20, after.NumGC-before.NumGC)
+	if grown > 64<<20 {
+		t.Errorf("2 s of snapshot retries grew the heap by %d MB (%d collections): the collector stayed off", grown>>20, after.NumGC-before.NumGC)
 	}
 }
