@@ -384,7 +384,11 @@ func serveSignals(ctx context.Context, srv *Server, hup, usr2 <-chan os.Signal, 
 		select {
 		case <-ctx.Done():
 			if result != nil { // let it finish: it may already have handed over
-				return <-result == nil
+				handed := <-result == nil
+				if handed && reloadAfter {
+					srv.up.passHangup(log)
+				}
+				return handed
 			}
 			return false
 		case <-hup:
