@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/tokens"
+	"go.uber.org/goleak"
 )
 
 // startLeaderServer runs an in-process server whose manager obeys l, as

@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/websocket"
-
 	"github.com/glockd/glockd/internal/ha"
+	"golang.org/x/net/websocket"
 )
 
 // The deadline within a request: with -etcd, every grant is checked against

@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/glockd/glockd/internal/ha"
+	"go.uber.org/goleak"
 )
 
 // TestMain fails the package's tests when any leaves a goroutine behind.

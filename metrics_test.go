@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/glockd/glockd/internal/ha"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // httpGet fetches url with a client of the test's own, so that no idle

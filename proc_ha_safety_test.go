@@ -16,9 +16,8 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/glockd/glockd/internal/ha"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // startLoggedHANode is startHANode with -verbose and a log that can be read

@@ -25,10 +25,9 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/tokens"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The tests here run a real etcd (the etcd binary, from Debian's

@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/glockd/glockd/internal/ha"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // startUpgradableHA starts an -etcd node from an installed binary with a

@@ -10,10 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/transport"
 	"github.com/glockd/glockd/internal/wire"
-
-	"github.com/glockd/glockd/internal/ha"
 )
 
 // Config is everything a Server needs; main builds it from the flags.

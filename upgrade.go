@@ -12,11 +12,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/glockd/glockd/internal/ha"
 	"github.com/glockd/glockd/internal/handover"
 	"github.com/glockd/glockd/internal/tokens"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/glockd/glockd/internal/ha"
 )
 
 // Upgrading without dropping a lock (docs/operating.md): on SIGUSR2 the
