@@ -110,31 +110,21 @@ func (c *conn) tellOverBudget() {
 }
 
 // chargeReplies charges the pending replies' buffer, once it is bigger than
-// the one every connection keeps; over the budget, the replies are written,
-// then wire.QueueFull, and the connection ends. Called with c.mu held; kept
-// out of line for the idle-stack rule (docs/design.md).
-//
-//go:noinline
-func (c *conn) chargeReplies() error {
-	if c.outMem.Set(int64(cap(c.b.out))) {
-		return nil
-	}
-	c.srv.metrics.overBudget.Inc()
-	if err := c.flush(); err != nil {
-		return err
-	}
-	c.t.Write([]byte(wire.QueueFull), []int{len(wire.QueueFull)})
-	return transport.ErrOverBudget
-}
+// the one every connection keeps (chargeOrEnd).
+func (c *conn) chargeReplies() error { return c.chargeOrEnd(&c.outMem, int64(cap(c.b.out))) }
 
 // chargeQueue charges the lines queued behind a wait that has just begun:
 // the rest of its batch (queueBehindWait charges what is read during the
-// wait). Over the budget, the replies are written, then wire.QueueFull, and
-// the connection ends. Called with c.mu held.
+// wait; chargeOrEnd).
+func (c *conn) chargeQueue() error { return c.chargeOrEnd(&c.queueMem, int64(c.queue.size())) }
+
+// chargeOrEnd sets what ch holds to n; over the budget, the replies are
+// written, then wire.QueueFull, and the connection ends. Called with c.mu
+// held; kept out of line for the idle-stack rule (docs/design.md).
 //
 //go:noinline
-func (c *conn) chargeQueue() error {
-	if c.queueMem.Set(int64(c.queue.size())) {
+func (c *conn) chargeOrEnd(ch *transport.Charge, n int64) error {
+	if ch.Set(n) {
 		return nil
 	}
 	c.srv.metrics.overBudget.Inc()
