@@ -14,10 +14,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -277,8 +275,7 @@ func serve(ctx context.Context, cfg Config, opts options) error {
 		// the decoded state, then the tables: about 150 bytes a lock),
 		// which would take a collection at each doubling, all of them in
 		// the pause. GOMEMLIMIT still holds.
-		gc := debug.SetGCPercent(-1)
-		gcOn = sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+		gcOn = collectorOff()
 		defer gcOn()
 		var err error
 		if h, err = handover.Receive(fd, readBuildInfo().Version); err != nil {

@@ -203,6 +203,14 @@ func (s *Server) upgrade(req handoverRequest) (err error) {
 	return nil
 }
 
+// collectorOff turns the garbage collector off, and returns what turns it
+// back on, once, however often it is called. GOMEMLIMIT still holds while
+// it is off.
+func collectorOff() (on func()) {
+	gc := debug.SetGCPercent(-1)
+	return sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+}
+
 // undoList is what a hand-over that fails takes back, last first, as
 // deferred calls would, but gathered across upgrade's steps.
 type undoList []func()
@@ -238,8 +246,7 @@ func (s *Server) pauseAndSend(req handoverRequest, child *handover.Child, haTerm
 		// A snapshot taken again (a connection was busy) leaves its
 		// predecessor's garbage: collection goes back on then, or the
 		// retries would fill the heap until the timeout.
-		gc := debug.SetGCPercent(-1)
-		gcOn = sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+		gcOn = collectorOff()
 		undo.add(gcOn)
 	}
 	p := &pause{gate: make(chan struct{}), conns: make(map[*conn]struct{})}

@@ -118,14 +118,6 @@ func (c *conn) park(err error) bool {
 	return true
 }
 
-// handedConn returns the connection under c's transport when c can be
-// handed over (transport.Conn.Handover).
-func handedConn(c *conn) (net.Conn, bool) { return c.t.Handover() }
-
-// unreadInput is what a stopped connection has read and not yet run
-// (transport.Conn.Unread).
-func unreadInput(c *conn) ([]byte, bool) { return c.t.Unread() }
-
 // pauseAll stops the listeners and the connections for a hand-over, or
 // fails by deadline, and returns the connections stopped, to hand over. On
 // error the caller resumes.
@@ -160,7 +152,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time, ph *phases) ([]*conn, er
 	s.closeHandshakes()
 	var plain, others []*conn
 	for c := range s.conns {
-		if _, ok := handedConn(c); ok {
+		if _, ok := c.t.Handover(); ok {
 			plain = append(plain, c)
 		} else {
 			others = append(others, c)
@@ -168,7 +160,7 @@ func (s *Server) pauseAll(p *pause, deadline time.Time, ph *phases) ([]*conn, er
 	}
 	s.mu.Unlock()
 	for _, c := range plain {
-		nc, _ := handedConn(c)
+		nc, _ := c.t.Handover()
 		c.parkAt.Store(p)
 		nc.SetReadDeadline(past)
 	}
@@ -269,7 +261,7 @@ func (u *upgrader) shutdownKilled(conns []*conn) {
 // every process that holds a descriptor of it; nothing for a connection
 // that is not handed over (TLS).
 func shutdownHanded(c *conn) {
-	nc, ok := handedConn(c)
+	nc, ok := c.t.Handover()
 	if !ok {
 		return
 	}
@@ -328,7 +320,7 @@ func (s *Server) resume(p *pause, conns []*conn) {
 	// ends as it would have without the hand-over.
 	unpark := func(c *conn) {
 		c.parkAt.Store(nil)
-		if nc, ok := handedConn(c); ok && !c.killed.Load() {
+		if nc, ok := c.t.Handover(); ok && !c.killed.Load() {
 			nc.SetReadDeadline(time.Time{})
 		}
 	}

@@ -134,12 +134,12 @@ func (s *Server) handoverDescriptors(req handoverRequest, conns []*conn) (*hando
 		st.Listeners = append(st.Listeners, handover.Listener{Kind: kind, FD: i, Path: l.path})
 	}
 	for i, c := range conns {
-		nc, _ := handedConn(c)
+		nc, _ := c.t.Handover()
 		fd, err := addFD(nc.(syscall.Conn))
 		if err != nil {
 			return nil, nil, fmt.Errorf("connection %s: %w", c.state.name, err)
 		}
-		input, discarding := unreadInput(c)
+		input, discarding := c.t.Unread()
 		st.Conns[i] = handover.Conn{Name: c.state.name, Transport: c.state.transport, FD: fd,
 			Input: input, Discarding: discarding, AuthFailures: c.authFailures}
 	}
@@ -347,7 +347,7 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 				transport.RawListener(l).Close()
 			}
 			for _, c := range s.up.adopted {
-				nc, _ := handedConn(c)
+				nc, _ := c.t.Handover()
 				nc.Close() // not c.t.close: no websocket close frame
 			}
 			s.up.inherited, s.up.adopted = nil, nil

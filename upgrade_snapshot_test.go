@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -101,8 +99,7 @@ func TestSnapshotRetriesCollect(t *testing.T) {
 	}
 	busy.mu.Lock()
 	runtime.GC()
-	gc := debug.SetGCPercent(-1)
-	gcOn := sync.OnceFunc(func() { debug.SetGCPercent(gc) })
+	gcOn := collectorOff() // as pauseAndSend does
 	defer gcOn()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
