@@ -131,12 +131,9 @@ var errAuthFailures = errors.New("too many failed auths")
 func (c *conn) failAuth(cmd *proto.Command, rest []proto.Command, inWait bool) []proto.Command {
 	c.b.authFailed = authOK
 	c.authFailures++
-	grants := c.state.grants
+	st := c.state
 	c.authTimer = time.AfterFunc(c.srv.cfg.Security.AuthFailureDelay, func() {
-		select {
-		case grants <- waitResult{authFailure: true}:
-		default: // cannot happen: nothing else is pending
-		}
+		st.offer(waitResult{authFailure: true}) // nothing else is pending
 	})
 	return c.startWait(cmd, rest, inWait)
 }
@@ -147,17 +144,14 @@ func (c *conn) failAuth(cmd *proto.Command, rest []proto.Command, inWait bool) [
 func (c *conn) endAuthDelayLocked() {
 	if c.authTimer != nil && c.authTimer.Stop() {
 		c.authTimer = nil
-		select {
-		case c.state.grants <- waitResult{authFailure: true}:
-		default:
-		}
+		c.state.offer(waitResult{authFailure: true})
 	}
 }
 
 // answerAuthFailure answers the failed auth whose delay has ended, then
 // either closes the connection, when it has failed maxAuthFailures times,
 // or runs what was queued behind it, with the auth lines among them refused
-// untried. Called with c.mu held by the wait goroutine.
+// untried. Called with c.mu held by the wait's delivery (deliverWait).
 func (c *conn) answerAuthFailure() error {
 	c.authTimer = nil
 	c.b.out = append(c.b.out, wire.AuthFailure...)

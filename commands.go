@@ -271,7 +271,7 @@ func (m *manager) gw(c *connState, cmd *proto.Command, b *batch) bool {
 		// A connection does not queue twice for one lock: its gw would
 		// only wait for the !gw before it.
 		b.out = proto.AppendReply(b.out, 0, wire.GetTimeout, cmd.Name)
-	case m.wait(c, string(cmd.Name), false, 0, cmd.MS, false) == waitRefused:
+	case m.wait(c, cmd.Name, false, 0, cmd.MS, false) == waitRefused:
 		// The wait would close a cycle of waiters (deadlocks.go).
 		b.out = proto.AppendReply(b.out, 0, wire.GetDeadlock, cmd.Name)
 	default:
@@ -300,7 +300,7 @@ func (m *manager) sgw(c *connState, cmd *proto.Command, b *batch) bool {
 		b.out = proto.AppendReply(b.out, uint64(n), wire.SharedGetSuccess, cmd.Name)
 	case cmd.MS == 0 || c.inputEnded || c.asyncWaiting(cmd.Name, true):
 		b.out = proto.AppendReply(b.out, 0, wire.SharedGetTimeout, cmd.Name)
-	case m.wait(c, string(cmd.Name), true, cmd.Max, cmd.MS, false) == waitRefused:
+	case m.wait(c, cmd.Name, true, cmd.Max, cmd.MS, false) == waitRefused:
 		// The wait would close a cycle of waiters (deadlocks.go).
 		b.out = proto.AppendReply(b.out, 0, wire.SharedGetDeadlock, cmd.Name)
 	default:

@@ -430,7 +430,8 @@ func (d *deadlocks) explore(m *manager, start int32) (complete bool) {
 			// A semaphore's waiter is admitted only after the one
 			// before it in the queue: that is a wait of its own.
 			if x.shared && x.prev != nil {
-				if !d.addWait(x, v, 1, func(edge func(*connState) bool) { edge(x.prev.conn) }) {
+				first, wi := len(d.edges), int32(len(d.waits))
+				if !d.endWait(x, v, 1, first, d.addEdge(wi, x.prev.conn)) {
 					cut = true
 					return
 				}
@@ -439,13 +440,14 @@ func (d *deadlocks) explore(m *manager, start int32) (complete bool) {
 			if need == 0 {
 				return
 			}
-			if !d.addWait(x, v, need, func(edge func(*connState) bool) {
-				m.eachHolder(x, func(h *connState) {
-					if !cut && !edge(h) {
-						cut = true
-					}
-				})
-			}) {
+			first, wi := len(d.edges), int32(len(d.waits))
+			complete := true
+			m.eachHolder(x, func(h *connState) {
+				if complete && !d.addEdge(wi, h) {
+					complete = false
+				}
+			})
+			if !d.endWait(x, v, need, first, complete) {
 				cut = true
 			}
 		})
@@ -456,26 +458,28 @@ func (d *deadlocks) explore(m *manager, start int32) (complete bool) {
 	return true
 }
 
-// addWait records a wait of node v that needs need of the nodes that edges
-// lists to go on, and reports false, recording nothing, when the bound
-// is reached.
-func (d *deadlocks) addWait(w *waiter, v, need int32, edges func(edge func(*connState) bool)) bool {
-	wi := int32(len(d.waits))
-	first := len(d.edges)
-	complete := true
-	edges(func(h *connState) bool {
-		if !complete || len(d.edges) >= deadlockSearchEdges {
-			complete = false
-			return false
-		}
-		seen := h.searchEpoch == d.epoch
-		to := d.node(h)
-		d.edges = append(d.edges, searchEdge{wait: wi, to: to})
-		if !seen {
-			d.work = append(d.work, to)
-		}
-		return true
-	})
+// addEdge records that the wait wi (the next in d.waits) needs h to go on,
+// and reports false, recording nothing, when the bound is reached. It is
+// called for each holder in turn (no callback: a closure passed through a
+// function value would be allocated at every wait's search).
+func (d *deadlocks) addEdge(wi int32, h *connState) bool {
+	if len(d.edges) >= deadlockSearchEdges {
+		return false
+	}
+	seen := h.searchEpoch == d.epoch
+	to := d.node(h)
+	d.edges = append(d.edges, searchEdge{wait: wi, to: to})
+	if !seen {
+		d.work = append(d.work, to)
+	}
+	return true
+}
+
+// endWait records the wait w of node v, which needs need of the nodes that
+// the edges from first on lead to; when complete is false (an edge was
+// refused at the bound) it drops those edges instead, records nothing and
+// reports false.
+func (d *deadlocks) endWait(w *waiter, v, need int32, first int, complete bool) bool {
 	if !complete {
 		d.edges = d.edges[:first]
 		return false

@@ -616,7 +616,7 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 			m.lock(cs[i], []byte(name(i)))
 		}
 		for i := 0; i < n-1; i++ {
-			m.wait(cs[i], name(i+1), false, 0, proto.NoWait, false)
+			m.wait(cs[i], []byte(name(i+1)), false, 0, proto.NoWait, false)
 		}
 		return cs
 	}
@@ -625,7 +625,7 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 		chain(m, false)
 		x := newConnState("x", "tcp")
 		for b.Loop() {
-			if m.wait(x, name(0), false, 0, proto.NoWait, false) != waitInQueue {
+			if m.wait(x, []byte(name(0)), false, 0, proto.NoWait, false) != waitInQueue {
 				b.Fatal("refused")
 			}
 			m.unqueue(x.waiter)
@@ -640,7 +640,7 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 			m := newManager(cfg.withDefaults())
 			last := chain(m, true)[n-1]
 			for b.Loop() {
-				if m.wait(last, name(0), false, 0, proto.NoWait, false) != waitRefused {
+				if m.wait(last, []byte(name(0)), false, 0, proto.NoWait, false) != waitRefused {
 					b.Fatal("not refused")
 				}
 			}
@@ -653,10 +653,10 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 		for i := range n {
 			h := newConnState(fmt.Sprintf("h:%d", i), "tcp")
 			m.sharedGrantName(h, []byte("S"))
-			m.wait(h, "Z", false, 0, proto.NoWait, false)
+			m.wait(h, []byte("Z"), false, 0, proto.NoWait, false)
 		}
 		for b.Loop() {
-			if m.wait(w, "S", true, n, proto.NoWait, false) != waitRefused {
+			if m.wait(w, []byte("S"), true, n, proto.NoWait, false) != waitRefused {
 				b.Fatal("not refused")
 			}
 		}
@@ -665,11 +665,11 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 		m := newManager(Config{}.withDefaults())
 		m.lock(newConnState("holder", "tcp"), []byte("Q"))
 		for i := range n {
-			m.wait(newConnState(fmt.Sprintf("w:%d", i), "tcp"), "Q", false, 0, proto.NoWait, false)
+			m.wait(newConnState(fmt.Sprintf("w:%d", i), "tcp"), []byte("Q"), false, 0, proto.NoWait, false)
 		}
 		x := newConnState("x", "tcp")
 		for b.Loop() {
-			m.wait(x, "Q", false, 0, proto.NoWait, false)
+			m.wait(x, []byte("Q"), false, 0, proto.NoWait, false)
 			m.unqueue(x.waiter)
 		}
 	})
@@ -685,10 +685,10 @@ func TestDeadlockNewHolderThatWaits(t *testing.T) {
 	p, q, r := newConnState("p", "tcp"), newConnState("q", "tcp"), newConnState("r", "tcp")
 	m.lock(q, []byte("M"))
 	m.takeShared(r, []byte("L"))
-	if m.wait(q, "L", true, 1, proto.NoWait, false) != waitInQueue { // q waits for r, who waits for nothing
+	if m.wait(q, []byte("L"), true, 1, proto.NoWait, false) != waitInQueue { // q waits for r, who waits for nothing
 		t.Fatal("q's sgw refused")
 	}
-	if m.wait(p, "M", false, 0, proto.NoWait, false) != waitInQueue { // p waits for q
+	if m.wait(p, []byte("M"), false, 0, proto.NoWait, false) != waitInQueue { // p waits for q
 		t.Fatal("p's gw refused")
 	}
 	// p, waiting, becomes a holder of L: q now needs p to leave L too.

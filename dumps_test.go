@@ -441,7 +441,7 @@ func TestWaitersListingInSteps(t *testing.T) {
 			if l, _, _ := m.exclusive.get([]byte(name)); l == nil {
 				m.lock(newConnState("holder:"+name, "tcp"), []byte(name))
 			}
-			m.wait(c, name, false, 0, proto.NoWait, false)
+			m.wait(c, []byte(name), false, 0, proto.NoWait, false)
 		}
 		close(done)
 	})

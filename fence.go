@@ -72,7 +72,7 @@ func (m *manager) admit(req request) bool {
 		// nothing, to a client that has stopped sending anyway.
 		if m.leader.dropped[req.conn] {
 			delete(m.leader.dropped, req.conn)
-			req.conn.grants <- waitResult{}
+			req.conn.deliver(waitResult{})
 		}
 	}
 	return true

@@ -45,6 +45,7 @@ type manager struct {
 	conns            int              // live connections
 	connsByTransport map[string]int
 	waiterCount      int // waiters in the wait queues
+	spareWaiters     waiterPool
 
 	// orphaning holds connections that ended holding more locks than one
 	// step releases; run interleaves their release with other requests.
@@ -61,11 +62,14 @@ type manager struct {
 // connState is the manager's view of a connection.
 type connState struct {
 	// Set before the manager first sees the connection; read-only after.
-	name      string        // "127.0.0.1:5000", "unix:3"
-	transport string        // "tcp", "unix", "websocket"
-	done      chan struct{} // the manager has answered a request: see answered
-	grants    chan waitResult
-	key       uint64 // random: the shared table hashes the connection's holds with it
+	name      string          // "127.0.0.1:5000", "unix:3"
+	transport string          // "tcp", "unix", "websocket"
+	done      chan struct{}   // the manager has answered a request: see answered
+	grants    chan waitResult // the outcome of the pending gw or sgw: see deliver
+	// onResult, run on a goroutine of its own for each outcome put in
+	// grants, delivers it (conn.deliverWait); nil in the manager's tests.
+	onResult func()
+	key      uint64 // random: the shared table hashes the connection's holds with it
 
 	// Owned by the manager goroutine.
 	held       []lockRef // exclusive locks, for orphaning
@@ -105,6 +109,30 @@ func newConnState(name, transport string) *connState {
 // kill answered. Every such signal goes through here; the connection then
 // owns the batch (or the dump) again.
 func (c *connState) answered() { c.done <- struct{}{} }
+
+// deliver hands the outcome of the connection's pending gw or sgw, or the
+// end of a failed auth's delay, to the connection, on a goroutine started
+// for it: a waiting connection keeps none parked. grants has room for one
+// result, and a connection has one such wait at a time, so this never
+// blocks the manager.
+func (c *connState) deliver(res waitResult) {
+	c.grants <- res
+	if c.onResult != nil {
+		go c.onResult()
+	}
+}
+
+// offer is deliver unless an outcome is pending already (a failed auth's
+// delay, ended by its timer and by the end of input at once).
+func (c *connState) offer(res waitResult) {
+	select {
+	case c.grants <- res:
+		if c.onResult != nil {
+			go c.onResult()
+		}
+	default:
+	}
+}
 
 // displayName is the owner shown by d and sd: the registered name, if any.
 func (c *connState) displayName() string {
@@ -197,6 +225,9 @@ func (m *manager) run() {
 
 func (m *manager) handle(req request) bool {
 	m.now = int64(time.Since(m.start))
+	if len(m.spareWaiters.retired) > 0 {
+		m.spareWaiters.recycle()
+	}
 	// HA: past the leader's deadline nothing is answered (fence.go).
 	if m.leader != nil && !m.admit(req) {
 		return true

@@ -409,8 +409,8 @@ func (c *conn) awaitAnswers() {
 func (c *conn) answersLocked() []chan struct{} {
 	c.endAuthDelayLocked()
 	var done []chan struct{}
-	if c.waiting {
-		done = append(done, c.waitDone)
+	if d := c.waitsOverLocked(); d != nil {
+		done = append(done, d)
 	}
 	if c.delivering {
 		done = append(done, c.deliverDone)

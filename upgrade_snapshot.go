@@ -311,7 +311,7 @@ func (m *manager) restoreWaiters(st *handover.State, conns []*connState, gap int
 		// The old process let this wait stand, so it closes no cycle to
 		// break; under -deadlocks report a standing cycle is found (logged,
 		// counted) again.
-		if m.wait(c, ws.Name, ws.Shared, int64(ws.Max), ms, ws.Async) == waitRefused {
+		if m.wait(c, []byte(ws.Name), ws.Shared, int64(ws.Max), ms, ws.Async) == waitRefused {
 			return fmt.Errorf("the wait of %s for %q would close a deadlock", c.name, ws.Name)
 		}
 		w := c.waiter
@@ -508,10 +508,6 @@ func fileConns(st *handover.State, files []*os.File, early map[int]net.Conn, ear
 // calls it with s.mu held, once the listeners are open.
 func (s *Server) serveAdopted() {
 	for _, c := range s.up.adopted {
-		if c.waiting {
-			c.waitDone = make(chan struct{})
-			go c.awaitWaits(c.waitDone)
-		}
 		if box := c.state.box; box != nil && box.pendingCount() > 0 {
 			c.delivering = true
 			c.deliverDone = make(chan struct{})
@@ -528,7 +524,7 @@ func (s *Server) serveAdopted() {
 }
 
 // adoptWait gives an adopted connection its pending gw or sgw and the lines
-// queued behind it; serveAdopted starts the goroutine that delivers it.
+// queued behind it; its outcome starts its delivery, as any wait's does.
 func (c *conn) adoptWait(h *handover.Conn) {
 	if h.PendingVerb == "" {
 		return

@@ -73,6 +73,7 @@ func (a *waiterAges) remove(w *waiter) {
 // waitQueue is a FIFO of waiters that can also drop one from the middle in
 // O(1), when it times out or disconnects.
 type waitQueue struct {
+	name       string // its key in its table, which its waiters share
 	head, tail *waiter
 	length     int
 }
@@ -137,15 +138,16 @@ func (m *manager) queues(shared bool) map[string]*waitQueue {
 // the manager: expiry arrives as a request, so the manager alone decides
 // between grant and timeout and never grants a lock to a waiter that it has
 // told about a timeout.
-func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms int64, async bool) waitStart {
-	w := &waiter{conn: c, name: name, shared: shared, async: async, max: int(maxHolders), started: time.Now()}
-	m.waiterCount++
+func (m *manager) wait(c *connState, name []byte, shared bool, maxHolders, ms int64, async bool) waitStart {
 	table := m.queues(shared)
-	q := table[name]
+	q := table[string(name)]
 	if q == nil {
-		q = &waitQueue{}
-		table[name] = q
+		q = &waitQueue{name: string(name)}
+		table[q.name] = q
 	}
+	w := m.spareWaiters.take()
+	*w = waiter{conn: c, name: q.name, shared: shared, async: async, max: int(maxHolders), started: time.Now()}
+	m.waiterCount++
 	q.push(w)
 	m.waitAges.push(w)
 	if async {
@@ -163,15 +165,64 @@ func (m *manager) wait(c *connState, name string, shared bool, maxHolders, ms in
 	// An MS too large for a time.Duration (292 years) waits without a limit.
 	if ms != proto.NoWait && ms <= math.MaxInt64/int64(time.Millisecond) {
 		w.deadline = w.started.Add(time.Duration(ms) * time.Millisecond)
-		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
+		w.timer = time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { // w is not reused: see waiterPool
 			select {
 			case m.requests <- request{kind: requestWaitExpired, waiter: w}:
 			case <-m.stopped:
 			}
 		})
 	}
-	m.logEvent("wait", c, "lock", name, "shared", shared, "ms", ms)
+	if m.log != nil {
+		m.logEvent("wait", c, "lock", w.name, "shared", shared, "ms", ms)
+	}
 	return waitInQueue
+}
+
+// waiterPool keeps ended waiters for reuse, so that a steady stream of
+// waits (a lock handed down a queue) allocates nothing. A waiter with a
+// timer is never reused: its timer's message may still be on its way,
+// naming it. One without is used after it ends only within the manager's
+// step that ended it (a grant goes on to look for deadlocks through it), so
+// it is retired then, and free for reuse from the next request on.
+type waiterPool struct {
+	retired []*waiter // ended in the current step
+	spare   []*waiter // free
+}
+
+// spareWaiters bounds the waiters kept free: what a burst ends beyond it
+// is left to the collector.
+const spareWaiters = 256
+
+func (p *waiterPool) take() *waiter {
+	if n := len(p.spare); n > 0 {
+		w := p.spare[n-1]
+		p.spare = p.spare[:n-1]
+		return w
+	}
+	return new(waiter)
+}
+
+func (p *waiterPool) retire(w *waiter) {
+	if w.timer == nil {
+		p.retired = append(p.retired, w)
+	}
+}
+
+// recycle frees the waiters retired in the step just over; the manager
+// calls it between steps.
+func (p *waiterPool) recycle() {
+	for _, w := range p.retired {
+		if len(p.spare) == spareWaiters {
+			break
+		}
+		*w = waiter{}
+		p.spare = append(p.spare, w)
+	}
+	clear(p.retired)
+	p.retired = p.retired[:0]
+	if cap(p.retired) > spareWaiters {
+		p.retired = nil
+	}
 }
 
 // waitStart is what became of a wait: queued, or refused because it would
@@ -214,6 +265,7 @@ func (m *manager) finishWait(w *waiter) {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
+	m.spareWaiters.retire(w)
 	m.waiterCount--
 }
 
@@ -234,7 +286,7 @@ func (m *manager) tell(w *waiter, res waitResult) {
 		w.conn.box.put(w.shared, w.name, res, true)
 		return
 	}
-	w.conn.grants <- res
+	w.conn.deliver(res)
 }
 
 func (m *manager) expire(w *waiter) {

@@ -29,6 +29,10 @@
 #   ORPHAN_LOCKS   locks for orphan, sharedorphan and dump (default 1000000)
 #   DUMPERS        connections listing the table in a loop for dump (default 3)
 #   KEEP           directory for the raw output (default: a temporary one, removed)
+#   TARGETS        run only these targets (e.g. "handover dump"); the others' rows show na
+#   GLOCKD         a glockd binary to measure instead of this tree's (an older
+#                  build, for a before/after: git worktree add ../before COMMIT &&
+#                  (cd ../before && go build -o /tmp/glockd-before .))
 #
 # Needs go, redis-server (apt-get install -y --no-install-recommends
 # redis-server), taskset and 2 cores for the pinned table, and a file
@@ -74,7 +78,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((need + 100)) ]; th
 fi
 
 echo "building glockd and bench in $work" >&2
-(cd "$repo" && go build -o "$work/glockd" . && go build -o "$work/bench" ./bench)
+(cd "$repo" && go build -o "$work/bench" ./bench)
+if [ -n "${GLOCKD:-}" ]; then
+	cp "$GLOCKD" "$work/glockd"
+else
+	(cd "$repo" && go build -o "$work/glockd" .)
+fi
 # A certificate for glockd's TLS listener (the tls targets).
 sh "$repo/scripts/make-certs.sh" "$work/certs" >/dev/null 2>&1
 
@@ -179,6 +188,7 @@ run_bench() {
 loads() {
 	local target=$1 servers=$2
 	shift 2
+	case " ${TARGETS:-$target} " in *" $target "*) ;; *) return 0 ;; esac
 	echo "$mode: $target" >&2
 	for run in $(seq "$RUNS"); do
 		for server in $servers; do
