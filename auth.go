@@ -135,7 +135,9 @@ func (c *conn) failAuth(cmd *proto.Command, rest []proto.Command, inWait bool) [
 	c.authTimer = time.AfterFunc(c.srv.cfg.Security.AuthFailureDelay, func() {
 		st.offer(waitResult{authFailure: true}) // nothing else is pending
 	})
-	return c.startWait(cmd, rest, inWait)
+	pending := *cmd
+	pending.Name = nil // the token: not kept for the delay
+	return c.startWait(&pending, rest, inWait)
 }
 
 // endAuthDelayLocked ends a failed auth's delay now: the client has sent

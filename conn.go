@@ -51,8 +51,9 @@ type conn struct {
 	// waitsOver, made only when something must wait for it, is closed once
 	// no wait is pending (or the connection has ended): see waitsOverLocked.
 	waitsOver chan struct{}
-	// waitQuit: a wait's delivery failed (a write, or the term ended) and
-	// closed the connection; outcomes that still arrive are dropped.
+	// waitQuit: the waits are over for good: a delivery failed (a write,
+	// or the term ended) and closed the connection, or the connection has
+	// ended (finish); outcomes that still arrive are dropped.
 	waitQuit bool
 	drain    []proto.Command // the delivery's commands, parsed from queue
 	scratch  []byte          // the delivery's normalised arguments
@@ -97,6 +98,9 @@ const (
 	keptCommands   = 64
 	keptReplyBytes = 4 << 10
 	keptReplyEnds  = 128
+	// keptNameBytes: a waited-for name longer than this is not kept for
+	// the next wait (pendingName).
+	keptNameBytes = 256
 	// dumpOutBuffer is the reply buffer a dump borrows on a stream: a
 	// step's lines, at 60 bytes each.
 	dumpOutBuffer = 256 << 10
@@ -204,6 +208,7 @@ func (c *conn) finish() {
 	c.t.Close()
 	close(c.ended)
 	c.mu.Lock() // a delivery holds it while it runs
+	c.waitQuit = true // nothing closes a waitsOver made from now on
 	c.endWaitsLocked()
 	c.mu.Unlock()
 	c.awaitDelivery()
@@ -469,7 +474,7 @@ func (c *conn) queueAfterWait(cmds []proto.Command) (now []proto.Command) {
 }
 
 // deliverWait delivers the outcome of the pending wait, which
-// connState.deliver has just put in c.state.grants, and runs the commands
+// connState.deliver (or offer) has just put in c.state.grants, and runs the commands
 // queued behind the wait. It runs on a goroutine of its own, started for
 // each outcome, so that a waiting connection has no goroutine but its reader.
 func (c *conn) deliverWait() {
@@ -508,6 +513,9 @@ func (c *conn) deliverWait() {
 		c.queue.release()
 		c.queueMem.Release()
 		c.drain, c.scratch = nil, nil
+		if cap(c.pendingName) > keptNameBytes {
+			c.pendingName = nil
+		}
 	}
 	if err != nil {
 		c.waitQuit = true

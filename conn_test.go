@@ -6,7 +6,9 @@ package main
 
 import (
 	"io"
+	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -181,5 +183,36 @@ func TestMemoryComesBack(t *testing.T) {
 	t.Logf("heap kept per connection after a wait with 32 KiB queued: %d bytes", perConn)
 	if perConn > 8<<10 {
 		t.Errorf("heap kept per connection: %d bytes, want at most 8 KiB", perConn)
+	}
+}
+
+// TestAnswersAfterFinish: a connection reset while it waits ends still
+// waiting (no end of input ends the wait first). A shutdown that listed it
+// just before it was untracked must find nothing to wait for that never
+// closes: answerWaiters' goroutine for a busy connection has no timeout.
+func TestAnswersAfterFinish(t *testing.T) {
+	srv := startServer(t, nil)
+	holder := dial(t, srv, "tcp")
+	holder.do("g x")
+	w := dial(t, srv, "tcp")
+	queue(t, srv, w, "gw -1 x")
+	var c *conn
+	for _, x := range srv.connList() {
+		if x.state.name == w.name {
+			c = x
+		}
+	}
+	w.nc.(*net.TCPConn).SetLinger(0) // a reset, not an end of input
+	w.nc.Close()
+	eventually(t, "the connection finished", func() bool { return !slices.Contains(srv.connList(), c) })
+	c.mu.Lock()
+	done := c.answersLocked()
+	c.mu.Unlock()
+	for _, d := range done {
+		select {
+		case <-d:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a finished connection's pending waits never end")
+		}
 	}
 }
