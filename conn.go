@@ -207,7 +207,7 @@ func (c *conn) finish() {
 	}
 	c.t.Close()
 	close(c.ended)
-	c.mu.Lock() // a delivery holds it while it runs
+	c.mu.Lock()       // a delivery holds it while it runs
 	c.waitQuit = true // nothing closes a waitsOver made from now on
 	c.endWaitsLocked()
 	c.mu.Unlock()
