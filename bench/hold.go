@@ -336,14 +336,17 @@ func startProbe(cfg *config, p protocol, busy bool) (*probe, error) {
 	go func() {
 		defer close(pr.done)
 		ops := [2]op{{get, key}, {release, key}}
+		pause := time.NewTimer(cfg.probeEvery) // one, reset: the probe allocates nothing
+		defer pause.Stop()
 		for i := 0; ; i++ {
+			pause.Reset(cfg.probeEvery)
 			select {
 			case <-pr.halt:
 				if i%2 == 1 && !busy { // it holds its lock
 					c.call(ops[1])
 				}
 				return
-			case <-time.After(cfg.probeEvery):
+			case <-pause.C:
 			}
 			t0 := time.Now()
 			n, err := c.call(ops[i%2])

@@ -235,14 +235,11 @@ func (resp) reply(r *bufio.Reader, o op) (int64, error) {
 		if string(line) != "*2" {
 			break
 		}
-		for _, want := range []string{o.key, "token"} {
-			got, err := readBulk(r)
-			if err != nil {
-				return 0, err
-			}
-			if got != want {
-				return 0, fmt.Errorf("%v: unexpected %q in the reply", o, got)
-			}
+		if err := expectBulk(r, o.key); err != nil {
+			return 0, fmt.Errorf("%v: %w", o, err)
+		}
+		if err := expectBulk(r, "token"); err != nil {
+			return 0, fmt.Errorf("%v: %w", o, err)
 		}
 		return 1, nil
 	}
@@ -274,6 +271,31 @@ func readBulk(r *bufio.Reader) (string, error) {
 		return "", err
 	}
 	return string(b[:n]), nil
+}
+
+// expectBulk reads a bulk string and checks that it is want, without
+// allocating (a reply on a hot path: see readHandover).
+func expectBulk(r *bufio.Reader, want string) error {
+	line, err := readLine(r)
+	if err != nil {
+		return err
+	}
+	n, ok := int64(0), len(line) >= 2 && line[0] == '$'
+	if ok {
+		n, ok = parseUint(line[1:])
+	}
+	if !ok || n != int64(len(want)) {
+		return fmt.Errorf("want the bulk string %q, got %q", want, line)
+	}
+	b, err := r.Peek(len(want) + 2)
+	if err != nil {
+		return err
+	}
+	if string(b[:len(want)]) != want || string(b[len(want):]) != "\r\n" {
+		return fmt.Errorf("want the bulk string %q, got %q", want, b)
+	}
+	_, err = r.Discard(len(b))
+	return err
 }
 
 func readFull(r *bufio.Reader, b []byte) (int, error) {
