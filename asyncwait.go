@@ -225,7 +225,7 @@ func (m *manager) cancelAsync(c *connState, name []byte) bool {
 // c.b, and starts the delivery goroutine if waits remain pending and it does
 // not run. It reports how many remain pending. A grant is not announced once
 // this node's leadership (with -etcd) has ended: the connection closes
-// instead, as for a gw (deliverWait). Called with c.mu held; kept out of line
+// instead, as for a gw (awaitWaits). Called with c.mu held; kept out of line
 // for the idle-stack rule (docs/design.md).
 //
 //go:noinline

@@ -153,7 +153,7 @@ func (c *conn) endAuthDelayLocked() {
 // answerAuthFailure answers the failed auth whose delay has ended, then
 // either closes the connection, when it has failed maxAuthFailures times,
 // or runs what was queued behind it, with the auth lines among them refused
-// untried. Called with c.mu held by the wait's delivery (deliverWait).
+// untried. Called with c.mu held by the wait goroutine.
 func (c *conn) answerAuthFailure() error {
 	c.authTimer = nil
 	c.b.out = append(c.b.out, wire.AuthFailure...)

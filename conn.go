@@ -14,13 +14,11 @@ import (
 )
 
 // conn serves one client. Its goroutine reads commands, has the manager run
-// them and writes the replies. While a gw or sgw waits, that goroutine goes
-// on reading, so that the end of the connection is seen at once, whatever is
-// queued, and the manager never waits on a socket; when the wait ends, a
-// second goroutine, started for its outcome (conn.deliverWait), writes it and
-// runs the commands that arrived behind it. A waiting connection thus has one
-// goroutine, which halves the stacks the collector scans while thousands wait
-// (docs/performance.md, "Hand-over").
+// them and writes the replies. While a gw or sgw waits, a second goroutine
+// (started only then) delivers the wait's outcome and runs the commands that
+// arrived behind it, while the first goroutine goes on reading, so that the
+// end of the connection is seen at once, whatever is queued, and the manager
+// never waits on a socket.
 //
 // What one connection can cost is bounded at every step: a batch is at most
 // transport.MaxBatch commands; replies are written once maxReplyBuffer bytes
@@ -48,16 +46,15 @@ type conn struct {
 	pending     proto.Command // the waiting command; its name in pendingName
 	pendingName []byte        // kept from wait to wait
 	queue       lineQueue     // commands read during the wait, to run after it
-	// waitsOver, made only when something must wait for it, is closed once
-	// no wait is pending (or the connection has ended): see waitsOverLocked.
+	// awaiting: the wait goroutine (awaitWaits) runs. waitsOver, made only
+	// when something must wait for it, is closed when it exits: see
+	// waitsOverLocked.
+	awaiting  bool
 	waitsOver chan struct{}
-	// waitQuit: the waits are over for good: a delivery failed (a write,
-	// or the term ended) and closed the connection, or the connection has
-	// ended (finish); outcomes that still arrive are dropped.
-	waitQuit bool
-	drain    []proto.Command // the delivery's commands, parsed from queue
-	scratch  []byte          // the delivery's normalised arguments
-	now      []proto.Command // out-of-band commands to run at once
+	awaitFn   func()          // c.awaitWaits, made once: a go statement then allocates nothing
+	drain     []proto.Command // the delivery's commands, parsed from queue
+	scratch   []byte          // the delivery's normalised arguments
+	now       []proto.Command // out-of-band commands to run at once
 
 	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
 	// delivering; deliverDone is closed when it exits.
@@ -119,7 +116,7 @@ func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 		t:     t,
 		ended: make(chan struct{}),
 	}
-	c.state.onResult = c.deliverWait
+	c.awaitFn = c.awaitWaits
 	if srv.needsKill() {
 		c.state.kill = func() {
 			c.killed.Store(true) // before the deadline: see conn.park
@@ -192,10 +189,9 @@ func (c *conn) finishUnlessRested(rest *bool) {
 	}
 }
 
-// finish closes the connection, waits for a wait's delivery running now, if
-// any, and has the manager forget it (and orphan its locks). The delivery
-// must be over first: it may still be running commands for this connection.
-// One that starts later finds ended closed and does nothing.
+// finish closes the connection, waits for its wait goroutine, if any, and
+// has the manager forget it (and orphan its locks). The wait goroutine must
+// be gone first: it may still be running commands for this connection.
 // Then, for an admitted connection, it stops the auth timer and has the
 // server forget it (Server.serveAdmitted).
 func (c *conn) finish() {
@@ -206,11 +202,13 @@ func (c *conn) finish() {
 		}
 	}
 	c.t.Close()
-	close(c.ended)
-	c.mu.Lock()       // a delivery holds it while it runs
-	c.waitQuit = true // nothing closes a waitsOver made from now on
-	c.endWaitsLocked()
+	c.mu.Lock()
+	done := c.waitsOverLocked()
 	c.mu.Unlock()
+	close(c.ended)
+	if done != nil {
+		<-done
+	}
 	c.awaitDelivery()
 	c.releaseCharges()
 	c.srv.manager.send(request{kind: requestDisconnect, conn: c.state})
@@ -296,7 +294,7 @@ func (c *conn) queueBehindWait(cmds []proto.Command) bool {
 }
 
 // runAndReply runs cmds and writes their replies, after whatever c.b.out
-// already holds (a wait's delivery puts its reply there). Replies are
+// already holds (the wait goroutine puts its wait's reply there). Replies are
 // written whenever maxReplyBuffer bytes of them are pending. A command that
 // waits sets c.waiting and leaves the commands after it to run after the
 // wait: queued, or when inWait (they come from the queue) left in it; the
@@ -444,8 +442,8 @@ func (c *conn) flush() error {
 }
 
 // startWait notes the waiting command and keeps the commands after it for
-// when the wait ends: the reader queues them, the delivery leaves them in the
-// queue they came from. It returns the out-of-band commands among them, to
+// when the wait ends: the reader queues them, the wait goroutine leaves them
+// in the queue they came from. It returns the out-of-band commands among them, to
 // run now.
 func (c *conn) startWait(cmd *proto.Command, rest []proto.Command, inWait bool) []proto.Command {
 	c.pendingName = append(c.pendingName[:0], cmd.Name...)
@@ -456,7 +454,10 @@ func (c *conn) startWait(cmd *proto.Command, rest []proto.Command, inWait bool) 
 		c.queue.unread(len(rest))
 		return nil
 	}
-	return c.queueAfterWait(rest)
+	now := c.queueAfterWait(rest)
+	c.awaiting = true
+	go c.awaitFn()
+	return now
 }
 
 // queueAfterWait queues cmds to run after the pending wait, all but the
@@ -473,83 +474,85 @@ func (c *conn) queueAfterWait(cmds []proto.Command) (now []proto.Command) {
 	return c.now
 }
 
-// deliverWait delivers the outcome of the pending wait, which
-// connState.deliver (or offer) has just put in c.state.grants, and runs the commands
-// queued behind the wait. It runs on a goroutine of its own, started for
-// each outcome, so that a waiting connection has no goroutine but its reader.
-func (c *conn) deliverWait() {
-	c.mu.Lock()
-	res := <-c.state.grants // one goroutine per outcome: never blocks
-	select {
-	case <-c.ended: // finish has ended the waits
-		c.mu.Unlock()
-		return
-	default:
-	}
-	if c.waitQuit {
-		c.mu.Unlock()
-		return
-	}
-	if !res.authFailure {
-		c.srv.metrics.observeWait(res)
-	}
-	var err error
-	switch {
-	case res.granted && !c.srv.manager.serving():
-		// A grant made before this node's leadership ended (a pause,
-		// with -etcd) is not announced after it.
-		err = errNotServing
-	case res.authFailure:
-		err = c.answerAuthFailure()
-	default:
-		c.b.out = appendWaitReply(c.b.out, &c.pending, res)
-		c.b.ends = append(c.b.ends, len(c.b.out))
-		c.pending = proto.Command{}
-		c.waiting = false
-		err = c.runQueue()
-	}
-	if !c.waiting {
-		c.b.refuseAuth = false
-		c.queue.release()
-		c.queueMem.Release()
-		c.drain, c.scratch = nil, nil
-		if cap(c.pendingName) > keptNameBytes {
-			c.pendingName = nil
+// awaitWaits delivers the outcome of each wait, runs the commands queued
+// behind it, and exits when no wait is pending, or when the connection ends.
+func (c *conn) awaitWaits() {
+	for {
+		var res waitResult
+		select {
+		case res = <-c.state.grants:
+			if !res.authFailure {
+				c.srv.metrics.observeWait(res)
+			}
+		case <-c.ended:
+			c.mu.Lock()
+			c.stopAwaitingLocked()
+			c.mu.Unlock()
+			return
 		}
-	}
-	if err != nil {
-		c.waitQuit = true
-	}
-	if !c.waiting || err != nil {
-		c.endWaitsLocked()
-	}
-	c.mu.Unlock()
-	if err != nil {
-		c.t.Close()
+		c.mu.Lock()
+		var err error
+		switch {
+		case res.granted && !c.srv.manager.serving():
+			// A grant made before this node's leadership ended (a
+			// pause, with -etcd) is not announced after it.
+			err = errNotServing
+		case res.authFailure:
+			err = c.answerAuthFailure()
+		default:
+			c.b.out = appendWaitReply(c.b.out, &c.pending, res)
+			c.b.ends = append(c.b.ends, len(c.b.out))
+			c.pending = proto.Command{}
+			c.waiting = false
+			err = c.runQueue()
+		}
+		if !c.waiting {
+			c.b.refuseAuth = false
+			c.queue.release()
+			c.queueMem.Release()
+			c.drain, c.scratch = nil, nil
+			if cap(c.pendingName) > keptNameBytes {
+				c.pendingName = nil
+			}
+		}
+		stop := err != nil || !c.waiting
+		if stop {
+			c.stopAwaitingLocked()
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.t.Close()
+		}
+		if stop {
+			return
+		}
 	}
 }
 
-// waitsOverLocked returns a channel closed once the connection's pending gw
-// or sgw, and any begun by the commands queued behind it, have been answered
-// and their replies written, or their delivery has failed, or the connection
-// has ended; nil when none is pending. Called with c.mu held.
+// stopAwaitingLocked notes that the wait goroutine exits, and wakes whoever
+// waits for that. Called with c.mu held.
+func (c *conn) stopAwaitingLocked() {
+	c.awaiting = false
+	if c.waitsOver != nil {
+		close(c.waitsOver)
+		c.waitsOver = nil
+	}
+}
+
+// waitsOverLocked returns a channel closed when the wait goroutine exits:
+// once the connection's pending gw or sgw, and any begun by the commands
+// queued behind it, have been answered and their replies written, or their
+// delivery has failed, or the connection has ended; nil when it does not
+// run. It is made only when asked for, so that a wait allocates nothing.
+// Called with c.mu held.
 func (c *conn) waitsOverLocked() chan struct{} {
-	if !c.waiting || c.waitQuit {
+	if !c.awaiting {
 		return nil
 	}
 	if c.waitsOver == nil {
 		c.waitsOver = make(chan struct{})
 	}
 	return c.waitsOver
-}
-
-// endWaitsLocked wakes whoever waits for the pending waits to be over.
-// Called with c.mu held.
-func (c *conn) endWaitsLocked() {
-	if c.waitsOver != nil {
-		close(c.waitsOver)
-		c.waitsOver = nil
-	}
 }
 
 // runQueue runs the commands queued behind the wait that has just ended, up

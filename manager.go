@@ -66,10 +66,7 @@ type connState struct {
 	transport string          // "tcp", "unix", "websocket"
 	done      chan struct{}   // the manager has answered a request: see answered
 	grants    chan waitResult // the outcome of the pending gw or sgw: see deliver
-	// onResult, run on a goroutine of its own for each outcome put in
-	// grants, delivers it (conn.deliverWait); nil in the manager's tests.
-	onResult func()
-	key      uint64 // random: the shared table hashes the connection's holds with it
+	key       uint64          // random: the shared table hashes the connection's holds with it
 
 	// Owned by the manager goroutine.
 	held       []lockRef // exclusive locks, for orphaning
@@ -110,26 +107,17 @@ func newConnState(name, transport string) *connState {
 // owns the batch (or the dump) again.
 func (c *connState) answered() { c.done <- struct{}{} }
 
-// deliver hands the outcome of the connection's pending gw or sgw, or the
-// end of a failed auth's delay, to the connection, on a goroutine started
-// for it: a waiting connection keeps none parked. grants has room for one
-// result, and a connection has one such wait at a time, so this never
-// blocks the manager.
-func (c *connState) deliver(res waitResult) {
-	c.grants <- res
-	if c.onResult != nil {
-		go c.onResult()
-	}
-}
+// deliver hands the outcome of the connection's pending gw or sgw to its
+// wait goroutine (conn.awaitWaits). grants has room for one result, and a
+// connection has one such wait at a time, so this never blocks the manager.
+func (c *connState) deliver(res waitResult) { c.grants <- res }
 
-// offer is deliver unless an outcome is pending already (a failed auth's
-// delay, ended by its timer and by the end of input at once).
+// offer is deliver unless an outcome is pending already: the end of a
+// failed auth's delay, which its timer and the end of input may both
+// announce.
 func (c *connState) offer(res waitResult) {
 	select {
 	case c.grants <- res:
-		if c.onResult != nil {
-			go c.onResult()
-		}
 	default:
 	}
 }

@@ -403,10 +403,9 @@ func (c *conn) awaitAnswers() {
 }
 
 // answersLocked ends a failed auth's delay and returns what closes once the
-// connection's pending waits are answered: the end of its gw or sgw (and of
-// any queued behind it: waitsOverLocked), the exit of the goroutine
-// delivering the outcomes of its !gw and !sgw. Each closes when the
-// connection ends too. c.mu is held.
+// connection's pending waits are answered: the exit of the goroutine of its
+// gw or sgw (waitsOverLocked), and of the one delivering the outcomes of its
+// !gw and !sgw. Each closes when the connection ends too. c.mu is held.
 func (c *conn) answersLocked() []chan struct{} {
 	c.endAuthDelayLocked()
 	var done []chan struct{}

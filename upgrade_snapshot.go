@@ -347,6 +347,10 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 				transport.RawListener(l).Close()
 			}
 			for _, c := range s.up.adopted {
+				if c.waiting {
+					c.awaiting = true
+					go c.awaitFn()
+				}
 				nc, _ := c.t.Handover()
 				nc.Close() // not c.t.close: no websocket close frame
 			}
@@ -377,6 +381,10 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 	defer s.mu.Unlock()
 	acl := s.cfg.Security.ACLFile != ""
 	for _, c := range s.up.adopted {
+		if c.waiting {
+			c.awaiting = true
+			go c.awaitFn()
+		}
 		s.conns[c] = struct{}{}
 		s.live++
 		if acl && !c.state.identified.Load() {
@@ -508,6 +516,10 @@ func fileConns(st *handover.State, files []*os.File, early map[int]net.Conn, ear
 // calls it with s.mu held, once the listeners are open.
 func (s *Server) serveAdopted() {
 	for _, c := range s.up.adopted {
+		if c.waiting {
+			c.awaiting = true
+			go c.awaitFn()
+		}
 		if box := c.state.box; box != nil && box.pendingCount() > 0 {
 			c.delivering = true
 			c.deliverDone = make(chan struct{})
@@ -524,7 +536,7 @@ func (s *Server) serveAdopted() {
 }
 
 // adoptWait gives an adopted connection its pending gw or sgw and the lines
-// queued behind it; its outcome starts its delivery, as any wait's does.
+// queued behind it; serveAdopted starts the goroutine that delivers it.
 func (c *conn) adoptWait(h *handover.Conn) {
 	if h.PendingVerb == "" {
 		return

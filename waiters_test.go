@@ -453,28 +453,6 @@ func (ch *chain) handOver(t testing.TB) {
 	}
 }
 
-// TestWaitingConnOneGoroutine: a connection waiting in gw parks one
-// goroutine, its reader; the outcome's delivery runs on a goroutine started
-// for it. Two per waiter doubled what each collection scans while
-// thousands wait (docs/performance.md, "Hand-over").
-func TestWaitingConnOneGoroutine(t *testing.T) {
-	srv := startServer(t, nil)
-	const conns = 200
-	base := runtime.NumGoroutine()
-	ch := handoverChain(t, srv, conns)
-	// Each client has a reading goroutine of its own in this process.
-	perConn := float64(runtime.NumGoroutine()-base-conns) / conns
-	if perConn > 1.1 {
-		t.Fatalf("%.2f server goroutines per waiting connection, want 1", perConn)
-	}
-	for range 3 * conns {
-		ch.handOver(t)
-	}
-	eventually(t, "deliveries ended", func() bool {
-		return float64(runtime.NumGoroutine()-base-conns)/conns <= 1.1
-	})
-}
-
 // TestHandoverAllocatesNothing: a lock handed down a queue of waiters
 // allocates nothing in the steady state (waiterPool; the wait's delivery
 // needs no channel), so that no collection runs while it goes on.
