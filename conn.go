@@ -52,8 +52,8 @@ type conn struct {
 	awaiting  bool
 	waitsOver chan struct{}
 	awaitFn   func()          // c.awaitWaits, made once: a go statement then allocates nothing
-	drain     []proto.Command // the delivery's commands, parsed from queue
-	scratch   []byte          // the delivery's normalised arguments
+	drain     []proto.Command // the wait goroutine's commands, parsed from queue
+	scratch   []byte          // the wait goroutine's normalised arguments
 	now       []proto.Command // out-of-band commands to run at once
 
 	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
@@ -443,8 +443,8 @@ func (c *conn) flush() error {
 
 // startWait notes the waiting command and keeps the commands after it for
 // when the wait ends: the reader queues them, the wait goroutine leaves them
-// in the queue they came from. It returns the out-of-band commands among them, to
-// run now.
+// in the queue they came from. It returns the out-of-band commands among
+// them, to run now.
 func (c *conn) startWait(cmd *proto.Command, rest []proto.Command, inWait bool) []proto.Command {
 	c.pendingName = append(c.pendingName[:0], cmd.Name...)
 	c.pending = *cmd
