@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -721,5 +722,66 @@ func TestUpgradeACL(t *testing.T) {
 	}
 	if l := anonymous.do(t, "auth svc-token"); l != "1 ok\n" {
 		t.Errorf("auth after the hand-over: %q", l)
+	}
+}
+
+// TestUpgradeWaitGoroutines: a connection adopted with a pending gw has one
+// wait goroutine, as any waiting connection does, and it ends with the
+// wait. (Starting it in adopt as well as in serveAdopted left a second one
+// per adopted waiter, for the connection's life: 214 goroutines for 101
+// connections once every wait had ended, against 113.)
+func TestUpgradeWaitGoroutines(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("hand-over needs Linux")
+	}
+	v1 := buildGlockd(t, "v1", "-X main.version=0.0.1-first")
+	v2 := buildGlockd(t, "v2", "-X main.version=0.0.1-second")
+	d := startUpgradable(t, t.TempDir(), v1)
+	h := dialUp(t, "tcp", d.addr())
+	if l := h.do(t, "g x"); l != "1 Lock Get Success: x\n" {
+		t.Fatal(l)
+	}
+	const n = 50
+	waiters := make([]*upConn, n)
+	for i := range waiters {
+		waiters[i] = dialUp(t, "tcp", d.addr())
+		waiters[i].send("gw -1 x\n")
+		time.Sleep(5 * time.Millisecond) // queued in this order, which the hand-over keeps
+	}
+	d.upgrade(t, v2)
+	h.send("r x\n")
+	if l, err := h.line(10 * time.Second); err != nil || l != "1 Lock Release Success: x\n" {
+		t.Fatalf("r x: %q, %v", l, err)
+	}
+	for i, w := range waiters {
+		if l, err := w.line(10 * time.Second); err != nil || l != "1 Lock Get Success: x\n" {
+			t.Fatalf("waiter %d: %q, %v", i, l, err)
+		}
+		if l := w.do(t, "r x"); l != "1 Lock Release Success: x\n" {
+			t.Fatalf("waiter %d's r x: %q", i, l)
+		}
+	}
+	goroutines := func() int {
+		resp, err := http.Get("http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort)) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		m := regexp.MustCompile(`(?m)^go_goroutines (\d+)$`).FindSubmatch(body)
+		if m == nil {
+			t.Fatal("no go_goroutines in /metrics")
+		}
+		g, _ := strconv.Atoi(string(m[1]))
+		return g
+	}
+	// One reader per connection and the server's own few (about 13).
+	limit := n + 1 + 40
+	deadline := time.Now().Add(10 * time.Second)
+	for g := goroutines(); g > limit; g = goroutines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines for %d idle connections after the hand-over, want at most %d", g, n+1, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

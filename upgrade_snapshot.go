@@ -347,10 +347,6 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 				transport.RawListener(l).Close()
 			}
 			for _, c := range s.up.adopted {
-				if c.waiting {
-					c.awaiting = true
-					go c.awaitFn()
-				}
 				nc, _ := c.t.Handover()
 				nc.Close() // not c.t.close: no websocket close frame
 			}
@@ -381,10 +377,6 @@ func (s *Server) adopt(h *handover.Heir, ph *phases) (err error) {
 	defer s.mu.Unlock()
 	acl := s.cfg.Security.ACLFile != ""
 	for _, c := range s.up.adopted {
-		if c.waiting {
-			c.awaiting = true
-			go c.awaitFn()
-		}
 		s.conns[c] = struct{}{}
 		s.live++
 		if acl && !c.state.identified.Load() {
