@@ -629,6 +629,7 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 				b.Fatal("refused")
 			}
 			m.unqueue(x.waiter)
+			m.spareWaiters.recycle() // between steps, as manager.handle does
 		}
 	})
 	for _, logged := range []bool{false, true} {
@@ -643,6 +644,7 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 				if m.wait(last, []byte(name(0)), false, 0, proto.NoWait, false) != waitRefused {
 					b.Fatal("not refused")
 				}
+				m.spareWaiters.recycle()
 			}
 		})
 	}
@@ -659,6 +661,7 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 			if m.wait(w, []byte("S"), true, n, proto.NoWait, false) != waitRefused {
 				b.Fatal("not refused")
 			}
+			m.spareWaiters.recycle()
 		}
 	})
 	b.Run("queue", func(b *testing.B) {
@@ -671,6 +674,7 @@ func BenchmarkDeadlockSearch(b *testing.B) {
 		for b.Loop() {
 			m.wait(x, []byte("Q"), false, 0, proto.NoWait, false)
 			m.unqueue(x.waiter)
+			m.spareWaiters.recycle() // between steps, as manager.handle does
 		}
 	})
 }
