@@ -255,8 +255,7 @@ func (c *conn) takeOutcomes() (pending int, err error) {
 	}
 	if pending > 0 && !c.delivering {
 		c.delivering = true
-		c.deliverDone = make(chan struct{})
-		go c.deliverOutcomes(c.deliverDone)
+		go c.deliverFn()
 	}
 	return pending, nil
 }
@@ -264,13 +263,15 @@ func (c *conn) takeOutcomes() (pending int, err error) {
 // deliverOutcomes writes the outcomes of asynchronous waits decided while
 // the connection runs no batch, and exits once none is pending, or when the
 // connection ends.
-func (c *conn) deliverOutcomes(done chan struct{}) {
-	defer close(done)
+func (c *conn) deliverOutcomes() {
 	wake := c.state.box.wake
 	for {
 		select {
 		case <-wake:
 		case <-c.ended:
+			c.mu.Lock()
+			c.stopDeliveringLocked()
+			c.mu.Unlock()
 			return
 		}
 		c.mu.Lock()
@@ -282,7 +283,7 @@ func (c *conn) deliverOutcomes(done chan struct{}) {
 			err = c.flush()
 		}
 		if err != nil || pending == 0 {
-			c.delivering = false
+			c.stopDeliveringLocked()
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -298,11 +299,34 @@ func (c *conn) deliverOutcomes(done chan struct{}) {
 // awaitDelivery waits until the delivery goroutine, if any, has exited.
 func (c *conn) awaitDelivery() {
 	c.mu.Lock()
-	done := c.deliverDone
+	done := c.deliverOverLocked()
 	c.mu.Unlock()
 	if done != nil {
 		<-done
 	}
+}
+
+// stopDeliveringLocked notes that the delivery goroutine exits, and wakes
+// whoever waits for that. Called with c.mu held.
+func (c *conn) stopDeliveringLocked() {
+	c.delivering = false
+	if c.deliverOver != nil {
+		close(c.deliverOver)
+		c.deliverOver = nil
+	}
+}
+
+// deliverOverLocked returns a channel closed when the delivery goroutine
+// exits, nil when it does not run; made only when asked for, so that a
+// burst of outcomes allocates nothing. Called with c.mu held.
+func (c *conn) deliverOverLocked() chan struct{} {
+	if !c.delivering {
+		return nil
+	}
+	if c.deliverOver == nil {
+		c.deliverOver = make(chan struct{})
+	}
+	return c.deliverOver
 }
 
 func (o *asyncOutbox) pendingCount() int {

@@ -57,9 +57,11 @@ type conn struct {
 	now       []proto.Command // out-of-band commands to run at once
 
 	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
-	// delivering; deliverDone is closed when it exits.
+	// delivering; deliverOver, made only when something must wait for it,
+	// is closed when it exits (deliverOverLocked).
 	delivering  bool
-	deliverDone chan struct{}
+	deliverOver chan struct{}
+	deliverFn   func()       // c.deliverOutcomes, made once: a go statement then allocates nothing
 	outcomes    []waitResult // outcomes taken from the outbox, for metrics
 
 	// A failed auth is a wait for a timer (auth.go): authTimer runs
@@ -116,7 +118,7 @@ func newConn(srv *Server, name, transportName string, t transport.Conn) *conn {
 		t:     t,
 		ended: make(chan struct{}),
 	}
-	c.awaitFn = c.awaitWaits
+	c.awaitFn, c.deliverFn = c.awaitWaits, c.deliverOutcomes
 	if srv.needsKill() {
 		c.state.kill = func() {
 			c.killed.Store(true) // before the deadline: see conn.park

@@ -412,8 +412,8 @@ func (c *conn) answersLocked() []chan struct{} {
 	if d := c.waitsOverLocked(); d != nil {
 		done = append(done, d)
 	}
-	if c.delivering {
-		done = append(done, c.deliverDone)
+	if d := c.deliverOverLocked(); d != nil {
+		done = append(done, d)
 	}
 	return done
 }

@@ -514,8 +514,7 @@ func (s *Server) serveAdopted() {
 		}
 		if box := c.state.box; box != nil && box.pendingCount() > 0 {
 			c.delivering = true
-			c.deliverDone = make(chan struct{})
-			go c.deliverOutcomes(c.deliverDone)
+			go c.deliverFn()
 		}
 		go s.serveAdmitted(c)
 	}

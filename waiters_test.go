@@ -390,12 +390,15 @@ type chain struct {
 	clients []net.Conn
 	granted chan int // the index of each client granted the lock
 	holder  int
+	release []byte // the holder's release, and its wait again
 	timeout *time.Timer
 }
 
-// handoverChain queues conns connections on "hot", the first holding it.
-func handoverChain(t testing.TB, srv *Server, conns int) *chain {
+// handoverChain queues conns connections on "hot" with wait (gw or !gw),
+// the first holding it.
+func handoverChain(t testing.TB, srv *Server, conns int, wait string) *chain {
 	grant := []byte("1 Lock Get Success: hot\n")
+	asyncGrant, asyncName := []byte("!gw 1 "), []byte(" hot\n")
 	granted := make(chan int, conns)
 	clients := make([]net.Conn, conns)
 	for i := range clients {
@@ -413,14 +416,15 @@ func handoverChain(t testing.TB, srv *Server, conns int) *chain {
 					if end <= off {
 						break
 					}
-					if bytes.Equal(buf[off:end], grant) {
+					line := buf[off:end]
+					if bytes.Equal(line, grant) || bytes.HasPrefix(line, asyncGrant) && bytes.HasSuffix(line, asyncName) {
 						granted <- i
 					}
 					off = end
 				}
 			}
 		}()
-		cmd := "gw -1 hot\n"
+		cmd := wait + " -1 hot\n"
 		if i == 0 {
 			cmd = "g hot\n"
 		}
@@ -434,15 +438,13 @@ func handoverChain(t testing.TB, srv *Server, conns int) *chain {
 	eventually(t, "all queued", func() bool { return waiters(t, srv) == conns-1 })
 	timeout := time.NewTimer(time.Hour)
 	t.Cleanup(func() { timeout.Stop() })
-	return &chain{clients: clients, granted: granted, timeout: timeout}
+	return &chain{clients: clients, granted: granted, release: []byte("r hot\n" + wait + " -1 hot\n"), timeout: timeout}
 }
-
-var handoverRelease = []byte("r hot\ngw -1 hot\n")
 
 // handOver has the holder release the lock and queue again, and waits for
 // the next one to be granted it.
 func (ch *chain) handOver(t testing.TB) {
-	if _, err := ch.clients[ch.holder].Write(handoverRelease); err != nil {
+	if _, err := ch.clients[ch.holder].Write(ch.release); err != nil {
 		t.Fatal(err)
 	}
 	ch.timeout.Reset(10 * time.Second)
@@ -453,43 +455,53 @@ func (ch *chain) handOver(t testing.TB) {
 	}
 }
 
-// TestHandoverAllocatesNothing: a lock handed down a queue of waiters
-// allocates nothing in the steady state (waiterPool; the wait's delivery
-// needs no channel), so that no collection runs while it goes on.
+// TestHandoverAllocatesNothing: a lock handed down a queue of waiters, gw
+// or !gw, allocates nothing in the steady state (waiterPool; the wait
+// goroutine and the delivery goroutine start from func values made once,
+// and their done channels are made only when asked for), so that no
+// collection runs while it goes on.
 func TestHandoverAllocatesNothing(t *testing.T) {
-	srv := startServer(t, nil)
-	ch := handoverChain(t, srv, 50)
-	for range 200 { // warm up: pools, buffers, the queue's own growth
-		ch.handOver(t)
-	}
-	const n = 2000
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range n {
-		ch.handOver(t)
-	}
-	runtime.ReadMemStats(&after)
-	// Before: 9 allocations (354 B) per hand-over. The bound leaves
-	// room for the runtime's own (timers, the poller) and the test's.
-	if per := float64(after.Mallocs-before.Mallocs) / n; per > 1 {
-		t.Fatalf("%.2f allocations per hand-over (%.0f B), want about 0", per, float64(after.TotalAlloc-before.TotalAlloc)/n)
+	for _, wait := range []string{"gw", "!gw"} {
+		t.Run(wait, func(t *testing.T) {
+			srv := startServer(t, nil)
+			ch := handoverChain(t, srv, 50, wait)
+			for range 200 { // warm up: pools, buffers, the queue's own growth
+				ch.handOver(t)
+			}
+			const n = 2000
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for range n {
+				ch.handOver(t)
+			}
+			runtime.ReadMemStats(&after)
+			// Before: 9 allocations (354 B) per hand-over with gw. The
+			// bound leaves room for the runtime's own (timers, the
+			// poller) and the test's.
+			if per := float64(after.Mallocs-before.Mallocs) / n; per > 1 {
+				t.Fatalf("%.2f allocations per hand-over (%.0f B), want about 0", per, float64(after.TotalAlloc-before.TotalAlloc)/n)
+			}
+		})
 	}
 }
 
 // BenchmarkWaitHandover hands one lock down a queue of 100 connections
-// waiting with gw, in-process over TCP: each op is one "r hot" from the
-// holder, the next waiter's grant and the holder's "gw -1 hot" behind it.
+// waiting with gw (or !gw), in-process over TCP: each op is one "r hot" from
+// the holder, the next waiter's grant and the holder's "gw -1 hot" behind it.
 // The clients read into a fixed buffer, so allocs/op are the server's: what
 // a steady stream of hand-overs leaves for the collector (docs/performance.md,
 // "Hand-over").
 //
 //	go test -run '^$' -bench WaitHandover -benchmem .
 func BenchmarkWaitHandover(b *testing.B) {
-	srv := startServer(b, nil)
-	ch := handoverChain(b, srv, 100)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		ch.handOver(b)
+	for _, wait := range []string{"gw", "!gw"} {
+		b.Run(wait, func(b *testing.B) {
+			ch := handoverChain(b, startServer(b, nil), 100, wait)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				ch.handOver(b)
+			}
+		})
 	}
 }
