@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,10 +19,22 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain fails the package's tests when any leaves a goroutine behind.
+// TestMain fails the package's tests when any leaves a goroutine behind,
+// and removes the binaries the tests built (testBuildDir).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if dir, err := testBuildDir(); err == nil {
+			os.RemoveAll(dir)
+		}
+		os.Exit(code)
+	}))
 }
+
+// testBuildDir is where the tests build glockd binaries (daemonBinary,
+// buildGlockd): one directory per test run, removed when it ends.
+var testBuildDir = sync.OnceValues(func() (string, error) {
+	return os.MkdirTemp("", "glockd-test-builds")
+})
 
 // TestLimitFlagsMustBePositive: a zero or negative limit is a mistake to
 // report at start, not a request for the default; and a daemon with no

@@ -17,7 +17,11 @@ import (
 
 // daemonBinary builds glockd once per test run.
 var daemonBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "glockd-bin")
+	root, err := testBuildDir()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(root, "glockd-bin")
 	if err != nil {
 		return "", err
 	}

@@ -41,7 +41,11 @@ func buildGlockd(t *testing.T, name, ldflags string) string {
 	if bin, ok := glockdBuilds.bins[ldflags]; ok {
 		return bin
 	}
-	dir, err := os.MkdirTemp("", "glockd-"+name)
+	root, err := testBuildDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(root, "glockd-"+name)
 	if err != nil {
 		t.Fatal(err)
 	}
