@@ -329,8 +329,10 @@ func (c *conn) deliverOverLocked() chan struct{} {
 	return c.deliverOver
 }
 
-func (o *asyncOutbox) pendingCount() int {
+// undelivered reports whether outcomes are still to come or not yet
+// written: a restored connection's delivery starts then (serveAdopted).
+func (o *asyncOutbox) undelivered() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.pending
+	return o.pending > 0 || len(o.out) > 0
 }

@@ -505,17 +505,23 @@ func fileConns(st *handover.State, files []*os.File, early map[int]net.Conn, ear
 }
 
 // serveAdopted serves the connections adopted from the old process; Start
-// calls it with s.mu held, once the listeners are open.
+// calls it with s.mu held, once the listeners are open. The manager runs
+// already, so a wait goroutine may run the commands queued behind its gw at
+// once, and start the delivery of !gw outcomes itself: both are started
+// under c.mu, so that each is started once.
 func (s *Server) serveAdopted() {
 	for _, c := range s.up.adopted {
+		c.mu.Lock()
 		if c.waiting {
 			c.awaiting = true
 			go c.awaitFn()
 		}
-		if box := c.state.box; box != nil && box.pendingCount() > 0 {
+		if box := c.state.box; box != nil && box.undelivered() {
+			box.signal() // outcomes decided before it ran are written at once
 			c.delivering = true
 			go c.deliverFn()
 		}
+		c.mu.Unlock()
 		go s.serveAdmitted(c)
 	}
 	s.up.adopted = nil
