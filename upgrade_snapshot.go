@@ -507,21 +507,20 @@ func fileConns(st *handover.State, files []*os.File, early map[int]net.Conn, ear
 // serveAdopted serves the connections adopted from the old process; Start
 // calls it with s.mu held, once the listeners are open. The manager runs
 // already, so a wait goroutine may run the commands queued behind its gw at
-// once, and start the delivery of !gw outcomes itself: both are started
-// under c.mu, so that each is started once.
+// once, and start the delivery of !gw outcomes itself: the delivery is
+// started first, so that the wait goroutine sees it (and c.mu is not taken
+// here: a batch takes s.mu under it, in noteIdentified).
 func (s *Server) serveAdopted() {
 	for _, c := range s.up.adopted {
-		c.mu.Lock()
-		if c.waiting {
-			c.awaiting = true
-			go c.awaitFn()
-		}
 		if box := c.state.box; box != nil && box.undelivered() {
 			box.signal() // outcomes decided before it ran are written at once
 			c.delivering = true
 			go c.deliverFn()
 		}
-		c.mu.Unlock()
+		if c.waiting {
+			c.awaiting = true
+			go c.awaitFn()
+		}
 		go s.serveAdmitted(c)
 	}
 	s.up.adopted = nil
