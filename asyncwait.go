@@ -253,8 +253,8 @@ func (c *conn) takeOutcomes() (pending int, err error) {
 	if grants > 0 && !c.srv.manager.serving() {
 		return pending, errNotServing
 	}
-	if pending > 0 && !c.delivering {
-		c.delivering = true
+	if pending > 0 && !c.delivering.running {
+		c.delivering.running = true
 		go c.deliverFn()
 	}
 	return pending, nil
@@ -270,7 +270,7 @@ func (c *conn) deliverOutcomes() {
 		case <-wake:
 		case <-c.ended:
 			c.mu.Lock()
-			c.stopDeliveringLocked()
+			c.delivering.stop()
 			c.mu.Unlock()
 			return
 		}
@@ -283,7 +283,7 @@ func (c *conn) deliverOutcomes() {
 			err = c.flush()
 		}
 		if err != nil || pending == 0 {
-			c.stopDeliveringLocked()
+			c.delivering.stop()
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -299,34 +299,11 @@ func (c *conn) deliverOutcomes() {
 // awaitDelivery waits until the delivery goroutine, if any, has exited.
 func (c *conn) awaitDelivery() {
 	c.mu.Lock()
-	done := c.deliverOverLocked()
+	done := c.delivering.done()
 	c.mu.Unlock()
 	if done != nil {
 		<-done
 	}
-}
-
-// stopDeliveringLocked notes that the delivery goroutine exits, and wakes
-// whoever waits for that. Called with c.mu held.
-func (c *conn) stopDeliveringLocked() {
-	c.delivering = false
-	if c.deliverOver != nil {
-		close(c.deliverOver)
-		c.deliverOver = nil
-	}
-}
-
-// deliverOverLocked returns a channel closed when the delivery goroutine
-// exits, nil when it does not run; made only when asked for, so that a
-// burst of outcomes allocates nothing. Called with c.mu held.
-func (c *conn) deliverOverLocked() chan struct{} {
-	if !c.delivering {
-		return nil
-	}
-	if c.deliverOver == nil {
-		c.deliverOver = make(chan struct{})
-	}
-	return c.deliverOver
 }
 
 // undelivered reports whether outcomes are still to come or not yet

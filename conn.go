@@ -42,27 +42,21 @@ type conn struct {
 	// mu is held by whichever goroutine is running commands or writing.
 	mu          sync.Mutex
 	b           batch
-	waiting     bool          // a wait is pending; later commands are queued
-	pending     proto.Command // the waiting command; its name in pendingName
-	pendingName []byte        // kept from wait to wait
-	queue       lineQueue     // commands read during the wait, to run after it
-	// awaiting: the wait goroutine (awaitWaits) runs. waitsOver, made only
-	// when something must wait for it, is closed when it exits: see
-	// waitsOverLocked.
-	awaiting  bool
-	waitsOver chan struct{}
-	awaitFn   func()          // c.awaitWaits, made once: a go statement then allocates nothing
-	drain     []proto.Command // the wait goroutine's commands, parsed from queue
-	scratch   []byte          // the wait goroutine's normalised arguments
-	now       []proto.Command // out-of-band commands to run at once
+	waiting     bool            // a wait is pending; later commands are queued
+	pending     proto.Command   // the waiting command; its name in pendingName
+	pendingName []byte          // kept from wait to wait
+	queue       lineQueue       // commands read during the wait, to run after it
+	awaiting    goroutineRun    // the wait goroutine (awaitWaits)
+	awaitFn     func()          // c.awaitWaits, made once: a go statement then allocates nothing
+	drain       []proto.Command // the wait goroutine's commands, parsed from queue
+	scratch     []byte          // the wait goroutine's normalised arguments
+	now         []proto.Command // out-of-band commands to run at once
 
-	// Asynchronous waits (asyncwait.go): the delivery goroutine runs while
-	// delivering; deliverOver, made only when something must wait for it,
-	// is closed when it exits (deliverOverLocked).
-	delivering  bool
-	deliverOver chan struct{}
-	deliverFn   func()       // c.deliverOutcomes, made once: a go statement then allocates nothing
-	outcomes    []waitResult // outcomes taken from the outbox, for metrics
+	// Asynchronous waits (asyncwait.go): the delivery goroutine
+	// (deliverOutcomes) runs while delivering.
+	delivering goroutineRun
+	deliverFn  func()       // c.deliverOutcomes, made once: a go statement then allocates nothing
+	outcomes   []waitResult // outcomes taken from the outbox, for metrics
 
 	// A failed auth is a wait for a timer (auth.go): authTimer runs
 	// while its delay does; authFailures counts the failures.
@@ -205,7 +199,7 @@ func (c *conn) finish() {
 	}
 	c.t.Close()
 	c.mu.Lock()
-	done := c.waitsOverLocked()
+	done := c.awaiting.done()
 	c.mu.Unlock()
 	close(c.ended)
 	if done != nil {
@@ -227,7 +221,7 @@ func (c *conn) endOfInput() {
 	c.srv.manager.send(request{kind: requestEndOfInput, conn: c.state})
 	c.mu.Lock()
 	c.endAuthDelayLocked()
-	done := c.waitsOverLocked()
+	done := c.awaiting.done()
 	c.mu.Unlock()
 	if done != nil {
 		<-done
@@ -457,7 +451,7 @@ func (c *conn) startWait(cmd *proto.Command, rest []proto.Command, inWait bool) 
 		return nil
 	}
 	now := c.queueAfterWait(rest)
-	c.awaiting = true
+	c.awaiting.running = true
 	go c.awaitFn()
 	return now
 }
@@ -488,7 +482,7 @@ func (c *conn) awaitWaits() {
 			}
 		case <-c.ended:
 			c.mu.Lock()
-			c.stopAwaitingLocked()
+			c.awaiting.stop()
 			c.mu.Unlock()
 			return
 		}
@@ -519,7 +513,7 @@ func (c *conn) awaitWaits() {
 		}
 		stop := err != nil || !c.waiting
 		if stop {
-			c.stopAwaitingLocked()
+			c.awaiting.stop()
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -531,30 +525,38 @@ func (c *conn) awaitWaits() {
 	}
 }
 
-// stopAwaitingLocked notes that the wait goroutine exits, and wakes whoever
-// waits for that. Called with c.mu held.
-func (c *conn) stopAwaitingLocked() {
-	c.awaiting = false
-	if c.waitsOver != nil {
-		close(c.waitsOver)
-		c.waitsOver = nil
+// goroutineRun tracks one of a connection's goroutines that run only at
+// times (the wait goroutine, the !gw delivery): whether it runs, and a
+// channel closed when it exits, made only when something waits for that
+// (the end of input, finish, a shutdown), so that starting one allocates
+// nothing. Guarded by conn.mu.
+type goroutineRun struct {
+	running bool
+	over    chan struct{}
+}
+
+// stop notes that the goroutine exits, and wakes whoever waits for that.
+func (r *goroutineRun) stop() {
+	r.running = false
+	if r.over != nil {
+		close(r.over)
+		r.over = nil
 	}
 }
 
-// waitsOverLocked returns a channel closed when the wait goroutine exits:
-// once the connection's pending gw or sgw, and any begun by the commands
-// queued behind it, have been answered and their replies written, or their
-// delivery has failed, or the connection has ended; nil when it does not
-// run. It is made only when asked for, so that a wait allocates nothing.
-// Called with c.mu held.
-func (c *conn) waitsOverLocked() chan struct{} {
-	if !c.awaiting {
+// done returns a channel closed when the goroutine exits; nil when it does
+// not run. For the wait goroutine that is once the pending gw or sgw, and
+// any begun by the commands queued behind it, have been answered and their
+// replies written, or their delivery has failed, or the connection has
+// ended.
+func (r *goroutineRun) done() chan struct{} {
+	if !r.running {
 		return nil
 	}
-	if c.waitsOver == nil {
-		c.waitsOver = make(chan struct{})
+	if r.over == nil {
+		r.over = make(chan struct{})
 	}
-	return c.waitsOver
+	return r.over
 }
 
 // runQueue runs the commands queued behind the wait that has just ended, up

@@ -13,6 +13,12 @@ import (
 
 // bufferedBytes reads glockd_buffered_bytes from the daemon's /metrics.
 func (d *upgradedDaemon) bufferedBytes(t *testing.T) int64 {
+	return int64(d.metric(t, "glockd_buffered_bytes"))
+}
+
+// metric reads the sample name (with its labels, if any) from the daemon's
+// /metrics.
+func (d *upgradedDaemon) metric(t *testing.T, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort)) + "/metrics")
 	if err != nil {
@@ -21,15 +27,15 @@ func (d *upgradedDaemon) bufferedBytes(t *testing.T) int64 {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "glockd_buffered_bytes "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return int64(f)
+			return f
 		}
 	}
-	t.Fatal("/metrics has no glockd_buffered_bytes")
+	t.Fatalf("/metrics has no %s", name)
 	return 0
 }
 

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -765,20 +764,7 @@ func TestUpgradeWaitGoroutines(t *testing.T) {
 			t.Fatalf("waiter %d's r x: %q", i, l)
 		}
 	}
-	goroutines := func() int {
-		resp, err := http.Get("http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(d.wsPort)) + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		m := regexp.MustCompile(`(?m)^go_goroutines (\d+)$`).FindSubmatch(body)
-		if m == nil {
-			t.Fatal("no go_goroutines in /metrics")
-		}
-		g, _ := strconv.Atoi(string(m[1]))
-		return g
-	}
+	goroutines := func() int { return int(d.metric(t, "go_goroutines")) }
 	// One reader per connection and the server's own few (about 13).
 	limit := n + 1 + 40
 	deadline := time.Now().Add(10 * time.Second)

@@ -404,15 +404,15 @@ func (c *conn) awaitAnswers() {
 
 // answersLocked ends a failed auth's delay and returns what closes once the
 // connection's pending waits are answered: the exit of the goroutine of its
-// gw or sgw (waitsOverLocked), and of the one delivering the outcomes of its
+// gw or sgw (conn.awaiting), and of the one delivering the outcomes of its
 // !gw and !sgw. Each closes when the connection ends too. c.mu is held.
 func (c *conn) answersLocked() []chan struct{} {
 	c.endAuthDelayLocked()
 	var done []chan struct{}
-	if d := c.waitsOverLocked(); d != nil {
+	if d := c.awaiting.done(); d != nil {
 		done = append(done, d)
 	}
-	if d := c.deliverOverLocked(); d != nil {
+	if d := c.delivering.done(); d != nil {
 		done = append(done, d)
 	}
 	return done

@@ -514,11 +514,11 @@ func (s *Server) serveAdopted() {
 	for _, c := range s.up.adopted {
 		if box := c.state.box; box != nil && box.undelivered() {
 			box.signal() // outcomes decided before it ran are written at once
-			c.delivering = true
+			c.delivering.running = true
 			go c.deliverFn()
 		}
 		if c.waiting {
-			c.awaiting = true
+			c.awaiting.running = true
 			go c.awaitFn()
 		}
 		go s.serveAdmitted(c)

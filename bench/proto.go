@@ -259,18 +259,24 @@ func readBulk(r *bufio.Reader) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(line) < 2 || line[0] != '$' {
+	n, ok := bulkLength(line)
+	if !ok {
 		return "", fmt.Errorf("want a bulk string, got %q", line)
-	}
-	n, err := strconv.Atoi(string(line[1:]))
-	if err != nil || n < 0 {
-		return "", fmt.Errorf("bulk string length %q", line)
 	}
 	b := make([]byte, n+2)
 	if _, err := readFull(r, b); err != nil {
 		return "", err
 	}
 	return string(b[:n]), nil
+}
+
+// bulkLength parses a bulk string's header, "$N", without allocating.
+func bulkLength(line []byte) (int, bool) {
+	if len(line) < 2 || line[0] != '$' {
+		return 0, false
+	}
+	n, ok := parseUint(line[1:])
+	return int(n), ok
 }
 
 // expectBulk reads a bulk string and checks that it is want, without
@@ -280,11 +286,7 @@ func expectBulk(r *bufio.Reader, want string) error {
 	if err != nil {
 		return err
 	}
-	n, ok := int64(0), len(line) >= 2 && line[0] == '$'
-	if ok {
-		n, ok = parseUint(line[1:])
-	}
-	if !ok || n != int64(len(want)) {
+	if n, ok := bulkLength(line); !ok || n != len(want) {
 		return fmt.Errorf("want the bulk string %q, got %q", want, line)
 	}
 	b, err := r.Peek(len(want) + 2)
