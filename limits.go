@@ -179,27 +179,15 @@ func connCap(cfg Config) int {
 // withDefaults gives every limit (and the logger) a Config leaves zero its
 // default.
 func (cfg Config) withDefaults() Config {
-	if cfg.MaxLine <= 0 {
-		cfg.MaxLine = DefaultMaxLine
-	}
-	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	if cfg.MaxLocksPerConn <= 0 {
-		cfg.MaxLocksPerConn = DefaultMaxLocksPerConn
-	}
-	if cfg.MaxWaitsPerConn <= 0 {
-		cfg.MaxWaitsPerConn = DefaultMaxWaitsPerConn
-	}
-	if cfg.MaxHTTPConns <= 0 {
-		cfg.MaxHTTPConns = DefaultMaxHTTPConns
-	}
-	if cfg.MaxBuffered <= 0 {
+	positiveOr(&cfg.MaxLine, DefaultMaxLine)
+	positiveOr(&cfg.MaxConns, DefaultMaxConns)
+	positiveOr(&cfg.MaxLocksPerConn, DefaultMaxLocksPerConn)
+	positiveOr(&cfg.MaxWaitsPerConn, DefaultMaxWaitsPerConn)
+	positiveOr(&cfg.MaxHTTPConns, DefaultMaxHTTPConns)
+	if cfg.MaxBuffered <= 0 { // computed only when needed: it reads the machine's memory
 		cfg.MaxBuffered = defaultMaxBuffered()
 	}
-	if cfg.HTTPIdleTimeout <= 0 {
-		cfg.HTTPIdleTimeout = DefaultHTTPIdleTimeout
-	}
+	positiveOr(&cfg.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
 	if cfg.UnixMode == 0 {
 		cfg.UnixMode = 0o666
 	}
@@ -208,4 +196,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	cfg.Security = cfg.Security.withDefaults()
 	return cfg
+}
+
+// positiveOr sets *v to def unless it is above zero: a limit that a Config
+// leaves zero (or sets negative) gets its default.
+func positiveOr[T ~int | ~int64 | ~float64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }

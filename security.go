@@ -57,27 +57,13 @@ type SecurityConfig struct {
 const DefaultAuthFailureDelay = time.Second
 
 func (sc SecurityConfig) withDefaults() SecurityConfig {
-	if sc.AuthFailureDelay <= 0 {
-		sc.AuthFailureDelay = DefaultAuthFailureDelay
-	}
-	if sc.HandshakeTimeout <= 0 {
-		sc.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if sc.MaxHandshakes <= 0 {
-		sc.MaxHandshakes = DefaultMaxHandshakes
-	}
-	if sc.AuthTimeout <= 0 {
-		sc.AuthTimeout = DefaultAuthTimeout
-	}
-	if sc.AuthFailuresPerAddr <= 0 {
-		sc.AuthFailuresPerAddr = DefaultAuthFailuresPerAddr
-	}
-	if sc.AuthFailuresPerSecond <= 0 {
-		sc.AuthFailuresPerSecond = DefaultAuthFailuresPerSecond
-	}
-	if sc.KillBound <= 0 {
-		sc.KillBound = DefaultKillBound
-	}
+	positiveOr(&sc.AuthFailureDelay, DefaultAuthFailureDelay)
+	positiveOr(&sc.HandshakeTimeout, DefaultHandshakeTimeout)
+	positiveOr(&sc.MaxHandshakes, DefaultMaxHandshakes)
+	positiveOr(&sc.AuthTimeout, DefaultAuthTimeout)
+	positiveOr(&sc.AuthFailuresPerAddr, DefaultAuthFailuresPerAddr)
+	positiveOr(&sc.AuthFailuresPerSecond, DefaultAuthFailuresPerSecond)
+	positiveOr(&sc.KillBound, DefaultKillBound)
 	return sc
 }
 
