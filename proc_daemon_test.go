@@ -54,11 +54,14 @@ func startDaemon(t testing.TB, args ...string) *daemon {
 }
 
 // runDaemon starts cmd, a glockd (possibly wrapped, as by "ip netns exec"),
-// and kills it when the test ends.
+// and kills it when the test ends. Its log goes to d.stderr unless cmd has
+// a Stderr of its own.
 func runDaemon(t testing.TB, cmd *exec.Cmd) *daemon {
 	t.Helper()
 	d := &daemon{cmd: cmd, stderr: new(bytes.Buffer), done: make(chan struct{})}
-	d.cmd.Stderr = d.stderr
+	if d.cmd.Stderr == nil {
+		d.cmd.Stderr = d.stderr
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -361,20 +361,9 @@ func loggedDaemon(t *testing.T, args ...string) (*daemon, *logBuffer) {
 		t.Fatal(err)
 	}
 	logs := &logBuffer{}
-	d := &daemon{cmd: exec.Command(bin, args...), stderr: new(bytes.Buffer), done: make(chan struct{})}
-	d.cmd.Stderr = logs
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.done
-	})
-	return d, logs
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = logs
+	return runDaemon(t, cmd), logs
 }
 
 // expectRunning fails the test if the daemon has exited.
