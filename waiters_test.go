@@ -505,3 +505,50 @@ func BenchmarkWaitHandover(b *testing.B) {
 		})
 	}
 }
+
+// TestHandoverChainResets hands a lock down a queue of gw waiters while
+// waiters, and at times the holder, are reset at random instants, as a
+// client that crashes does: ended waiters are reused (waiterPool), so a
+// waiter reused while its queue still held it would grant the lock to the
+// wrong connection, twice, or to none. Each live connection must be granted
+// in turn, and at the end every live one but the holder must be queued.
+func TestHandoverChainResets(t *testing.T) {
+	srv := startServer(t, nil)
+	const conns = 40
+	ch := handoverChain(t, srv, conns, "gw")
+	alive := make([]bool, conns)
+	for i := range alive {
+		alive[i] = true
+	}
+	live := conns
+	reset := func(i int) {
+		ch.clients[i].(*net.TCPConn).SetLinger(0)
+		ch.clients[i].Close()
+		alive[i] = false
+		live--
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 400 && live > 3; round++ {
+		switch r := rng.IntN(100); {
+		case r < 8: // a waiter resets
+			i := rng.IntN(conns)
+			if alive[i] && i != ch.holder {
+				reset(i)
+			}
+		case r < 12: // the holder resets: the lock passes on as an orphan
+			reset(ch.holder)
+			ch.timeout.Reset(10 * time.Second)
+			select {
+			case ch.holder = <-ch.granted:
+			case <-ch.timeout.C:
+				t.Fatal("no waiter was granted the lock of a holder that reset")
+			}
+		default:
+			ch.handOver(t)
+		}
+		if !alive[ch.holder] {
+			t.Fatalf("round %d: the lock went to connection %d, which had reset", round, ch.holder)
+		}
+	}
+	eventually(t, "every live connection but the holder queued", func() bool { return waiters(t, srv) == live-1 })
+}
